@@ -1,0 +1,29 @@
+"""Demonstrations and preferences: reading, validation, tokenisation and batching."""
+
+from .collator import AIHFCollator, PairedDataset, concat_padded, pad_sequences
+from .formats import ROLES, DemonstrationText, PreferenceText, demonstration_texts, preference_texts
+from .sources import Rows, read_rows
+from .tokenize import (
+    check_lengths,
+    prepare_demonstrations,
+    prepare_preferences,
+    references_as_demonstrations,
+)
+
+__all__ = [
+    "AIHFCollator",
+    "PairedDataset",
+    "Rows",
+    "ROLES",
+    "DemonstrationText",
+    "PreferenceText",
+    "check_lengths",
+    "concat_padded",
+    "demonstration_texts",
+    "pad_sequences",
+    "preference_texts",
+    "prepare_demonstrations",
+    "prepare_preferences",
+    "read_rows",
+    "references_as_demonstrations",
+]

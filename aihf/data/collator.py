@@ -1,0 +1,110 @@
+"""Batching demonstrations and preference pairs for one concatenated forward pass."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch.utils.data import Dataset as TorchDataset
+
+
+class PairedDataset(TorchDataset):
+    """Training items that each hold one preference pair and one demonstration.
+
+    Item ``i`` holds pair ``i mod P`` and demonstration ``i mod D``; the length is ``max(P, D)``,
+    so one epoch visits every example of the larger source once and cycles the smaller one.
+    Either source may be ``None`` when its loss weight is 0. Pairing is arbitrary on purpose:
+    the AIHF loss averages the two sources separately, so which pair meets which demonstration
+    does not matter.
+    """
+
+    def __init__(self, preferences: Any | None, demonstrations: Any | None):
+        if preferences is None and demonstrations is None:
+            raise ValueError("need preferences, demonstrations, or both")
+        self.preferences = preferences
+        self.demonstrations = demonstrations
+        self._len = max(len(preferences or ()), len(demonstrations or ()))
+
+    def __len__(self) -> int:
+        return self._len
+
+    def __getitem__(self, i: int) -> dict:
+        item: dict[str, Any] = {"pref": None, "demo": None, "demo_index": -1}
+        if self.preferences is not None:
+            row = self.preferences[i % len(self.preferences)]
+            item["pref"] = {k: row[k] for k in ("prompt_ids", "chosen_ids", "rejected_ids")}
+        if self.demonstrations is not None:
+            j = i % len(self.demonstrations)
+            row = self.demonstrations[j]
+            item["demo"] = {k: row[k] for k in ("prompt_ids", "completion_ids")}
+            item["demo_index"] = j
+        return item
+
+
+def pad_sequences(
+    prompts: list[list[int]],
+    completions: list[list[int]],
+    pad_token_id: int,
+    pad_to_multiple_of: int | None = None,
+) -> dict[str, torch.Tensor]:
+    """Right-pad ``prompt + completion`` rows.
+
+    Returns ``input_ids``, ``attention_mask`` and ``completion_mask`` (1 on completion tokens,
+    the only positions any loss reads).
+    """
+    if len(prompts) != len(completions):
+        raise ValueError(f"{len(prompts)} prompts but {len(completions)} completions")
+    lengths = [len(p) + len(c) for p, c in zip(prompts, completions)]
+    width = max(lengths, default=0)
+    if pad_to_multiple_of:
+        width = -(-width // pad_to_multiple_of) * pad_to_multiple_of
+    n = len(prompts)
+    input_ids = torch.full((n, width), pad_token_id, dtype=torch.long)
+    attention_mask = torch.zeros((n, width), dtype=torch.long)
+    completion_mask = torch.zeros((n, width), dtype=torch.long)
+    for r, (p, c) in enumerate(zip(prompts, completions)):
+        input_ids[r, : len(p) + len(c)] = torch.tensor(p + c, dtype=torch.long)
+        attention_mask[r, : len(p) + len(c)] = 1
+        completion_mask[r, len(p) : len(p) + len(c)] = 1
+    return {"input_ids": input_ids, "attention_mask": attention_mask, "completion_mask": completion_mask}
+
+
+def concat_padded(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], pad_token_id: int) -> dict[str, torch.Tensor]:
+    """Stack two right-padded batches (as returned by :func:`pad_sequences`) row-wise."""
+    width = max(a["input_ids"].shape[1], b["input_ids"].shape[1])
+    out = {}
+    for key in ("input_ids", "attention_mask", "completion_mask"):
+        fill = pad_token_id if key == "input_ids" else 0
+        parts = [
+            torch.nn.functional.pad(t[key], (0, width - t[key].shape[1]), value=fill) for t in (a, b)
+        ]
+        out[key] = torch.cat(parts, dim=0)
+    return out
+
+
+@dataclass
+class AIHFCollator:
+    """Collates :class:`PairedDataset` items.
+
+    Rows of the padded batch are ``[chosen (P rows); rejected (P rows); demonstrations (D rows)]``
+    so that one forward pass scores all of them. Also returns ``num_pairs``, ``num_demos``, and
+    the demonstrations' ``demo_prompt_ids`` and ``demo_index`` (for self-play generation).
+    """
+
+    pad_token_id: int
+    pad_to_multiple_of: int | None = None
+
+    def __call__(self, items: list[dict]) -> dict[str, Any]:
+        pairs = [it["pref"] for it in items if it["pref"] is not None]
+        demos = [it["demo"] for it in items if it["demo"] is not None]
+        prompts = [p["prompt_ids"] for p in pairs] * 2 + [d["prompt_ids"] for d in demos]
+        completions = (
+            [p["chosen_ids"] for p in pairs] + [p["rejected_ids"] for p in pairs] + [d["completion_ids"] for d in demos]
+        )
+        batch: dict[str, Any] = pad_sequences(prompts, completions, self.pad_token_id, self.pad_to_multiple_of)
+        batch["num_pairs"] = len(pairs)
+        batch["num_demos"] = len(demos)
+        batch["demo_prompt_ids"] = [d["prompt_ids"] for d in demos]
+        batch["demo_index"] = [it["demo_index"] for it in items if it["demo"] is not None]
+        return batch

@@ -1,0 +1,20 @@
+"""Errors raised on bad user input."""
+
+from __future__ import annotations
+
+
+class DataError(ValueError):
+    """Bad training data, raised before any training starts or any file is written.
+
+    The message names the ``source`` (a file path or dataset name), the ``row`` (``"line 7"``
+    for JSONL/CSV files, ``"row 3"`` -- a 0-based index -- for datasets, JSON arrays and
+    Parquet files) and the ``field`` at fault, so the user can go straight to it.
+    """
+
+    def __init__(self, source: str, row: str | None, field: str | None, problem: str):
+        self.source = source
+        self.row = row
+        self.field = field
+        self.problem = problem
+        where = ", ".join(part for part in (source, row, f"field '{field}'" if field else None) if part)
+        super().__init__(f"{where}: {problem}")

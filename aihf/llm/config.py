@@ -1,0 +1,133 @@
+"""Configuration of :class:`aihf.llm.AIHFTrainer`: ``transformers.TrainingArguments`` plus AIHF's fields.
+
+Field help strings double as ``aihf train --help``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from transformers import TrainingArguments
+
+from ..data.formats import HH_ASSISTANT_MARKER
+from ..data.tokenize import check_lengths
+
+DEMO_LOSSES = ("nll", "self_play")
+
+
+@dataclass
+class AIHFConfig(TrainingArguments):
+    """Training arguments for AIHF with an implicit reward ``r = beta * log(pi / pi_ref)``.
+
+    The loss is ``pref_weight * DPO(preferences) + demo_weight * D(demonstrations)`` where ``D``
+    is the demonstration NLL (``demo_loss="nll"``, offline AIHF-DPO) or the self-play term
+    against the policy frozen at the start of each round (``demo_loss="self_play"``).
+    ``demo_weight=0`` is DPO, ``pref_weight=0`` is SFT (nll) or SPIN (self_play).
+
+    Defaults that differ from ``TrainingArguments``: ``learning_rate=1e-6``, ``logging_steps=10``,
+    ``remove_unused_columns=False``.
+    """
+
+    # Overridden TrainingArguments defaults.
+    learning_rate: float = field(default=1e-6, metadata={"help": "Initial learning rate for AdamW."})
+    logging_steps: float = field(
+        default=10,
+        metadata={"help": "Log every X update steps (an integer, or a float in [0, 1) for a ratio of all steps)."},
+    )
+    remove_unused_columns: bool = field(
+        default=False, metadata={"help": "Kept False: AIHF batches are built by its own collator."}
+    )
+
+    # The objective.
+    beta: float = field(
+        default=0.1,
+        metadata={"help": "KL strength beta > 0: the implicit reward is beta * log(pi / pi_ref)."},
+    )
+    demo_weight: float = field(
+        default=1.0, metadata={"help": "Weight w_D of the demonstration term (0 turns AIHF into DPO)."}
+    )
+    pref_weight: float = field(
+        default=1.0, metadata={"help": "Weight w_P of the preference (DPO) term (0 turns AIHF into SFT or SPIN)."}
+    )
+    demo_loss: str = field(
+        default="nll",
+        metadata={
+            "help": "Demonstration term: 'nll' (offline AIHF-DPO; SFT when pref_weight=0) or 'self_play' "
+            "(online self-play AIHF; SPIN when pref_weight=0).",
+            "choices": list(DEMO_LOSSES),
+        },
+    )
+    use_references_as_demonstrations: bool = field(
+        default=True,
+        metadata={"help": "Add the gold 'reference' answers of preference rows to the demonstrations."},
+    )
+    disable_dropout: bool = field(
+        default=True, metadata={"help": "Set every dropout probability of the policy (and copies) to 0."}
+    )
+
+    # Data.
+    max_length: int | None = field(
+        default=1024, metadata={"help": "Maximum tokens of prompt + completion; completions are cut on the right."}
+    )
+    max_prompt_length: int | None = field(
+        default=512, metadata={"help": "Maximum prompt tokens; longer prompts are cut on the left (BOS kept)."}
+    )
+    implicit_prompt_marker: str | None = field(
+        default=HH_ASSISTANT_MARKER,
+        metadata={
+            "help": "For preference rows without 'prompt': cut the shared prefix of chosen/rejected after the last "
+            "occurrence of this marker (Anthropic-HH's assistant turn); else at the last word boundary."
+        },
+    )
+    pad_to_multiple_of: int | None = field(
+        default=None, metadata={"help": "Pad batches to a multiple of this length (helps GPU kernels)."}
+    )
+
+    # Self-play.
+    self_play_round_steps: int | None = field(
+        default=None,
+        metadata={"help": "Self-play round length in optimizer steps (overrides self_play_round_epochs)."},
+    )
+    self_play_round_epochs: float = field(
+        default=1.0,
+        metadata={"help": "Self-play round length in epochs, rounded up to whole optimizer steps."},
+    )
+    self_play_regen_prob: float = field(
+        default=0.0,
+        metadata={
+            "help": "Probability that a batch's self-play samples are drawn again from the round's opponent even "
+            "though this round already sampled them (matters when a round spans more than one epoch)."
+        },
+    )
+    max_new_tokens: int = field(default=128, metadata={"help": "Self-play: tokens generated per sample at most."})
+    temperature: float = field(default=1.0, metadata={"help": "Self-play: sampling temperature."})
+    top_p: float = field(default=1.0, metadata={"help": "Self-play: nucleus sampling threshold."})
+    top_k: int = field(default=0, metadata={"help": "Self-play: sample among the k likeliest tokens (0 = all)."})
+    do_sample: bool = field(default=True, metadata={"help": "Self-play: sample (True) or decode greedily (False)."})
+    generation_batch_size: int | None = field(
+        default=None,
+        metadata={"help": "Self-play: prompts per generate() call (default: the whole micro-batch)."},
+    )
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.dataloader_pin_memory and (self.use_cpu or not torch.cuda.is_available()):
+            self.dataloader_pin_memory = False  # pinning needs an accelerator; torch warns on every epoch
+        if self.beta <= 0:
+            raise ValueError(f"beta must be > 0, got {self.beta}")
+        if self.demo_weight < 0 or self.pref_weight < 0:
+            raise ValueError(f"demo_weight and pref_weight must be >= 0, got {self.demo_weight}, {self.pref_weight}")
+        if self.demo_weight == 0 and self.pref_weight == 0:
+            raise ValueError("demo_weight and pref_weight are both 0: nothing to learn from")
+        if self.demo_loss not in DEMO_LOSSES:
+            raise ValueError(f"demo_loss must be one of {DEMO_LOSSES}, got '{self.demo_loss}'")
+        check_lengths(self.max_length, self.max_prompt_length)
+        if not 0.0 <= self.self_play_regen_prob <= 1.0:
+            raise ValueError(f"self_play_regen_prob must be in [0, 1], got {self.self_play_regen_prob}")
+        if self.self_play_round_steps is not None and self.self_play_round_steps < 1:
+            raise ValueError(f"self_play_round_steps must be >= 1, got {self.self_play_round_steps}")
+        if self.self_play_round_epochs <= 0:
+            raise ValueError(f"self_play_round_epochs must be > 0, got {self.self_play_round_epochs}")
+        if self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")

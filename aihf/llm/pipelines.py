@@ -1,0 +1,74 @@
+"""The classic two-stage baseline, SFT then DPO, as one call on the same data as AIHF."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from torch import nn
+
+from .config import AIHFConfig
+from .trainer import AIHFTrainer, _is_peft
+
+
+@dataclass
+class TwoStageResult:
+    model: nn.Module
+    sft_trainer: AIHFTrainer
+    dpo_trainer: AIHFTrainer
+
+
+def sft_then_dpo(
+    model: nn.Module | str,
+    args: AIHFConfig,
+    demonstrations: Any,
+    preferences: Any,
+    processing_class: Any = None,
+    *,
+    sft_args: AIHFConfig | None = None,
+    peft_config: Any = None,
+    callbacks: list | None = None,
+) -> TwoStageResult:
+    """SFT on the demonstrations (and the preference rows' gold references), then DPO on the
+    preferences with the SFT model as the frozen reference.
+
+    ``args`` configures the DPO stage; the SFT stage uses ``sft_args`` if given, else ``args``
+    with ``pref_weight=0, demo_weight=1, demo_loss="nll"``. Stages write to
+    ``<output_dir>/sft`` and ``<output_dir>/dpo``. With ``peft_config``, the SFT adapter is
+    merged into the weights before a fresh adapter is trained for DPO, so that "adapters
+    disabled" is the SFT model.
+    """
+    if sft_args is None:
+        sft_args = dataclasses.replace(
+            args, output_dir=os.path.join(args.output_dir, "sft"), pref_weight=0.0, demo_weight=1.0, demo_loss="nll"
+        )
+    dpo_args = dataclasses.replace(args, output_dir=os.path.join(args.output_dir, "dpo"), demo_weight=0.0)
+    sft = AIHFTrainer(
+        model,
+        args=sft_args,
+        demonstrations=demonstrations,
+        preferences=preferences,
+        processing_class=processing_class,
+        peft_config=peft_config,
+        callbacks=callbacks,
+    )
+    sft.train()
+    sft.save_model()
+    sft.save_state()
+    sft_model = sft.accelerator.unwrap_model(sft.model)
+    if _is_peft(sft_model):
+        sft_model = sft_model.merge_and_unload()
+    dpo = AIHFTrainer(
+        sft_model,
+        args=dpo_args,
+        preferences=preferences,
+        processing_class=sft.processing_class,
+        peft_config=peft_config,
+        callbacks=callbacks,
+    )
+    dpo.train()
+    dpo.save_model()
+    dpo.save_state()
+    return TwoStageResult(dpo.accelerator.unwrap_model(dpo.model), sft, dpo)

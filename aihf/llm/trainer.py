@@ -1,0 +1,449 @@
+"""AIHFTrainer: one-stage alignment of a causal LM from demonstrations and preferences.
+
+The policy's implicit reward is ``r = beta * log(pi / pi_ref)``. Each training batch holds
+preference pairs and demonstrations, scored in one concatenated forward pass; the loss is
+``pref_weight * DPO + demo_weight * demo_term`` (:func:`aihf.losses.aihf_loss`), where the
+demonstration term is the NLL (offline AIHF-DPO) or the self-play term against the policy
+frozen at the start of each round (online self-play AIHF).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import random
+import shutil
+import warnings
+import zlib
+from collections import defaultdict
+from typing import Any
+
+import datasets
+import torch
+from safetensors.torch import load_model, save_model
+from torch import nn
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase, Trainer
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
+
+from .. import losses
+from ..data import (
+    AIHFCollator,
+    PairedDataset,
+    concat_padded,
+    pad_sequences,
+    prepare_demonstrations,
+    prepare_preferences,
+    references_as_demonstrations,
+)
+from .config import AIHFConfig
+from .generation import HFGenerator, SampleGenerator
+from .logprobs import sequence_logps
+
+SELF_PLAY_STATE = "aihf_self_play_rank{rank}.json"
+OPPONENT_WEIGHTS = "aihf_opponent.safetensors"
+STAGING_DIR = ".aihf-staging"
+
+
+def _is_peft(model: nn.Module) -> bool:
+    try:
+        from peft import PeftModel
+    except ImportError:  # peft is a dependency, but keep the trainer usable without it
+        return False
+    return isinstance(model, PeftModel)
+
+
+def disable_dropout(model: nn.Module) -> None:
+    for module in model.modules():
+        if isinstance(module, nn.Dropout):
+            module.p = 0.0
+
+
+def _frozen(model: nn.Module) -> nn.Module:
+    model.eval()
+    model.requires_grad_(False)
+    return model
+
+
+def _stable_seed(*parts: int) -> int:
+    return zlib.crc32(repr(parts).encode()) & 0x7FFFFFFF
+
+
+class AIHFTrainer(Trainer):
+    """Align ``model`` with demonstrations and preference pairs in one training stage.
+
+    Args:
+        model: a causal LM, or a local path / hub id to load one from.
+        ref_model: the frozen reference ``pi_ref``. Default: a frozen copy of ``model`` as given;
+            for a PEFT model, the same model with its adapters disabled.
+        args: an :class:`AIHFConfig`.
+        demonstrations / preferences: a ``datasets.Dataset``, a list of dicts or a path to a
+            ``.jsonl``/``.json``/``.csv``/``.parquet`` file (formats: :mod:`aihf.data.formats`).
+            A source whose weight is 0 may be omitted; it is ignored if given.
+        eval_demonstrations / eval_preferences: optional held-out sources for ``evaluate()``;
+            the evaluation loss uses the demonstration NLL in every mode (it samples nothing).
+        processing_class: the tokenizer (loaded from ``model`` when that is a path).
+        peft_config: wrap ``model`` with this PEFT (e.g. LoRA) config.
+        generator: self-play sampler, ``generator(model, prompts, seed) -> completions``;
+            default :class:`HFGenerator` configured from ``args``.
+
+    Every data source is read, validated and tokenised here, so bad input raises
+    :class:`aihf.DataError` before any training step or output file.
+    """
+
+    loss_is_scaled_for_ga = False  # our loss is a per-micro-batch mean
+
+    def __init__(
+        self,
+        model: nn.Module | str,
+        ref_model: nn.Module | str | None = None,
+        args: AIHFConfig | None = None,
+        demonstrations: Any = None,
+        preferences: Any = None,
+        eval_demonstrations: Any = None,
+        eval_preferences: Any = None,
+        processing_class: PreTrainedTokenizerBase | None = None,
+        peft_config: Any = None,
+        generator: SampleGenerator | None = None,
+        callbacks: list | None = None,
+        optimizers: tuple = (None, None),
+    ):
+        args = args if args is not None else AIHFConfig(output_dir="aihf-output")
+        if not isinstance(args, AIHFConfig):
+            raise TypeError(f"args must be an AIHFConfig, got {type(args).__name__}")
+        if isinstance(model, str):
+            if processing_class is None:
+                processing_class = AutoTokenizer.from_pretrained(model)
+            model = AutoModelForCausalLM.from_pretrained(model)
+        if processing_class is None:
+            raise ValueError("processing_class (the tokenizer) is required when model is not a path")
+        tokenizer = processing_class
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        if isinstance(ref_model, str):
+            ref_model = AutoModelForCausalLM.from_pretrained(ref_model)
+
+        # Data first: bad input must fail before anything else happens.
+        self.demo_weight, self.pref_weight = args.demo_weight, args.pref_weight
+        train_prefs, train_demos = self._prepare_sources(args, tokenizer, preferences, demonstrations, "training")
+        eval_dataset = None
+        if eval_preferences is not None or eval_demonstrations is not None:
+            eval_prefs, eval_demos = self._prepare_sources(
+                args, tokenizer, eval_preferences, eval_demonstrations, "evaluation", required=False
+            )
+            if eval_prefs is not None or eval_demos is not None:
+                eval_dataset = PairedDataset(eval_prefs, eval_demos)
+
+        if peft_config is not None:
+            from peft import get_peft_model
+
+            model = get_peft_model(model, peft_config)
+        if args.disable_dropout:
+            disable_dropout(model)
+
+        needs_reference = train_prefs is not None or (eval_dataset is not None and eval_dataset.preferences is not None)
+        if needs_reference and ref_model is None and not _is_peft(model):
+            ref_model = copy.deepcopy(model)
+        self.ref_model = _frozen(ref_model) if ref_model is not None else None
+        if self.ref_model is not None and args.disable_dropout:
+            disable_dropout(self.ref_model)
+
+        super().__init__(
+            model=model,
+            args=args,
+            data_collator=AIHFCollator(tokenizer.pad_token_id, args.pad_to_multiple_of),
+            train_dataset=PairedDataset(train_prefs, train_demos),
+            eval_dataset=eval_dataset,
+            processing_class=tokenizer,
+            callbacks=callbacks,
+            optimizers=optimizers,
+        )
+        if self.ref_model is not None:
+            self.ref_model = self._prepare_frozen(self.ref_model)
+
+        self.self_play = args.demo_loss == "self_play" and train_demos is not None
+        self._opponent: nn.Module | None = None
+        self._round: int | None = None
+        self._samples: dict[int, tuple[list[int], float, float]] = {}
+        self._gen_calls = (-1, 0)  # (global_step, calls during that step): seeds generation
+        if self.self_play:
+            if self.is_deepspeed_enabled and self.accelerator.state.deepspeed_plugin.zero_stage == 3:
+                raise NotImplementedError("self-play generation under DeepSpeed ZeRO-3 is not supported yet")
+            self._opponent = self._prepare_frozen(copy.deepcopy(self.model))
+            self.generator = generator or HFGenerator(
+                pad_token_id=tokenizer.pad_token_id,
+                eos_token_id=tokenizer.eos_token_id,
+                max_new_tokens=args.max_new_tokens,
+                do_sample=args.do_sample,
+                temperature=args.temperature,
+                top_p=args.top_p,
+                top_k=args.top_k,
+                batch_size=args.generation_batch_size,
+            )
+        self._metrics: dict[str, dict[str, list[float]]] = {"train": defaultdict(list), "eval": defaultdict(list)}
+
+    # ------------------------------------------------------------------ data
+    def _prepare_sources(self, args, tokenizer, preferences, demonstrations, purpose, required=True):
+        """Prepared (preferences, demonstrations) for the given purpose; a source whose weight is 0
+        is dropped, except that preference rows still lend their gold references as demonstrations."""
+        kw = dict(max_length=args.max_length, max_prompt_length=args.max_prompt_length)
+        prefs = demos = None
+        if preferences is not None:
+            prefs = prepare_preferences(preferences, tokenizer, implicit_prompt_marker=args.implicit_prompt_marker, **kw)
+        elif args.pref_weight > 0 and required:
+            raise ValueError(f"pref_weight={args.pref_weight} but no {purpose} preferences were given")
+        if args.demo_weight > 0:
+            if demonstrations is not None:
+                demos = prepare_demonstrations(demonstrations, tokenizer, **kw)
+            if args.use_references_as_demonstrations and prefs is not None:
+                refs = references_as_demonstrations(prefs)
+                if refs is not None:
+                    demos = refs if demos is None else datasets.concatenate_datasets([demos, refs])
+            if demos is None and required:
+                raise ValueError(
+                    f"demo_weight={args.demo_weight} but no {purpose} demonstrations were given "
+                    "(nor preference rows with a 'reference')"
+                )
+        elif demonstrations is not None:
+            warnings.warn(f"demo_weight=0: the {purpose} demonstrations are ignored", stacklevel=3)
+        if args.pref_weight == 0 and prefs is not None:
+            if not (args.demo_weight > 0 and args.use_references_as_demonstrations and "reference_ids" in prefs.column_names
+                    and any(prefs["reference_ids"])):
+                warnings.warn(f"pref_weight=0: the {purpose} preference pairs are ignored", stacklevel=3)
+            prefs = None
+        return prefs, demos
+
+    def _prepare_frozen(self, model: nn.Module) -> nn.Module:
+        if self.is_deepspeed_enabled and self.accelerator.state.deepspeed_plugin.zero_stage == 3:
+            # Not exercised by the test suite (no GPU in CI): under ZeRO-3 a frozen model's
+            # parameters are partitioned too, so it runs inside an inference engine that
+            # gathers them, as DeepSpeed documents for frozen models.
+            import deepspeed
+
+            config = copy.deepcopy(self.accelerator.state.deepspeed_plugin.deepspeed_config)
+            config.pop("optimizer", None)
+            config.pop("scheduler", None)
+            engine, *_ = deepspeed.initialize(model=model, config=config)
+            return _frozen(engine)
+        return _frozen(model.to(self.accelerator.device))
+
+    # ------------------------------------------------------------------ loss
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        mode = "train" if model.training else "eval"
+        n_p, n_d = inputs["num_pairs"], inputs["num_demos"]
+        batch = {k: inputs[k] for k in ("input_ids", "attention_mask", "completion_mask")}
+        self_play = self.self_play and mode == "train" and n_d > 0
+        if self_play:
+            opponent_demo, opponent_sample, sample_rows = self._self_play_samples(inputs)
+            batch = concat_padded(batch, sample_rows, self.processing_class.pad_token_id)
+
+        logps, num_tokens = sequence_logps(model, **batch)
+        metrics: dict[str, torch.Tensor] = {}
+
+        pref_term = None
+        if n_p:
+            ref_chosen, ref_rejected = self._reference_logps(batch, 2 * n_p).chunk(2)
+            pref = losses.dpo_loss(logps[:n_p], logps[n_p : 2 * n_p], ref_chosen, ref_rejected, self.args.beta)
+            pref_term = pref.loss
+            metrics.update(
+                {
+                    "rewards/chosen": pref.chosen_rewards,
+                    "rewards/rejected": pref.rejected_rewards,
+                    "rewards/accuracies": (pref.margins > 0).float(),
+                    "rewards/margins": pref.margins,
+                    "logps/chosen": logps[:n_p].detach(),
+                    "logps/rejected": logps[n_p : 2 * n_p].detach(),
+                    "loss/pref": pref.per_example.detach(),
+                }
+            )
+
+        demo_term = None
+        if n_d:
+            demo_logps = logps[2 * n_p : 2 * n_p + n_d]
+            demo_tokens = num_tokens[2 * n_p : 2 * n_p + n_d]
+            metrics["demo/logps"] = demo_logps.detach()
+            if self_play:
+                sample_logps = logps[2 * n_p + n_d :]
+                demo = losses.self_play_loss(demo_logps, sample_logps, opponent_demo, opponent_sample, self.args.beta)
+                demo_term = demo.loss
+                metrics.update(
+                    {
+                        "demo/sample_logps": sample_logps.detach(),
+                        "demo/rewards": demo.chosen_rewards,
+                        "demo/sample_rewards": demo.rejected_rewards,
+                        "demo/margins": demo.margins,
+                        "demo/accuracies": (demo.margins > 0).float(),
+                        "loss/demo": demo.per_example.detach(),
+                    }
+                )
+            else:
+                # Normalise by the mean token count per process so that data-parallel gradient
+                # averaging yields the token mean of the global batch, as one process would.
+                global_tokens = self.accelerator.gather(demo_tokens.sum().reshape(1)).sum()
+                normalizer = global_tokens.to(demo_logps.dtype) / self.accelerator.num_processes
+                demo = losses.demonstration_nll_loss(demo_logps, demo_tokens, normalizer=normalizer)
+                demo_term = demo.loss
+                metrics["demo/nll"] = (demo.per_example.detach().sum() / demo_tokens.sum().clamp_min(1)).reshape(1)
+                metrics["loss/demo"] = demo.loss.detach().reshape(1)
+
+        loss = losses.aihf_loss(demo_term, pref_term, self.demo_weight, self.pref_weight)
+        self._record(mode, metrics)
+        if self_play and mode == "train":
+            self._metrics[mode]["self_play/round"].append(float(self._round))
+        return (loss, {"logps": logps.detach()}) if return_outputs else loss
+
+    @torch.no_grad()
+    def _reference_logps(self, batch: dict[str, torch.Tensor], rows: int) -> torch.Tensor:
+        part = {k: v[:rows] for k, v in batch.items()}
+        if self.ref_model is not None:
+            return sequence_logps(self.ref_model, **part)[0]
+        # PEFT: the reference is the base model, i.e. the policy with its adapters switched off.
+        unwrapped = self.accelerator.unwrap_model(self.model)
+        with unwrapped.disable_adapter():
+            return sequence_logps(unwrapped, **part)[0]
+
+    def _record(self, mode: str, metrics: dict[str, torch.Tensor]) -> None:
+        for name, values in metrics.items():
+            gathered = self.accelerator.gather_for_metrics(values.float())
+            self._metrics[mode][name].append(gathered.mean().item())
+
+    # ------------------------------------------------------------------ self-play
+    def _round_length(self) -> int:
+        if self.args.self_play_round_steps:
+            return self.args.self_play_round_steps
+        per_step = self.args.train_batch_size * self.args.gradient_accumulation_steps * self.args.world_size
+        steps_per_epoch = math.ceil(len(self.train_dataset) / per_step)
+        return max(1, math.ceil(self.args.self_play_round_epochs * steps_per_epoch))
+
+    def _policy(self) -> nn.Module:
+        return self.accelerator.unwrap_model(self.model)
+
+    def _start_round_if_due(self) -> None:
+        current = self.state.global_step // self._round_length()
+        if current != self._round:
+            self._opponent.load_state_dict(self._policy().state_dict())
+            self._round = current
+            self._samples.clear()
+
+    @torch.no_grad()
+    def _self_play_samples(self, inputs: dict[str, Any]):
+        """Opponent samples for the batch's demonstrations (cached per round) and the opponent's
+        log-probs of each demonstration and sample."""
+        self._start_round_if_due()
+        step, calls = self._gen_calls
+        calls = calls + 1 if step == self.state.global_step else 0
+        self._gen_calls = (self.state.global_step, calls)
+        seed = _stable_seed(self.args.seed, self._round, self.state.global_step, calls, self.args.process_index)
+
+        n_p, n_d = inputs["num_pairs"], inputs["num_demos"]
+        indices, prompts = inputs["demo_index"], inputs["demo_prompt_ids"]
+        regenerate = self.args.self_play_regen_prob > 0 and random.Random(seed).random() < self.args.self_play_regen_prob
+        todo = [k for k, j in enumerate(indices) if regenerate or j not in self._samples]
+        if todo:
+            samples = self.generator(self._opponent, [prompts[k] for k in todo], seed)
+            limit = self.args.max_length
+            samples = [s[: limit - len(prompts[k])] if limit else s for k, s in zip(todo, samples)]
+            pad = self.processing_class.pad_token_id
+            samples = [s or [self.processing_class.eos_token_id] for s in samples]
+            demo_rows = {key: inputs[key][2 * n_p :][todo] for key in ("input_ids", "attention_mask", "completion_mask")}
+            sample_rows = pad_sequences([prompts[k] for k in todo], samples, pad)
+            sample_rows = {k: v.to(self.accelerator.device) for k, v in sample_rows.items()}
+            scored = sequence_logps(self._opponent, **concat_padded(demo_rows, sample_rows, pad))[0].tolist()
+            for i, (k, sample) in enumerate(zip(todo, samples)):
+                self._samples[indices[k]] = (sample, scored[i], scored[len(todo) + i])
+        cached = [self._samples[j] for j in indices]
+        sample_rows = pad_sequences(prompts, [c[0] for c in cached], self.processing_class.pad_token_id)
+        device = self.accelerator.device
+        sample_rows = {k: v.to(device) for k, v in sample_rows.items()}
+        opponent_demo = torch.tensor([c[1] for c in cached], device=device)
+        opponent_sample = torch.tensor([c[2] for c in cached], device=device)
+        assert len(cached) == n_d
+        return opponent_demo, opponent_sample, sample_rows
+
+    # ------------------------------------------------------------------ logging / eval
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        mode = "train" if self.model.training else "eval"
+        averaged = {name: sum(v) / len(v) for name, v in self._metrics[mode].items() if v}
+        if "self_play/round" in averaged:
+            averaged["self_play/round"] = self._metrics[mode]["self_play/round"][-1]
+        if mode == "eval":
+            averaged = {f"eval_{name}": value for name, value in averaged.items()}
+        logs.update(averaged)
+        super().log(logs, start_time)
+        self._metrics[mode].clear()
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        inputs = self._prepare_inputs(inputs)
+        with torch.no_grad(), self.compute_loss_context_manager():
+            loss = self.compute_loss(model, inputs)
+        return loss.detach(), None, None
+
+    # ------------------------------------------------------------------ checkpoints
+    def _get_output_dir(self, trial):
+        staging = getattr(self, "_staging_root", None)
+        return staging if staging is not None else super()._get_output_dir(trial)
+
+    def _save_checkpoint(self, model, trial):
+        """Write the checkpoint under a staging folder, then rename it into place, so that a
+        crash mid-save never leaves a ``checkpoint-N`` that ``resume_from_checkpoint`` would take."""
+        run_dir = super()._get_output_dir(trial)
+        name = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+        staging_root = os.path.join(run_dir, STAGING_DIR)
+        staged, final = os.path.join(staging_root, name), os.path.join(run_dir, name)
+        if self.args.should_save and os.path.isdir(staged):
+            shutil.rmtree(staged)  # left over by a crash
+        self.accelerator.wait_for_everyone()
+        self._staging_root = staging_root
+        try:
+            super()._save_checkpoint(model, trial)
+        finally:
+            self._staging_root = None
+        if self.state.best_model_checkpoint and self.state.best_model_checkpoint.startswith(staging_root):
+            self.state.best_model_checkpoint = self.state.best_model_checkpoint.replace(staging_root, run_dir, 1)
+            if self.args.should_save:
+                self.state.save_to_json(os.path.join(staged, "trainer_state.json"))
+        if self.self_play:
+            self._save_self_play_state(staged)
+        self.accelerator.wait_for_everyone()
+        if self.args.should_save:
+            if os.path.isdir(final):
+                shutil.rmtree(final)
+            os.replace(staged, final)
+            shutil.rmtree(staging_root, ignore_errors=True)
+            rotate_checkpoints(
+                output_dir=run_dir,
+                save_total_limit=self.args.save_total_limit,
+                best_model_checkpoint=self.state.best_model_checkpoint,
+                use_mtime=False,
+            )
+        self.accelerator.wait_for_everyone()
+
+    def _save_self_play_state(self, folder: str) -> None:
+        state = {
+            "round": self._round,
+            "gen_calls": list(self._gen_calls),
+            "samples": {str(j): list(v) for j, v in self._samples.items()},
+        }
+        with open(os.path.join(folder, SELF_PLAY_STATE.format(rank=self.args.process_index)), "w") as f:
+            json.dump(state, f)
+        if self.args.should_save:
+            save_model(self._opponent, os.path.join(folder, OPPONENT_WEIGHTS))
+
+    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+        super()._load_from_checkpoint(resume_from_checkpoint, model)
+        if not self.self_play:
+            return
+        path = os.path.join(resume_from_checkpoint, SELF_PLAY_STATE.format(rank=self.args.process_index))
+        weights = os.path.join(resume_from_checkpoint, OPPONENT_WEIGHTS)
+        if not (os.path.isfile(path) and os.path.isfile(weights)):
+            warnings.warn(
+                f"{resume_from_checkpoint} has no self-play state; the next step starts a new round", stacklevel=2
+            )
+            return
+        with open(path) as f:
+            state = json.load(f)
+        load_model(self._opponent, weights, device=str(self.accelerator.device))
+        self._round = state["round"]
+        self._gen_calls = tuple(state["gen_calls"])
+        self._samples = {int(j): (v[0], v[1], v[2]) for j, v in state["samples"].items()}

@@ -1,0 +1,56 @@
+import pytest
+import torch
+import torch.nn.functional as F
+
+from aihf.data import pad_sequences
+from aihf.llm import HFGenerator, sequence_logps, token_logps
+from aihf.tasks.tiny import build_model
+
+from .helpers import task_tokenizer
+
+
+def test_token_logps_equals_log_softmax_gather():
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(3, 5, 11, generator=g)
+    labels = torch.randint(0, 11, (3, 5), generator=g)
+    want = F.log_softmax(logits, -1).gather(-1, labels[..., None]).squeeze(-1)
+    torch.testing.assert_close(token_logps(logits, labels), want)
+    half = token_logps(logits.bfloat16(), labels)
+    assert half.dtype == torch.float32
+    torch.testing.assert_close(half, F.log_softmax(logits.bfloat16().float(), -1).gather(-1, labels[..., None]).squeeze(-1))
+
+
+def test_sequence_logps_scores_only_completion_tokens():
+    tok = task_tokenizer()
+    model = build_model(tok, "llama").eval()
+    prompt, completion = tok("reverse : a b =")["input_ids"], tok("b a", add_special_tokens=False)["input_ids"]
+    batch = pad_sequences([prompt, prompt[:2]], [completion, completion + completion], tok.pad_token_id)
+    logps, counts = sequence_logps(model, **batch)
+    assert counts.tolist() == [2, 4]
+    with torch.no_grad():
+        full = torch.tensor([prompt + completion])
+        lp = F.log_softmax(model(full).logits[0, :-1], -1)
+        manual = sum(lp[len(prompt) - 1 + i, t] for i, t in enumerate(completion))
+    assert logps[0].item() == pytest.approx(manual.item(), abs=1e-5)
+    # padding changes nothing
+    alone = sequence_logps(model, **pad_sequences([prompt], [completion], tok.pad_token_id))[0]
+    assert alone.item() == pytest.approx(logps[0].item(), abs=1e-5)
+
+
+def test_hf_generator_is_seeded_trims_at_eos_and_respects_limits():
+    tok = task_tokenizer()
+    model = build_model(tok, "gpt2").eval()
+    gen = HFGenerator(pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, max_new_tokens=6, batch_size=2)
+    prompts = [tok("reverse : a b c =")["input_ids"], tok("reverse : a =")["input_ids"], tok("a")["input_ids"]]
+    state = torch.random.get_rng_state()
+    first = gen(model, prompts, seed=7)
+    assert torch.equal(torch.random.get_rng_state(), state)  # training randomness untouched
+    assert gen(model, prompts, seed=7) == first
+    assert len(first) == 3
+    for sample in first:
+        assert 1 <= len(sample) <= 6
+        assert tok.eos_token_id not in sample[:-1]
+    assert any(gen(model, prompts, seed=s) != first for s in range(8, 12))
+    greedy = HFGenerator(tok.pad_token_id, tok.eos_token_id, max_new_tokens=6, do_sample=False)
+    assert greedy(model, prompts, seed=1) == greedy(model, prompts, seed=2)
+    assert greedy(model, [], seed=0) == []

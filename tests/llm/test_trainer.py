@@ -1,0 +1,198 @@
+"""AIHFTrainer end to end on tiny models: learning, resuming, architectures, LoRA, checkpoints."""
+
+import json
+import os
+
+import pytest
+import torch
+from peft import LoraConfig
+from transformers.trainer_utils import get_last_checkpoint
+
+from aihf import DataError
+from aihf.llm import AIHFConfig, AIHFTrainer
+from aihf.tasks.tiny import build_model
+
+from .helpers import config, losses_by_step, reverse_task, task_tokenizer, trainer
+
+
+def _series(log_history, key):
+    return [h[key] for h in log_history if key in h]
+
+
+@pytest.mark.parametrize("demo_loss", ["nll", "self_play"])
+def test_tiny_model_learns_when_demos_and_preferences_agree(tmp_path, demo_loss):
+    demos, prefs = reverse_task(n_demos=128, n_prefs=128)
+    t = trainer(
+        tmp_path,
+        demos=demos,
+        prefs=prefs,
+        demo_loss=demo_loss,
+        max_steps=150,
+        learning_rate=3e-3,
+        logging_steps=25,
+        beta=0.5,
+        per_device_train_batch_size=16,
+    )
+    t.train()
+    acc = _series(t.state.log_history, "rewards/accuracies")
+    demo_logps = _series(t.state.log_history, "demo/logps")
+    assert len(acc) == 6
+    assert acc[-1] > 0.9 and acc[-1] > acc[0] + 0.2
+    assert demo_logps[-1] > demo_logps[0] + 2.0  # nats per 4-token completion
+    if demo_loss == "self_play":
+        assert _series(t.state.log_history, "demo/accuracies")[-1] > 0.5
+        assert "demo/sample_logps" in t.state.log_history[0]
+
+
+@pytest.mark.parametrize("demo_loss", ["nll", "self_play"])
+def test_resume_matches_uninterrupted_run(tmp_path, demo_loss):
+    common = dict(max_steps=8, save_strategy="steps", save_steps=4, demo_loss=demo_loss, self_play_round_steps=3)
+    full = trainer(tmp_path / "full", **common)
+    full.train()
+    expected = losses_by_step(full.state.log_history)
+    assert sorted(os.listdir(tmp_path / "full" / "out")) == ["checkpoint-4", "checkpoint-8"]
+
+    resumed = trainer(tmp_path / "full", **common)  # same output_dir: a restart after a crash
+    resumed.train(resume_from_checkpoint=str(tmp_path / "full" / "out" / "checkpoint-4"))
+    got = losses_by_step(resumed.state.log_history)
+    assert sorted(k for k in got if k > 4) == [5, 6, 7, 8]
+    for step in (5, 6, 7, 8):
+        assert got[step] == pytest.approx(expected[step], rel=1e-5, abs=1e-6), step
+
+
+def test_self_play_rounds_refresh_opponent_and_samples(tmp_path):
+    t = trainer(tmp_path, demo_loss="self_play", self_play_round_steps=2, max_steps=5, learning_rate=1e-2)
+    calls = []
+    real = t.generator
+
+    def counting(model, prompts, seed):
+        calls.append((t.state.global_step, len(prompts)))
+        return real(model, prompts, seed)
+
+    t.generator = counting
+    t.train()
+    rounds = _series(t.state.log_history, "self_play/round")
+    assert rounds == [0, 0, 1, 1, 2]
+    # 64 demos / batch 8: every batch brings new demos, so every step samples; round changes
+    # clear the cache, and the opponent equals the policy as it was at the round's start.
+    assert [s for s, _ in calls] == [0, 1, 2, 3, 4]
+    policy = {k: v.clone() for k, v in t.model.state_dict().items()}
+    opponent = t._opponent.state_dict()
+    assert any(not torch.equal(policy[k], opponent[k]) for k in policy)  # trained past round start
+
+
+def test_self_play_samples_are_reused_within_a_round(tmp_path):
+    demos, prefs = reverse_task(n_demos=8, n_prefs=8)
+    t = trainer(tmp_path, demos=demos, prefs=prefs, demo_loss="self_play", self_play_round_steps=100, max_steps=3)
+    seen = []
+    real = t.generator
+    t.generator = lambda m, p, s: seen.append(len(p)) or real(m, p, s)
+    t.train()
+    assert seen == [8]  # one epoch = one batch; later steps reuse the round's samples
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2", "qwen2"])
+def test_architectures(tmp_path, arch):
+    t = trainer(tmp_path, arch=arch, max_steps=3, demo_loss="self_play")
+    out = t.train()
+    assert torch.isfinite(torch.tensor(out.training_loss))
+    assert len(losses_by_step(t.state.log_history)) == 3
+
+
+def test_lora_reference_is_the_base_model(tmp_path):
+    tok = task_tokenizer()
+    model = build_model(tok, "llama", hidden_size=32)
+    demos, prefs = reverse_task()
+    t = AIHFTrainer(
+        model,
+        args=config(tmp_path, max_steps=3, learning_rate=1e-2),
+        demonstrations=demos,
+        preferences=prefs,
+        processing_class=tok,
+        peft_config=LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", task_type="CAUSAL_LM"),
+    )
+    assert t.ref_model is None  # adapters disabled = reference
+    trainable = [n for n, p in t.model.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in n for n in trainable)
+    t.train()
+    first = t.state.log_history[0]
+    assert first["rewards/chosen"] == pytest.approx(0.0, abs=1e-6)  # LoRA B starts at 0: policy == base
+    assert abs(t.state.log_history[2]["rewards/margins"]) > 0  # and then moves away from it
+
+
+def test_evaluation_reports_eval_metrics(tmp_path):
+    demos, prefs = reverse_task(seed=5)
+    tok = task_tokenizer()
+    t = AIHFTrainer(
+        build_model(tok, "llama", hidden_size=32),
+        args=config(tmp_path, eval_strategy="steps", eval_steps=2, max_steps=2, per_device_eval_batch_size=16),
+        demonstrations=demos[:32],
+        preferences=prefs[:32],
+        eval_demonstrations=demos[32:],
+        eval_preferences=prefs[32:],
+        processing_class=tok,
+    )
+    t.train()
+    metrics = t.evaluate()
+    for key in ("eval_loss", "eval_rewards/accuracies", "eval_demo/logps", "eval_demo/nll"):
+        assert key in metrics, key
+
+
+def test_checkpoints_are_atomic(tmp_path, monkeypatch):
+    t = trainer(tmp_path, demo_loss="self_play", max_steps=4, save_strategy="steps", save_steps=2)
+    original = AIHFTrainer._save_self_play_state
+
+    def crash_on_second_save(self, folder):
+        if self.state.global_step == 4:
+            raise KeyboardInterrupt("simulated crash mid-save")
+        original(self, folder)
+
+    monkeypatch.setattr(AIHFTrainer, "_save_self_play_state", crash_on_second_save)
+    with pytest.raises(KeyboardInterrupt):
+        t.train()
+    out = tmp_path / "out"
+    # the half-written checkpoint-4 never got its final name; checkpoint-2 is the one to resume
+    assert get_last_checkpoint(str(out)) == str(out / "checkpoint-2")
+    assert {"aihf_opponent.safetensors", "model.safetensors", "optimizer.pt"} <= set(os.listdir(out / "checkpoint-2"))
+    assert not (out / "checkpoint-4").exists()
+    state = json.loads((out / "checkpoint-2" / "aihf_self_play_rank0.json").read_text())
+    assert state["round"] == 0 and state["samples"]
+
+
+def test_bad_data_fails_before_any_file_is_written(tmp_path):
+    demos, prefs = reverse_task()
+    prefs[5]["rejected"] = prefs[5]["chosen"]
+    with pytest.raises(DataError, match="row 5"):
+        trainer(tmp_path, demos=demos, prefs=prefs)
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_source_for_a_weighted_term_is_an_error(tmp_path):
+    with pytest.raises(ValueError, match="no training preferences"):
+        trainer(tmp_path, prefs=[])
+    with pytest.raises(ValueError, match="no training demonstrations"):
+        trainer(tmp_path, demos=[], prefs=[dict(p, reference=None) for p in reverse_task()[1]])
+
+
+def test_preference_references_become_demonstrations(tmp_path):
+    _, prefs = reverse_task(n_prefs=16)
+    for p in prefs[:10]:
+        p["reference"] = p["chosen"]
+    t = trainer(tmp_path, demos=[], prefs=prefs)
+    assert len(t.train_dataset.demonstrations) == 10
+    assert len(t.train_dataset) == 16
+
+
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        (dict(beta=0.0), "beta"),
+        (dict(demo_weight=0.0, pref_weight=0.0), "both 0"),
+        (dict(demo_loss="spin"), "demo_loss"),
+        (dict(max_length=16, max_prompt_length=16), "max_prompt_length"),
+        (dict(self_play_regen_prob=1.5), "self_play_regen_prob"),
+    ],
+)
+def test_config_validation(tmp_path, bad, match):
+    with pytest.raises(ValueError, match=match):
+        AIHFConfig(output_dir=str(tmp_path), **bad)

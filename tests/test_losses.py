@@ -1,0 +1,178 @@
+"""aihf.losses: exact values, gradients against the written-out formulas, extremes, reductions."""
+
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from aihf import losses
+
+T = lambda *v: torch.tensor(v, dtype=torch.float64)  # noqa: E731
+
+
+def log1pexp(x: float) -> float:
+    return math.log1p(math.exp(x))
+
+
+# ---------------------------------------------------------------- exact values (hand-computed)
+def test_bradley_terry_exact():
+    out = losses.bradley_terry_loss(T(1.0, 0.0), T(0.0, 2.0))
+    # -log sigmoid(1) = log(1 + e^-1); -log sigmoid(-2) = log(1 + e^2)
+    assert out.per_example.tolist() == pytest.approx([0.31326168751822286, 2.1269280110429727], abs=1e-12)
+    assert out.loss.item() == pytest.approx((0.31326168751822286 + 2.1269280110429727) / 2, abs=1e-12)
+    assert out.margins.tolist() == [1.0, -2.0]
+
+
+def test_bradley_terry_weights_multiply_then_average():
+    out = losses.bradley_terry_loss(T(1.0, 0.0), T(0.0, 2.0), weights=T(2.0, 0.0))
+    assert out.loss.item() == pytest.approx(2 * 0.31326168751822286 / 2, abs=1e-12)
+
+
+def test_dpo_exact():
+    # log-ratios: chosen -1 - (-1.5) = 0.5, rejected -2 - (-1.5) = -0.5; beta * (0.5 + 0.5) = 0.5
+    out = losses.dpo_loss(T(-1.0), T(-2.0), T(-1.5), T(-1.5), beta=0.5)
+    assert out.loss.item() == pytest.approx(0.47407698418010663, abs=1e-12)  # log(1 + e^-0.5)
+    assert out.chosen_rewards.item() == pytest.approx(0.25)
+    assert out.rejected_rewards.item() == pytest.approx(-0.25)
+    assert out.margins.item() == pytest.approx(0.5)
+
+
+def test_dpo_rejects_bad_beta_and_shapes():
+    with pytest.raises(ValueError, match="beta"):
+        losses.dpo_loss(T(0.0), T(0.0), T(0.0), T(0.0), beta=0.0)
+    with pytest.raises(ValueError, match="shape"):
+        losses.dpo_loss(T(0.0, 1.0), T(0.0), T(0.0), T(0.0), beta=0.1)
+    with pytest.raises(ValueError, match="1-D"):
+        losses.bradley_terry_loss(torch.zeros(2, 2), torch.zeros(2, 2))
+    with pytest.raises(ValueError, match="weights"):
+        losses.bradley_terry_loss(T(0.0, 1.0), T(0.0, 1.0), weights=T(1.0))
+
+
+def test_demonstration_nll_exact():
+    out = losses.demonstration_nll_loss(T(-2.0, -4.0), T(1.0, 3.0))
+    assert out.loss.item() == pytest.approx(6.0 / 4.0)
+    assert out.per_example.tolist() == [2.0, 4.0]
+    assert out.normalizer.item() == 4.0
+    weighted = losses.demonstration_nll_loss(T(-2.0, -4.0), T(1.0, 3.0), weights=T(1.0, 0.0))
+    assert weighted.loss.item() == pytest.approx(2.0)
+    fixed = losses.demonstration_nll_loss(T(-2.0, -4.0), T(1.0, 3.0), normalizer=8.0)
+    assert fixed.loss.item() == pytest.approx(6.0 / 8.0)
+
+
+def test_self_play_exact_and_equals_dpo_with_opponent_as_reference():
+    out = losses.self_play_loss(T(-3.0), T(-5.0), T(-4.0), T(-4.0), beta=1.0)
+    # beta*[(-3+4) - (-5+4)] = 2
+    assert out.loss.item() == pytest.approx(log1pexp(-2.0), abs=1e-12)
+    assert out.chosen_rewards.item() == 1.0 and out.rejected_rewards.item() == -1.0
+    dpo = losses.dpo_loss(T(-3.0), T(-5.0), T(-4.0), T(-4.0), beta=1.0)
+    assert torch.equal(out.per_example, dpo.per_example)
+
+
+def test_ml_irl_linear_exact():
+    out = losses.ml_irl_linear_loss(T(1.0, 2.0), T(0.5, 3.0))
+    assert out.per_example.tolist() == [-0.5, 1.0]
+    assert out.loss.item() == pytest.approx(0.25)
+    assert out.margins.tolist() == [0.5, -1.0]
+
+
+def test_ml_irl_logistic_exact():
+    out = losses.ml_irl_logistic_loss(T(1.0), T(0.0))
+    assert out.loss.item() == pytest.approx(0.31326168751822286, abs=1e-12)
+
+
+def test_aihf_combination_exact():
+    assert losses.aihf_loss(T(2.0)[0], T(3.0)[0], 0.5, 2.0).item() == pytest.approx(7.0)
+
+
+# ---------------------------------------------------------------- reductions
+def test_aihf_reductions():
+    demo, pref = T(2.0)[0], T(3.0)[0]
+    assert losses.aihf_loss(demo, pref, 0.0, 1.0).item() == 3.0  # w_D = 0: the DPO / BT value
+    assert losses.aihf_loss(None, pref, 0.0, 1.0).item() == 3.0
+    assert losses.aihf_loss(demo, pref, 1.0, 0.0).item() == 2.0  # w_P = 0: the demonstration term
+    assert losses.aihf_loss(demo, None, 1.0, 0.0).item() == 2.0
+    # a NaN in a switched-off term must not leak (0 * nan = nan)
+    assert losses.aihf_loss(demo, torch.tensor(float("nan")), 1.0, 0.0).item() == 2.0
+
+
+def test_aihf_combination_rejects_bad_weights():
+    with pytest.raises(ValueError, match=">= 0"):
+        losses.aihf_loss(T(1.0)[0], T(1.0)[0], -1.0, 1.0)
+    with pytest.raises(ValueError, match="at least one"):
+        losses.aihf_loss(T(1.0)[0], T(1.0)[0], 0.0, 0.0)
+    with pytest.raises(ValueError, match="demo_term is None"):
+        losses.aihf_loss(None, T(1.0)[0], 1.0, 1.0)
+
+
+# ---------------------------------------------------------------- gradients vs the written-out formula
+def _grads(fn, *inputs):
+    inputs = [x.clone().requires_grad_(True) for x in inputs]
+    return torch.autograd.grad(fn(*inputs), inputs)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_gradients_match_written_out_formulas(seed):
+    g = torch.Generator().manual_seed(seed)
+    a, b, c, d, w = (torch.randn(5, generator=g, dtype=torch.float64) for _ in range(5))
+    w = w.abs()
+    beta = 0.3
+    sig = lambda x: 1.0 / (1.0 + torch.exp(-x))  # noqa: E731
+    cases = [
+        (lambda a, b: losses.bradley_terry_loss(a, b, w).loss, lambda a, b: (-torch.log(sig(a - b)) * w).mean(), (a, b)),
+        (
+            lambda a, b, c, d: losses.dpo_loss(a, b, c, d, beta, w).loss,
+            lambda a, b, c, d: (-torch.log(sig(beta * ((a - c) - (b - d)))) * w).mean(),
+            (a, b, c, d),
+        ),
+        (
+            lambda a, b, c, d: losses.self_play_loss(a, b, c, d, beta).loss,
+            lambda a, b, c, d: (-torch.log(sig(beta * (a - c) - beta * (b - d)))).mean(),
+            (a, b, c, d),
+        ),
+        (lambda a, b: losses.ml_irl_linear_loss(a, b, w).loss, lambda a, b: (-(a - b) * w).mean(), (a, b)),
+        (lambda a, b: losses.ml_irl_logistic_loss(a, b).loss, lambda a, b: (-torch.log(sig(a - b))).mean(), (a, b)),
+        (
+            lambda a: losses.demonstration_nll_loss(a, d.abs() + 1, w).loss,
+            lambda a: -(w * a).sum() / (w * (d.abs() + 1)).sum(),
+            (a,),
+        ),
+    ]
+    for ours, formula, inputs in cases:
+        for got, want in zip(_grads(ours, *inputs), _grads(formula, *inputs)):
+            torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+
+
+# ---------------------------------------------------------------- extremes
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("big", [1e4, -1e4])
+def test_finite_at_extreme_log_ratios(big, dtype):
+    x = torch.tensor([big, -big, 0.0], dtype=dtype)
+    zero = torch.zeros(3, dtype=dtype)
+    fns = [
+        lambda x: losses.dpo_loss(x, zero, zero, zero, beta=0.1).loss,
+        lambda x: losses.dpo_loss(zero, x, zero, x.flip(0), beta=1.0).loss,
+        lambda x: losses.self_play_loss(x, -x, zero, zero, beta=1.0).loss,
+        lambda x: losses.bradley_terry_loss(x, -x).loss,
+        lambda x: losses.ml_irl_logistic_loss(x, -x).loss,
+        lambda x: losses.ml_irl_linear_loss(x, -x).loss,
+        lambda x: losses.demonstration_nll_loss(x, torch.ones(3, dtype=dtype)).loss,
+    ]
+    for fn in fns:
+        (grad,) = _grads(fn, x)
+        assert torch.isfinite(fn(x)) and torch.isfinite(grad).all()
+    # the saturated side is exactly linear: -log sigmoid(-2e4) = 2e4
+    bt = losses.bradley_terry_loss(torch.tensor([-1e4], dtype=dtype), torch.tensor([1e4], dtype=dtype))
+    assert bt.loss.item() == pytest.approx(2e4)
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.floats(-50, 50), min_size=4, max_size=4), st.floats(0.01, 5.0))
+def test_dpo_swap_identity(values, beta):
+    """l(z) - l(-z) = -z for z = beta * (chosen log-ratio - rejected log-ratio)."""
+    a, b, c, d = (torch.tensor([v], dtype=torch.float64) for v in values)
+    fwd = losses.dpo_loss(a, b, c, d, beta).per_example
+    rev = losses.dpo_loss(b, a, d, c, beta).per_example
+    z = beta * ((a - c) - (b - d))
+    torch.testing.assert_close(fwd - rev, -z, rtol=1e-9, atol=1e-9)
