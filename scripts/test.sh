@@ -5,4 +5,4 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 exec .venv/bin/python -m pytest -q -p no:cacheprovider \
-  --cov=aihf.losses --cov=aihf.data --cov-report=term --cov-fail-under=90 "$@"
+  --cov --cov-report=term --cov-fail-under=90 "$@"

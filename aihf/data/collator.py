@@ -22,6 +22,8 @@ class PairedDataset(TorchDataset):
     def __init__(self, preferences: Any | None, demonstrations: Any | None):
         if preferences is None and demonstrations is None:
             raise ValueError("need preferences, demonstrations, or both")
+        if (preferences is not None and len(preferences) == 0) or (demonstrations is not None and len(demonstrations) == 0):
+            raise ValueError("an empty source must be passed as None")
         self.preferences = preferences
         self.demonstrations = demonstrations
         self._len = max(len(preferences or ()), len(demonstrations or ()))

@@ -52,11 +52,17 @@ class _Row:
 
     def __init__(self, rows: Rows, where: str, record: Any):
         self.source, self.where, self.record = rows.source, where, record
+        self.empty_cells_are_missing = rows.empty_cells_are_missing
         if not isinstance(record, dict):
             raise self.error(None, f"expected a mapping of fields, got {type(record).__name__}")
 
     def error(self, field: str | None, problem: str) -> DataError:
         return DataError(self.source, self.where, field, problem)
+
+    def has_value(self, field: str) -> bool:
+        """Whether an optional field is given (absent, null, or an empty CSV cell mean no)."""
+        value = self.record.get(field)
+        return value is not None and not (self.empty_cells_are_missing and value == "")
 
     def get(self, field: str) -> Any:
         if field not in self.record:
@@ -137,7 +143,7 @@ def preference_texts(
         rejected = row.text_or_messages("rejected")
         row.same_kind("rejected", rejected, "chosen", chosen)
         reference = None
-        if row.record.get("reference") is not None:
+        if row.has_value("reference"):
             reference = row.text_or_messages("reference")
             row.same_kind("reference", reference, "chosen", chosen)
         if "prompt" in row.record:

@@ -7,6 +7,7 @@ reported by its line number (and so that nothing touches the network).
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 from collections.abc import Iterator, Sequence
@@ -26,6 +27,8 @@ class Rows:
     source: str
     records: Sequence[Any]
     labels: Sequence[str] | None = None
+    # CSV has no null: an empty cell of an optional column (such as 'reference') means "no value".
+    empty_cells_are_missing: bool = False
 
     def __len__(self) -> int:
         return len(self.records)
@@ -68,8 +71,8 @@ def _read_dataset(source: Any, *, split: str, name: str | None) -> Rows:
         label = f"{label}[{split}]"
     if isinstance(source, datasets.Dataset):
         return Rows(label, source)
-    if isinstance(source, list) and all(isinstance(r, dict) for r in source):
-        return Rows(name or "list", source)
+    if isinstance(source, list):
+        return Rows(name or "list", source)  # a non-mapping row is reported by row when validated
     raise TypeError(
         f"expected a datasets.Dataset, a list of dicts or a path to a {'/'.join(FILE_SUFFIXES)} file, "
         f"got {type(source).__name__}"
@@ -88,9 +91,9 @@ def _read_path(path: str, *, split: str) -> Rows:
             raise DataError(path, None, None, f"not a folder written by Dataset.save_to_disk ({e})") from e
         return _read_dataset(loaded, split=split, name=path)
     if not p.exists():
-        if suffix in FILE_SUFFIXES or os.sep in path or path.startswith("."):
+        if suffix in FILE_SUFFIXES or p.is_absolute() or path.startswith((".", "~")):
             raise DataError(path, None, None, "file not found")
-        return _read_hub(path, split=split)
+        return _read_hub(path, split=split)  # "owner/name" or "name"
     if suffix == ".jsonl":
         return _read_jsonl(p)
     if suffix == ".json":
@@ -108,7 +111,9 @@ def _read_hub(dataset_id: str, *, split: str) -> Rows:
     try:
         ds = datasets.load_dataset(dataset_id, split=split)
     except Exception as e:  # offline, unknown id, missing split...
-        raise DataError(dataset_id, None, None, f"could not load this dataset from the Hugging Face Hub: {e}") from e
+        raise DataError(
+            dataset_id, None, None, f"no such local file or folder, and loading it from the Hugging Face Hub failed: {e}"
+        ) from e
     return Rows(f"{dataset_id}[{split}]", ds)
 
 
@@ -122,7 +127,9 @@ def _read_text(path: Path) -> str:
 
 def _read_jsonl(path: Path) -> Rows:
     records, labels = [], []
-    for number, line in enumerate(_read_text(path).splitlines(), start=1):
+    # Split on "\n" only: str.splitlines() would also split at U+2028/U+0085, which JSON allows
+    # unescaped inside strings.
+    for number, line in enumerate(_read_text(path).split("\n"), start=1):
         if not line.strip():
             continue
         try:
@@ -157,17 +164,18 @@ def _read_json(path: Path) -> Rows:
 
 def _read_csv(path: Path) -> Rows:
     records, labels = [], []
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        try:
-            for record in reader:
-                if None in record:  # more cells than header names
-                    raise DataError(str(path), f"line {reader.line_num}", None, "more cells than header columns")
-                records.append(record)
-                labels.append(f"line {reader.line_num}")
-        except (csv.Error, UnicodeDecodeError) as e:
-            raise DataError(str(path), f"line {reader.line_num}", None, f"malformed CSV: {e}") from e
-    return Rows(str(path), records, labels)
+    reader = csv.DictReader(io.StringIO(_read_text(path), newline=""), strict=True)
+    try:
+        for record in reader:
+            # line_num is the record's last line; a quoted cell may span several lines.
+            first = reader.line_num - sum(v.count("\n") for v in record.values() if isinstance(v, str))
+            if None in record:  # more cells than header names
+                raise DataError(str(path), f"line {first}", None, "more cells than header columns")
+            records.append(record)
+            labels.append(f"line {first}")
+    except csv.Error as e:
+        raise DataError(str(path), f"line {reader.line_num}", None, f"malformed CSV: {e}") from e
+    return Rows(str(path), records, labels, empty_cells_are_missing=True)
 
 
 def _read_parquet(path: Path) -> Rows:

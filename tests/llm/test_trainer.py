@@ -99,13 +99,14 @@ def test_architectures(tmp_path, arch):
     assert len(losses_by_step(t.state.log_history)) == 3
 
 
-def test_lora_reference_is_the_base_model(tmp_path):
+@pytest.mark.parametrize("demo_loss", ["nll", "self_play"])
+def test_lora_reference_is_the_base_model(tmp_path, demo_loss):
     tok = task_tokenizer()
     model = build_model(tok, "llama", hidden_size=32)
     demos, prefs = reverse_task()
     t = AIHFTrainer(
         model,
-        args=config(tmp_path, max_steps=3, learning_rate=1e-2),
+        args=config(tmp_path, max_steps=3, learning_rate=1e-2, demo_loss=demo_loss),
         demonstrations=demos,
         preferences=prefs,
         processing_class=tok,
@@ -196,3 +197,17 @@ def test_preference_references_become_demonstrations(tmp_path):
 def test_config_validation(tmp_path, bad, match):
     with pytest.raises(ValueError, match=match):
         AIHFConfig(output_dir=str(tmp_path), **bad)
+
+
+def test_tensorboard_reporting_and_progress_bar(tmp_path, capsys):
+    t = trainer(tmp_path, report_to="tensorboard", max_steps=2)
+    t.train()
+    runs = [root for root, _, files in os.walk(tmp_path / "out") if any(f.startswith("events.out") for f in files)]
+    assert len(runs) == 1
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(runs[0])
+    acc.Reload()
+    tags = set(acc.Tags()["scalars"])
+    assert {"train/loss", "train/rewards/accuracies", "train/demo/logps"} <= tags, sorted(tags)
+    assert "2/2" in capsys.readouterr().err  # tqdm progress bar
