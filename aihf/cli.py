@@ -22,9 +22,7 @@ class ModelArguments:
     model_name_or_path: str | None = field(
         default=None, metadata={"help": "Policy to align: a local folder or a Hugging Face Hub model id."}
     )
-    tokenizer_name_or_path: str | None = field(
-        default=None, metadata={"help": "Tokenizer (default: the model's)."}
-    )
+    tokenizer_name_or_path: str | None = field(default=None, metadata={"help": "Tokenizer (default: the model's)."})
     ref_model_name_or_path: str | None = field(
         default=None,
         metadata={"help": "Frozen reference model (default: a copy of the policy, or the base model under LoRA)."},
@@ -144,7 +142,9 @@ def load_model_and_tokenizer(model_args: ModelArguments):
     kwargs: dict[str, Any] = {"trust_remote_code": model_args.trust_remote_code}
     if model_args.gguf_file:
         kwargs["gguf_file"] = model_args.gguf_file
-    tokenizer = AutoTokenizer.from_pretrained(model_args.tokenizer_name_or_path or model_args.model_name_or_path, **kwargs)
+    tokenizer = AutoTokenizer.from_pretrained(
+        model_args.tokenizer_name_or_path or model_args.model_name_or_path, **kwargs
+    )
     if model_args.dtype != "auto":
         kwargs["dtype"] = getattr(torch, model_args.dtype)
     else:

@@ -81,9 +81,7 @@ def _weighted_mean(values: Tensor, weights: Tensor | None) -> Tensor:
     return (values * weights).mean()
 
 
-def bradley_terry_loss(
-    chosen_rewards: Tensor, rejected_rewards: Tensor, weights: Tensor | None = None
-) -> PairwiseLoss:
+def bradley_terry_loss(chosen_rewards: Tensor, rejected_rewards: Tensor, weights: Tensor | None = None) -> PairwiseLoss:
     """Bradley-Terry loss on explicit rewards, method.md (BT):
     ``l_i = -log sigmoid(r(x, y+) - r(x, y-))``.
     """
@@ -163,14 +161,10 @@ def self_play_loss(
     This is exactly :func:`dpo_loss` with the demonstration as the preferred answer, the
     policy's own sample as the dispreferred one, and the opponent ``pi_t`` as reference.
     """
-    return dpo_loss(
-        policy_demo_logps, policy_sample_logps, opponent_demo_logps, opponent_sample_logps, beta, weights
-    )
+    return dpo_loss(policy_demo_logps, policy_sample_logps, opponent_demo_logps, opponent_sample_logps, beta, weights)
 
 
-def ml_irl_linear_loss(
-    demo_rewards: Tensor, sample_rewards: Tensor, weights: Tensor | None = None
-) -> PairwiseLoss:
+def ml_irl_linear_loss(demo_rewards: Tensor, sample_rewards: Tensor, weights: Tensor | None = None) -> PairwiseLoss:
     """Linear maximum-likelihood IRL term, method.md (ML-IRL): ``l_i = -(r(x, yE) - r(x, y'))``
     with ``y'`` a sample of the current policy. Its gradient is the demonstration half of the
     gradient of (U) (up to the 1/beta factor, which the reward scale absorbs).
@@ -182,9 +176,7 @@ def ml_irl_linear_loss(
     )
 
 
-def ml_irl_logistic_loss(
-    demo_rewards: Tensor, sample_rewards: Tensor, weights: Tensor | None = None
-) -> PairwiseLoss:
+def ml_irl_logistic_loss(demo_rewards: Tensor, sample_rewards: Tensor, weights: Tensor | None = None) -> PairwiseLoss:
     """Logistic form of the ML-IRL term, method.md (ML-IRL):
     ``l_i = -log sigmoid(r(x, yE) - r(x, y'))``, i.e. (BT) with the demonstration preferred
     over the policy's sample.

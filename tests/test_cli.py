@@ -73,8 +73,19 @@ def test_train_cli_modes(workdir, flags, expect):
 
 def test_train_cli_two_stage_baseline(workdir):
     out = workdir / "out"
-    cli.main(["train", "--config", str(workdir / "run.yaml"), "--output_dir", str(out), "--method", "sft_then_dpo",
-              "--sft_max_steps", "3"])
+    cli.main(
+        [
+            "train",
+            "--config",
+            str(workdir / "run.yaml"),
+            "--output_dir",
+            str(out),
+            "--method",
+            "sft_then_dpo",
+            "--sft_max_steps",
+            "3",
+        ]
+    )
     sft = json.loads((out / "sft" / "trainer_state.json").read_text())
     dpo = json.loads((out / "dpo" / "trainer_state.json").read_text())
     assert sft["global_step"] == 3 and "demo/nll" in sft["log_history"][0] and "loss/pref" not in sft["log_history"][0]
@@ -85,8 +96,17 @@ def test_train_cli_two_stage_baseline(workdir):
 
 def test_train_cli_resume_flag(workdir):
     out = workdir / "out"
-    base = ["train", "--config", str(workdir / "run.yaml"), "--output_dir", str(out), "--save_strategy", "steps",
-            "--save_steps", "1"]
+    base = [
+        "train",
+        "--config",
+        str(workdir / "run.yaml"),
+        "--output_dir",
+        str(out),
+        "--save_strategy",
+        "steps",
+        "--save_steps",
+        "1",
+    ]
     cli.main(base)
     cli.main(base + ["--max_steps", "3", "--resume_from_checkpoint", "true"])
     state = json.loads((out / "trainer_state.json").read_text())
@@ -110,8 +130,24 @@ def test_cli_usage(capsys):
 
 def test_quickstart_runs_end_to_end(tmp_path):
     out = tmp_path / "qs"
-    assert cli.main(["quickstart", "--output_dir", str(out), "--max_steps", "20", "--num_demonstrations", "64",
-                     "--num_preferences", "64", "--num_eval", "16"]) == 0
+    assert (
+        cli.main(
+            [
+                "quickstart",
+                "--output_dir",
+                str(out),
+                "--max_steps",
+                "20",
+                "--num_demonstrations",
+                "64",
+                "--num_preferences",
+                "64",
+                "--num_eval",
+                "16",
+            ]
+        )
+        == 0
+    )
     results = json.loads((out / "results.json").read_text())
     assert set(results["before"]) == {"exact_match", "preference_accuracy", "eval_logp_correct"}
     assert results["after"]["eval_logp_correct"] > results["before"]["eval_logp_correct"]
@@ -125,14 +161,41 @@ def test_two_process_torchrun_matches_one_process(workdir):
     common = ["--config", str(workdir / "run.yaml"), "--max_steps", "5"]
     torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
     subprocess.run(
-        [sys.executable, "-m", "aihf.cli", "train", *common, "--output_dir", str(workdir / "one"),
-         "--per_device_train_batch_size", "8"],
-        check=True, env=env, cwd=workdir, capture_output=True,
+        [
+            sys.executable,
+            "-m",
+            "aihf.cli",
+            "train",
+            *common,
+            "--output_dir",
+            str(workdir / "one"),
+            "--per_device_train_batch_size",
+            "8",
+        ],
+        check=True,
+        env=env,
+        cwd=workdir,
+        capture_output=True,
     )
     run = subprocess.run(
-        [torchrun, "--standalone", "--nproc_per_node", "2", "-m", "aihf.cli", "train", *common,
-         "--output_dir", str(workdir / "two"), "--per_device_train_batch_size", "4"],
-        env=env, cwd=workdir, capture_output=True, text=True,
+        [
+            torchrun,
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            "-m",
+            "aihf.cli",
+            "train",
+            *common,
+            "--output_dir",
+            str(workdir / "two"),
+            "--per_device_train_batch_size",
+            "4",
+        ],
+        env=env,
+        cwd=workdir,
+        capture_output=True,
+        text=True,
     )
     assert run.returncode == 0, run.stderr[-3000:]
     one, two = _losses(workdir / "one"), _losses(workdir / "two")

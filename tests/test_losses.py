@@ -120,7 +120,11 @@ def test_gradients_match_written_out_formulas(seed):
     beta = 0.3
     sig = lambda x: 1.0 / (1.0 + torch.exp(-x))  # noqa: E731
     cases = [
-        (lambda a, b: losses.bradley_terry_loss(a, b, w).loss, lambda a, b: (-torch.log(sig(a - b)) * w).mean(), (a, b)),
+        (
+            lambda a, b: losses.bradley_terry_loss(a, b, w).loss,
+            lambda a, b: (-torch.log(sig(a - b)) * w).mean(),
+            (a, b),
+        ),
         (
             lambda a, b, c, d: losses.dpo_loss(a, b, c, d, beta, w).loss,
             lambda a, b, c, d: (-torch.log(sig(beta * ((a - c) - (b - d)))) * w).mean(),

@@ -22,7 +22,9 @@ class PairedDataset(TorchDataset):
     def __init__(self, preferences: Any | None, demonstrations: Any | None):
         if preferences is None and demonstrations is None:
             raise ValueError("need preferences, demonstrations, or both")
-        if (preferences is not None and len(preferences) == 0) or (demonstrations is not None and len(demonstrations) == 0):
+        if (preferences is not None and len(preferences) == 0) or (
+            demonstrations is not None and len(demonstrations) == 0
+        ):
             raise ValueError("an empty source must be passed as None")
         self.preferences = preferences
         self.demonstrations = demonstrations
@@ -78,9 +80,7 @@ def concat_padded(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], pad_to
     out = {}
     for key in ("input_ids", "attention_mask", "completion_mask"):
         fill = pad_token_id if key == "input_ids" else 0
-        parts = [
-            torch.nn.functional.pad(t[key], (0, width - t[key].shape[1]), value=fill) for t in (a, b)
-        ]
+        parts = [torch.nn.functional.pad(t[key], (0, width - t[key].shape[1]), value=fill) for t in (a, b)]
         out[key] = torch.cat(parts, dim=0)
     return out
 

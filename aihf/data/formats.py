@@ -116,7 +116,9 @@ def demonstration_texts(rows: Rows, tokenizer: Any = None) -> list[Demonstration
             if isinstance(messages, str):
                 raise row.error("messages", "wrong type: expected a list of {role, content} messages, got a string")
             if messages[-1]["role"] != "assistant":
-                raise row.error(f"messages[{len(messages) - 1}].role", "the last message must be the assistant's answer")
+                raise row.error(
+                    f"messages[{len(messages) - 1}].role", "the last message must be the assistant's answer"
+                )
             if not messages[-1]["content"].strip():
                 raise row.error(f"messages[{len(messages) - 1}].content", "empty completion")
             prompt, completion = messages[:-1], messages[-1:]

@@ -112,7 +112,10 @@ def _read_hub(dataset_id: str, *, split: str) -> Rows:
         ds = datasets.load_dataset(dataset_id, split=split)
     except Exception as e:  # offline, unknown id, missing split...
         raise DataError(
-            dataset_id, None, None, f"no such local file or folder, and loading it from the Hugging Face Hub failed: {e}"
+            dataset_id,
+            None,
+            None,
+            f"no such local file or folder, and loading it from the Hugging Face Hub failed: {e}",
         ) from e
     return Rows(f"{dataset_id}[{split}]", ds)
 
@@ -155,7 +158,9 @@ def _read_json(path: Path) -> Rows:
         keys = list(data)
         data = [dict(zip(keys, values)) for values in zip(*data.values())]
     if not isinstance(data, list):
-        raise DataError(str(path), None, None, "expected a JSON array of objects (or an object of equal-length columns)")
+        raise DataError(
+            str(path), None, None, "expected a JSON array of objects (or an object of equal-length columns)"
+        )
     for i, record in enumerate(data):
         if not isinstance(record, dict):
             raise DataError(str(path), f"row {i}", None, f"expected a JSON object, got {_json_type(record)}")

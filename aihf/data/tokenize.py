@@ -92,7 +92,9 @@ def prepare_preferences(
             if field == "reference" and text.reference is None:
                 columns["reference_ids"].append([])
                 continue
-            columns[f"{field}_ids"].append(_fit_completion(tokenizer, ids, text.conversational, len(prompt), max_length))
+            columns[f"{field}_ids"].append(
+                _fit_completion(tokenizer, ids, text.conversational, len(prompt), max_length)
+            )
         columns["row"].append(f"{rows.source}, {where}")
     return datasets.Dataset.from_dict(columns)
 
@@ -104,7 +106,10 @@ def references_as_demonstrations(preferences: datasets.Dataset) -> datasets.Data
         return None
     subset = preferences.select(keep)
     return datasets.Dataset.from_dict(
-        {k: list(subset[c]) for k, c in (("prompt_ids", "prompt_ids"), ("completion_ids", "reference_ids"), ("row", "row"))}
+        {
+            k: list(subset[c])
+            for k, c in (("prompt_ids", "prompt_ids"), ("completion_ids", "reference_ids"), ("row", "row"))
+        }
     )
 
 

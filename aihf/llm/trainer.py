@@ -185,21 +185,23 @@ class AIHFTrainer(Trainer):
 
     # ------------------------------------------------------------------ data
     def _prepare_sources(self, args, tokenizer, preferences, demonstrations, purpose, required=True):
-        """Prepared (preferences, demonstrations) for the given purpose; a source whose weight is 0
-        is dropped, except that preference rows still lend their gold references as demonstrations."""
+        """Prepared (preferences, demonstrations) for ``purpose``. A source whose weight is 0 is
+        dropped, except that preference rows still lend their gold references as demonstrations."""
         kw = dict(max_length=args.max_length, max_prompt_length=args.max_prompt_length)
-        prefs = demos = None
+        prefs = demos = refs = None
         if preferences is not None:
-            prefs = prepare_preferences(preferences, tokenizer, implicit_prompt_marker=args.implicit_prompt_marker, **kw)
+            prefs = prepare_preferences(
+                preferences, tokenizer, implicit_prompt_marker=args.implicit_prompt_marker, **kw
+            )
         elif args.pref_weight > 0 and required:
             raise ValueError(f"pref_weight={args.pref_weight} but no {purpose} preferences were given")
         if args.demo_weight > 0:
             if demonstrations is not None:
                 demos = prepare_demonstrations(demonstrations, tokenizer, **kw)
-            if args.use_references_as_demonstrations and prefs is not None:
+            if prefs is not None and args.use_references_as_demonstrations:
                 refs = references_as_demonstrations(prefs)
-                if refs is not None:
-                    demos = refs if demos is None else datasets.concatenate_datasets([demos, refs])
+            if refs is not None:
+                demos = refs if demos is None else datasets.concatenate_datasets([demos, refs])
             if demos is None and required:
                 raise ValueError(
                     f"demo_weight={args.demo_weight} but no {purpose} demonstrations were given "
@@ -208,8 +210,7 @@ class AIHFTrainer(Trainer):
         elif demonstrations is not None:
             warnings.warn(f"demo_weight=0: the {purpose} demonstrations are ignored", stacklevel=3)
         if args.pref_weight == 0 and prefs is not None:
-            if not (args.demo_weight > 0 and args.use_references_as_demonstrations and "reference_ids" in prefs.column_names
-                    and any(prefs["reference_ids"])):
+            if refs is None:
                 warnings.warn(f"pref_weight=0: the {purpose} preference pairs are ignored", stacklevel=3)
             prefs = None
         return prefs, demos
@@ -336,29 +337,32 @@ class AIHFTrainer(Trainer):
         self._gen_calls = (self.state.global_step, calls)
         seed = _stable_seed(self.args.seed, self._round, self.state.global_step, calls, self.args.process_index)
 
-        n_p, n_d = inputs["num_pairs"], inputs["num_demos"]
+        n_p = inputs["num_pairs"]
         indices, prompts = inputs["demo_index"], inputs["demo_prompt_ids"]
-        regenerate = self.args.self_play_regen_prob > 0 and random.Random(seed).random() < self.args.self_play_regen_prob
+        pad = self.processing_class.pad_token_id
+        regenerate = (
+            self.args.self_play_regen_prob > 0 and random.Random(seed).random() < self.args.self_play_regen_prob
+        )
         todo = [k for k, j in enumerate(indices) if regenerate or j not in self._samples]
         if todo:
             samples = self.generator(self._opponent, [prompts[k] for k in todo], seed)
             limit = self.args.max_length
             samples = [s[: limit - len(prompts[k])] if limit else s for k, s in zip(todo, samples)]
-            pad = self.processing_class.pad_token_id
-            samples = [s or [self.processing_class.eos_token_id] for s in samples]
-            demo_rows = {key: inputs[key][2 * n_p :][todo] for key in ("input_ids", "attention_mask", "completion_mask")}
+            samples = [s or [self.processing_class.eos_token_id] for s in samples]  # never an empty answer
+            demo_rows = {
+                key: inputs[key][2 * n_p :][todo] for key in ("input_ids", "attention_mask", "completion_mask")
+            }
             sample_rows = pad_sequences([prompts[k] for k in todo], samples, pad)
             sample_rows = {k: v.to(self.accelerator.device) for k, v in sample_rows.items()}
             scored = sequence_logps(self._opponent, **concat_padded(demo_rows, sample_rows, pad))[0].tolist()
             for i, (k, sample) in enumerate(zip(todo, samples)):
                 self._samples[indices[k]] = (sample, scored[i], scored[len(todo) + i])
         cached = [self._samples[j] for j in indices]
-        sample_rows = pad_sequences(prompts, [c[0] for c in cached], self.processing_class.pad_token_id)
         device = self.accelerator.device
+        sample_rows = pad_sequences(prompts, [c[0] for c in cached], pad)
         sample_rows = {k: v.to(device) for k, v in sample_rows.items()}
         opponent_demo = torch.tensor([c[1] for c in cached], device=device)
         opponent_sample = torch.tensor([c[2] for c in cached], device=device)
-        assert len(cached) == n_d
         return opponent_demo, opponent_sample, sample_rows
 
     # ------------------------------------------------------------------ logging / eval

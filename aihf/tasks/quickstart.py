@@ -29,7 +29,9 @@ class QuickstartArguments:
         default="aihf",
         metadata={"help": "Method to train with.", "choices": ["aihf", "dpo", "sft", "spin", "sft_then_dpo"]},
     )
-    demo_loss: str = field(default="nll", metadata={"help": "AIHF demonstration term.", "choices": ["nll", "self_play"]})
+    demo_loss: str = field(
+        default="nll", metadata={"help": "AIHF demonstration term.", "choices": ["nll", "self_play"]}
+    )
     num_demonstrations: int = field(default=2000, metadata={"help": "Training demonstrations."})
     num_preferences: int = field(default=1000, metadata={"help": "Training preference pairs."})
     num_eval: int = field(default=200, metadata={"help": "Held-out prompts (and pairs) for evaluation."})
@@ -64,7 +66,10 @@ def make_task(args: QuickstartArguments) -> dict[str, list[dict]]:
     def pair(s: list[str]) -> dict:
         return {"prompt": prompt(s), "chosen": " ".join(reversed(s)), "rejected": " ".join(mistake(s))}
 
-    demos = [{"prompt": prompt(s), "completion": " ".join(reversed(s))} for s in (fresh() for _ in range(args.num_demonstrations))]
+    demos = [
+        {"prompt": prompt(s), "completion": " ".join(reversed(s))}
+        for s in (fresh() for _ in range(args.num_demonstrations))
+    ]
     prefs = [pair(fresh()) for _ in range(args.num_preferences)]
     eval_seqs = [fresh() for _ in range(args.num_eval)]
     return {
@@ -164,8 +169,14 @@ def main(argv: list[str]) -> int:
     final_dir = os.path.join(model_dir, "dpo") if args.method == "sft_then_dpo" else model_dir
     after = evaluate(final_dir, task)
 
-    results = {"task": "reverse letters (built-in quickstart)", "args": asdict(args), "train_seconds": seconds,
-               "before": before, "after": after, "command": "aihf quickstart " + " ".join(argv)}
+    results = {
+        "task": "reverse letters (built-in quickstart)",
+        "args": asdict(args),
+        "train_seconds": seconds,
+        "before": before,
+        "after": after,
+        "command": "aihf quickstart " + " ".join(argv),
+    }
     with open(os.path.join(args.output_dir, "results.json"), "w") as f:
         json.dump(results, f, indent=2)
     table = [

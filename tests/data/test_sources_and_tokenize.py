@@ -58,10 +58,15 @@ def system(content: str) -> dict:
 def test_vocabulary_ids(tokenizer, bos_tokenizer):
     for tok in (tokenizer, bos_tokenizer):
         assert (tok.pad_token_id, tok.bos_token_id, tok.eos_token_id, tok.unk_token_id) == (PAD, BOS, EOS, UNK)
-        assert tok.convert_tokens_to_ids(["<system>", "<user>", "<assistant>", "<eot>"]) == [SYSTEM, USER, ASSISTANT, EOT]
-        assert tok("a are bad cat dog fine good hello how mat maybe no on sat the world yes you", add_special_tokens=False)[
-            "input_ids"
-        ] == list(range(10, 28))
+        assert tok.convert_tokens_to_ids(["<system>", "<user>", "<assistant>", "<eot>"]) == [
+            SYSTEM,
+            USER,
+            ASSISTANT,
+            EOT,
+        ]
+        assert tok(
+            "a are bad cat dog fine good hello how mat maybe no on sat the world yes you", add_special_tokens=False
+        )["input_ids"] == list(range(10, 28))
         assert tok("Human: hello", add_special_tokens=False)["input_ids"] == [UNK, HELLO]
     assert tokenizer("hello")["input_ids"] == [HELLO]
     assert bos_tokenizer("hello")["input_ids"] == [BOS, HELLO]
@@ -148,7 +153,10 @@ def test_read_dataset_and_list():
     rows = read_rows(ds)
     assert rows.source == "dataset"
     assert rows.records is ds
-    assert list(rows) == [("row 0", {"prompt": "hello", "completion": "good"}), ("row 1", {"prompt": "how", "completion": "fine"})]
+    assert list(rows) == [
+        ("row 0", {"prompt": "hello", "completion": "good"}),
+        ("row 1", {"prompt": "how", "completion": "fine"}),
+    ]
     assert read_rows(ds, name="mine").source == "mine"
 
     records = [{"prompt": "hello", "completion": "good"}]
@@ -256,7 +264,9 @@ def test_prepare_reads_every_file_type_identically(tmp_path, tokenizer):
 
 
 def test_standard_demonstration_ids(tokenizer):
-    ds = prepare_demonstrations([{"prompt": "hello world", "completion": "good"}, {"prompt": "how", "completion": "yes no"}], tokenizer)
+    ds = prepare_demonstrations(
+        [{"prompt": "hello world", "completion": "good"}, {"prompt": "how", "completion": "yes no"}], tokenizer
+    )
     assert ds.column_names == ["prompt_ids", "completion_ids", "row"]
     assert ds["prompt_ids"] == [[HELLO, WORLD], [HOW]]
     assert ds["completion_ids"] == [[GOOD, EOS], [YES, NO, EOS]]
@@ -315,9 +325,11 @@ def test_messages_format_equals_prompt_completion_format(tokenizer):
     messages = [system("be nice"), user("hello"), assistant("good"), user("how are you"), assistant("fine")]
     a = prepare_demonstrations([{"messages": messages}], tokenizer)
     b = prepare_demonstrations([{"prompt": messages[:-1], "completion": messages[-1:]}], tokenizer)
-    assert a["prompt_ids"] == b["prompt_ids"] == [
-        [SYSTEM, UNK, UNK, EOT, USER, HELLO, EOT, ASSISTANT, GOOD, EOT, EOS, USER, HOW, ARE, YOU, EOT, ASSISTANT]
-    ]
+    assert (
+        a["prompt_ids"]
+        == b["prompt_ids"]
+        == [[SYSTEM, UNK, UNK, EOT, USER, HELLO, EOT, ASSISTANT, GOOD, EOT, EOS, USER, HOW, ARE, YOU, EOT, ASSISTANT]]
+    )
     assert a["completion_ids"] == b["completion_ids"] == [[FINE, EOT, EOS]]
 
 
@@ -362,7 +374,13 @@ def test_standard_preference_with_bos_tokenizer(bos_tokenizer):
 def test_hh_implicit_prompt_ends_at_the_assistant_marker(tokenizer):
     row = {"chosen": HH + " good", "rejected": HH + " bad"}
     (text,) = preference_texts(Rows("hh", [row]), tokenizer)
-    assert (text.prompt, text.chosen, text.rejected, text.reference, text.conversational) == (HH, " good", " bad", None, False)
+    assert (text.prompt, text.chosen, text.rejected, text.reference, text.conversational) == (
+        HH,
+        " good",
+        " bad",
+        None,
+        False,
+    )
     ds = prepare_preferences([row], tokenizer)
     assert ds["prompt_ids"] == [[UNK, HELLO, UNK]]  # Human: hello Assistant:
     assert ds["chosen_ids"] == [[GOOD, EOS]]
@@ -413,7 +431,11 @@ def test_conversational_preference_through_chat_template(tokenizer):
 
 def test_conversational_implicit_prompt_is_the_shared_leading_messages(tokenizer):
     shared = [user("hello"), assistant("good"), user("how are you")]
-    row = {"chosen": shared + [assistant("fine")], "rejected": shared + [assistant("bad")], "reference": shared + [assistant("yes")]}
+    row = {
+        "chosen": shared + [assistant("fine")],
+        "rejected": shared + [assistant("bad")],
+        "reference": shared + [assistant("yes")],
+    }
     (text,) = preference_texts(Rows("c", [row]), tokenizer)
     assert text.conversational
     assert text.prompt == tokenizer.apply_chat_template(shared, tokenize=False, add_generation_prompt=True)
@@ -468,7 +490,12 @@ def test_references_as_demonstrations(tokenizer):
     rows = [
         {"prompt": "hello", "chosen": "good", "rejected": "bad", "reference": "fine"},
         {"prompt": "how", "chosen": "yes", "rejected": "no"},
-        {"prompt": [user("how")], "chosen": [assistant("yes")], "rejected": [assistant("no")], "reference": [assistant("maybe")]},
+        {
+            "prompt": [user("how")],
+            "chosen": [assistant("yes")],
+            "rejected": [assistant("no")],
+            "reference": [assistant("maybe")],
+        },
     ]
     prefs = prepare_preferences(rows, tokenizer, name="p")
     demos = references_as_demonstrations(prefs)
@@ -489,13 +516,17 @@ def test_references_as_demonstrations_without_references(tokenizer):
 
 
 def test_prompt_truncated_from_the_left(tokenizer):
-    ds = prepare_demonstrations([{"prompt": "the cat sat on the mat", "completion": "yes"}], tokenizer, max_prompt_length=3)
+    ds = prepare_demonstrations(
+        [{"prompt": "the cat sat on the mat", "completion": "yes"}], tokenizer, max_prompt_length=3
+    )
     assert ds["prompt_ids"] == [[ON, THE, MAT]]
     assert ds["completion_ids"] == [[YES, EOS]]
 
 
 def test_prompt_truncation_keeps_bos(bos_tokenizer):
-    ds = prepare_demonstrations([{"prompt": "the cat sat on the mat", "completion": "yes"}], bos_tokenizer, max_prompt_length=3)
+    ds = prepare_demonstrations(
+        [{"prompt": "the cat sat on the mat", "completion": "yes"}], bos_tokenizer, max_prompt_length=3
+    )
     assert ds["prompt_ids"] == [[BOS, THE, MAT]]
     # A prompt that already fits is untouched.
     ds = prepare_demonstrations([{"prompt": "the cat", "completion": "yes"}], bos_tokenizer, max_prompt_length=3)
@@ -504,7 +535,9 @@ def test_prompt_truncation_keeps_bos(bos_tokenizer):
 
 def test_prompt_truncated_to_one_token_with_bos(bos_tokenizer):
     # With room for a single token, the last prompt token is kept rather than BOS.
-    ds = prepare_demonstrations([{"prompt": "the cat", "completion": "yes"}], bos_tokenizer, max_length=4, max_prompt_length=1)
+    ds = prepare_demonstrations(
+        [{"prompt": "the cat", "completion": "yes"}], bos_tokenizer, max_length=4, max_prompt_length=1
+    )
     assert ds["prompt_ids"] == [[CAT]]
 
 
@@ -562,7 +595,10 @@ def test_truncation_property(prompt, completion, max_prompt_length, extra):
     tok = _BOS_TOKENIZER
     max_length = max_prompt_length + extra
     ds = prepare_demonstrations(
-        [{"prompt": " ".join(prompt), "completion": " ".join(completion)}], tok, max_length=max_length, max_prompt_length=max_prompt_length
+        [{"prompt": " ".join(prompt), "completion": " ".join(completion)}],
+        tok,
+        max_length=max_length,
+        max_prompt_length=max_prompt_length,
     )
     full_prompt = [BOS] + tok(" ".join(prompt), add_special_tokens=False)["input_ids"]
     full_completion = tok(" ".join(completion), add_special_tokens=False)["input_ids"] + [EOS]
@@ -575,8 +611,6 @@ def test_truncation_property(prompt, completion, max_prompt_length, extra):
         assert p == [BOS] + full_prompt[len(full_prompt) - max_prompt_length + 1 :]
     else:
         assert p == full_prompt[-1:]
-
-
 
 
 @pytest.mark.parametrize(
@@ -700,7 +734,9 @@ def test_paired_dataset_cycles_the_smaller_source(tokenizer):
     prefs = prepare_preferences(
         [{"prompt": w, "chosen": "yes", "rejected": "no"} for w in ("hello", "how", "the")], tokenizer
     )
-    demos = prepare_demonstrations([{"prompt": w, "completion": "good"} for w in ("a", "cat", "dog", "mat", "on")], tokenizer)
+    demos = prepare_demonstrations(
+        [{"prompt": w, "completion": "good"} for w in ("a", "cat", "dog", "mat", "on")], tokenizer
+    )
     paired = PairedDataset(prefs, demos)
     assert len(paired) == 5
     items = [paired[i] for i in range(5)]

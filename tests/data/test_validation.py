@@ -109,7 +109,10 @@ BAD_DEMOS = {
     "messages-last-assistant-empty": ({"messages": [user("hello"), assistant(" ")]}, "messages[1].content"),
     "messages-a-string": ({"messages": "hello good"}, "messages"),
     "messages-empty-list": ({"messages": []}, "messages"),
-    "messages-unknown-role": ({"messages": [{"role": "human", "content": "hi"}, assistant("good")]}, "messages[0].role"),
+    "messages-unknown-role": (
+        {"messages": [{"role": "human", "content": "hi"}, assistant("good")]},
+        "messages[0].role",
+    ),
     "messages-null": ({"messages": None}, "messages"),
 }
 
@@ -183,7 +186,10 @@ BAD_PREFS = {
         "chosen",
     ),
     "conv-implicit-chosen-is-prefix": (
-        {"chosen": [user("hello"), assistant("good")], "rejected": [user("hello"), assistant("good"), user("how"), assistant("fine")]},
+        {
+            "chosen": [user("hello"), assistant("good")],
+            "rejected": [user("hello"), assistant("good"), user("how"), assistant("fine")],
+        },
         "chosen",
     ),
     "conv-implicit-reference-other-prompt": (
@@ -245,7 +251,9 @@ def test_preference_prompt_leaving_no_room_for_the_answers(tokenizer):
 def test_prompt_exactly_filling_max_length_is_rejected(tokenizer):
     # 3 prompt tokens with max_length=3: not a single completion token would fit.
     with pytest.raises(aihf.DataError) as e:
-        prepare_demonstrations([{"prompt": "how are you", "completion": "fine"}], tokenizer, max_length=3, max_prompt_length=None)
+        prepare_demonstrations(
+            [{"prompt": "how are you", "completion": "fine"}], tokenizer, max_length=3, max_prompt_length=None
+        )
     check(e.value, "list", "row 0", "prompt")
 
 
@@ -319,7 +327,9 @@ def test_malformed_json_line(tmp_path, tokenizer):
     assert "malformed JSON" in str(e.value)
 
 
-@pytest.mark.parametrize("line", ['["hello", "good"]', '"hello good"', "42", "null"], ids=["array", "string", "number", "null"])
+@pytest.mark.parametrize(
+    "line", ['["hello", "good"]', '"hello good"', "42", "null"], ids=["array", "string", "number", "null"]
+)
 def test_jsonl_line_that_is_not_an_object(tmp_path, tokenizer, line):
     path = bad_third_line(tmp_path, GOOD_PREF, line)
     with pytest.raises(aihf.DataError) as e:
@@ -354,7 +364,9 @@ def test_json_array_element_that_is_not_an_object(tmp_path, tokenizer):
 
 def test_json_array_bad_record_is_reported_by_row_index(tmp_path, tokenizer):
     path = tmp_path / "data.json"
-    path.write_text(json.dumps([GOOD_PREF, GOOD_PREF, {"prompt": "hello", "chosen": "good", "rejected": "good"}], indent=2))
+    path.write_text(
+        json.dumps([GOOD_PREF, GOOD_PREF, {"prompt": "hello", "chosen": "good", "rejected": "good"}], indent=2)
+    )
     with pytest.raises(aihf.DataError) as e:
         prepare_preferences(path, tokenizer)
     check(e.value, str(path), "row 2", "rejected")
@@ -379,7 +391,12 @@ def test_json_file_that_is_no_table(tmp_path, tokenizer, content):
 
 @pytest.mark.parametrize(
     "name, content",
-    [("empty.jsonl", ""), ("blank.jsonl", "\n  \n\n"), ("empty.json", "[]"), ("header-only.csv", "prompt,completion\n")],
+    [
+        ("empty.jsonl", ""),
+        ("blank.jsonl", "\n  \n\n"),
+        ("empty.json", "[]"),
+        ("header-only.csv", "prompt,completion\n"),
+    ],
 )
 def test_empty_file(tmp_path, tokenizer, name, content):
     path = tmp_path / name
@@ -509,7 +526,13 @@ def test_csv_invalid_utf8_names_the_line(tmp_path, tokenizer):
 
 def test_parquet_bad_row(tmp_path, tokenizer):
     path = tmp_path / "data.parquet"
-    table = pa.table({"prompt": ["how are you", "how are you", "hello"], "chosen": ["fine", "fine", None], "rejected": ["bad", "bad", "bad"]})
+    table = pa.table(
+        {
+            "prompt": ["how are you", "how are you", "hello"],
+            "chosen": ["fine", "fine", None],
+            "rejected": ["bad", "bad", "bad"],
+        }
+    )
     pq.write_table(table, path)
     with pytest.raises(aihf.DataError) as e:
         prepare_preferences(path, tokenizer)
@@ -658,7 +681,10 @@ def test_rejected_data_writes_nothing(tmp_path, tokenizer):
 FIXED_DEMOS = {
     "completion-present": {"prompt": "hello", "completion": "good"},
     "empty-prompt-allowed-with-text": {"prompt": " ", "completion": "good"},
-    "known-roles": {"prompt": [{"role": "system", "content": "x"}, user("hello"), {"role": "tool", "content": "y"}], "completion": [assistant("good")]},
+    "known-roles": {
+        "prompt": [{"role": "system", "content": "x"}, user("hello"), {"role": "tool", "content": "y"}],
+        "completion": [assistant("good")],
+    },
     "messages-end-with-assistant": {"messages": [user("hello"), assistant("good")]},
     "messages-with-developer": {"messages": [{"role": "developer", "content": "x"}, user("hello"), assistant("good")]},
 }

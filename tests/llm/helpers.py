@@ -18,7 +18,11 @@ def reverse_task(n_demos=64, n_prefs=64, seed=0):
     for _ in range(n_prefs):
         s = rng.sample(LETTERS, 3)
         prefs.append(
-            {"prompt": "reverse : " + " ".join(s) + " =", "chosen": " " + " ".join(reversed(s)), "rejected": " " + " ".join(s)}
+            {
+                "prompt": "reverse : " + " ".join(s) + " =",
+                "chosen": " " + " ".join(reversed(s)),
+                "rejected": " " + " ".join(s),
+            }
         )
     return demos, prefs
 

@@ -17,7 +17,9 @@ def test_token_logps_equals_log_softmax_gather():
     torch.testing.assert_close(token_logps(logits, labels), want)
     half = token_logps(logits.bfloat16(), labels)
     assert half.dtype == torch.float32
-    torch.testing.assert_close(half, F.log_softmax(logits.bfloat16().float(), -1).gather(-1, labels[..., None]).squeeze(-1))
+    torch.testing.assert_close(
+        half, F.log_softmax(logits.bfloat16().float(), -1).gather(-1, labels[..., None]).squeeze(-1)
+    )
 
 
 def test_sequence_logps_scores_only_completion_tokens():

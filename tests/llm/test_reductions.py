@@ -62,7 +62,14 @@ def test_dpo_reduction_equals_trl_dpo_trainer(tmp_path, arch):
 
     assert our_loss.item() == pytest.approx(trl_loss.item(), abs=1e-5)
     assert abs(our_loss.item() - 0.6931) > 1e-3  # a non-trivial value
-    for name in ("rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies", "logps/chosen", "logps/rejected"):
+    for name in (
+        "rewards/chosen",
+        "rewards/rejected",
+        "rewards/margins",
+        "rewards/accuracies",
+        "logps/chosen",
+        "logps/rejected",
+    ):
         assert ours._metrics["train"][name][0] == pytest.approx(theirs._metrics["train"][name][0], abs=1e-5), name
     g_ours, g_trl = _grads(ours_model), _grads(trl_model)
     assert g_ours.keys() == g_trl.keys() and g_ours
