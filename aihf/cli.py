@@ -151,10 +151,16 @@ def load_model_and_tokenizer(model_args: ModelArguments):
         kwargs["dtype"] = "auto"
     if model_args.attn_implementation:
         kwargs["attn_implementation"] = model_args.attn_implementation
+    if model_args.gguf_file and not model_args.use_peft:
+        from transformers import GgufConfig
+
+        # Full fine-tuning needs dense weights; LoRA can sit on top of the packed GGUF blocks.
+        kwargs["quantization_config"] = GgufConfig(dequantize=True)
     model = AutoModelForCausalLM.from_pretrained(model_args.model_name_or_path, **kwargs)
     ref = None
     if model_args.ref_model_name_or_path:
         kwargs.pop("gguf_file", None)
+        kwargs.pop("quantization_config", None)
         ref = AutoModelForCausalLM.from_pretrained(model_args.ref_model_name_or_path, **kwargs)
     return model, ref, tokenizer
 

@@ -71,7 +71,10 @@ class AIHFConfig(TrainingArguments):
         default=1024, metadata={"help": "Maximum tokens of prompt + completion; completions are cut on the right."}
     )
     max_prompt_length: int | None = field(
-        default=512, metadata={"help": "Maximum prompt tokens; longer prompts are cut on the left (BOS kept)."}
+        default=None,
+        metadata={
+            "help": "Maximum prompt tokens; longer prompts are cut on the left (BOS kept). Default: half of max_length."
+        },
     )
     implicit_prompt_marker: str | None = field(
         default=HH_ASSISTANT_MARKER,
@@ -122,6 +125,8 @@ class AIHFConfig(TrainingArguments):
             raise ValueError("demo_weight and pref_weight are both 0: nothing to learn from")
         if self.demo_loss not in DEMO_LOSSES:
             raise ValueError(f"demo_loss must be one of {DEMO_LOSSES}, got '{self.demo_loss}'")
+        if self.max_prompt_length is None and self.max_length is not None:
+            self.max_prompt_length = max(1, self.max_length // 2)
         check_lengths(self.max_length, self.max_prompt_length)
         if not 0.0 <= self.self_play_regen_prob <= 1.0:
             raise ValueError(f"self_play_regen_prob must be in [0, 1], got {self.self_play_regen_prob}")

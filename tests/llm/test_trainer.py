@@ -211,3 +211,9 @@ def test_tensorboard_reporting_and_progress_bar(tmp_path, capsys):
     tags = set(acc.Tags()["scalars"])
     assert {"train/loss", "train/rewards/accuracies", "train/demo/logps"} <= tags, sorted(tags)
     assert "2/2" in capsys.readouterr().err  # tqdm progress bar
+
+
+def test_prompt_length_defaults_to_half_of_max_length(tmp_path):
+    assert AIHFConfig(output_dir=str(tmp_path), max_length=128).max_prompt_length == 64
+    assert AIHFConfig(output_dir=str(tmp_path), max_length=None).max_prompt_length is None
+    assert AIHFConfig(output_dir=str(tmp_path), max_length=128, max_prompt_length=100).max_prompt_length == 100
