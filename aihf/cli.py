@@ -116,10 +116,26 @@ def parse_train_args(argv: list[str]):
             raise SystemExit(f"aihf train: unknown field(s) in {known.config}: {', '.join(unknown)}")
         # argparse converts string defaults with the field's type, so YAML strings work too.
         parser.set_defaults(**{k: (str(v) if isinstance(v, float) else v) for k, v in values.items()})
-    model_args, data_args, run_args, config = parser.parse_args_into_dataclasses(rest)
+    parsed = parser.parse_args_into_dataclasses(rest)
+    _check_choices(parsed, known.config)
+    model_args, data_args, run_args, config = parsed
     if not model_args.model_name_or_path:
         raise SystemExit("aihf train: model_name_or_path is required (in the config or as --model_name_or_path)")
     return model_args, data_args, run_args, config
+
+
+def _check_choices(parsed, config_file: str | None) -> None:
+    """argparse checks ``choices`` on flags but not on defaults, which is where YAML values go."""
+    import dataclasses
+
+    for obj in parsed:
+        for f in dataclasses.fields(obj):
+            choices = f.metadata.get("choices")
+            value = getattr(obj, f.name)
+            if choices and value is not None and value not in choices:
+                raise SystemExit(
+                    f"aihf train: {f.name}={value!r} (from {config_file or 'the defaults'}) is not one of {choices}"
+                )
 
 
 def apply_method(config, method: str):
@@ -142,27 +158,41 @@ def load_model_and_tokenizer(model_args: ModelArguments):
     kwargs: dict[str, Any] = {"trust_remote_code": model_args.trust_remote_code}
     if model_args.gguf_file:
         kwargs["gguf_file"] = model_args.gguf_file
-    tokenizer = AutoTokenizer.from_pretrained(
-        model_args.tokenizer_name_or_path or model_args.model_name_or_path, **kwargs
-    )
+    if model_args.tokenizer_name_or_path:
+        tokenizer = AutoTokenizer.from_pretrained(
+            model_args.tokenizer_name_or_path, trust_remote_code=model_args.trust_remote_code
+        )
+    else:
+        tokenizer = AutoTokenizer.from_pretrained(model_args.model_name_or_path, **kwargs)
     if model_args.dtype != "auto":
         kwargs["dtype"] = getattr(torch, model_args.dtype)
     else:
         kwargs["dtype"] = "auto"
     if model_args.attn_implementation:
         kwargs["attn_implementation"] = model_args.attn_implementation
-    if model_args.gguf_file and not model_args.use_peft:
+    if model_args.gguf_file:
         from transformers import GgufConfig
 
-        # Full fine-tuning needs dense weights; LoRA can sit on top of the packed GGUF blocks.
+        # Unpacked into dense weights: the Trainer refuses to fine-tune GGUF blocks.
         kwargs["quantization_config"] = GgufConfig(dequantize=True)
     model = AutoModelForCausalLM.from_pretrained(model_args.model_name_or_path, **kwargs)
+    ref_path = model_args.ref_model_name_or_path
+    if ref_path is None and not model_args.use_peft and _zero3():
+        # ZeRO-3 partitions the policy at load time, so the reference is loaded, not copied.
+        ref_path = model_args.model_name_or_path
     ref = None
-    if model_args.ref_model_name_or_path:
-        kwargs.pop("gguf_file", None)
-        kwargs.pop("quantization_config", None)
-        ref = AutoModelForCausalLM.from_pretrained(model_args.ref_model_name_or_path, **kwargs)
+    if ref_path:
+        if ref_path != model_args.model_name_or_path:
+            kwargs.pop("gguf_file", None)
+            kwargs.pop("quantization_config", None)
+        ref = AutoModelForCausalLM.from_pretrained(ref_path, **kwargs)
     return model, ref, tokenizer
+
+
+def _zero3() -> bool:
+    from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
+
+    return is_deepspeed_zero3_enabled()
 
 
 def lora_config(model_args: ModelArguments):
@@ -195,6 +225,15 @@ def train(argv: list[str]) -> dict:
         resume = resume.lower() == "true"
 
     if run_args.method == "sft_then_dpo":
+        unsupported = {
+            "eval_demonstrations": data_args.eval_demonstrations,
+            "eval_preferences": data_args.eval_preferences,
+            "ref_model_name_or_path": model_args.ref_model_name_or_path,
+            "resume_from_checkpoint": resume or None,
+        }
+        given = [name for name, value in unsupported.items() if value]
+        if given:
+            raise SystemExit(f"aihf train: --method sft_then_dpo does not support {', '.join(given)} yet")
         overrides = {
             k: v
             for k, v in (

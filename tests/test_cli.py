@@ -122,6 +122,66 @@ def test_train_cli_rejects_unknown_config_keys_and_missing_model(workdir):
         cli.main(["train", "--output_dir", str(workdir / "o")])
 
 
+def test_train_cli_checks_choices_given_in_yaml(workdir):
+    bad = workdir / "bad.yaml"
+    bad.write_text(yaml.safe_dump({**yaml.safe_load((workdir / "run.yaml").read_text()), "method": "DPO"}))
+    with pytest.raises(SystemExit, match="method='DPO'"):
+        cli.main(["train", "--config", str(bad)])
+
+
+def test_two_stage_cli_refuses_options_it_would_ignore(workdir):
+    with pytest.raises(SystemExit, match="eval_preferences"):
+        cli.main(
+            [
+                "train",
+                "--config",
+                str(workdir / "run.yaml"),
+                "--method",
+                "sft_then_dpo",
+                "--eval_preferences",
+                str(workdir / "prefs.jsonl"),
+                "--output_dir",
+                str(workdir / "o"),
+            ]
+        )
+
+
+def test_two_stage_lora_result_reloads_with_the_sft_stage(workdir):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    out = workdir / "out"
+    cli.main(
+        [
+            "train",
+            "--config",
+            str(workdir / "run.yaml"),
+            "--output_dir",
+            str(out),
+            "--method",
+            "sft_then_dpo",
+            "--use_peft",
+            "true",
+            "--lora_r",
+            "4",
+            "--learning_rate",
+            "1e-2",
+            "--sft_max_steps",
+            "3",
+        ]
+    )
+    assert json.loads((out / "dpo" / "adapter_config.json").read_text())["base_model_name_or_path"] == str(
+        out / "sft" / "merged"
+    )
+    reloaded = AutoModelForCausalLM.from_pretrained(out / "dpo").eval()
+    base = AutoModelForCausalLM.from_pretrained(workdir / "model").eval()
+    ids = torch.tensor([[5, 6, 7, 8]])
+    with torch.no_grad():
+        sft_merged = AutoModelForCausalLM.from_pretrained(out / "sft" / "merged").eval()(ids).logits
+        assert not torch.allclose(sft_merged, base(ids).logits, atol=1e-3)  # the SFT stage changed the model
+        assert not torch.allclose(reloaded(ids).logits, base(ids).logits, atol=1e-3)
+
+
 def test_cli_usage(capsys):
     assert cli.main([]) == 0
     assert "quickstart" in capsys.readouterr().out
@@ -152,6 +212,56 @@ def test_quickstart_runs_end_to_end(tmp_path):
     assert set(results["before"]) == {"exact_match", "preference_accuracy", "eval_logp_correct"}
     assert results["after"]["eval_logp_correct"] > results["before"]["eval_logp_correct"]
     assert (out / "results.md").read_text().startswith("| aihf |")
+
+
+def _torchrun(workdir, *args):
+    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
+    torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
+    run = subprocess.run(
+        [torchrun, "--standalone", "--nproc_per_node", "2", "-m", "aihf.cli", "train", *args],
+        env=env,
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+
+
+@pytest.mark.slow
+def test_two_process_self_play_saves_and_resumes(workdir):
+    common = [
+        "--config",
+        str(workdir / "run.yaml"),
+        "--demo_loss",
+        "self_play",
+        "--per_device_train_batch_size",
+        "4",
+        "--max_steps",
+        "4",
+        "--save_strategy",
+        "steps",
+        "--save_steps",
+        "2",
+        "--self_play_round_steps",
+        "3",
+    ]
+    _torchrun(workdir, *common, "--output_dir", str(workdir / "full"))
+    ckpt = workdir / "full" / "checkpoint-2"
+    assert {
+        "aihf_self_play_samples_rank0.json",
+        "aihf_self_play_samples_rank1.json",
+        "aihf_opponent.safetensors",
+    } <= set(os.listdir(ckpt))
+    expected = _losses(workdir / "full")
+    _torchrun(workdir, *common, "--output_dir", str(workdir / "resumed"), "--resume_from_checkpoint", str(ckpt))
+    got = json.loads((workdir / "resumed" / "trainer_state.json").read_text())
+    got = {h["step"]: h["loss"] for h in got["log_history"] if "loss" in h}
+    expected = dict(zip(range(1, 5), expected))
+    for step in (3, 4):
+        assert got[step] == pytest.approx(expected[step], rel=1e-5), step
+    # saving only the model (no optimizer/RNG files) must not trip over the staging folder
+    _torchrun(workdir, *common, "--output_dir", str(workdir / "light"), "--save_only_model", "true")
+    assert (workdir / "light" / "checkpoint-4" / "aihf_opponent.safetensors").exists()
 
 
 @pytest.mark.slow
@@ -211,5 +321,9 @@ def test_example_configs_parse(name):
     path = os.path.join(os.path.dirname(__file__), "..", "examples", name)
     # bf16 needs a GPU; everything else must parse as written
     model_args, data_args, run_args, config = cli.parse_train_args(["--config", path, "--bf16", "false"])
-    assert model_args.model_name_or_path and data_args.preferences and run_args.method in cli.METHODS
-    assert config.beta > 0
+    written = yaml.safe_load(open(path))
+    for obj in (model_args, data_args, run_args, config):
+        for key, value in written.items():
+            if hasattr(obj, key) and key not in ("bf16", "report_to", "learning_rate", "warmup_steps"):
+                assert getattr(obj, key) == value, key
+    assert config.learning_rate == pytest.approx(float(written["learning_rate"]))

@@ -1,9 +1,10 @@
 """Tokenisation: validated texts -> token ids, with the prompt kept apart so that losses can mask it.
 
 The prompt and each completion are tokenised separately (a completion's tokens never merge
-with the prompt's), EOS is appended to plain-text completions (a chat template already closes
-the turn), the prompt is truncated from the left to ``max_prompt_length`` (a leading BOS is
-kept) and completions from the right so that prompt + completion fits in ``max_length``.
+with the prompt's). EOS is appended to plain-text completions; a chat template already closes
+the turn, and what it writes after the turn's EOS is dropped. The prompt is truncated from the
+left to ``max_prompt_length`` (a leading BOS is kept) and completions from the right so that
+prompt + completion fits in ``max_length``.
 """
 
 from __future__ import annotations
@@ -156,7 +157,11 @@ def _fit_completion(
     tokenizer: Any, ids: list[int], conversational: bool, prompt_len: int, max_length: int | None
 ) -> list[int]:
     eos = tokenizer.eos_token_id
-    if not conversational and eos is not None and (not ids or ids[-1] != eos):
+    if conversational and eos is not None and eos in ids:
+        # Drop what a chat template writes after the answer's EOS (often a newline): a sampled
+        # answer stops at EOS, and self-play must not tell the two apart by that tail.
+        ids = ids[: len(ids) - ids[::-1].index(eos)]
+    elif not conversational and eos is not None and (not ids or ids[-1] != eos):
         ids = ids + [eos]
     if max_length is not None:
         ids = ids[: max_length - prompt_len]

@@ -24,7 +24,7 @@ class HFGenerator:
     """Batched ``model.generate`` on left-padded prompts, reproducible for a given ``seed``."""
 
     pad_token_id: int
-    eos_token_id: int | None
+    eos_token_id: int | list[int] | None
     max_new_tokens: int = 128
     do_sample: bool = True
     temperature: float = 1.0
@@ -68,7 +68,9 @@ class HFGenerator:
         return [self._trim(row) for row in generated]
 
     def _trim(self, row: list[int]) -> list[int]:
-        if self.eos_token_id is not None and self.eos_token_id in row:
-            return row[: row.index(self.eos_token_id) + 1]
-        # No EOS: the sample ran to max_new_tokens (pad only appears after EOS).
+        stops = self.eos_token_id if isinstance(self.eos_token_id, list) else [self.eos_token_id]
+        for i, token in enumerate(row):
+            if token in stops:
+                return row[: i + 1]
+        # No stop token: the sample ran to max_new_tokens (padding only follows a stop token).
         return row

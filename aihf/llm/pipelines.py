@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from torch import nn
+from transformers import AutoModelForCausalLM
 
 from .config import AIHFConfig
 from .trainer import AIHFTrainer, _is_peft
@@ -37,8 +38,8 @@ def sft_then_dpo(
     ``args`` configures the DPO stage; the SFT stage uses ``sft_args`` if given, else ``args``
     with ``pref_weight=0, demo_weight=1, demo_loss="nll"``. Stages write to
     ``<output_dir>/sft`` and ``<output_dir>/dpo``. With ``peft_config``, the SFT adapter is
-    merged into the weights before a fresh adapter is trained for DPO, so that "adapters
-    disabled" is the SFT model.
+    merged into the weights (saved to ``<output_dir>/sft/merged``) before a fresh adapter is
+    trained for DPO on top of it, so that "adapters disabled" is the SFT model.
     """
     if sft_args is None:
         sft_args = dataclasses.replace(
@@ -59,7 +60,15 @@ def sft_then_dpo(
     sft.save_state()
     sft_model = sft.accelerator.unwrap_model(sft.model)
     if _is_peft(sft_model):
+        # Save the merged SFT model and start DPO from that folder, so that the DPO adapter's
+        # saved base_model_name_or_path is the SFT model rather than the original base.
+        merged_dir = os.path.join(sft_args.output_dir, "merged")
         sft_model = sft_model.merge_and_unload()
+        if sft.args.should_save:
+            sft_model.save_pretrained(merged_dir)
+            sft.processing_class.save_pretrained(merged_dir)
+        sft.accelerator.wait_for_everyone()
+        sft_model = AutoModelForCausalLM.from_pretrained(merged_dir, dtype=next(sft_model.parameters()).dtype)
     dpo = AIHFTrainer(
         sft_model,
         args=dpo_args,

@@ -25,6 +25,7 @@ import torch
 from safetensors.torch import load_model, save_model
 from torch import nn
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase, Trainer
+from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 
 from .. import losses
@@ -41,7 +42,8 @@ from .config import AIHFConfig
 from .generation import HFGenerator, SampleGenerator
 from .logprobs import sequence_logps
 
-SELF_PLAY_STATE = "aihf_self_play_rank{rank}.json"
+SELF_PLAY_STATE = "aihf_self_play.json"
+SELF_PLAY_SAMPLES = "aihf_self_play_samples_rank{rank}.json"
 OPPONENT_WEIGHTS = "aihf_opponent.safetensors"
 STAGING_DIR = ".aihf-staging"
 
@@ -64,6 +66,16 @@ def _frozen(model: nn.Module) -> nn.Module:
     model.eval()
     model.requires_grad_(False)
     return model
+
+
+def _stop_tokens(tokenizer: Any, model: nn.Module) -> list[int]:
+    """The tokenizer's EOS plus any end-of-turn ids the model's generation config lists."""
+    ids = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    config_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    for i in config_eos if isinstance(config_eos, list) else [config_eos]:
+        if i is not None and i not in ids:
+            ids.append(i)
+    return ids
 
 
 def _stable_seed(*parts: int) -> int:
@@ -115,14 +127,16 @@ class AIHFTrainer(Trainer):
         if isinstance(model, str):
             if processing_class is None:
                 processing_class = AutoTokenizer.from_pretrained(model)
-            model = AutoModelForCausalLM.from_pretrained(model)
+            # float32 master weights: set bf16=True for mixed precision. A checkpoint stored in
+            # bf16 would otherwise train in pure bf16, where small updates round away.
+            model = AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32)
         if processing_class is None:
             raise ValueError("processing_class (the tokenizer) is required when model is not a path")
         tokenizer = processing_class
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
         if isinstance(ref_model, str):
-            ref_model = AutoModelForCausalLM.from_pretrained(ref_model)
+            ref_model = AutoModelForCausalLM.from_pretrained(ref_model, dtype=torch.float32)
 
         # Data first: bad input must fail before anything else happens.
         self.demo_weight, self.pref_weight = args.demo_weight, args.pref_weight
@@ -141,9 +155,21 @@ class AIHFTrainer(Trainer):
             model = get_peft_model(model, peft_config)
         if args.disable_dropout:
             disable_dropout(model)
+        half = {p.dtype for p in model.parameters() if p.requires_grad} & {torch.float16, torch.bfloat16}
+        if half:
+            warnings.warn(
+                f"trainable parameters are {half.pop()}: AdamW updates below its resolution are lost. Load the model "
+                "in float32 and set bf16=True for mixed precision, or train LoRA adapters.",
+                stacklevel=2,
+            )
 
         needs_reference = train_prefs is not None or (eval_dataset is not None and eval_dataset.preferences is not None)
         if needs_reference and ref_model is None and not _is_peft(model):
+            if is_deepspeed_zero3_enabled():
+                raise ValueError(
+                    "under DeepSpeed ZeRO-3 the policy's weights are partitioned and cannot be copied: pass ref_model "
+                    "(e.g. the same checkpoint loaded again; --ref_model_name_or_path on the command line)"
+                )
             ref_model = copy.deepcopy(model)
         self.ref_model = _frozen(ref_model) if ref_model is not None else None
         if self.ref_model is not None and args.disable_dropout:
@@ -173,7 +199,7 @@ class AIHFTrainer(Trainer):
             self._opponent = self._prepare_frozen(copy.deepcopy(self.model))
             self.generator = generator or HFGenerator(
                 pad_token_id=tokenizer.pad_token_id,
-                eos_token_id=tokenizer.eos_token_id,
+                eos_token_id=_stop_tokens(tokenizer, self.model),
                 max_new_tokens=args.max_new_tokens,
                 do_sample=args.do_sample,
                 temperature=args.temperature,
@@ -279,20 +305,46 @@ class AIHFTrainer(Trainer):
                     }
                 )
             else:
-                # Normalise by the mean token count per process so that data-parallel gradient
-                # averaging yields the token mean of the global batch, as one process would.
-                global_tokens = self.accelerator.gather(demo_tokens.sum().reshape(1)).sum()
-                normalizer = global_tokens.to(demo_logps.dtype) / self.accelerator.num_processes
-                demo = losses.demonstration_nll_loss(demo_logps, demo_tokens, normalizer=normalizer)
+                demo = losses.demonstration_nll_loss(
+                    demo_logps, demo_tokens, normalizer=self._nll_normalizer(mode, demo_tokens).to(demo_logps.dtype)
+                )
                 demo_term = demo.loss
-                metrics["demo/nll"] = (demo.per_example.detach().sum() / demo_tokens.sum().clamp_min(1)).reshape(1)
-                metrics["loss/demo"] = demo.loss.detach().reshape(1)
+                # The token-mean NLL of the step (after averaging over micro-batches and processes).
+                metrics["demo/nll"] = metrics["loss/demo"] = demo.loss.detach().reshape(1)
 
-        loss = losses.aihf_loss(demo_term, pref_term, self.demo_weight, self.pref_weight)
+        # An evaluation set may hold only one of the two sources: combine the terms present.
+        loss = losses.aihf_loss(
+            demo_term,
+            pref_term,
+            self.demo_weight if demo_term is not None else 0.0,
+            self.pref_weight if pref_term is not None else 0.0,
+        )
         self._record(mode, metrics)
         if self_play and mode == "train":
             self._metrics[mode]["self_play/round"].append(float(self._round))
         return (loss, {"logps": logps.detach()}) if return_outputs else loss
+
+    def get_batch_samples(self, epoch_iterator, num_batches, device):
+        batch_samples, num_items = super().get_batch_samples(epoch_iterator, num_batches, device)
+        # Demonstration tokens in the whole optimizer step (all micro-batches, all processes), so
+        # that the NLL is the token mean of the global batch whatever the accumulation/parallelism.
+        tokens = sum(
+            int(b["completion_mask"][2 * b["num_pairs"] : 2 * b["num_pairs"] + b["num_demos"]].sum())
+            for b in batch_samples
+        )
+        total = self.accelerator.gather(torch.tensor([tokens], device=device)).sum()
+        self._step_demo_tokens = (total, len(batch_samples))
+        return batch_samples, num_items
+
+    def _nll_normalizer(self, mode: str, demo_tokens: torch.Tensor) -> torch.Tensor:
+        """Denominator of this micro-batch's NLL such that, after the Trainer divides each
+        micro-batch loss by the accumulation steps and data parallelism averages gradients over
+        processes, the step optimises ``-sum(log-probs) / (demonstration tokens in the step)``."""
+        if mode == "train" and getattr(self, "_step_demo_tokens", None) is not None:
+            total, micro_batches = self._step_demo_tokens
+            return total.float().clamp_min(1) / (micro_batches * self.accelerator.num_processes)
+        total = self.accelerator.gather(demo_tokens.sum().reshape(1)).sum()
+        return total.float().clamp_min(1) / self.accelerator.num_processes
 
     @torch.no_grad()
     def _reference_logps(self, batch: dict[str, torch.Tensor], rows: int) -> torch.Tensor:
@@ -399,10 +451,12 @@ class AIHFTrainer(Trainer):
             shutil.rmtree(staged)  # left over by a crash
         self.accelerator.wait_for_everyone()
         self._staging_root = staging_root
+        push, self.args.push_to_hub = self.args.push_to_hub, False  # push the final folder, below
         try:
             super()._save_checkpoint(model, trial)
         finally:
             self._staging_root = None
+            self.args.push_to_hub = push
         if self.state.best_model_checkpoint and self.state.best_model_checkpoint.startswith(staging_root):
             self.state.best_model_checkpoint = self.state.best_model_checkpoint.replace(staging_root, run_dir, 1)
             if self.args.should_save:
@@ -422,32 +476,40 @@ class AIHFTrainer(Trainer):
                 use_mtime=False,
             )
         self.accelerator.wait_for_everyone()
+        if push:
+            self._push_from_checkpoint(final)
 
     def _save_self_play_state(self, folder: str) -> None:
-        state = {
-            "round": self._round,
-            "gen_calls": list(self._gen_calls),
-            "samples": {str(j): list(v) for j, v in self._samples.items()},
-        }
-        with open(os.path.join(folder, SELF_PLAY_STATE.format(rank=self.args.process_index)), "w") as f:
-            json.dump(state, f)
+        os.makedirs(folder, exist_ok=True)  # other ranks may get here before rank 0 created it
+        samples = {str(j): list(v) for j, v in self._samples.items()}
+        with open(os.path.join(folder, SELF_PLAY_SAMPLES.format(rank=self.args.process_index)), "w") as f:
+            json.dump(samples, f)
         if self.args.should_save:
+            with open(os.path.join(folder, SELF_PLAY_STATE), "w") as f:
+                json.dump({"round": self._round, "gen_calls": list(self._gen_calls)}, f)
             save_model(self._opponent, os.path.join(folder, OPPONENT_WEIGHTS))
 
-    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
-        super()._load_from_checkpoint(resume_from_checkpoint, model)
-        if not self.self_play:
+    def _load_rng_state(self, checkpoint):
+        # Every resume path (plain, FSDP, DeepSpeed) calls this before the first resumed step,
+        # unlike _load_from_checkpoint, so the self-play state is restored here.
+        super()._load_rng_state(checkpoint)
+        if checkpoint is not None and self.self_play:
+            self._load_self_play_state(checkpoint)
+
+    def _load_self_play_state(self, checkpoint: str) -> None:
+        state_file = os.path.join(checkpoint, SELF_PLAY_STATE)
+        weights = os.path.join(checkpoint, OPPONENT_WEIGHTS)
+        if not (os.path.isfile(state_file) and os.path.isfile(weights)):
+            warnings.warn(f"{checkpoint} has no self-play state; the next step starts a new round", stacklevel=2)
             return
-        path = os.path.join(resume_from_checkpoint, SELF_PLAY_STATE.format(rank=self.args.process_index))
-        weights = os.path.join(resume_from_checkpoint, OPPONENT_WEIGHTS)
-        if not (os.path.isfile(path) and os.path.isfile(weights)):
-            warnings.warn(
-                f"{resume_from_checkpoint} has no self-play state; the next step starts a new round", stacklevel=2
-            )
-            return
-        with open(path) as f:
+        with open(state_file) as f:
             state = json.load(f)
-        load_model(self._opponent, weights, device=str(self.accelerator.device))
+        # Loaded on the CPU, then copied into the opponent's parameters wherever they live.
+        load_model(self._opponent, weights, device="cpu")
         self._round = state["round"]
         self._gen_calls = tuple(state["gen_calls"])
-        self._samples = {int(j): (v[0], v[1], v[2]) for j, v in state["samples"].items()}
+        self._samples = {}
+        samples_file = os.path.join(checkpoint, SELF_PLAY_SAMPLES.format(rank=self.args.process_index))
+        if os.path.isfile(samples_file):  # absent when resuming on more processes: those resample
+            with open(samples_file) as f:
+                self._samples = {int(j): (v[0], v[1], v[2]) for j, v in json.load(f).items()}

@@ -14,6 +14,7 @@ Held-out prompts never appear in training. The run
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 import time
@@ -42,6 +43,12 @@ class QuickstartArguments:
 
 
 def make_task(args: QuickstartArguments) -> dict[str, list[dict]]:
+    distinct = sum(math.perm(len(LETTERS), n) for n in (3, 4, 5))
+    wanted = args.num_demonstrations + args.num_preferences + args.num_eval
+    if wanted > distinct:
+        raise SystemExit(
+            f"aihf quickstart: {wanted} examples asked for, but the task has only {distinct} distinct ones"
+        )
     rng = random.Random(args.seed)
     seen: set[str] = set()
 

@@ -70,18 +70,9 @@ def build_model(
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
     )
-    if arch == "llama":
-        config = LlamaConfig(
-            hidden_size=hidden_size,
-            intermediate_size=2 * hidden_size,
-            num_hidden_layers=num_layers,
-            num_attention_heads=num_heads,
-            num_key_value_heads=num_heads,
-            max_position_embeddings=max_positions,
-            **common,
-        )
-    elif arch == "qwen2":
-        config = Qwen2Config(
+    if arch in ("llama", "qwen2"):
+        config_class = LlamaConfig if arch == "llama" else Qwen2Config
+        config = config_class(
             hidden_size=hidden_size,
             intermediate_size=2 * hidden_size,
             num_hidden_layers=num_layers,

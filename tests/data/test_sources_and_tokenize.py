@@ -790,3 +790,16 @@ def test_paired_dataset_rejects_empty_sources():
         PairedDataset(None, empty)
     with pytest.raises(ValueError, match="need preferences"):
         PairedDataset(None, None)
+
+
+def test_conversational_completion_stops_at_its_eos(tokenizer):
+    """What a chat template writes after the answer's EOS is dropped: a sampled answer stops at
+    EOS, and self-play must not be able to tell demonstrations from samples by that tail."""
+    tokenizer.chat_template = (
+        "{% for m in messages %}<{{ m['role'] }}> {{ m['content'] }} "
+        "{% if m['role'] == 'assistant' %}<eos> the {% endif %}{% endfor %}"
+        "{% if add_generation_prompt %}<assistant> {% endif %}"
+    )
+    rows = [{"messages": [{"role": "user", "content": "hello"}, {"role": "assistant", "content": "good"}]}]
+    ds = prepare_demonstrations(rows, tokenizer)
+    assert ds[0]["completion_ids"] == tokenizer("good <eos>", add_special_tokens=False)["input_ids"]

@@ -44,9 +44,20 @@ def test_tiny_model_learns_when_demos_and_preferences_agree(tmp_path, demo_loss)
         assert "demo/sample_logps" in t.state.log_history[0]
 
 
-@pytest.mark.parametrize("demo_loss", ["nll", "self_play"])
-def test_resume_matches_uninterrupted_run(tmp_path, demo_loss):
-    common = dict(max_steps=8, save_strategy="steps", save_steps=4, demo_loss=demo_loss, self_play_round_steps=3)
+@pytest.mark.parametrize("demo_loss, n_demos", [("nll", 64), ("self_play", 64), ("self_play", 8)])
+def test_resume_matches_uninterrupted_run(tmp_path, demo_loss, n_demos):
+    # With 8 demos (one batch) the round that spans the checkpoint (steps 3-5) reuses samples
+    # drawn before it: the cache and opponent must come back from the checkpoint.
+    demos, prefs = reverse_task(n_demos=n_demos)
+    common = dict(
+        max_steps=8,
+        save_strategy="steps",
+        save_steps=4,
+        demo_loss=demo_loss,
+        self_play_round_steps=3,
+        demos=demos,
+        prefs=prefs,
+    )
     full = trainer(tmp_path / "full", **common)
     full.train()
     expected = losses_by_step(full.state.log_history)
@@ -60,35 +71,44 @@ def test_resume_matches_uninterrupted_run(tmp_path, demo_loss):
         assert got[step] == pytest.approx(expected[step], rel=1e-5, abs=1e-6), step
 
 
-def test_self_play_rounds_refresh_opponent_and_samples(tmp_path):
+def test_self_play_opponent_is_the_policy_frozen_at_each_round_start(tmp_path):
     t = trainer(tmp_path, demo_loss="self_play", self_play_round_steps=2, max_steps=5, learning_rate=1e-2)
-    calls = []
     real = t.generator
+    same_as_policy = {}
 
-    def counting(model, prompts, seed):
-        calls.append((t.state.global_step, len(prompts)))
+    def spy(model, prompts, seed):
+        policy = t.model.state_dict()
+        same_as_policy[t.state.global_step] = all(torch.equal(v, policy[k]) for k, v in model.state_dict().items())
         return real(model, prompts, seed)
 
-    t.generator = counting
+    t.generator = spy
     t.train()
-    rounds = _series(t.state.log_history, "self_play/round")
-    assert rounds == [0, 0, 1, 1, 2]
-    # 64 demos / batch 8: every batch brings new demos, so every step samples; round changes
-    # clear the cache, and the opponent equals the policy as it was at the round's start.
-    assert [s for s, _ in calls] == [0, 1, 2, 3, 4]
-    policy = {k: v.clone() for k, v in t.model.state_dict().items()}
-    opponent = t._opponent.state_dict()
-    assert any(not torch.equal(policy[k], opponent[k]) for k in policy)  # trained past round start
+    assert _series(t.state.log_history, "self_play/round") == [0, 0, 1, 1, 2]
+    # 64 demos / batch 8: every step brings new demos and samples them. The opponent equals the
+    # policy exactly when a round starts (steps 0, 2, 4) and lags behind it within a round.
+    assert same_as_policy == {0: True, 1: False, 2: True, 3: False, 4: True}
 
 
-def test_self_play_samples_are_reused_within_a_round(tmp_path):
+def test_self_play_samples_are_cached_per_round(tmp_path):
     demos, prefs = reverse_task(n_demos=8, n_prefs=8)
-    t = trainer(tmp_path, demos=demos, prefs=prefs, demo_loss="self_play", self_play_round_steps=100, max_steps=3)
-    seen = []
+    t = trainer(tmp_path, demos=demos, prefs=prefs, demo_loss="self_play", self_play_round_steps=2, max_steps=5)
+    steps = []
     real = t.generator
-    t.generator = lambda m, p, s: seen.append(len(p)) or real(m, p, s)
+    t.generator = lambda m, p, s: steps.append((t.state.global_step, len(p))) or real(m, p, s)
     t.train()
-    assert seen == [8]  # one epoch = one batch; later steps reuse the round's samples
+    # one batch holds all 8 demos: sampled once per round, reused by the round's other step
+    assert steps == [(0, 8), (2, 8), (4, 8)]
+
+
+def test_self_play_regeneration_probability(tmp_path):
+    demos, prefs = reverse_task(n_demos=8, n_prefs=8)
+    t = trainer(tmp_path, demos=demos, prefs=prefs, demo_loss="self_play", self_play_round_steps=100, max_steps=4)
+    t.args.self_play_regen_prob = 1.0
+    steps = []
+    real = t.generator
+    t.generator = lambda m, p, s: steps.append(t.state.global_step) or real(m, p, s)
+    t.train()
+    assert steps == [0, 1, 2, 3]
 
 
 @pytest.mark.parametrize("arch", ["llama", "gpt2", "qwen2"])
@@ -156,8 +176,9 @@ def test_checkpoints_are_atomic(tmp_path, monkeypatch):
     assert get_last_checkpoint(str(out)) == str(out / "checkpoint-2")
     assert {"aihf_opponent.safetensors", "model.safetensors", "optimizer.pt"} <= set(os.listdir(out / "checkpoint-2"))
     assert not (out / "checkpoint-4").exists()
-    state = json.loads((out / "checkpoint-2" / "aihf_self_play_rank0.json").read_text())
-    assert state["round"] == 0 and state["samples"]
+    state = json.loads((out / "checkpoint-2" / "aihf_self_play.json").read_text())
+    samples = json.loads((out / "checkpoint-2" / "aihf_self_play_samples_rank0.json").read_text())
+    assert state["round"] == 0 and len(samples) == 16  # two batches of 8 demos sampled so far
 
 
 def test_bad_data_fails_before_any_file_is_written(tmp_path):
@@ -217,3 +238,47 @@ def test_prompt_length_defaults_to_half_of_max_length(tmp_path):
     assert AIHFConfig(output_dir=str(tmp_path), max_length=128).max_prompt_length == 64
     assert AIHFConfig(output_dir=str(tmp_path), max_length=None).max_prompt_length is None
     assert AIHFConfig(output_dir=str(tmp_path), max_length=128, max_prompt_length=100).max_prompt_length == 100
+
+
+@pytest.mark.parametrize("which", ["preferences", "demonstrations"])
+def test_evaluation_with_a_single_source(tmp_path, which):
+    demos, prefs = reverse_task(seed=6)
+    tok = task_tokenizer()
+    t = AIHFTrainer(
+        build_model(tok, "llama", hidden_size=32),
+        args=config(tmp_path, max_steps=1, per_device_eval_batch_size=16),
+        demonstrations=demos,
+        preferences=prefs,
+        processing_class=tok,
+        **{f"eval_{which}": (prefs if which == "preferences" else demos)[:16]},
+    )
+    metrics = t.evaluate()
+    assert ("eval_rewards/accuracies" in metrics) == (which == "preferences")
+    assert ("eval_demo/nll" in metrics) == (which == "demonstrations")
+    pair_loss = metrics.get("eval_loss/pref", metrics.get("eval_demo/nll"))
+    assert metrics["eval_loss"] == pytest.approx(pair_loss, rel=1e-5)  # only the present term counts
+
+
+def test_gradient_accumulation_matches_one_big_batch(tmp_path):
+    demos, prefs = reverse_task()
+    for i in range(0, 64, 3):
+        demos[i]["completion"] += " a b c" * (i % 4)  # unequal lengths across micro-batches
+    common = dict(demos=demos, prefs=prefs, max_steps=3, learning_rate=1e-2)
+    one = trainer(tmp_path / "one", per_device_train_batch_size=8, **common)
+    one.train()
+    acc = trainer(tmp_path / "acc", per_device_train_batch_size=4, gradient_accumulation_steps=2, **common)
+    acc.train()
+    for key in ("loss", "loss/demo", "loss/pref", "demo/nll"):
+        assert _series(acc.state.log_history, key) == pytest.approx(_series(one.state.log_history, key), rel=1e-5), key
+
+
+def test_model_path_loads_float32_and_half_precision_warns(tmp_path):
+    tok = task_tokenizer()
+    model = build_model(tok, "llama", hidden_size=32).to(torch.bfloat16)
+    model.save_pretrained(tmp_path / "bf16")
+    tok.save_pretrained(tmp_path / "bf16")
+    demos, prefs = reverse_task()
+    t = AIHFTrainer(str(tmp_path / "bf16"), args=config(tmp_path), demonstrations=demos, preferences=prefs)
+    assert {p.dtype for p in t.model.parameters()} == {torch.float32}
+    with pytest.warns(UserWarning, match="bfloat16"):
+        AIHFTrainer(model, args=config(tmp_path), demonstrations=demos, preferences=prefs, processing_class=tok)
