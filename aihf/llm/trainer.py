@@ -358,7 +358,9 @@ class AIHFTrainer(Trainer):
 
     def _record(self, mode: str, metrics: dict[str, torch.Tensor]) -> None:
         for name, values in metrics.items():
-            gathered = self.accelerator.gather_for_metrics(values.float())
+            # gather, not gather_for_metrics: the latter trims the last batch of an epoch as if
+            # every tensor were per-example, which scalar metrics are not.
+            gathered = self.accelerator.gather(values.float())
             self._metrics[mode][name].append(gathered.mean().item())
 
     # ------------------------------------------------------------------ self-play
