@@ -218,6 +218,11 @@ def train(argv: list[str]) -> dict:
 
     model_args, data_args, run_args, config = parse_train_args(argv)
     config = apply_method(config, run_args.method)
+    # Read the data before loading the model, so a malformed file fails in seconds, not minutes.
+    demos = _source(data_args.demonstrations, data_args.demonstrations_split)
+    prefs = _source(data_args.preferences, data_args.preferences_split)
+    eval_demos = _source(data_args.eval_demonstrations, data_args.eval_split)
+    eval_prefs = _source(data_args.eval_preferences, data_args.eval_split)
     model, ref, tokenizer = load_model_and_tokenizer(model_args)
     peft_config = lora_config(model_args)
     resume: Any = config.resume_from_checkpoint
@@ -254,8 +259,8 @@ def train(argv: list[str]) -> dict:
         result = sft_then_dpo(
             model,
             config,
-            _source(data_args.demonstrations, data_args.demonstrations_split),
-            _source(data_args.preferences, data_args.preferences_split),
+            demos,
+            prefs,
             tokenizer,
             sft_args=sft_args,
             peft_config=peft_config,
@@ -266,10 +271,10 @@ def train(argv: list[str]) -> dict:
             model,
             ref_model=ref,
             args=config,
-            demonstrations=_source(data_args.demonstrations, data_args.demonstrations_split),
-            preferences=_source(data_args.preferences, data_args.preferences_split),
-            eval_demonstrations=_source(data_args.eval_demonstrations, data_args.eval_split),
-            eval_preferences=_source(data_args.eval_preferences, data_args.eval_split),
+            demonstrations=demos,
+            preferences=prefs,
+            eval_demonstrations=eval_demos,
+            eval_preferences=eval_prefs,
             processing_class=tokenizer,
             peft_config=peft_config,
         )

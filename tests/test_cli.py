@@ -8,7 +8,7 @@ import sys
 import pytest
 import yaml
 
-from aihf import cli
+from aihf import DataError, cli
 from aihf.tasks.tiny import build_model
 
 from .llm.helpers import reverse_task, task_tokenizer
@@ -327,3 +327,22 @@ def test_example_configs_parse(name):
             if hasattr(obj, key) and key not in ("bf16", "report_to", "learning_rate", "warmup_steps"):
                 assert getattr(obj, key) == value, key
     assert config.learning_rate == pytest.approx(float(written["learning_rate"]))
+
+
+def test_train_cli_reports_bad_data_before_loading_the_model(workdir):
+    (workdir / "broken.jsonl").write_text('{"prompt": "a", "completion": "b"}\n{"prompt": \n')
+    with pytest.raises(DataError, match="line 2"):
+        cli.main(
+            [
+                "train",
+                "--config",
+                str(workdir / "run.yaml"),
+                "--demonstrations",
+                str(workdir / "broken.jsonl"),
+                "--model_name_or_path",
+                str(workdir / "no-such-model"),
+                "--output_dir",
+                str(workdir / "o"),
+            ]
+        )
+    assert not (workdir / "o").exists()
