@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from dataclasses import dataclass, field
 from typing import Any
@@ -211,9 +210,7 @@ def lora_config(model_args: ModelArguments):
 
 def train(argv: list[str]) -> dict:
     """``aihf train``: returns the final training metrics (also written to the output folder)."""
-    import dataclasses
-
-    from .llm.pipelines import sft_then_dpo
+    from .llm.pipelines import sft_stage_args, sft_then_dpo
     from .llm.trainer import AIHFTrainer
 
     model_args, data_args, run_args, config = parse_train_args(argv)
@@ -248,14 +245,7 @@ def train(argv: list[str]) -> dict:
             )
             if v is not None
         }
-        sft_args = dataclasses.replace(
-            config,
-            output_dir=os.path.join(config.output_dir, "sft"),
-            pref_weight=0.0,
-            demo_weight=1.0,
-            demo_loss="nll",
-            **overrides,
-        )
+        sft_args = sft_stage_args(config, **overrides)
         result = sft_then_dpo(
             model,
             config,

@@ -21,6 +21,18 @@ class TwoStageResult:
     dpo_trainer: AIHFTrainer
 
 
+def sft_stage_args(args: AIHFConfig, **overrides: Any) -> AIHFConfig:
+    """``args`` turned into the SFT stage's: ``<output_dir>/sft``, demonstrations NLL only."""
+    return dataclasses.replace(
+        args,
+        output_dir=os.path.join(args.output_dir, "sft"),
+        pref_weight=0.0,
+        demo_weight=1.0,
+        demo_loss="nll",
+        **overrides,
+    )
+
+
 def sft_then_dpo(
     model: nn.Module | str,
     args: AIHFConfig,
@@ -42,9 +54,7 @@ def sft_then_dpo(
     trained for DPO on top of it, so that "adapters disabled" is the SFT model.
     """
     if sft_args is None:
-        sft_args = dataclasses.replace(
-            args, output_dir=os.path.join(args.output_dir, "sft"), pref_weight=0.0, demo_weight=1.0, demo_loss="nll"
-        )
+        sft_args = sft_stage_args(args)
     dpo_args = dataclasses.replace(args, output_dir=os.path.join(args.output_dir, "dpo"), demo_weight=0.0)
     sft = AIHFTrainer(
         model,
