@@ -287,6 +287,21 @@ def _source(source: str | None, split: str):
     return read_rows(source, split=split)
 
 
+def _leave_process_group() -> None:
+    """Tear down torch.distributed after a successful run.
+
+    Left to interpreter shutdown, gloo's worker threads can still hold tensors while Python is
+    being finalised, and the process dies with SIGABRT ("terminate called without an active
+    exception") after all the work is saved. Only on success: destroying the group while
+    another rank is stuck in a collective would hang instead of failing.
+    """
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     commands = {
@@ -301,6 +316,7 @@ def main(argv: list[str] | None = None) -> int:
     command, rest = argv[0], argv[1:]
     if command == "train":
         metrics = train(rest)
+        _leave_process_group()
         print(json.dumps(metrics, indent=2, default=str))
         return 0
     from .tasks.quickstart import main as quickstart_main
