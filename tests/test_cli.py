@@ -47,6 +47,11 @@ def _losses(folder):
     return [h["loss"] for h in state["log_history"] if "loss" in h]
 
 
+def _train(workdir, out, *flags):
+    """`aihf train` on the fixture's run.yaml, writing to `out`."""
+    return cli.main(["train", "--config", str(workdir / "run.yaml"), "--output_dir", str(out), *flags])
+
+
 @pytest.mark.parametrize(
     "flags, expect",
     [
@@ -60,7 +65,7 @@ def _losses(folder):
 )
 def test_train_cli_modes(workdir, flags, expect):
     out = workdir / "out"
-    assert cli.main(["train", "--config", str(workdir / "run.yaml"), "--output_dir", str(out), *flags]) == 0
+    assert _train(workdir, out, *flags) == 0
     state = json.loads((out / "trainer_state.json").read_text())
     first = state["log_history"][0]
     assert expect <= set(first), sorted(first)
@@ -73,19 +78,7 @@ def test_train_cli_modes(workdir, flags, expect):
 
 def test_train_cli_two_stage_baseline(workdir):
     out = workdir / "out"
-    cli.main(
-        [
-            "train",
-            "--config",
-            str(workdir / "run.yaml"),
-            "--output_dir",
-            str(out),
-            "--method",
-            "sft_then_dpo",
-            "--sft_max_steps",
-            "3",
-        ]
-    )
+    assert _train(workdir, out, "--method", "sft_then_dpo", "--sft_max_steps", "3") == 0
     sft = json.loads((out / "sft" / "trainer_state.json").read_text())
     dpo = json.loads((out / "dpo" / "trainer_state.json").read_text())
     assert sft["global_step"] == 3 and "demo/nll" in sft["log_history"][0] and "loss/pref" not in sft["log_history"][0]
@@ -96,19 +89,9 @@ def test_train_cli_two_stage_baseline(workdir):
 
 def test_train_cli_resume_flag(workdir):
     out = workdir / "out"
-    base = [
-        "train",
-        "--config",
-        str(workdir / "run.yaml"),
-        "--output_dir",
-        str(out),
-        "--save_strategy",
-        "steps",
-        "--save_steps",
-        "1",
-    ]
-    cli.main(base)
-    cli.main(base + ["--max_steps", "3", "--resume_from_checkpoint", "true"])
+    save_every_step = ["--save_strategy", "steps", "--save_steps", "1"]
+    assert _train(workdir, out, *save_every_step) == 0
+    assert _train(workdir, out, *save_every_step, "--max_steps", "3", "--resume_from_checkpoint", "true") == 0
     state = json.loads((out / "trainer_state.json").read_text())
     assert state["global_step"] == 3 and os.path.isdir(out / "checkpoint-3")
 
@@ -151,25 +134,8 @@ def test_two_stage_lora_result_reloads_with_the_sft_stage(workdir):
     from transformers import AutoModelForCausalLM
 
     out = workdir / "out"
-    cli.main(
-        [
-            "train",
-            "--config",
-            str(workdir / "run.yaml"),
-            "--output_dir",
-            str(out),
-            "--method",
-            "sft_then_dpo",
-            "--use_peft",
-            "true",
-            "--lora_r",
-            "4",
-            "--learning_rate",
-            "1e-2",
-            "--sft_max_steps",
-            "3",
-        ]
-    )
+    flags = ["--method", "sft_then_dpo", "--use_peft", "true", "--lora_r", "4", "--learning_rate", "1e-2"]
+    assert _train(workdir, out, *flags, "--sft_max_steps", "3") == 0
     assert json.loads((out / "dpo" / "adapter_config.json").read_text())["base_model_name_or_path"] == str(
         out / "sft" / "merged"
     )
