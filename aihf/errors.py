@@ -18,3 +18,11 @@ class DataError(ValueError):
         self.problem = problem
         where = ", ".join(part for part in (source, row, f"field '{field}'" if field else None) if part)
         super().__init__(f"{where}: {problem}")
+
+
+class ConfigError(ValueError):
+    """A bad setting or combination of settings, found before any model is loaded or file written.
+
+    The message is one line that names the setting (and the YAML file or flag it came from,
+    where known) and says what is accepted. ``aihf`` commands print it and exit with status 2.
+    """
