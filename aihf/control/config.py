@@ -49,6 +49,9 @@ class ControlConfig:
         },
     )
     output_dir: str = field(default="runs/control", metadata={"help": "Where checkpoints and result.json go."})
+    result_file: str | None = field(
+        default=None, metadata={"help": "Also write the result JSON to this path (the benchmark's per-run file)."}
+    )
     seed: int = field(default=0, metadata={"help": "Seed of torch, NumPy, the envs and SAC."})
     resume: bool = field(
         default=True, metadata={"help": "Continue from output_dir/checkpoint if this run wrote one there."}
@@ -74,7 +77,7 @@ class ControlConfig:
         default="state", metadata={"help": "Reward over the state or state and action.", "choices": ["state", "state_action"]}
     )
     reward_bound: float = field(default=10.0, metadata={"help": "The reward lies in (-bound, bound)."})
-    reward_learning_rate: float = field(default=3e-4, metadata={"help": "Adam learning rate of the reward."})
+    reward_learning_rate: float = field(default=1e-3, metadata={"help": "Adam learning rate of the reward."})
     reward_steps_per_round: int = field(default=20, metadata={"help": "Reward gradient steps per round."})
     reward_batch_size: int = field(
         default=256, metadata={"help": "States per side of the ML-IRL term and pairs of the BT term per step."}
@@ -129,6 +132,8 @@ class ControlConfig:
     @property
     def effective_weights(self) -> tuple[float, float]:
         """(w_D, w_P) after the method's reduction (method.md, "Reductions")."""
+        if self.method == "bc":
+            return 0.0, 0.0  # no reward is learned
         if self.method == "pref_rl":
             return 0.0, 1.0
         if self.method in ("ml_irl", "two_stage"):
@@ -180,7 +185,7 @@ PRESETS: dict[str, dict[str, dict]] = {
         "train": dict(rounds=12, sac_steps_per_round=5000, learning_starts=1000, net_arch="64,64", batch_size=128,
                       train_freq=2, reward_steps_per_round=20, eval_episodes=5),
         "collect": dict(expert_steps=150_000, net_arch="64,64", batch_size=128, train_freq=2, snapshots=5,
-                        num_demonstrations=10, pool_episodes_per_snapshot=8, num_preferences=1000),
+                        num_demonstrations=4, pool_episodes_per_snapshot=6, num_preferences=200),
     },
     "paper": {
         "train": dict(rounds=200, sac_steps_per_round=5000, learning_starts=10_000, net_arch="256,256",

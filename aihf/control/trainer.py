@@ -144,7 +144,7 @@ def _replay_buffer_class():
 
 _BUFFER_ARRAYS = ("observations", "next_observations", "actions", "rewards", "dones", "timeouts")
 # Settings that may change between a run and its resumption.
-_RESUMABLE = {"rounds", "resume", "progress", "torch_threads", "eval_every", "eval_episodes", "output_dir"}
+_RESUMABLE = {"rounds", "resume", "progress", "torch_threads", "eval_every", "eval_episodes", "output_dir", "result_file"}
 
 
 class ControlTrainer:
@@ -252,10 +252,10 @@ class ControlTrainer:
         self.model.replay_buffer.reward_fn = sac_reward
 
     # ----------------------------------------------------------------------------------------
-    def _reward_batch(self, with_samples: bool) -> RewardBatch:
+    def _reward_batch(self, demo_weight: float, pref_weight: float) -> RewardBatch:
         c, rng, batch = self.config, self.rng, RewardBatch()
         n = c.reward_batch_size
-        if self.demo_weight > 0 and with_samples:
+        if demo_weight > 0:
             idx = rng.integers(0, len(self.demos.observations), n)
             batch.demo_obs = torch.as_tensor(self.demos.observations[idx])
             batch.demo_act = torch.as_tensor(self.demos.actions[idx])
@@ -265,7 +265,7 @@ class ControlTrainer:
             idx = (buf.pos - 1 - rng.integers(0, recent, n)) % buf.buffer_size
             batch.sample_obs = torch.as_tensor(buf.observations[idx, 0], dtype=torch.float32)
             batch.sample_act = torch.as_tensor(buf.actions[idx, 0], dtype=torch.float32)
-        if self.pref_weight > 0:
+        if pref_weight > 0:
             p = self.prefs
             idx = rng.integers(0, len(p), n)
             batch.chosen_obs = torch.as_tensor(p.chosen_observations[idx])
@@ -279,7 +279,7 @@ class ControlTrainer:
     def _reward_steps(self, steps: int, demo_weight: float, pref_weight: float) -> dict:
         logs: dict = {}
         for _ in range(steps):
-            batch = self._reward_batch(with_samples=demo_weight > 0)
+            batch = self._reward_batch(demo_weight, pref_weight)
             loss, logs = reward_loss(self.reward_net, batch, demo_weight, pref_weight)
             self.reward_optimizer.zero_grad()
             loss.backward()
@@ -357,6 +357,11 @@ class ControlTrainer:
         with open(tmp, "w") as f:
             json.dump(result, f, indent=1)
         os.replace(tmp, os.path.join(c.output_dir, "result.json"))
+        if c.result_file:
+            os.makedirs(os.path.dirname(os.path.abspath(c.result_file)), exist_ok=True)
+            with open(c.result_file + ".tmp", "w") as f:
+                json.dump(result, f, indent=1)
+            os.replace(c.result_file + ".tmp", c.result_file)
         return result
 
     # ----------------------------------------------------------------------------------------
