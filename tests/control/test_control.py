@@ -283,3 +283,35 @@ def test_cli_bad_input_is_one_line_exit_2_and_nothing_written(tmp_path, capsys):
         cli.main(["train", "--help"])
     assert e.value.code == 0
     assert "w_P: weight of the Bradley-Terry preference term" in " ".join(capsys.readouterr().out.split())
+
+
+# ----------------------------------------------------------------------------- benchmark harness
+def test_bench_lists_one_command_per_run_skips_finished_ones_and_reports(tmp_path, capsys):
+    from aihf.control import bench
+
+    runs = bench.plan("cpu")
+    # 2 envs x 3 seeds x (expert1: ml_irl, bc, 2 x (aihf, two_stage, pref_rl); expert4 and low1: ml_irl, bc, aihf, two_stage)
+    assert len(runs) == 2 * 3 * (8 + 4 + 4) and len({(r.env_id, r.name) for r in runs}) == len(runs)
+    results = tmp_path / "results"
+    common = ["--preset", "ci", "--results", str(results), "--data_root", str(tmp_path / "data")]
+    assert bench.main([*common, "--list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 1 + 5 and lines[0].startswith("python -m aihf.control.cli collect --preset ci")
+    aihf_line = next(line for line in lines if "--method aihf" in line)
+    assert "--num_demonstrations 1 --preferences" in aihf_line and "--num_preferences 10" in aihf_line
+
+    # A finished run (its result file exists) is marked done and left out of the work.
+    for run, score in ((bench.plan("ci")[0], 0.5), (bench.plan("ci")[2], 0.9)):
+        path = bench.result_path(str(results), run)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        history = [{"env_steps": 1000, "normalized_return": score / 2}, {"env_steps": 2000, "normalized_return": score}]
+        with open(path, "w") as f:
+            json.dump({"seed": run.seed, "final": {"normalized_return": score, "return_mean": -100.0},
+                       "history": history, "timing": {}}, f)
+    assert bench.main([*common, "--list"]) == 0
+    assert sum(line.startswith("# done: ") for line in capsys.readouterr().out.splitlines()) == 2
+    assert bench.main([*common, "--report"]) == 0
+    table = (results / "results.md").read_text()
+    assert "| expert1 | 0 | 0.50 ± 0.00 (1) | n/a | 0.50 ± 0.00 (1) | n/a | – |" in table
+    assert "| expert1 | 10 | 0.90 ± 0.00 (1) | – | 0.50 ± 0.00 (1) | – | – |" in table
+    assert (results / "curves_Pendulum-v1.png").stat().st_size > 1000
