@@ -241,6 +241,57 @@ def _plot(env_id: str, rows: list[dict], path: str) -> None:
     plt.close(fig)
 
 
+# ------------------------------------------------------------------------------------------ speed
+def speed(preset: str, env_id: str, data_dir: str, steps: int, repeats: int, out: str, command: str) -> dict:
+    """Env steps/s of the AIHF loop (1 demonstration, up to 100 pairs) against plain SB3 SAC on the
+    true reward, same env, network, batch and update schedule (the preset's), alternated
+    ``repeats`` times. The AIHF figure counts SAC with relabelling, reward steps and checkpoints,
+    not evaluation. Returns and writes ``out`` (JSON)."""
+    import dataclasses
+    import tempfile
+
+    import torch
+    from stable_baselines3 import SAC
+
+    from .config import ControlConfig, parse_sizes, with_preset
+    from .trainer import ControlTrainer, make_env
+
+    base = with_preset(ControlConfig, preset, "train")
+    rounds = max(1, steps // base.sac_steps_per_round)
+    samples: dict[str, list[float]] = {"sac": [], "aihf": []}
+    for k in range(repeats):
+        torch.set_num_threads(1)
+        model = SAC("MlpPolicy", make_env(env_id), learning_rate=base.sac_learning_rate, batch_size=base.batch_size,
+                    learning_starts=base.learning_starts, train_freq=base.train_freq,
+                    gradient_steps=base.gradient_steps, policy_kwargs={"net_arch": parse_sizes(base.net_arch)},
+                    seed=k, device="cpu", verbose=0)
+        t0 = time.perf_counter()
+        model.learn(rounds * base.sac_steps_per_round)
+        samples["sac"].append(rounds * base.sac_steps_per_round / (time.perf_counter() - t0))
+        with tempfile.TemporaryDirectory() as tmp:
+            config = dataclasses.replace(
+                base, env_id=env_id, method="aihf", seed=k, rounds=rounds, eval_every=rounds, eval_episodes=1,
+                demonstrations=os.path.join(data_dir, "demos.npz"), num_demonstrations=1,
+                preferences=os.path.join(data_dir, "preferences.npz"), output_dir=tmp, progress=False)
+            with np.load(config.preferences, allow_pickle=False) as f:
+                n_pairs = len(f["chosen_actions"])
+            config.num_preferences = min(100, n_pairs)
+            samples["aihf"].append(ControlTrainer(config).train()["timing"]["env_steps_per_s"])
+        print(f"repeat {k}: SAC {samples['sac'][-1]:.0f} steps/s, AIHF loop {samples['aihf'][-1]:.0f} steps/s")
+    result = {
+        "env_id": env_id, "preset": preset, "env_steps_per_run": rounds * base.sac_steps_per_round,
+        "net_arch": base.net_arch, "batch_size": base.batch_size, "train_freq": base.train_freq,
+        "sac_steps_per_s": samples["sac"], "aihf_steps_per_s": samples["aihf"],
+        "overhead": 1.0 - float(np.mean(samples["aihf"]) / np.mean(samples["sac"])),
+        "command": command,
+        "note": "alternated runs on a shared 2-core machine under load: wall-clock figures are noisy",
+    }
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    with open(out, "w") as f:
+        json.dump(result, f, indent=1)
+    return result
+
+
 # ------------------------------------------------------------------------------------------ main
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="aihf control bench", description=__doc__.split("\n\n")[0])
@@ -255,6 +306,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--nice", type=int, default=0, help="Run each command under nice -n N.")
     parser.add_argument("--list", action="store_true", help="Print every run's command (done ones commented out).")
     parser.add_argument("--report", action="store_true", help="Only aggregate the finished runs.")
+    parser.add_argument("--speed", action="store_true",
+                        help="Instead: env steps/s of the AIHF loop vs plain SAC on the first env (alternated runs).")
+    parser.add_argument("--speed_steps", type=int, default=10_000, help="--speed: env steps per run.")
+    parser.add_argument("--speed_repeats", type=int, default=2, help="--speed: runs of each.")
     args = parser.parse_args(argv)
     envs = args.envs.split(",") if args.envs else None
     seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else None
@@ -262,6 +317,12 @@ def main(argv: list[str] | None = None) -> int:
     this = shlex.join(["aihf", "control", "bench", *(argv if argv is not None else sys.argv[1:])])
     if args.report:
         report(args.results, this)
+        return 0
+    if args.speed:
+        env_id = (envs or PLANS[args.preset]["envs"])[0]
+        result = speed(args.preset, env_id, os.path.join(args.data_root, env_id), args.speed_steps,
+                       args.speed_repeats, os.path.join(args.results, f"speed_{env_id}.json"), this)
+        print(json.dumps(result, indent=1))
         return 0
     envs_needed = sorted({r.env_id for r in runs})
     collects = [(f"collect {e}", collect_argv(args.preset, e, args.data_root),
