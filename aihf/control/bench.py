@@ -36,8 +36,12 @@ PLANS = {
     "paper": dict(
         envs=["HalfCheetah-v5", "Hopper-v5", "Walker2d-v5", "Ant-v5"],
         seeds=[0, 1, 2, 3, 4],
-        demos={"expert1": [0, 10, 50, 200, 1000], "expert4": [0, 10, 50, 200, 1000], "expert16": [0, 200],
-               "low1": [0, 200]},
+        demos={
+            "expert1": [0, 10, 50, 200, 1000],
+            "expert4": [0, 10, 50, 200, 1000],
+            "expert16": [0, 200],
+            "low1": [0, 200],
+        },
     ),
 }
 METHOD_ORDER = ("aihf", "pref_rl", "ml_irl", "two_stage", "bc")
@@ -58,7 +62,7 @@ class Run:
     @property
     def demos(self) -> tuple[str, int]:
         source, count = self.setting.split("_")[0].rstrip("0123456789"), self.setting.split("_")[0]
-        return ("demos_low.npz" if source == "low" else "demos.npz"), int(count[len(source):])
+        return ("demos_low.npz" if source == "low" else "demos.npz"), int(count[len(source) :])
 
     @property
     def num_preferences(self) -> int:
@@ -79,20 +83,48 @@ def plan(preset: str, envs: list[str] | None = None, seeds: list[int] | None = N
 
 
 def collect_argv(preset: str, env_id: str, data_root: str) -> list[str]:
-    return ["collect", "--preset", preset, "--env_id", env_id, "--output_dir", os.path.join(data_root, env_id),
-            "--progress", "false"]
+    return [
+        "collect",
+        "--preset",
+        preset,
+        "--env_id",
+        env_id,
+        "--output_dir",
+        os.path.join(data_root, env_id),
+        "--progress",
+        "false",
+    ]
 
 
 def train_argv(run: Run, preset: str, data_root: str, results: str, work: str) -> list[str]:
     data = os.path.join(data_root, run.env_id)
     demo_file, n_demos = run.demos
     return [
-        "train", "--preset", preset, "--env_id", run.env_id, "--method", run.method, "--seed", str(run.seed),
-        "--demonstrations", os.path.join(data, demo_file), "--num_demonstrations", str(n_demos),
-        "--preferences", os.path.join(data, "preferences.npz"), "--num_preferences", str(run.num_preferences),
-        "--reference_returns", os.path.join(data, "meta.json"),
-        "--output_dir", os.path.join(work, run.env_id, run.name),
-        "--result_file", result_path(results, run), "--progress", "false",
+        "train",
+        "--preset",
+        preset,
+        "--env_id",
+        run.env_id,
+        "--method",
+        run.method,
+        "--seed",
+        str(run.seed),
+        "--demonstrations",
+        os.path.join(data, demo_file),
+        "--num_demonstrations",
+        str(n_demos),
+        "--preferences",
+        os.path.join(data, "preferences.npz"),
+        "--num_preferences",
+        str(run.num_preferences),
+        "--reference_returns",
+        os.path.join(data, "meta.json"),
+        "--output_dir",
+        os.path.join(work, run.env_id, run.name),
+        "--result_file",
+        result_path(results, run),
+        "--progress",
+        "false",
     ]
 
 
@@ -119,8 +151,9 @@ def _execute(jobs: list[tuple[str, list[str], str]], parallel: int, nice: int, l
                 cmd = ["nice", "-n", str(nice), *cmd]
             log = open(os.path.join(log_dir, label.replace("/", "__") + ".log"), "w")
             env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-            running.append((label, subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env), log,
-                            time.time()))
+            running.append(
+                (label, subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env), log, time.time())
+            )
             bar.set_postfix_str(f"running: {', '.join(r[0] for r in running)}"[:120])
         time.sleep(2)
         for item in list(running):
@@ -148,10 +181,18 @@ def _load_results(results: str) -> list[dict]:
                 with open(os.path.join(root, env_id, name)) as f:
                     r = json.load(f)
                 setting, method, _ = name[: -len(".json")].split("__")
-                rows.append({"env_id": env_id, "setting": setting, "method": method, "seed": r["seed"],
-                             "final": r["final"]["normalized_return"], "return": r["final"]["return_mean"],
-                             "history": [(h["env_steps"], h["normalized_return"]) for h in r["history"]],
-                             "timing": r["timing"]})
+                rows.append(
+                    {
+                        "env_id": env_id,
+                        "setting": setting,
+                        "method": method,
+                        "seed": r["seed"],
+                        "final": r["final"]["normalized_return"],
+                        "return": r["final"]["return_mean"],
+                        "history": [(h["env_steps"], h["normalized_return"]) for h in r["history"]],
+                        "timing": r["timing"],
+                    }
+                )
     return rows
 
 
@@ -179,8 +220,12 @@ def report(results: str, command: str) -> dict:
     ]
     for env_id, settings in table.items():
         demo_settings = sorted({s.split("_p")[0] for s in settings}, key=lambda s: (s.startswith("low"), len(s), s))
-        lines += [f"## {env_id}", "", "| demos | pairs | " + " | ".join(METHOD_ORDER) + " |",
-                  "|---|---|" + "---|" * len(METHOD_ORDER)]
+        lines += [
+            f"## {env_id}",
+            "",
+            "| demos | pairs | " + " | ".join(METHOD_ORDER) + " |",
+            "|---|---|" + "---|" * len(METHOD_ORDER),
+        ]
         for d in demo_settings:
             counts = sorted({int(s.split("_p")[1]) for s in settings if s.startswith(d + "_p")})
             for p in counts:
@@ -199,10 +244,17 @@ def report(results: str, command: str) -> dict:
         lines.append("")
         _plot(env_id, [r for r in rows if r["env_id"] == env_id], os.path.join(results, f"curves_{env_id}.png"))
         lines += [f"![learning curves](curves_{env_id}.png)", ""]
-    summary = {"command": command, "table": {e: {s: {m: {"mean": float(np.mean(v)), "std": float(np.std(v)),
-                                                          "seeds": len(v)} for m, v in ms.items()}
-                                                 for s, ms in ss.items()} for e, ss in table.items()},
-               "runs": [{k: v for k, v in r.items() if k != "history"} for r in rows]}
+    summary = {
+        "command": command,
+        "table": {
+            e: {
+                s: {m: {"mean": float(np.mean(v)), "std": float(np.std(v)), "seeds": len(v)} for m, v in ms.items()}
+                for s, ms in ss.items()
+            }
+            for e, ss in table.items()
+        },
+        "runs": [{k: v for k, v in r.items() if k != "history"} for r in rows],
+    }
     os.makedirs(results, exist_ok=True)
     with open(os.path.join(results, "results.json"), "w") as f:
         json.dump(summary, f, indent=1)
@@ -261,27 +313,51 @@ def speed(preset: str, env_id: str, data_dir: str, steps: int, repeats: int, out
     samples: dict[str, list[float]] = {"sac": [], "aihf": []}
     for k in range(repeats):
         torch.set_num_threads(1)
-        model = SAC("MlpPolicy", make_env(env_id), learning_rate=base.sac_learning_rate, batch_size=base.batch_size,
-                    learning_starts=base.learning_starts, train_freq=base.train_freq,
-                    gradient_steps=base.gradient_steps, policy_kwargs={"net_arch": parse_sizes(base.net_arch)},
-                    seed=k, device="cpu", verbose=0)
+        model = SAC(
+            "MlpPolicy",
+            make_env(env_id),
+            learning_rate=base.sac_learning_rate,
+            batch_size=base.batch_size,
+            learning_starts=base.learning_starts,
+            train_freq=base.train_freq,
+            gradient_steps=base.gradient_steps,
+            policy_kwargs={"net_arch": parse_sizes(base.net_arch)},
+            seed=k,
+            device="cpu",
+            verbose=0,
+        )
         t0 = time.perf_counter()
         model.learn(rounds * base.sac_steps_per_round)
         samples["sac"].append(rounds * base.sac_steps_per_round / (time.perf_counter() - t0))
         with tempfile.TemporaryDirectory() as tmp:
             config = dataclasses.replace(
-                base, env_id=env_id, method="aihf", seed=k, rounds=rounds, eval_every=rounds, eval_episodes=1,
-                demonstrations=os.path.join(data_dir, "demos.npz"), num_demonstrations=1,
-                preferences=os.path.join(data_dir, "preferences.npz"), output_dir=tmp, progress=False)
+                base,
+                env_id=env_id,
+                method="aihf",
+                seed=k,
+                rounds=rounds,
+                eval_every=rounds,
+                eval_episodes=1,
+                demonstrations=os.path.join(data_dir, "demos.npz"),
+                num_demonstrations=1,
+                preferences=os.path.join(data_dir, "preferences.npz"),
+                output_dir=tmp,
+                progress=False,
+            )
             with np.load(config.preferences, allow_pickle=False) as f:
                 n_pairs = len(f["chosen_actions"])
             config.num_preferences = min(100, n_pairs)
             samples["aihf"].append(ControlTrainer(config).train()["timing"]["env_steps_per_s"])
         print(f"repeat {k}: SAC {samples['sac'][-1]:.0f} steps/s, AIHF loop {samples['aihf'][-1]:.0f} steps/s")
     result = {
-        "env_id": env_id, "preset": preset, "env_steps_per_run": rounds * base.sac_steps_per_round,
-        "net_arch": base.net_arch, "batch_size": base.batch_size, "train_freq": base.train_freq,
-        "sac_steps_per_s": samples["sac"], "aihf_steps_per_s": samples["aihf"],
+        "env_id": env_id,
+        "preset": preset,
+        "env_steps_per_run": rounds * base.sac_steps_per_round,
+        "net_arch": base.net_arch,
+        "batch_size": base.batch_size,
+        "train_freq": base.train_freq,
+        "sac_steps_per_s": samples["sac"],
+        "aihf_steps_per_s": samples["aihf"],
         "overhead": 1.0 - float(np.mean(samples["aihf"]) / np.mean(samples["sac"])),
         "command": command,
         "note": "alternated runs on a shared 2-core machine under load: wall-clock figures are noisy",
@@ -306,8 +382,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--nice", type=int, default=0, help="Run each command under nice -n N.")
     parser.add_argument("--list", action="store_true", help="Print every run's command (done ones commented out).")
     parser.add_argument("--report", action="store_true", help="Only aggregate the finished runs.")
-    parser.add_argument("--speed", action="store_true",
-                        help="Instead: env steps/s of the AIHF loop vs plain SAC on the first env (alternated runs).")
+    parser.add_argument(
+        "--speed",
+        action="store_true",
+        help="Instead: env steps/s of the AIHF loop vs plain SAC on the first env (alternated runs).",
+    )
     parser.add_argument("--speed_steps", type=int, default=10_000, help="--speed: env steps per run.")
     parser.add_argument("--speed_repeats", type=int, default=2, help="--speed: runs of each.")
     args = parser.parse_args(argv)
@@ -320,23 +399,40 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.speed:
         env_id = (envs or PLANS[args.preset]["envs"])[0]
-        result = speed(args.preset, env_id, os.path.join(args.data_root, env_id), args.speed_steps,
-                       args.speed_repeats, os.path.join(args.results, f"speed_{env_id}.json"), this)
+        result = speed(
+            args.preset,
+            env_id,
+            os.path.join(args.data_root, env_id),
+            args.speed_steps,
+            args.speed_repeats,
+            os.path.join(args.results, f"speed_{env_id}.json"),
+            this,
+        )
         print(json.dumps(result, indent=1))
         return 0
     envs_needed = sorted({r.env_id for r in runs})
-    collects = [(f"collect {e}", collect_argv(args.preset, e, args.data_root),
-                 os.path.join(args.data_root, e, "meta.json")) for e in envs_needed]
-    trains = [(f"{r.env_id}/{r.name}", train_argv(r, args.preset, args.data_root, args.results, args.work),
-               result_path(args.results, r)) for r in runs]
+    collects = [
+        (f"collect {e}", collect_argv(args.preset, e, args.data_root), os.path.join(args.data_root, e, "meta.json"))
+        for e in envs_needed
+    ]
+    trains = [
+        (
+            f"{r.env_id}/{r.name}",
+            train_argv(r, args.preset, args.data_root, args.results, args.work),
+            result_path(args.results, r),
+        )
+        for r in runs
+    ]
     if args.list:
-        for label, run_argv, done in collects + trains:
+        for _, run_argv, done in collects + trains:
             print(("# done: " if os.path.exists(done) else "") + _command(run_argv))
         return 0
     todo_collect = [j for j in collects if not os.path.exists(j[2])]
     todo_train = [j for j in trains if not os.path.exists(j[2])]
-    print(f"{len(collects) - len(todo_collect)}/{len(collects)} data sets and {len(trains) - len(todo_train)}/"
-          f"{len(trains)} runs already done")
+    print(
+        f"{len(collects) - len(todo_collect)}/{len(collects)} data sets and {len(trains) - len(todo_train)}/"
+        f"{len(trains)} runs already done"
+    )
     log_dir = os.path.join(args.work, "logs")
     failed = _execute(todo_collect, args.jobs, args.nice, log_dir) if todo_collect else []
     if failed:

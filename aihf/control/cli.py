@@ -40,10 +40,22 @@ def _parser_for(cls, prog: str, description: str) -> argparse.ArgumentParser:
     for f in dataclasses.fields(cls):
         # Annotations are strings under `from __future__ import annotations`.
         kind = str(f.type)
-        conv = _to_bool if kind.startswith("bool") else int if kind.startswith("int") else float if kind.startswith(
-            "float") else str
-        parser.add_argument(f"--{f.name}", type=conv, default=None, choices=f.metadata.get("choices"),
-                            help=f"{f.metadata.get('help', '')} (default: {f.default})")
+        conv = (
+            _to_bool
+            if kind.startswith("bool")
+            else int
+            if kind.startswith("int")
+            else float
+            if kind.startswith("float")
+            else str
+        )
+        parser.add_argument(
+            f"--{f.name}",
+            type=conv,
+            default=None,
+            choices=f.metadata.get("choices"),
+            help=f"{f.metadata.get('help', '')} (default: {f.default})",
+        )
     return parser
 
 

@@ -46,8 +46,9 @@ def rollout(act, env_id: str, episodes: int, seed: int) -> Trajectories:
             done, n = terminated or truncated, n + 1
         lengths.append(n)
     env.close()
-    return Trajectories(np.stack(obs_rows), np.stack(act_rows), np.asarray(lengths, np.int64),
-                        np.asarray(rewards, np.float32))
+    return Trajectories(
+        np.stack(obs_rows), np.stack(act_rows), np.asarray(lengths, np.int64), np.asarray(rewards, np.float32)
+    )
 
 
 def _concat(parts: list[Trajectories]) -> Trajectories:
@@ -78,7 +79,9 @@ def write_dataset(config: CollectConfig, expert, low_quality, pool_policies: lis
     demos_low = rollout(lambda o: low_quality(o, True), c.env_id, c.num_demonstrations, c.seed + 2)
     random_returns = evaluate_policy(random_act, c.env_id, c.eval_episodes, c.seed + 3)
     expert_returns = evaluate_policy(lambda o: expert(o, True), c.env_id, c.eval_episodes, c.seed + 4)
-    prefs, extras = label_preferences(pool, c.num_preferences, c.segment_length, rng, c.temperature_scale, c.label_noise)
+    prefs, extras = label_preferences(
+        pool, c.num_preferences, c.segment_length, rng, c.temperature_scale, c.label_noise
+    )
     os.makedirs(c.output_dir, exist_ok=True)
     save_trajectories(os.path.join(c.output_dir, "demos.npz"), demos)
     save_trajectories(os.path.join(c.output_dir, "demos_low.npz"), demos_low)
@@ -109,9 +112,17 @@ def collect(config: CollectConfig, command: str = "") -> dict:
     c = config
     torch.set_num_threads(c.torch_threads)
     env = make_env(c.env_id)
-    model = SAC("MlpPolicy", env, batch_size=c.batch_size, train_freq=c.train_freq,
-                learning_starts=min(10_000, c.expert_steps // 10), policy_kwargs={"net_arch": parse_sizes(c.net_arch)},
-                seed=c.seed, device="cpu", verbose=0)
+    model = SAC(
+        "MlpPolicy",
+        env,
+        batch_size=c.batch_size,
+        train_freq=c.train_freq,
+        learning_starts=min(10_000, c.expert_steps // 10),
+        policy_kwargs={"net_arch": parse_sizes(c.net_arch)},
+        seed=c.seed,
+        device="cpu",
+        verbose=0,
+    )
     snapshots = []
     chunk = max(1, c.expert_steps // c.snapshots)
     for _ in tqdm(range(c.snapshots), desc=f"demonstrator {c.env_id}", disable=not c.progress):

@@ -74,7 +74,8 @@ class ControlConfig:
     pref_weight: float = field(default=1.0, metadata={"help": "w_P: weight of the Bradley-Terry preference term."})
     reward_net_arch: str = field(default="64,64", metadata={"help": "Reward MLP hidden sizes, comma-separated."})
     reward_input: str = field(
-        default="state", metadata={"help": "Reward over the state or state and action.", "choices": ["state", "state_action"]}
+        default="state",
+        metadata={"help": "Reward over the state or state and action.", "choices": ["state", "state_action"]},
     )
     reward_bound: float = field(default=10.0, metadata={"help": "The reward lies in (-bound, bound)."})
     reward_learning_rate: float = field(default=1e-3, metadata={"help": "Adam learning rate of the reward."})
@@ -110,12 +111,27 @@ class ControlConfig:
         uses_prefs = self.method in ("pref_rl", "two_stage") or (self.method == "aihf" and self.pref_weight > 0)
         if uses_prefs and (self.preferences is None or self.num_preferences == 0) and self.method != "aihf":
             raise ConfigError(f"preferences (from {source}) are required for method={self.method}")
-        for name in ("rounds", "sac_steps_per_round", "batch_size", "reward_batch_size", "eval_episodes",
-                     "train_freq", "eval_every", "torch_threads"):
+        for name in (
+            "rounds",
+            "sac_steps_per_round",
+            "batch_size",
+            "reward_batch_size",
+            "eval_episodes",
+            "train_freq",
+            "eval_every",
+            "torch_threads",
+        ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}={getattr(self, name)} (from {source}) must be >= 1")
-        for name in ("demo_weight", "pref_weight", "reward_steps_per_round", "reward_pretrain_steps", "bc_steps",
-                     "learning_starts", "gradient_steps"):
+        for name in (
+            "demo_weight",
+            "pref_weight",
+            "reward_steps_per_round",
+            "reward_pretrain_steps",
+            "bc_steps",
+            "learning_starts",
+            "gradient_steps",
+        ):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name}={getattr(self, name)} (from {source}) must be >= 0")
         if self.reward_bound <= 0:
@@ -126,7 +142,9 @@ class ControlConfig:
             except ValueError:
                 sizes = []
             if not sizes or min(sizes) < 1:
-                raise ConfigError(f"{name}={getattr(self, name)!r} (from {source}) must be positive integers like 64,64")
+                raise ConfigError(
+                    f"{name}={getattr(self, name)!r} (from {source}) must be positive integers like 64,64"
+                )
         return self
 
     @property
@@ -176,23 +194,72 @@ class CollectConfig:
 
 PRESETS: dict[str, dict[str, dict]] = {
     "ci": {
-        "train": dict(rounds=6, sac_steps_per_round=1000, learning_starts=500, net_arch="32,32", batch_size=64,
-                      reward_net_arch="32,32", reward_pretrain_steps=100, bc_steps=500, eval_episodes=2),
-        "collect": dict(expert_steps=5000, net_arch="32,32", batch_size=64, snapshots=3, num_demonstrations=2,
-                        pool_episodes_per_snapshot=2, num_preferences=100, eval_episodes=2),
+        "train": dict(
+            rounds=6,
+            sac_steps_per_round=1000,
+            learning_starts=500,
+            net_arch="32,32",
+            batch_size=64,
+            reward_net_arch="32,32",
+            reward_pretrain_steps=100,
+            bc_steps=500,
+            eval_episodes=2,
+        ),
+        "collect": dict(
+            expert_steps=5000,
+            net_arch="32,32",
+            batch_size=64,
+            snapshots=3,
+            num_demonstrations=2,
+            pool_episodes_per_snapshot=2,
+            num_preferences=100,
+            eval_episodes=2,
+        ),
     },
     "cpu": {
-        "train": dict(rounds=12, sac_steps_per_round=5000, learning_starts=1000, net_arch="64,64", batch_size=128,
-                      train_freq=2, reward_steps_per_round=20, eval_episodes=5),
-        "collect": dict(expert_steps=150_000, net_arch="64,64", batch_size=128, train_freq=2, snapshots=5,
-                        num_demonstrations=4, pool_episodes_per_snapshot=6, num_preferences=200),
+        "train": dict(
+            rounds=12,
+            sac_steps_per_round=5000,
+            learning_starts=1000,
+            net_arch="64,64",
+            batch_size=128,
+            train_freq=2,
+            reward_steps_per_round=20,
+            eval_episodes=5,
+        ),
+        "collect": dict(
+            expert_steps=150_000,
+            net_arch="64,64",
+            batch_size=128,
+            train_freq=2,
+            snapshots=5,
+            num_demonstrations=4,
+            pool_episodes_per_snapshot=6,
+            num_preferences=200,
+        ),
     },
     "paper": {
-        "train": dict(rounds=200, sac_steps_per_round=5000, learning_starts=10_000, net_arch="256,256",
-                      batch_size=256, train_freq=1, reward_steps_per_round=1, reward_learning_rate=1e-4,
-                      eval_episodes=10),
-        "collect": dict(expert_steps=1_000_000, net_arch="256,256", batch_size=256, train_freq=1, snapshots=8,
-                        num_demonstrations=16, pool_episodes_per_snapshot=16, num_preferences=5000),
+        "train": dict(
+            rounds=200,
+            sac_steps_per_round=5000,
+            learning_starts=10_000,
+            net_arch="256,256",
+            batch_size=256,
+            train_freq=1,
+            reward_steps_per_round=1,
+            reward_learning_rate=1e-4,
+            eval_episodes=10,
+        ),
+        "collect": dict(
+            expert_steps=1_000_000,
+            net_arch="256,256",
+            batch_size=256,
+            train_freq=1,
+            snapshots=8,
+            num_demonstrations=16,
+            pool_episodes_per_snapshot=16,
+            num_preferences=5000,
+        ),
     },
 }
 

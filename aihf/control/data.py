@@ -286,7 +286,9 @@ def label_preferences(
         raise ValueError("the pool needs at least two episodes")
     starts, lengths = pool.starts, pool.episode_lengths
     obs_dim, act_dim = pool.observations.shape[1], pool.actions.shape[1]
-    sides = {k: np.zeros((2, num_pairs, segment_length, d), np.float32) for k, d in (("obs", obs_dim), ("act", act_dim))}
+    sides = {
+        k: np.zeros((2, num_pairs, segment_length, d), np.float32) for k, d in (("obs", obs_dim), ("act", act_dim))
+    }
     seg_lengths = np.zeros((2, num_pairs), np.int64)
     seg_returns = np.zeros((2, num_pairs))
     for p in range(num_pairs):

@@ -104,8 +104,12 @@ def reward_loss(net: RewardNet, batch: RewardBatch, demo_weight: float, pref_wei
     if demo_weight > 0:
         irl = losses.ml_irl_linear_loss(net(batch.demo_obs, batch.demo_act), net(batch.sample_obs, batch.sample_act))
         demo_term = irl.loss
-        logs.update({"demo/reward_expert": irl.chosen_rewards.mean().item(),
-                     "demo/reward_policy": irl.rejected_rewards.mean().item()})
+        logs.update(
+            {
+                "demo/reward_expert": irl.chosen_rewards.mean().item(),
+                "demo/reward_policy": irl.rejected_rewards.mean().item(),
+            }
+        )
     if pref_weight > 0:
         chosen = segment_returns(net(batch.chosen_obs, batch.chosen_act), batch.chosen_len)
         rejected = segment_returns(net(batch.rejected_obs, batch.rejected_act), batch.rejected_len)
@@ -144,7 +148,16 @@ def _replay_buffer_class():
 
 _BUFFER_ARRAYS = ("observations", "next_observations", "actions", "rewards", "dones", "timeouts")
 # Settings that may change between a run and its resumption.
-_RESUMABLE = {"rounds", "resume", "progress", "torch_threads", "eval_every", "eval_episodes", "output_dir", "result_file"}
+_RESUMABLE = {
+    "rounds",
+    "resume",
+    "progress",
+    "torch_threads",
+    "eval_every",
+    "eval_episodes",
+    "output_dir",
+    "result_file",
+}
 
 
 class ControlTrainer:
@@ -222,7 +235,10 @@ class ControlTrainer:
             act_rows.append(self.demos.actions)
         if self.prefs is not None:
             for side in ("chosen", "rejected"):
-                mask = np.arange(self.prefs.chosen_observations.shape[1])[None] < getattr(self.prefs, f"{side}_lengths")[:, None]
+                mask = (
+                    np.arange(self.prefs.chosen_observations.shape[1])[None]
+                    < getattr(self.prefs, f"{side}_lengths")[:, None]
+                )
                 obs_rows.append(getattr(self.prefs, f"{side}_observations")[mask])
                 act_rows.append(getattr(self.prefs, f"{side}_actions")[mask])
         self.reward_net.set_normalization(np.concatenate(obs_rows), np.concatenate(act_rows))
@@ -464,11 +480,17 @@ class ControlTrainer:
             opt.step()
             if step in checkpoints:
                 returns = evaluate_policy(self.bc_policy.act, c.env_id, c.eval_episodes, c.seed + 1_000_000)
-                history.append({
-                    "round": len(history) + 1, "bc_steps": step, "env_steps": 0, "loss": loss.item(),
-                    "return_mean": float(returns.mean()), "return_std": float(returns.std()),
-                    "normalized_return": normalized_score(returns, self.random_return, self.expert_return),
-                })
+                history.append(
+                    {
+                        "round": len(history) + 1,
+                        "bc_steps": step,
+                        "env_steps": 0,
+                        "loss": loss.item(),
+                        "return_mean": float(returns.mean()),
+                        "return_std": float(returns.std()),
+                        "normalized_return": normalized_score(returns, self.random_return, self.expert_return),
+                    }
+                )
         return history, {"sac_s": 0.0, "reward_s": time.perf_counter() - t0}
 
     def save_policy(self) -> str:

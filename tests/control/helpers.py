@@ -31,8 +31,16 @@ def controller(noise: float, seed: int):
 
 
 def pendulum_dataset(out_dir, num_preferences=60, seed=0) -> dict:
-    config = CollectConfig(env_id=ENV, output_dir=str(out_dir), seed=seed, num_demonstrations=2,
-                           pool_episodes_per_snapshot=4, num_preferences=num_preferences, segment_length=50,
-                           eval_episodes=4, progress=False)
+    config = CollectConfig(
+        env_id=ENV,
+        output_dir=str(out_dir),
+        seed=seed,
+        num_demonstrations=2,
+        pool_episodes_per_snapshot=4,
+        num_preferences=num_preferences,
+        segment_length=50,
+        eval_episodes=4,
+        progress=False,
+    )
     pool = [controller(n, seed + i) for i, n in enumerate((4.0, 2.0, 1.0, 0.3))]
     return write_dataset(config, controller(0.0, seed), controller(2.0, seed + 7), pool)

@@ -66,7 +66,9 @@ def test_labeller_temperature_is_relative_to_the_spread_of_returns():
     # A 10x larger reward scale gives the same labels' probabilities: the temperature follows the spread.
     pool.rewards = pool.rewards * 10
     _, scaled = label_preferences(pool, 50, 2, np.random.default_rng(1), temperature_scale=0.5)
-    np.testing.assert_allclose(np.sort(np.unique(scaled["probabilities"].round(6))), [1 - expected, expected], atol=1e-6)
+    np.testing.assert_allclose(
+        np.sort(np.unique(scaled["probabilities"].round(6))), [1 - expected, expected], atol=1e-6
+    )
 
 
 # ----------------------------------------------------------------------------- reward step
@@ -74,19 +76,30 @@ def _toy_batch(rng, n=64, length=5):
     t = lambda a: torch.as_tensor(np.asarray(a, np.float32))
     around = lambda x, y, shape: t(rng.normal([x, y], 0.1, size=(*shape, 2)))
     return RewardBatch(
-        demo_obs=around(1, 0, (n,)), demo_act=t(np.zeros((n, 1))),
-        sample_obs=around(-1, 0, (n,)), sample_act=t(np.zeros((n, 1))),
-        chosen_obs=around(0, 1, (n, length)), chosen_act=t(np.zeros((n, length, 1))),
-        chosen_len=torch.full((n,), length), rejected_obs=around(0, -1, (n, length)),
-        rejected_act=t(np.zeros((n, length, 1))), rejected_len=torch.full((n,), length),
+        demo_obs=around(1, 0, (n,)),
+        demo_act=t(np.zeros((n, 1))),
+        sample_obs=around(-1, 0, (n,)),
+        sample_act=t(np.zeros((n, 1))),
+        chosen_obs=around(0, 1, (n, length)),
+        chosen_act=t(np.zeros((n, length, 1))),
+        chosen_len=torch.full((n,), length),
+        rejected_obs=around(0, -1, (n, length)),
+        rejected_act=t(np.zeros((n, length, 1))),
+        rejected_len=torch.full((n,), length),
     )
 
 
 def _gaps(net, batch):
     with torch.no_grad():
         demo_gap = (net(batch.demo_obs).mean() - net(batch.sample_obs).mean()).item()
-        pref_gap = (segment_returns(net(batch.chosen_obs), batch.chosen_len)
-                    - segment_returns(net(batch.rejected_obs), batch.rejected_len)).mean().item()
+        pref_gap = (
+            (
+                segment_returns(net(batch.chosen_obs), batch.chosen_len)
+                - segment_returns(net(batch.rejected_obs), batch.rejected_len)
+            )
+            .mean()
+            .item()
+        )
     return demo_gap, pref_gap
 
 
@@ -117,8 +130,10 @@ def test_reward_loss_reduces_to_the_single_terms_exactly():
     torch.manual_seed(0)
     net, batch = RewardNet(2, 1), _toy_batch(np.random.default_rng(0))
     irl = losses.ml_irl_linear_loss(net(batch.demo_obs), net(batch.sample_obs)).loss
-    bt = losses.bradley_terry_loss(segment_returns(net(batch.chosen_obs), batch.chosen_len),
-                                   segment_returns(net(batch.rejected_obs), batch.rejected_len)).loss
+    bt = losses.bradley_terry_loss(
+        segment_returns(net(batch.chosen_obs), batch.chosen_len),
+        segment_returns(net(batch.rejected_obs), batch.rejected_len),
+    ).loss
     torch.testing.assert_close(reward_loss(net, batch, 1.0, 0.0)[0], irl)
     torch.testing.assert_close(reward_loss(net, batch, 0.0, 1.0)[0], bt)
     torch.testing.assert_close(reward_loss(net, batch, 0.5, 2.0)[0], 0.5 * irl + 2.0 * bt)
@@ -155,7 +170,10 @@ def test_trajectory_files_round_trip_and_bad_files_name_file_row_and_key(tmp_pat
     cases = [
         ({"actions": None}, "field 'actions': missing"),
         ({"episode_lengths": np.array([2, 2])}, "field 'observations': has 3 rows but episode_lengths sum to 4"),
-        ({"observations": np.array([[0, 0, 0], [0, np.nan, 0], [0, 0, 0]])}, "row 1, field 'observations': contains NaN"),
+        (
+            {"observations": np.array([[0, 0, 0], [0, np.nan, 0], [0, 0, 0]])},
+            "row 1, field 'observations': contains NaN",
+        ),
         ({"actions": np.array([[0.0], [0.0], [5.0]])}, "row 2, field 'actions': outside the env's action bounds"),
         ({"observations": np.zeros((3, 4))}, "field 'observations': last dimension is 4 but the env's space has 3"),
         ({"episode_lengths": np.array([3, 0])}, "episode 1, field 'episode_lengths': must be >= 1"),
@@ -168,8 +186,12 @@ def test_trajectory_files_round_trip_and_bad_files_name_file_row_and_key(tmp_pat
         assert str(e.value) == f"{path}, {message}" or str(e.value).startswith(f"{path}, {message}")
         assert "\n" not in str(e.value)
     # Object arrays would need unpickling: refused.
-    path = _write(tmp_path / "pickled.npz", observations=np.array([{"a": 1}], dtype=object), actions=np.zeros((1, 1)),
-                  episode_lengths=np.array([1]))
+    path = _write(
+        tmp_path / "pickled.npz",
+        observations=np.array([{"a": 1}], dtype=object),
+        actions=np.zeros((1, 1)),
+        episode_lengths=np.array([1]),
+    )
     with pytest.raises(DataError, match="not a readable .npz"):
         load_trajectories(path)
 
@@ -177,8 +199,12 @@ def test_trajectory_files_round_trip_and_bad_files_name_file_row_and_key(tmp_pat
 def test_preference_files_validate_lengths_and_padding(tmp_path, data_dir):
     prefs = load_preferences(data_dir / "preferences.npz")
     assert len(prefs) == 60 and prefs.chosen_observations.shape == (60, 50, 3)
-    base = dict(chosen_observations=np.zeros((2, 3, 3)), chosen_actions=np.zeros((2, 3, 1)),
-                rejected_observations=np.zeros((2, 3, 3)), rejected_actions=np.zeros((2, 3, 1)))
+    base = dict(
+        chosen_observations=np.zeros((2, 3, 3)),
+        chosen_actions=np.zeros((2, 3, 1)),
+        rejected_observations=np.zeros((2, 3, 3)),
+        rejected_actions=np.zeros((2, 3, 1)),
+    )
     path = _write(tmp_path / "p.npz", **base, chosen_lengths=np.array([3, 4]))
     with pytest.raises(DataError, match=r"pair 1, field 'chosen_lengths': must be between 1 and 3"):
         load_preferences(path)
@@ -194,10 +220,24 @@ def test_preference_files_validate_lengths_and_padding(tmp_path, data_dir):
 
 # ----------------------------------------------------------------------------- the loop
 def _config(data_dir, out, **kw):
-    base = dict(env_id=ENV, demonstrations=str(data_dir / "demos.npz"), preferences=str(data_dir / "preferences.npz"),
-                output_dir=str(out), num_demonstrations=1, rounds=3, sac_steps_per_round=300, learning_starts=200,
-                net_arch="32,32", batch_size=64, reward_net_arch="32,32", reward_steps_per_round=5,
-                reward_pretrain_steps=10, eval_episodes=1, progress=False, bc_steps=60)
+    base = dict(
+        env_id=ENV,
+        demonstrations=str(data_dir / "demos.npz"),
+        preferences=str(data_dir / "preferences.npz"),
+        output_dir=str(out),
+        num_demonstrations=1,
+        rounds=3,
+        sac_steps_per_round=300,
+        learning_starts=200,
+        net_arch="32,32",
+        batch_size=64,
+        reward_net_arch="32,32",
+        reward_steps_per_round=5,
+        reward_pretrain_steps=10,
+        eval_episodes=1,
+        progress=False,
+        bc_steps=60,
+    )
     return ControlConfig(**{**base, **kw})
 
 
@@ -206,9 +246,21 @@ def test_aihf_learns_pendulum_from_one_demonstration_and_preferences(data_dir, t
     """One 200-step demonstration + 60 labelled segment pairs, 7000 env steps of SAC: the policy's
     true return goes from random (~-1400, normalised 0) to at least half of the expert's
     normalised score (it reaches ~0.99 on this machine; the threshold is 0.5)."""
-    config = _config(data_dir, tmp_path / "run", rounds=7, sac_steps_per_round=1000, learning_starts=500,
-                     net_arch="64,64", batch_size=128, train_freq=1, sac_learning_rate=1e-3,
-                     reward_net_arch="64,64", reward_steps_per_round=20, eval_every=7, eval_episodes=3)
+    config = _config(
+        data_dir,
+        tmp_path / "run",
+        rounds=7,
+        sac_steps_per_round=1000,
+        learning_starts=500,
+        net_arch="64,64",
+        batch_size=128,
+        train_freq=1,
+        sac_learning_rate=1e-3,
+        reward_net_arch="64,64",
+        reward_steps_per_round=20,
+        eval_every=7,
+        eval_episodes=3,
+    )
     result = ControlTrainer(config).train()
     assert result["num_demonstrations"] == 1 and result["num_preferences"] == 60
     assert result["final"]["env_steps"] == 7000
@@ -244,8 +296,7 @@ def test_resume_continues_the_same_run(data_dir, tmp_path):
 
 @pytest.mark.parametrize("method", ["pref_rl", "ml_irl", "two_stage", "bc"])
 def test_baselines_run_on_the_same_data(method, data_dir, tmp_path):
-    config = _config(data_dir, tmp_path / method, method=method, rounds=1, sac_steps_per_round=250,
-                     learning_starts=200)
+    config = _config(data_dir, tmp_path / method, method=method, rounds=1, sac_steps_per_round=250, learning_starts=200)
     trainer = ControlTrainer(config)
     expected = {"pref_rl": (0.0, 1.0), "ml_irl": (1.0, 0.0), "two_stage": (1.0, 0.0), "bc": (0.0, 0.0)}[method]
     assert (trainer.demo_weight, trainer.pref_weight) == expected
@@ -257,8 +308,25 @@ def test_baselines_run_on_the_same_data(method, data_dir, tmp_path):
 # ----------------------------------------------------------------------------- CLI
 def test_cli_train_and_eval_as_a_user_types_them(data_dir, tmp_path, capsys):
     out = tmp_path / "bc"
-    argv = ["train", "--method", "bc", "--env_id", ENV, "--demonstrations", str(data_dir / "demos.npz"),
-            "--output_dir", str(out), "--bc_steps", "50", "--rounds", "1", "--eval_episodes", "1", "--progress", "false"]
+    argv = [
+        "train",
+        "--method",
+        "bc",
+        "--env_id",
+        ENV,
+        "--demonstrations",
+        str(data_dir / "demos.npz"),
+        "--output_dir",
+        str(out),
+        "--bc_steps",
+        "50",
+        "--rounds",
+        "1",
+        "--eval_episodes",
+        "1",
+        "--progress",
+        "false",
+    ]
     assert cli.main(argv) == 0
     trained = json.loads(capsys.readouterr().out)
     assert trained["method"] == "bc" and trained["num_demonstrations"] == 2
@@ -268,8 +336,9 @@ def test_cli_train_and_eval_as_a_user_types_them(data_dir, tmp_path, capsys):
 
 
 def test_cli_bad_input_is_one_line_exit_2_and_nothing_written(tmp_path, capsys):
-    bad = _write(tmp_path / "demos.npz", observations=np.zeros((2, 3)), actions=np.zeros((2, 1)),
-                 episode_lengths=np.array([3]))
+    bad = _write(
+        tmp_path / "demos.npz", observations=np.zeros((2, 3)), actions=np.zeros((2, 1)), episode_lengths=np.array([3])
+    )
     out = tmp_path / "out"
     assert cli.main(["train", "--env_id", ENV, "--demonstrations", bad, "--output_dir", str(out)]) == 2
     err = capsys.readouterr().err.strip()
@@ -290,7 +359,8 @@ def test_bench_lists_one_command_per_run_skips_finished_ones_and_reports(tmp_pat
     from aihf.control import bench
 
     runs = bench.plan("cpu")
-    # 2 envs x 3 seeds x (expert1: ml_irl, bc, 2 x (aihf, two_stage, pref_rl); expert4 and low1: ml_irl, bc, aihf, two_stage)
+    # 2 envs x 3 seeds x (expert1: ml_irl, bc, 2 x (aihf, two_stage, pref_rl);
+    #                     expert4 and low1: ml_irl, bc, aihf, two_stage)
     assert len(runs) == 2 * 3 * (8 + 4 + 4) and len({(r.env_id, r.name) for r in runs}) == len(runs)
     results = tmp_path / "results"
     common = ["--preset", "ci", "--results", str(results), "--data_root", str(tmp_path / "data")]
@@ -306,8 +376,15 @@ def test_bench_lists_one_command_per_run_skips_finished_ones_and_reports(tmp_pat
         os.makedirs(os.path.dirname(path), exist_ok=True)
         history = [{"env_steps": 1000, "normalized_return": score / 2}, {"env_steps": 2000, "normalized_return": score}]
         with open(path, "w") as f:
-            json.dump({"seed": run.seed, "final": {"normalized_return": score, "return_mean": -100.0},
-                       "history": history, "timing": {}}, f)
+            json.dump(
+                {
+                    "seed": run.seed,
+                    "final": {"normalized_return": score, "return_mean": -100.0},
+                    "history": history,
+                    "timing": {},
+                },
+                f,
+            )
     assert bench.main([*common, "--list"]) == 0
     assert sum(line.startswith("# done: ") for line in capsys.readouterr().out.splitlines()) == 2
     assert bench.main([*common, "--report"]) == 0
