@@ -275,7 +275,9 @@ def _plot(env_id: str, rows: list[dict], path: str) -> None:
     fig, axes = plt.subplots(1, len(settings), figsize=(4 * len(settings), 3.2), squeeze=False, sharey=True)
     for ax, setting in zip(axes[0], settings):
         for method in METHOD_ORDER:
-            curves = [r["history"] for r in rows if r["setting"] == setting and r["method"] == method]
+            # ML-IRL ignores preferences: its curve (from 0 pairs) is the reference in every panel.
+            source = setting.split("_p")[0] + "_p0" if method == "ml_irl" else setting
+            curves = [r["history"] for r in rows if r["setting"] == source and r["method"] == method]
             if not curves or method == "bc":
                 continue
             n = min(len(c) for c in curves)
