@@ -299,8 +299,7 @@ def _plot(env_id: str, rows: list[dict], path: str) -> None:
 def speed(preset: str, env_id: str, data_dir: str, steps: int, repeats: int, out: str, command: str) -> dict:
     """Env steps/s of the AIHF loop (1 demonstration, up to 100 pairs) against plain SB3 SAC on the
     true reward, same env, network, batch and update schedule (the preset's), alternated
-    ``repeats`` times. The AIHF figure counts SAC with relabelling, reward steps and checkpoints,
-    not evaluation. Returns and writes ``out`` (JSON)."""
+    ``repeats`` times, by wall clock and by this process's CPU time. Returns and writes ``out`` (JSON)."""
     import dataclasses
     import tempfile
 
@@ -312,9 +311,11 @@ def speed(preset: str, env_id: str, data_dir: str, steps: int, repeats: int, out
 
     base = with_preset(ControlConfig, preset, "train")
     rounds = max(1, steps // base.sac_steps_per_round)
-    samples: dict[str, list[float]] = {"sac": [], "aihf": []}
-    for k in range(repeats):
-        torch.set_num_threads(1)
+    steps_per_run = rounds * base.sac_steps_per_round
+    wall: dict[str, list[float]] = {"sac": [], "aihf": []}
+    cpu: dict[str, list[float]] = {"sac": [], "aihf": []}
+
+    def plain_sac(k):
         model = SAC(
             "MlpPolicy",
             make_env(env_id),
@@ -328,9 +329,11 @@ def speed(preset: str, env_id: str, data_dir: str, steps: int, repeats: int, out
             device="cpu",
             verbose=0,
         )
-        t0 = time.perf_counter()
-        model.learn(rounds * base.sac_steps_per_round)
-        samples["sac"].append(rounds * base.sac_steps_per_round / (time.perf_counter() - t0))
+        model.learn(steps_per_run)
+
+    def aihf_loop(k):
+        with np.load(os.path.join(data_dir, "preferences.npz"), allow_pickle=False) as f:
+            n_pairs = len(f["chosen_actions"])
         with tempfile.TemporaryDirectory() as tmp:
             config = dataclasses.replace(
                 base,
@@ -343,26 +346,36 @@ def speed(preset: str, env_id: str, data_dir: str, steps: int, repeats: int, out
                 demonstrations=os.path.join(data_dir, "demos.npz"),
                 num_demonstrations=1,
                 preferences=os.path.join(data_dir, "preferences.npz"),
+                num_preferences=min(100, n_pairs),
                 output_dir=tmp,
                 progress=False,
             )
-            with np.load(config.preferences, allow_pickle=False) as f:
-                n_pairs = len(f["chosen_actions"])
-            config.num_preferences = min(100, n_pairs)
-            samples["aihf"].append(ControlTrainer(config).train()["timing"]["env_steps_per_s"])
-        print(f"repeat {k}: SAC {samples['sac'][-1]:.0f} steps/s, AIHF loop {samples['aihf'][-1]:.0f} steps/s")
+            ControlTrainer(config).train()
+
+    torch.set_num_threads(1)
+    for k in range(repeats):
+        # ABBA order, so a load that drifts during the measurement hits both alike.
+        for name in ("sac", "aihf") if k % 2 == 0 else ("aihf", "sac"):
+            t0, c0 = time.perf_counter(), time.process_time()
+            (plain_sac if name == "sac" else aihf_loop)(k)
+            wall[name].append(steps_per_run / (time.perf_counter() - t0))
+            cpu[name].append(steps_per_run / (time.process_time() - c0))
+        print(f"repeat {k}: CPU-time steps/s SAC {cpu['sac'][-1]:.0f}, AIHF loop {cpu['aihf'][-1]:.0f}", flush=True)
     result = {
         "env_id": env_id,
         "preset": preset,
-        "env_steps_per_run": rounds * base.sac_steps_per_round,
+        "env_steps_per_run": steps_per_run,
         "net_arch": base.net_arch,
         "batch_size": base.batch_size,
         "train_freq": base.train_freq,
-        "sac_steps_per_s": samples["sac"],
-        "aihf_steps_per_s": samples["aihf"],
-        "overhead": 1.0 - float(np.mean(samples["aihf"]) / np.mean(samples["sac"])),
+        "cpu_time_steps_per_s": cpu,
+        "wall_steps_per_s": wall,
+        "overhead_cpu_time": 1.0 - float(np.mean(cpu["aihf"]) / np.mean(cpu["sac"])),
+        "overhead_wall": 1.0 - float(np.mean(wall["aihf"]) / np.mean(wall["sac"])),
         "command": command,
-        "note": "alternated runs on a shared 2-core machine under load: wall-clock figures are noisy",
+        "note": "AIHF figures include building the run, checkpoints after every round and one evaluation "
+        "episode; alternated (ABBA) single-threaded runs on a shared 2-core machine: wall-clock figures are "
+        "noisy, process CPU time less so",
     }
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     with open(out, "w") as f:
