@@ -91,7 +91,7 @@ class ControlConfig:
         },
     )
     reward_pretrain_steps: int = field(
-        default=500, metadata={"help": "Reward steps on preferences alone before round 1 (two_stage, pref_rl, aihf)."}
+        default=500, metadata={"help": "Reward steps on preferences alone before round 1 (two_stage and pref_rl)."}
     )
     # Behaviour cloning
     bc_steps: int = field(default=5000, metadata={"help": "bc: gradient steps."})

@@ -22,7 +22,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import random
 import shutil
 import time
 from dataclasses import dataclass
@@ -43,14 +42,12 @@ __all__ = ["ControlTrainer", "reward_loss", "RewardBatch", "evaluate_policy", "n
 def make_env(env_id: str):
     import gymnasium as gym
 
-    from ..errors import ConfigError as _ConfigError
-
     try:
         env = gym.make(env_id)
     except gym.error.Error as e:
-        raise _ConfigError(f"env_id={env_id!r}: {e}") from None
+        raise ConfigError(f"env_id={env_id!r}: {e}") from None
     if not isinstance(env.action_space, gym.spaces.Box) or not isinstance(env.observation_space, gym.spaces.Box):
-        raise _ConfigError(f"env_id={env_id!r}: needs Box observation and action spaces")
+        raise ConfigError(f"env_id={env_id!r}: needs Box observation and action spaces")
     return env
 
 
@@ -412,7 +409,6 @@ class ControlTrainer:
             "buffer_full": bool(buf.full),
             "rng": self.rng.bit_generator.state,
             "np_global_rng": [np_state[0], np_state[1].tolist(), *np_state[2:]],
-            "py_rng": repr(random.getstate()),
             "history": history,
             "timing": timing,
             "config": dataclasses.asdict(self.config),

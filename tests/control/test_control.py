@@ -258,6 +258,7 @@ def test_aihf_learns_pendulum_from_one_demonstration_and_preferences(data_dir, t
         sac_learning_rate=1e-3,
         reward_net_arch="64,64",
         reward_steps_per_round=20,
+        reward_learning_rate=1e-3,
         eval_every=7,
         eval_episodes=3,
     )
