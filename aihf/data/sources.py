@@ -1,7 +1,9 @@
 """Reading raw rows from a ``datasets.Dataset`` or a local file, keeping where each row came from.
 
 Files are parsed here rather than through ``datasets.load_dataset`` so that a bad line can be
-reported by its line number (and so that nothing touches the network).
+reported by its line number (and so that nothing touches the network). Text files are UTF-8,
+with or without the byte-order mark Windows tools write; fields of any length are accepted in
+every format (long rows are truncated when tokenised, with a warning).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import csv
 import io
 import json
 import os
+import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +21,8 @@ from typing import Any
 from ..errors import DataError
 
 FILE_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
+# The largest value csv.field_size_limit accepts everywhere (it is a C long: 32 bits on Windows).
+_CSV_FIELD_SIZE_LIMIT = min(sys.maxsize, 2**31 - 1)
 
 
 @dataclass(frozen=True)
@@ -122,7 +127,7 @@ def _read_hub(dataset_id: str, *, split: str) -> Rows:
 
 def _read_text(path: Path) -> str:
     try:
-        return path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8-sig")  # drops a leading byte-order mark
     except UnicodeDecodeError as e:
         line = path.read_bytes()[: e.start].count(b"\n") + 1
         raise DataError(str(path), f"line {line}", None, f"not valid UTF-8 ({e.reason})") from e

@@ -23,8 +23,8 @@ from hypothesis import strategies as st
 import aihf
 from aihf.data import Rows, prepare_demonstrations, prepare_preferences, read_rows
 
-GOOD_DEMO = {"prompt": "hello", "completion": "good"}
-GOOD_PREF = {"prompt": "how are you", "chosen": "fine", "rejected": "bad"}
+GOOD_DEMO = {"prompt": "hello", "completion": " good"}
+GOOD_PREF = {"prompt": "how are you", "chosen": " fine", "rejected": " bad"}
 
 
 def user(content: str) -> dict:
@@ -241,7 +241,7 @@ def test_prompt_leaving_no_room_for_the_completion(tmp_path, tokenizer):
 
 
 def test_preference_prompt_leaving_no_room_for_the_answers(tokenizer):
-    rows = [GOOD_PREF, {"prompt": "how are you", "chosen": "fine", "rejected": "bad"}]
+    rows = [GOOD_PREF, {"prompt": "how are you", "chosen": " fine", "rejected": " bad"}]
     with pytest.raises(aihf.DataError) as e:
         prepare_preferences(rows, tokenizer, max_length=3, max_prompt_length=None, name="prefs")
     # Row 0 is first and equally long: the first bad row is reported.
@@ -252,7 +252,7 @@ def test_prompt_exactly_filling_max_length_is_rejected(tokenizer):
     # 3 prompt tokens with max_length=3: not a single completion token would fit.
     with pytest.raises(aihf.DataError) as e:
         prepare_demonstrations(
-            [{"prompt": "how are you", "completion": "fine"}], tokenizer, max_length=3, max_prompt_length=None
+            [{"prompt": "how are you", "completion": " fine"}], tokenizer, max_length=3, max_prompt_length=None
         )
     check(e.value, "list", "row 0", "prompt")
 
