@@ -174,7 +174,19 @@ def _read_json(path: Path) -> Rows:
 
 def _read_csv(path: Path) -> Rows:
     records, labels = [], []
-    reader = csv.DictReader(io.StringIO(_read_text(path), newline=""), strict=True)
+    lines_read = 0
+
+    def lines() -> Iterator[str]:
+        # reader.line_num lags by one line when the csv module raises; count the lines ourselves.
+        nonlocal lines_read
+        for line in io.StringIO(_read_text(path), newline=""):
+            lines_read += 1
+            yield line
+
+    reader = csv.DictReader(lines(), strict=True)
+    # The csv module refuses cells over 128 KiB by default; JSON has no such limit, so neither do
+    # we. The limit is process-wide state: restore it afterwards.
+    limit = csv.field_size_limit(_CSV_FIELD_SIZE_LIMIT)
     try:
         for record in reader:
             # line_num is the record's last line; a quoted cell may span several lines.
@@ -184,7 +196,9 @@ def _read_csv(path: Path) -> Rows:
             records.append(record)
             labels.append(f"line {first}")
     except csv.Error as e:
-        raise DataError(str(path), f"line {reader.line_num}", None, f"malformed CSV: {e}") from e
+        raise DataError(str(path), f"line {lines_read}", None, f"malformed CSV: {e}") from e
+    finally:
+        csv.field_size_limit(limit)
     return Rows(str(path), records, labels, empty_cells_are_missing=True)
 
 

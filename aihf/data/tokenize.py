@@ -9,9 +9,10 @@ the straddling token: the sequence still equals the whole text's ids (the docume
 deviation: the prompt lacks its last token or two; TRL's ``DPOTrainer`` makes the same cut).
 A warning counts such rows.
 
-Special tokens (:mod:`aihf.data.special_tokens`): a plain-text prompt starts with the BOS the
-tokenizer adds (once, even if the text already holds it) and gets no EOS; a chat template's
-rendering keeps exactly the special tokens it writes. Every completion ends with exactly one
+Special tokens (:mod:`aihf.data.special_tokens`): every prompt starts with the BOS the tokenizer
+adds, once (a text or chat template that already starts with it gets none added), and never
+gets the EOS some tokenizers append to every encoding; other special tokens are those the
+text or the template holds. Every completion ends with exactly one
 end token: text after its last end token is dropped when a chat template wrote it or it is
 only whitespace (``"...<|im_end|>\n"``; a sampled answer stops at the end token, and
 self-play must not tell the two apart by that tail), and the end token is appended otherwise.
@@ -150,8 +151,8 @@ class _Encoder:
         whole_ids = iter(self._encode([p + a for p, row in zip(prompts, answers) for a in row]))
         out_prompts, out_completions = [], []
         for prompt, row, conv, p_ids in zip(prompts, answers, conversational, prompt_ids):
-            p_ids = self._frame(p_ids, conv)
-            wholes = [self._frame(next(whole_ids), conv) for _ in row]
+            p_ids = self._frame(p_ids)
+            wholes = [self._frame(next(whole_ids)) for _ in row]
             shared = min(_common_prefix_length(p_ids, w) for w in wholes)
             if shared == len(p_ids):
                 completions = [w[shared:] for w in wholes]
@@ -173,10 +174,10 @@ class _Encoder:
             return []
         return [list(ids) for ids in self.tokenizer(texts, add_special_tokens=False)["input_ids"]]
 
-    def _frame(self, ids: list[int], conversational: bool) -> list[int]:
-        """Put the tokenizer's leading specials (BOS) in front of plain text, once."""
+    def _frame(self, ids: list[int]) -> list[int]:
+        """Put the tokenizer's leading specials (BOS) in front, unless the text (or template) has them."""
         lead = self.leading
-        if not conversational and lead and ids[: len(lead)] != lead:
+        if lead and ids[: len(lead)] != lead:
             ids = lead + ids
         bos = self.tokenizer.bos_token_id
         n = 0

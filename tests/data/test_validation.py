@@ -500,15 +500,19 @@ def test_csv_extra_cells(tmp_path, tokenizer):
     assert "more cells" in str(e.value)
 
 
-def test_csv_field_too_large(tmp_path, tokenizer):
+@pytest.mark.parametrize(
+    "content, line",
+    [
+        ('prompt,completion\nhello,good\nhow,"fine"x\n', 3),
+        ('prompt,completion\nhello,good\n"how\nare you","fine"x\n', 4),  # a cell spanning lines 3-4
+    ],
+)
+def test_malformed_csv_names_the_line_of_the_error(tmp_path, tokenizer, content, line):
     path = tmp_path / "data.csv"
-    path.write_text('prompt,completion\nhello,"' + "good " * 30000 + '"\n')
-    with pytest.raises(aihf.DataError) as e:
+    path.write_text(content)
+    with pytest.raises(aihf.DataError, match="malformed CSV") as e:
         prepare_demonstrations(path, tokenizer)
-    err = e.value
-    assert (err.source, err.field) == (str(path), None)
-    assert err.row is not None and err.row.startswith("line ")
-    assert "malformed CSV" in str(err)
+    check(e.value, str(path), f"line {line}", None)
 
 
 def test_csv_invalid_utf8_names_the_line(tmp_path, tokenizer):
