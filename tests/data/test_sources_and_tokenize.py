@@ -305,10 +305,12 @@ def test_conversational_demonstration_through_chat_template(request, fixture):
     full_text = tok.apply_chat_template(prompt + completion, tokenize=False)
     assert prompt_text == "<system> be nice <eot> <user> hello <eot> <assistant> "
     assert full_text == prompt_text + "good <eot> <eos> "
-    # The rendered template holds every special token: nothing is added (no BOS, no extra EOS).
-    assert ds["prompt_ids"] == [[SYSTEM, UNK, UNK, EOT, USER, HELLO, EOT, ASSISTANT]]
+    # The template writes the turn's EOS: no other is added. The BOS the tokenizer adds leads the
+    # prompt (this template writes none), as it does for plain text.
+    lead = [BOS] if fixture == "bos_tokenizer" else []
+    assert ds["prompt_ids"] == [lead + [SYSTEM, UNK, UNK, EOT, USER, HELLO, EOT, ASSISTANT]]
     assert ds["completion_ids"] == [[GOOD, EOT, EOS]]
-    assert ds["prompt_ids"][0] + ds["completion_ids"][0] == tok(full_text, add_special_tokens=False)["input_ids"]
+    assert ds["prompt_ids"][0] + ds["completion_ids"][0] == tok(full_text)["input_ids"]
 
 
 def test_conversational_completion_closed_by_the_templates_end_of_turn_token(tokenizer):
