@@ -267,7 +267,8 @@ def _render(
         messages_text = tokenizer.apply_chat_template(prompt, tokenize=False)
         if not all(full.startswith(messages_text) for full in fulls) or cut < len(messages_text):
             raise row.error(
-                field, "the chat template renders the prompt's messages differently when an answer follows; cannot split"
+                field,
+                "the chat template renders the prompt's messages differently when an answer follows; cannot split",
             )
         split_by_prefix.append(prompt_text[cut:])
     return fulls[0][:cut], [full[cut:] for full in fulls]

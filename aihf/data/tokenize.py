@@ -150,7 +150,7 @@ class _Encoder:
         prompt_ids = self._encode(prompts)
         whole_ids = iter(self._encode([p + a for p, row in zip(prompts, answers) for a in row]))
         out_prompts, out_completions = [], []
-        for prompt, row, conv, p_ids in zip(prompts, answers, conversational, prompt_ids):
+        for row, conv, p_ids in zip(answers, conversational, prompt_ids):
             p_ids = self._frame(p_ids)
             wholes = [self._frame(next(whole_ids)) for _ in row]
             shared = min(_common_prefix_length(p_ids, w) for w in wholes)

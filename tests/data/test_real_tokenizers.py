@@ -250,7 +250,7 @@ def test_implicit_prompt_is_cut_on_a_shared_token_boundary_never_inside_a_graphe
 
 @pytest.mark.parametrize("make", [lambda: byte_level_bpe("bos"), legacy_sentencepiece])
 def test_implicit_prompt_without_a_shared_token_boundary_is_still_cut_between_graphemes(make):
-    # Both vocabularies have a token "नमस" that ends inside the conjunct "स्ते"/"स्का": no grapheme
+    # Both vocabularies have a token "नमस" ending inside the conjunct "स्ते" / "स्का": no grapheme
     # boundary of these texts is a token boundary, so the cut falls back to the last shared
     # grapheme boundary, and the tokens straddling it go to the answers.
     tok = make()

@@ -575,7 +575,8 @@ def test_no_truncation_without_limits(tokenizer):
 
 
 def test_preference_truncation(bos_tokenizer):
-    row = {"prompt": "the cat sat on the mat", "chosen": " yes no maybe", "rejected": " no", "reference": " maybe yes no"}
+    row = {"prompt": "the cat sat on the mat", "chosen": " yes no maybe", "rejected": " no"}
+    row["reference"] = " maybe yes no"
     ds = prepare_preferences([row], bos_tokenizer, max_length=5, max_prompt_length=3)
     assert ds["prompt_ids"] == [[BOS, THE, MAT]]
     assert ds["chosen_ids"] == [[YES, NO]]
