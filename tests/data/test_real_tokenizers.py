@@ -10,16 +10,26 @@ import pytest
 import regex
 
 import aihf
-from aihf.data import Rows, end_token, preference_texts, prepare_demonstrations, prepare_preferences
+from aihf.data import Rows, end_token, preference_texts, prepare_demonstrations, prepare_preferences, special_tokens
 from aihf.data.formats import implicit_prompt_cut
 
 from .real_tokenizers import byte_level_bpe, legacy_sentencepiece, metaspace_llama, r1_tokenizer
 
 CHATML_PROMPT = "<|im_start|>user\nWhat is two plus two?<|im_end|>\n<|im_start|>assistant\n"
 CHATML_COMPLETION = "The answer is four.<|im_end|>\n"
-QUESTION = [{"role": "user", "content": "What is two plus two?"}]
-ANSWER = [{"role": "assistant", "content": "The answer is four."}]
 ADDS = ["nothing", "bos", "bos+eos"]
+
+
+def user(content: str) -> dict:
+    return {"role": "user", "content": content}
+
+
+def assistant(content: str) -> dict:
+    return {"role": "assistant", "content": content}
+
+
+QUESTION = [user("What is two plus two?")]
+ANSWER = [assistant("The answer is four.")]
 
 
 def ids(tok, text: str) -> list[int]:
@@ -127,11 +137,12 @@ def test_token_straddling_the_boundary_moves_to_the_completion(kind):
 
 def test_template_whose_generation_prompt_is_not_a_prefix_is_split_at_the_common_prefix():
     tok = r1_tokenizer()
-    rows = [{"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]} for q, a in [
+    questions_answers = [
         ("What is two plus two?", "four"),
         ("hello there", "hi, how can I help you today?"),
         ("the cat", "sat on the mat"),
-    ]]
+    ]
+    rows = [{"messages": [user(q), assistant(a)]} for q, a in questions_answers]
     with pytest.warns(UserWarning, match=r"ends with '<think>\\n'.*3 of 3 rows") as caught:
         ds = prepare_demonstrations(rows, tok)
     assert sum("<think>" in str(w.message) for w in caught) == 1
@@ -143,8 +154,7 @@ def test_template_whose_generation_prompt_is_not_a_prefix_is_split_at_the_common
         assert c.count(eos) == 1 and c[-1] == eos
         assert tok.decode(p).endswith("<｜Assistant｜>")
 
-    pref = {"prompt": rows[0]["messages"][:1], "chosen": [{"role": "assistant", "content": "four"}],
-            "rejected": [{"role": "assistant", "content": "five"}]}
+    pref = {"prompt": rows[0]["messages"][:1], "chosen": [assistant("four")], "rejected": [assistant("five")]}
     with pytest.warns(UserWarning, match="<think>"):
         pairs = prepare_preferences([pref], tok)
     assert tok.decode(pairs["chosen_ids"][0]) == "four<｜end▁of▁sentence｜>"
@@ -156,14 +166,17 @@ def test_template_whose_generation_prompt_is_not_a_prefix_is_split_at_the_common
 # =============================================================================================
 
 
-def test_end_of_turn_token_of_the_template_closes_completions(caplog):
+def test_end_of_turn_token_of_the_template_closes_completions(caplog, monkeypatch):
+    monkeypatch.setattr(special_tokens, "_announced", set())  # the line is logged once per process
     tok = byte_level_bpe(eos="<|endoftext|>")
     im_end, eos = tok.convert_tokens_to_ids("<|im_end|>"), tok.eos_token_id
     assert im_end != eos
     with caplog.at_level(logging.INFO, logger="aihf"):
         end = end_token(tok)
+        end_token(tok)
     assert (end.token, end.id, end.origin) == ("<|im_end|>", im_end, "the chat template's end of turn")
-    assert any("end token '<|im_end|>'" in r.getMessage() and "<|endoftext|>" in r.getMessage() for r in caplog.records)
+    messages = [r.getMessage() for r in caplog.records]
+    assert sum("end token '<|im_end|>'" in m and "the tokenizer's EOS is '<|endoftext|>'" in m for m in messages) == 1
 
     rows = [{"messages": QUESTION + ANSWER}, {"prompt": CHATML_PROMPT, "completion": CHATML_COMPLETION}]
     ds = prepare_demonstrations(rows, tok)
@@ -200,13 +213,12 @@ def test_trainer_stops_self_play_at_the_end_token(tmp_path):
     im_end = tok.convert_tokens_to_ids("<|im_end|>")
     demos = [{"messages": QUESTION + ANSWER}] * 2
     args = dict(output_dir=str(tmp_path), demo_loss="self_play", pref_weight=0.0, report_to="none", use_cpu=True)
-    trainer = AIHFTrainer(build_model(tok, hidden_size=16, num_layers=1), args=AIHFConfig(**args),
-                          demonstrations=demos, processing_class=tok)
+    model = build_model(tok, hidden_size=16, num_layers=1)
+    trainer = AIHFTrainer(model, args=AIHFConfig(**args), demonstrations=demos, processing_class=tok)
     assert im_end in trainer.generator.eos_token_id
     assert trainer.train_dataset.demonstrations["completion_ids"][0][-1] == im_end
-    trainer = AIHFTrainer(build_model(tok, hidden_size=16, num_layers=1),
-                          args=AIHFConfig(**args, eos_token="<|endoftext|>"), demonstrations=demos,
-                          processing_class=tok)
+    args["eos_token"] = "<|endoftext|>"
+    trainer = AIHFTrainer(model, args=AIHFConfig(**args), demonstrations=demos, processing_class=tok)
     assert trainer.generator.eos_token_id[0] == tok.eos_token_id
     assert trainer.train_dataset.demonstrations["completion_ids"][0][-1] == tok.eos_token_id
 
