@@ -5,11 +5,13 @@ every sequence has exactly one leading BOS when the tokenizer adds one (a text t
 starts with it gets none added) and never the EOS a post-processor appends to every encoding
 (inside the prompt it would tell the model the answer is over before it starts).
 
-The *end token* closes every completion and stops self-play sampling. It is, in order:
-the ``eos_token`` the user set (TRL's ``eos_token``); else the token that ends an assistant
-turn in the chat template, when the template does not write the tokenizer's EOS there
-(ChatML's ``<|im_end|>`` with EOS ``<|endoftext|>``, Llama 3's ``<|eot_id|>``, Gemma's
-``<end_of_turn>``); else the tokenizer's EOS.
+The *end token* closes every completion and stops self-play sampling. It is the ``eos_token``
+the user set (TRL's ``eos_token``), for every row. Otherwise a conversation's answer ends with
+the token that ends an assistant turn in the chat template, when the template does not write
+the tokenizer's EOS there (ChatML's ``<|im_end|>`` with EOS ``<|endoftext|>``, Llama 3's
+``<|eot_id|>``, Gemma's ``<end_of_turn>``), else with the tokenizer's EOS; a plain-text
+completion ends with the tokenizer's EOS (as in TRL, and as the model's generation config
+expects of text without a chat template), or with the end-of-turn token if it already has one.
 """
 
 from __future__ import annotations
@@ -30,11 +32,13 @@ _PROBE_ANSWER = "aihf probe answer"
 
 @dataclass(frozen=True)
 class EndToken:
-    """The token that closes completions: ``token`` (its text), ``id`` and ``origin`` (why it was chosen)."""
+    """The token that closes conversations' answers: ``token`` (its text), ``id`` and ``origin``
+    (why it was chosen); ``text_id`` closes plain-text completions."""
 
     token: str | None
     id: int | None
     origin: str
+    text_id: int | None
 
 
 def leading_special_ids(tokenizer: Any) -> list[int]:
@@ -53,18 +57,20 @@ def end_token(tokenizer: Any, eos_token: str | None = None) -> EndToken:
 
     Raises :class:`aihf.ConfigError` if ``eos_token`` is not a token of the tokenizer.
     """
-    eos = EndToken(tokenizer.eos_token, tokenizer.eos_token_id, "the tokenizer's EOS")
+    eos = tokenizer.eos_token_id
     if eos_token is not None:
         if eos_token not in tokenizer.get_vocab():
             raise ConfigError(f"eos_token: '{eos_token}' is not a token of the tokenizer's vocabulary")
-        end = EndToken(eos_token, tokenizer.convert_tokens_to_ids(eos_token), "set by eos_token")
+        end_id = tokenizer.convert_tokens_to_ids(eos_token)
+        end = EndToken(eos_token, end_id, "set by eos_token", end_id)
     else:
         turn_end = template_turn_end(tokenizer)
         if turn_end is not None and turn_end != tokenizer.eos_token:
-            end = EndToken(turn_end, tokenizer.convert_tokens_to_ids(turn_end), "the chat template's end of turn")
+            turn_end_id = tokenizer.convert_tokens_to_ids(turn_end)
+            end = EndToken(turn_end, turn_end_id, "the chat template's end of turn", eos)
         else:
-            end = eos
-    _announce(end, eos)
+            end = EndToken(tokenizer.eos_token, eos, "the tokenizer's EOS", eos)
+    _announce(end, tokenizer.eos_token)
     return end
 
 
@@ -94,14 +100,16 @@ def template_turn_end(tokenizer: Any) -> str | None:
     return None
 
 
-def _announce(end: EndToken, eos: EndToken) -> None:
+def _announce(end: EndToken, eos: str | None) -> None:
     if end.id is None:
         message = "no end token: the tokenizer has no EOS, so completions are not closed; set eos_token"
+    elif end.id == end.text_id:
+        message = f"end token '{end.token}' (id {end.id}, {end.origin}): it closes every completion"
     else:
-        message = f"end token '{end.token}' (id {end.id}, {end.origin})"
-        if end.id != eos.id:
-            message += f"; the tokenizer's EOS is '{eos.token}'"
-        message += ": it closes every completion and stops self-play sampling"
+        message = (
+            f"end token '{end.token}' (id {end.id}, {end.origin}) for conversations; plain-text completions "
+            f"end with the tokenizer's EOS '{eos}' (id {end.text_id}); set eos_token to use one token for all"
+        )
     if message not in _announced:  # once per process, although training and evaluation data both ask
         _announced.add(message)
         logger.info(message)

@@ -186,14 +186,14 @@ class _Encoder:
         return ids[n:]
 
     def _close(self, ids: list[int], conversational: bool) -> list[int]:
-        end = self.end.id
+        end = self.end.id if conversational else self.end.text_id
         if end is None:
             return ids
-        if end in ids:
-            last = len(ids) - 1 - ids[::-1].index(end)
-            tail = ids[last + 1 :]
-            if conversational or not self.tokenizer.decode(tail).strip():
-                return ids[: last + 1]
+        # Plain text may hold either end token: "...<|im_end|>\n" rendered by a chat template.
+        closers = {end} if conversational else {end, self.end.id}
+        last = max((i for i, token in enumerate(ids) if token in closers), default=None)
+        if last is not None and (conversational or not self.tokenizer.decode(ids[last + 1 :]).strip()):
+            return ids[: last + 1]
         return ids + [end]
 
     def count_truncation(self, truncated: bool) -> None:

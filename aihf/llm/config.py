@@ -86,8 +86,8 @@ class AIHFConfig(TrainingArguments):
     eos_token: str | None = field(
         default=None,
         metadata={
-            "help": "Token that ends every completion and stops self-play sampling. Default: the chat template's "
-            "end-of-turn token (e.g. <|im_end|>) when it differs from the tokenizer's EOS, else the EOS."
+            "help": "Token that ends every completion and stops self-play sampling. Default: conversations end with "
+            "the chat template's end-of-turn token (e.g. <|im_end|>), plain text with the tokenizer's EOS."
         },
     )
     pad_to_multiple_of: int | None = field(

@@ -174,26 +174,29 @@ def test_end_of_turn_token_of_the_template_closes_completions(caplog, monkeypatc
     with caplog.at_level(logging.INFO, logger="aihf"):
         end = end_token(tok)
         end_token(tok)
-    assert (end.token, end.id, end.origin) == ("<|im_end|>", im_end, "the chat template's end of turn")
+    assert (end.token, end.id, end.text_id) == ("<|im_end|>", im_end, eos)
+    assert end.origin == "the chat template's end of turn"
     messages = [r.getMessage() for r in caplog.records]
-    assert sum("end token '<|im_end|>'" in m and "the tokenizer's EOS is '<|endoftext|>'" in m for m in messages) == 1
+    assert sum("end token '<|im_end|>'" in m and "EOS '<|endoftext|>'" in m for m in messages) == 1
 
     rows = [{"messages": QUESTION + ANSWER}, {"prompt": CHATML_PROMPT, "completion": CHATML_COMPLETION}]
     ds = prepare_demonstrations(rows, tok)
     # Ends at <|im_end|>: no newline after it, no <|endoftext|>.
     assert ds["completion_ids"] == [ids(tok, "The answer is four.<|im_end|>")] * 2
     assert all(eos not in c for c in ds["completion_ids"])
-    # A plain completion without one gets it appended.
+    # A plain-text completion without either gets the tokenizer's EOS, as in TRL.
     plain = prepare_demonstrations([{"prompt": "What is two plus two?", "completion": " four"}], tok)
-    assert plain["completion_ids"] == [ids(tok, " four") + [im_end]]
+    assert plain["completion_ids"] == [ids(tok, " four") + [eos]]
 
 
 def test_eos_token_setting_overrides_the_detected_end_token():
     tok = byte_level_bpe(eos="<|endoftext|>")
     end = end_token(tok, "<|endoftext|>")
     assert (end.token, end.id, end.origin) == ("<|endoftext|>", tok.eos_token_id, "set by eos_token")
-    ds = prepare_demonstrations([{"prompt": "What is two plus two?", "completion": " four"}], tok, eos_token="<s>")
-    assert ds["completion_ids"] == [ids(tok, " four") + [tok.convert_tokens_to_ids("<s>")]]
+    rows = [{"prompt": "What is two plus two?", "completion": " four"}, {"messages": QUESTION + ANSWER}]
+    ds = prepare_demonstrations(rows, tok, eos_token="<s>")  # for every row
+    s = tok.convert_tokens_to_ids("<s>")
+    assert ds["completion_ids"] == [ids(tok, " four") + [s], ids(tok, "The answer is four.<|im_end|>\n") + [s]]
     with pytest.raises(aihf.ConfigError, match="eos_token: '<nope>'"):
         prepare_demonstrations([{"prompt": "a", "completion": " b"}], tok, eos_token="<nope>")
 
