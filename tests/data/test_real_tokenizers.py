@@ -8,6 +8,8 @@ import warnings
 
 import pytest
 import regex
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
 import aihf
 from aihf.data import Rows, end_token, preference_texts, prepare_demonstrations, prepare_preferences, special_tokens
@@ -128,6 +130,38 @@ def test_token_straddling_the_boundary_moves_to_the_completion(kind):
         alone, whole = tok(row["prompt"])["input_ids"], tok(row["prompt"] + row["completion"])["input_ids"]
         assert p + c[:-1] == whole
         assert p == alone[: len(p)] and 1 <= len(alone) - len(p) <= 2
+
+
+# The property test below cannot take function-scoped fixtures: build the tokenizers once.
+_PROPERTY_TOKENIZERS = [byte_level_bpe("bos"), metaspace_llama(legacy=True), legacy_sentencepiece()]
+_PIECES = ["the", "cat", "hi", "Assistant:", " ", "  ", "\n", "\n\n", ",", "?", "🇫🇷", "नमस्ते", "我", "é"]
+_TEXTS = st.lists(st.sampled_from(_PIECES), min_size=1, max_size=8).map("".join)
+
+
+@given(
+    which=st.integers(0, len(_PROPERTY_TOKENIZERS) - 1),
+    prompt=st.tuples(st.sampled_from(["", "<s>"]), _TEXTS).map("".join),  # with or without BOS in the text
+    answers=st.lists(_TEXTS, min_size=2, max_size=2),
+)
+@settings(max_examples=100, deadline=None)
+def test_sequences_are_the_whole_texts_ids_for_any_boundary(which, prompt, answers):
+    """Whatever the boundary looks like, each sequence is the whole text's ids (one BOS, then the
+    text), the prompt is the start of the prompt's own ids, and the answer ends with one EOS."""
+    tok = _PROPERTY_TOKENIZERS[which]
+    assume(prompt.strip() and all(a.strip() for a in answers) and answers[0] != answers[1])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ds = prepare_preferences([{"prompt": prompt, "chosen": answers[0], "rejected": answers[1]}], tok)
+    bos, p = tok.bos_token_id, ds["prompt_ids"][0]
+
+    def with_one_bos(text: str) -> list[int]:
+        text_ids = ids(tok, text)
+        return text_ids if text_ids[:1] == [bos] else [bos] + text_ids
+
+    assert p == with_one_bos(prompt)[: len(p)] and p[0] == bos
+    for answer, c in zip(answers, (ds["chosen_ids"][0], ds["rejected_ids"][0])):
+        assert p + c[:-1] == with_one_bos(prompt + answer)
+        assert c[-1] == tok.eos_token_id and tok.eos_token_id not in c[:-1]
 
 
 # =============================================================================================
