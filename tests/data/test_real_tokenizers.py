@@ -235,6 +235,27 @@ def test_eos_token_setting_overrides_the_detected_end_token():
         prepare_demonstrations([{"prompt": "a", "completion": " b"}], tok, eos_token="<nope>")
 
 
+TURN = "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}"
+
+
+@pytest.mark.parametrize(
+    "eos, turn_end, template",
+    [
+        ("<|end_of_text|>", "<|eot_id|>", TURN + "<|eot_id|>{% endfor %}"),  # Llama 3
+        ("<eos>", "<end_of_turn>", TURN + "<end_of_turn>\n{% endfor %}"),  # Gemma
+        ("</s>", "</s>", TURN + "{% if m['role'] == 'assistant' %}</s>{% endif %}\n{% endfor %}"),  # Zephyr
+        ("</s>", "</s>", TURN + "\n{% endfor %}"),  # nothing marks the end of a turn: EOS
+    ],
+)
+def test_end_of_turn_detection_for_common_template_styles(eos, turn_end, template):
+    tok = byte_level_bpe()
+    tok.add_special_tokens({"eos_token": eos, "additional_special_tokens": ["<|eot_id|>", "<end_of_turn>"]})
+    tok.chat_template = template
+    end = end_token(tok)
+    assert end.token == turn_end and end.id == tok.convert_tokens_to_ids(turn_end)
+    assert end.text_id == tok.eos_token_id
+
+
 def test_templates_that_end_turns_with_eos_keep_eos_as_the_end_token(tokenizer):
     # conftest's template writes "<eot> <eos>" after an answer: EOS is in the turn's end.
     assert end_token(tokenizer).id == tokenizer.eos_token_id
