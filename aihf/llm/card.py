@@ -83,8 +83,7 @@ def render(
         "",
         f"# {os.path.basename(os.path.abspath(output_dir))}",
         "",
-        f"Aligned from `{base_model}` with aihf "
-        "(AIHF: demonstrations and preferences in one training stage).",
+        f"Aligned from `{base_model}` with aihf (AIHF: demonstrations and preferences in one training stage).",
         "",
         "## Method",
         "",

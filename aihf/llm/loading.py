@@ -62,7 +62,9 @@ def _dtype(value: Any) -> Any:
         return value
     dtype = getattr(torch, str(value), None)
     if not isinstance(dtype, torch.dtype):
-        raise ConfigError(f"model_init_kwargs: dtype={value!r} is not a torch dtype (e.g. 'float32', 'bfloat16', 'auto')")
+        raise ConfigError(
+            f"model_init_kwargs: dtype={value!r} is not a torch dtype (e.g. 'float32', 'bfloat16', 'auto')"
+        )
     return dtype
 
 

@@ -27,7 +27,7 @@ import torch
 from safetensors.torch import load_model, save_model
 from torch import nn
 from tqdm.auto import tqdm
-from transformers import AutoModelForCausalLM, PreTrainedTokenizerBase, Trainer, set_seed
+from transformers import PreTrainedTokenizerBase, Trainer, set_seed
 from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint, rotate_checkpoints
 
@@ -528,7 +528,9 @@ class AIHFTrainer(Trainer):
                 [r["chosen_ids"] for r in rows] + [r["rejected_ids"] for r in rows],
                 pad,
             )
-            chosen, rejected = self._reference_logps({k: v.to(device) for k, v in batch.items()}, 2 * len(rows)).chunk(2)
+            chosen, rejected = self._reference_logps({k: v.to(device) for k, v in batch.items()}, 2 * len(rows)).chunk(
+                2
+            )
             table[indices] = torch.stack([chosen, rejected], dim=1).float()
         return self.accelerator.reduce(table, reduction="sum")
 
@@ -539,8 +541,10 @@ class AIHFTrainer(Trainer):
             return
         device = self.accelerator.device
         table = torch.stack(
-            [torch.stack([torch.as_tensor(v, device=device).float(), torch.as_tensor(c, device=device).float()])
-             for v, c in stats.values()]
+            [
+                torch.stack([torch.as_tensor(v, device=device).float(), torch.as_tensor(c, device=device).float()])
+                for v, c in stats.values()
+            ]
         )
         totals = self.accelerator.gather(table.unsqueeze(0)).sum(0).tolist()
         for name, (value, count) in zip(stats, totals):
@@ -664,7 +668,8 @@ class AIHFTrainer(Trainer):
             shown = ", ".join(found[:4]) + (", ..." if len(found) > 4 else "")
             raise ConfigError(
                 f"output_dir {out} already holds another run ({shown}): set overwrite_output_dir=True "
-                "(--overwrite_output_dir true) to replace it, resume_from_checkpoint to continue it, or another output_dir"
+                "(--overwrite_output_dir true) to replace it, resume_from_checkpoint to continue it, "
+                "or choose another output_dir"
             )
         if self.args.should_save:
             for name in found:

@@ -21,8 +21,10 @@ def byte_vocabulary() -> list[str]:
 
 def _permute(weights: np.ndarray, n_head: int) -> np.ndarray:
     # llama.cpp stores q/k rotated-half pairs interleaved; transformers undoes this on load.
-    return weights.reshape(n_head, 2, weights.shape[0] // n_head // 2, *weights.shape[1:]).swapaxes(1, 2).reshape(
-        weights.shape
+    return (
+        weights.reshape(n_head, 2, weights.shape[0] // n_head // 2, *weights.shape[1:])
+        .swapaxes(1, 2)
+        .reshape(weights.shape)
     )
 
 
