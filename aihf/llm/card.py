@@ -77,7 +77,8 @@ def render(
     lines = [
         "---",
         f"library_name: {library}",
-        *([f"base_model: {base_model}"] if base_model and not base_model.startswith("<") else []),
+        # Only a Hub id means something to the Hub; a local path or an in-memory model does not.
+        *([f"base_model: {base_model}"] if _is_hub_id(base_model) else []),
         "tags: [aihf, alignment, " + ("dpo" if args.pref_weight > 0 else "sft") + "]",
         "---",
         "",
@@ -99,7 +100,8 @@ def render(
     ]
     if peft_config is not None:
         r, alpha = getattr(peft_config, "r", None), getattr(peft_config, "lora_alpha", None)
-        lines.append(f"| adapter | {getattr(peft_config, 'peft_type', 'PEFT')} (r={r}, alpha={alpha}) |")
+        kind = getattr(getattr(peft_config, "peft_type", None), "value", "PEFT")
+        lines.append(f"| adapter | {kind} (r={r}, alpha={alpha}) |")
     world = getattr(args, "world_size", 1)
     global_batch = args.per_device_train_batch_size * args.gradient_accumulation_steps * world
     lines += [
@@ -155,6 +157,10 @@ def render(
         "",
     ]
     return "\n".join(lines)
+
+
+def _is_hub_id(name: str) -> bool:
+    return bool(name) and not name.startswith(("<", "/", ".")) and not os.path.exists(name) and " " not in name
 
 
 def _versions() -> dict[str, str]:

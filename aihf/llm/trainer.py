@@ -707,38 +707,35 @@ class AIHFTrainer(Trainer):
 
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
         """Save the model (or adapter) and tokenizer, plus, for a user's call, a model card
-        ``README.md``; an adapter whose base cannot be loaded by name (a GGUF folder, a model built
-        in memory) gets that base saved as ``base_model/`` and its config pointed at it, so that
-        ``AutoPeftModelForCausalLM.from_pretrained(output_dir)`` works."""
+        ``README.md``. An adapter whose base cannot be loaded by name (a GGUF folder, a model
+        built in memory) first gets that base saved once as ``<output_dir>/base_model`` and its
+        config pointed at it, so that ``AutoPeftModelForCausalLM.from_pretrained`` works on the
+        output and on every checkpoint."""
+        self._ensure_loadable_base()
         super().save_model(output_dir, _internal_call)
         if _internal_call or not self.args.should_save:
             return
         output_dir = output_dir or self.args.output_dir
-        policy = self._policy()
-        if _is_peft(policy):
-            base = policy.peft_config[policy.active_adapter].base_model_name_or_path
-            if not is_loadable(base):
-                self._save_adapter_base(policy, output_dir)
         with open(os.path.join(output_dir, "README.md"), "w") as f:
-            f.write(self._model_card(output_dir, policy))
+            f.write(self._model_card(output_dir, self._policy()))
 
-    def _save_adapter_base(self, policy: nn.Module, output_dir: str) -> None:
-        base_dir = os.path.join(output_dir, BASE_MODEL_DIR)
-        # The base weights as a plain model: LoRA layers keep them under ".base_layer", and
-        # modules_to_save keep the original under ".original_module".
-        state = {}
-        for key, value in policy.get_base_model().state_dict().items():
-            if ".lora_" in key or ".modules_to_save." in key:
-                continue
-            state[key.replace(".base_layer.", ".").replace(".original_module.", ".")] = value
-        policy.get_base_model().save_pretrained(base_dir, state_dict=state)
-        self.processing_class.save_pretrained(base_dir)
-        config_path = os.path.join(output_dir, "adapter_config.json")
-        with open(config_path) as f:
-            adapter_config = json.load(f)
-        adapter_config["base_model_name_or_path"] = os.path.abspath(base_dir)
-        with open(config_path, "w") as f:
-            json.dump(adapter_config, f, indent=2)
+    def _ensure_loadable_base(self) -> None:
+        policy = self._policy()
+        if not _is_peft(policy) or is_loadable(policy.peft_config[policy.active_adapter].base_model_name_or_path):
+            return
+        base_dir = os.path.abspath(os.path.join(self.args.output_dir, BASE_MODEL_DIR))
+        if self.args.should_save:
+            # The base weights as a plain model: LoRA layers keep them under ".base_layer", and
+            # modules_to_save keep the original under ".original_module".
+            state = {}
+            for key, value in policy.get_base_model().state_dict().items():
+                if ".lora_" in key or ".modules_to_save." in key:
+                    continue
+                state[key.replace(".base_layer.", ".").replace(".original_module.", ".")] = value
+            policy.get_base_model().save_pretrained(base_dir, state_dict=state)
+            self.processing_class.save_pretrained(base_dir)
+        for adapter_config in policy.peft_config.values():
+            adapter_config.base_model_name_or_path = base_dir
 
     def _model_card(self, output_dir: str, policy: nn.Module) -> str:
         def size(dataset, part):
