@@ -43,7 +43,13 @@ def command_line(argv: list[str] | None = None) -> str:
     if not argv:
         return ""
     program = argv[0]
-    if os.path.basename(program) == "aihf" or os.sep + "aihf" + os.sep in program:
+    # The console script, or `python -m aihf.cli` / torchrun's workers, whose argv[0] is the module file.
+    cli_files = (
+        os.path.join("aihf", "cli.py"),
+        os.path.join("aihf", "cli", "__main__.py"),
+        os.path.join("aihf", "__main__.py"),
+    )
+    if os.path.basename(program) == "aihf" or program.endswith(cli_files):
         return shlex.join(["aihf", *argv[1:]])
     return shlex.join(["python", program, *argv[1:]])
 
@@ -119,7 +125,7 @@ def render(
         "",
         f"{summary.get('step', last_train.get('step', 0))} optimizer steps, global batch {global_batch} "
         f"({args.per_device_train_batch_size} per device x {args.gradient_accumulation_steps} accumulation x "
-        f"{world} processes), learning rate {args.learning_rate}, seed {args.seed}.",
+        f"{world} process(es)), learning rate {args.learning_rate}, seed {args.seed}.",
         "",
         "| final metric | value |",
         "|---|---|",

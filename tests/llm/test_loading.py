@@ -113,3 +113,15 @@ def test_lora_on_an_in_memory_model_loads_with_auto_peft(tmp_path):
     ids = torch.tensor([[5, 6, 7, 8]])
     reloaded = AutoPeftModelForCausalLM.from_pretrained(tmp_path / "out")
     torch.testing.assert_close(_logits(reloaded, ids), _logits(t.model, ids), rtol=0, atol=1e-5)
+
+
+def test_model_card_names_the_method_and_the_command(tmp_path):
+    from aihf.llm import card
+
+    assert card.method_name(0.0, 1.0, "nll", "sigmoid") == "DPO"
+    assert card.method_name(1.0, 0.0, "nll", "sigmoid").startswith("SFT")
+    assert card.method_name(1.0, 0.0, "self_play", "sigmoid").startswith("SPIN")
+    assert card.method_name(1.0, 1.0, "self_play", "ipo").startswith("Self-play AIHF")
+    assert card.command_line(["/venv/bin/aihf", "train", "--config", "run yaml"]) == "aihf train --config 'run yaml'"
+    assert card.command_line(["/x/aihf/cli.py", "train", "--beta", "0.2"]) == "aihf train --beta 0.2"
+    assert card.command_line(["train.py", "--lr", "1"]) == "python train.py --lr 1"

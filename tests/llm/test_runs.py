@@ -103,8 +103,11 @@ def test_trl_train_dataset_is_read_as_preferences(tmp_path):
     tok = task_tokenizer()
     demos, prefs = reverse_task()
     model = build_model(tok, "llama", hidden_size=32)
-    t = AIHFTrainer(model, args=config(tmp_path, demo_weight=0.0), train_dataset=prefs, processing_class=tok)
+    t = AIHFTrainer(
+        model, args=config(tmp_path, demo_weight=0.0), train_dataset=prefs, eval_dataset=prefs[:8], processing_class=tok
+    )
     assert len(t.train_dataset.preferences) == len(prefs) and t.train_dataset.demonstrations is None
+    assert len(t.eval_dataset.preferences) == 8
     with_demos = AIHFTrainer(
         model, args=config(tmp_path), train_dataset=prefs, demonstrations=demos, processing_class=tok
     )
