@@ -66,6 +66,7 @@ def render(
     output_dir: str,
     base_model: str,
     args: Any,
+    gguf_file: str | None = None,
     num_preferences: int,
     num_demonstrations: int,
     num_eval_preferences: int,
@@ -90,7 +91,9 @@ def render(
         "",
         f"# {os.path.basename(os.path.abspath(output_dir))}",
         "",
-        f"Aligned from `{base_model}` with aihf (AIHF: demonstrations and preferences in one training stage).",
+        f"Aligned from `{base_model}`"
+        + (f" (GGUF file `{gguf_file}`, dequantised)" if gguf_file else "")
+        + " with aihf (AIHF: demonstrations and preferences in one training stage).",
         "",
         "## Method",
         "",

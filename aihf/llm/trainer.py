@@ -191,7 +191,6 @@ class AIHFTrainer(Trainer):
             raise TypeError(f"args must be an AIHFConfig, got {type(args).__name__}")
         preferences = _trl_alias(train_dataset, "train_dataset", preferences, "preferences")
         eval_preferences = _trl_alias(eval_dataset, "eval_dataset", eval_preferences, "eval_preferences")
-        self._from_train_dataset = train_dataset is not None
         if isinstance(model, str):
             self._model_source = runs.model_source(model, model_init_kwargs)
             model, loaded_tokenizer = load_policy(model, model_init_kwargs, load_tokenizer=processing_class is None)
@@ -743,11 +742,10 @@ class AIHFTrainer(Trainer):
             return len(source) if source is not None else 0
 
         peft_config = policy.peft_config[policy.active_adapter] if _is_peft(policy) else None
-        source = self._model_source
-        base = source["model"] + (f" ({source['gguf_file']})" if source.get("gguf_file") else "")
         return card.render(
             output_dir=output_dir,
-            base_model=base,
+            base_model=self._model_source["model"],
+            gguf_file=self._model_source.get("gguf_file"),
             args=self.args,
             num_preferences=size(self.train_dataset, "preferences"),
             num_demonstrations=size(self.train_dataset, "demonstrations"),
