@@ -151,8 +151,8 @@ class AIHFConfig(TrainingArguments):
 
     def __post_init__(self):
         if _launched_data_parallel_on_cpu() and not self.use_cpu and not self.deepspeed:
-            # transformers runs data parallel on CPU only with use_cpu=True; otherwise every process
-            # of torchrun/accelerate would train its own copy on its own shard of nothing in common.
+            # transformers uses the process group on a CPU machine only with use_cpu=True; without it
+            # each process of torchrun/accelerate trains a full copy alone, all writing one output_dir.
             self.use_cpu = True
         if isinstance(self.loss_type, (list, tuple)):  # TRL's DPOConfig takes a list of loss types
             if len(self.loss_type) != 1:

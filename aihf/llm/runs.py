@@ -96,7 +96,7 @@ def read_fingerprint(folder: str) -> dict | None:
 
 
 def differences(saved: dict, current: dict) -> list[str]:
-    """``"key: saved -> current"`` for every key whose value differs (after a JSON round trip)."""
+    """``"key <saved> there, <current> here"`` for every key whose value differs (after a JSON round trip)."""
     current = json.loads(json.dumps(current))
     keys = sorted(set(saved) | set(current))
     return [f"{k} {saved.get(k)!r} there, {current.get(k)!r} here" for k in keys if saved.get(k) != current.get(k)]
