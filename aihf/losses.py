@@ -13,6 +13,9 @@ Equations are cited from ``shared/docs/method.md`` (copied to ``docs/method.md``
 * **(DPO)** the implicit-reward preference term, ``r = beta log(pi/pi_ref)`` ("Instantiations", 2);
 * **(SP)** the self-play demonstration term against a frozen opponent ("Instantiations", 3).
 
+The preference term can also take the variants TRL's ``DPOTrainer`` offers under ``loss_type``:
+conservative DPO (label smoothing), robust DPO, IPO and the hinge (SLiC) loss. Each cites its paper.
+
 Everything goes through ``logsigmoid`` so log-ratios of +/-1e4 stay finite.
 """
 
@@ -28,7 +31,12 @@ __all__ = [
     "PairwiseLoss",
     "NLLLoss",
     "bradley_terry_loss",
+    "PREFERENCE_LOSS_TYPES",
     "dpo_loss",
+    "robust_dpo_loss",
+    "ipo_loss",
+    "hinge_loss",
+    "implicit_preference_loss",
     "demonstration_nll_loss",
     "self_play_loss",
     "ml_irl_linear_loss",
@@ -92,6 +100,28 @@ def bradley_terry_loss(chosen_rewards: Tensor, rejected_rewards: Tensor, weights
     )
 
 
+def _logratios(
+    policy_chosen_logps: Tensor,
+    policy_rejected_logps: Tensor,
+    ref_chosen_logps: Tensor,
+    ref_rejected_logps: Tensor,
+    beta: float,
+    weights: Tensor | None,
+) -> tuple[Tensor, Tensor]:
+    _check_pair(policy_chosen_logps, policy_rejected_logps, weights, ("policy_chosen_logps", "policy_rejected_logps"))
+    _check_pair(ref_chosen_logps, ref_rejected_logps, None, ("ref_chosen_logps", "ref_rejected_logps"))
+    if beta <= 0:
+        raise ValueError(f"beta must be > 0, got {beta}")
+    return policy_chosen_logps - ref_chosen_logps, policy_rejected_logps - ref_rejected_logps
+
+
+def _implicit_pairwise(per_example: Tensor, chosen: Tensor, rejected: Tensor, beta: float, weights) -> PairwiseLoss:
+    """Rewards are ``beta * log-ratio`` whatever the loss: what TRL logs as ``rewards/*``."""
+    return PairwiseLoss(
+        _weighted_mean(per_example, weights), per_example, beta * chosen.detach(), beta * rejected.detach()
+    )
+
+
 def dpo_loss(
     policy_chosen_logps: Tensor,
     policy_rejected_logps: Tensor,
@@ -99,27 +129,135 @@ def dpo_loss(
     ref_rejected_logps: Tensor,
     beta: float,
     weights: Tensor | None = None,
+    label_smoothing: float = 0.0,
 ) -> PairwiseLoss:
     """DPO (sigmoid) loss, method.md (DPO): (BT) with the implicit reward
     ``r(x, y) = beta * [log pi(y|x) - log pi_ref(y|x)]``, i.e.
     ``l_i = -log sigmoid(beta * ([lp+ - ref+] - [lp- - ref-]))``.
 
+    With ``label_smoothing = eps > 0`` it is conservative DPO (cDPO; Mitchell, "A note on DPO with
+    noisy preferences", 2023): each label is taken to be flipped with probability ``eps``,
+    ``l_i = -(1 - eps) log sigmoid(beta d) - eps log sigmoid(-beta d)``.
+
     Log-probs are summed over completion tokens. Rewards are returned as ``beta * log-ratio``,
     the quantities TRL logs as ``rewards/chosen`` and ``rewards/rejected``.
     """
-    _check_pair(policy_chosen_logps, policy_rejected_logps, weights, ("policy_chosen_logps", "policy_rejected_logps"))
-    _check_pair(ref_chosen_logps, ref_rejected_logps, None, ("ref_chosen_logps", "ref_rejected_logps"))
-    if beta <= 0:
-        raise ValueError(f"beta must be > 0, got {beta}")
-    chosen_logratios = policy_chosen_logps - ref_chosen_logps
-    rejected_logratios = policy_rejected_logps - ref_rejected_logps
-    per_example = -F.logsigmoid(beta * (chosen_logratios - rejected_logratios))
-    return PairwiseLoss(
-        _weighted_mean(per_example, weights),
-        per_example,
-        beta * chosen_logratios.detach(),
-        beta * rejected_logratios.detach(),
+    chosen, rejected = _logratios(
+        policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps, beta, weights
     )
+    if not 0.0 <= label_smoothing <= 0.5:
+        raise ValueError(f"label_smoothing must be in [0, 0.5], got {label_smoothing}")
+    logits = beta * (chosen - rejected)
+    per_example = -F.logsigmoid(logits)
+    if label_smoothing:
+        per_example = (1 - label_smoothing) * per_example - label_smoothing * F.logsigmoid(-logits)
+    return _implicit_pairwise(per_example, chosen, rejected, beta, weights)
+
+
+def robust_dpo_loss(
+    policy_chosen_logps: Tensor,
+    policy_rejected_logps: Tensor,
+    ref_chosen_logps: Tensor,
+    ref_rejected_logps: Tensor,
+    beta: float,
+    label_smoothing: float,
+    weights: Tensor | None = None,
+) -> PairwiseLoss:
+    """Robust DPO (rDPO; Chowdhury et al., "Provably Robust DPO", ICML 2024, eq. 9): the unbiased
+    DPO loss when each label is flipped with known probability ``eps = label_smoothing < 1/2``,
+    ``l_i = [-(1 - eps) log sigmoid(beta d) + eps log sigmoid(-beta d)] / (1 - 2 eps)``,
+    ``d = [lp+ - ref+] - [lp- - ref-]``.
+    """
+    chosen, rejected = _logratios(
+        policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps, beta, weights
+    )
+    if not 0.0 <= label_smoothing < 0.5:
+        raise ValueError(f"label_smoothing must be in [0, 0.5) for robust DPO, got {label_smoothing}")
+    logits = beta * (chosen - rejected)
+    per_example = (-(1 - label_smoothing) * F.logsigmoid(logits) + label_smoothing * F.logsigmoid(-logits)) / (
+        1 - 2 * label_smoothing
+    )
+    return _implicit_pairwise(per_example, chosen, rejected, beta, weights)
+
+
+def ipo_loss(
+    policy_chosen_logps: Tensor,
+    policy_rejected_logps: Tensor,
+    ref_chosen_logps: Tensor,
+    ref_rejected_logps: Tensor,
+    beta: float,
+    chosen_num_tokens: Tensor,
+    rejected_num_tokens: Tensor,
+    weights: Tensor | None = None,
+) -> PairwiseLoss:
+    """IPO (Azar et al., "A General Theoretical Paradigm to Understand Learning from Human
+    Preferences", AISTATS 2024, eq. 17) with ``tau = beta``:
+    ``l_i = (d_i - 1 / (2 beta))^2`` where ``d_i`` is the difference of the *per-token* log-ratios,
+    ``[lp+ - ref+] / T+ - [lp- - ref-] / T-`` (the length normalisation TRL uses, which the
+    paper's authors confirmed; ``T`` counts completion tokens, at least 1).
+    """
+    chosen, rejected = _logratios(
+        policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps, beta, weights
+    )
+    _check_pair(chosen_num_tokens, rejected_num_tokens, None, ("chosen_num_tokens", "rejected_num_tokens"))
+    per_token = chosen / chosen_num_tokens.to(chosen.dtype).clamp_min(1) - rejected / rejected_num_tokens.to(
+        rejected.dtype
+    ).clamp_min(1)
+    per_example = (per_token - 1 / (2 * beta)) ** 2
+    return _implicit_pairwise(per_example, chosen, rejected, beta, weights)
+
+
+def hinge_loss(
+    policy_chosen_logps: Tensor,
+    policy_rejected_logps: Tensor,
+    ref_chosen_logps: Tensor,
+    ref_rejected_logps: Tensor,
+    beta: float,
+    weights: Tensor | None = None,
+) -> PairwiseLoss:
+    """Hinge loss on the implicit reward margin (SLiC; Zhao et al., "SLiC-HF", 2023, eq. 1, with
+    ``delta = 1/beta``; as in RSO, Liu et al. 2024): ``l_i = max(0, 1 - beta d_i)``,
+    ``d = [lp+ - ref+] - [lp- - ref-]``.
+    """
+    chosen, rejected = _logratios(
+        policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps, beta, weights
+    )
+    per_example = torch.relu(1 - beta * (chosen - rejected))
+    return _implicit_pairwise(per_example, chosen, rejected, beta, weights)
+
+
+PREFERENCE_LOSS_TYPES = ("sigmoid", "robust", "ipo", "hinge")
+
+
+def implicit_preference_loss(
+    loss_type: str,
+    policy_chosen_logps: Tensor,
+    policy_rejected_logps: Tensor,
+    ref_chosen_logps: Tensor,
+    ref_rejected_logps: Tensor,
+    beta: float,
+    *,
+    label_smoothing: float = 0.0,
+    chosen_num_tokens: Tensor | None = None,
+    rejected_num_tokens: Tensor | None = None,
+    weights: Tensor | None = None,
+) -> PairwiseLoss:
+    """The preference term under the implicit reward, by TRL's ``loss_type`` name: ``"sigmoid"``
+    (:func:`dpo_loss`, conservative with ``label_smoothing``), ``"robust"`` (:func:`robust_dpo_loss`),
+    ``"ipo"`` (:func:`ipo_loss`, needs the completion token counts) or ``"hinge"`` (:func:`hinge_loss`).
+    """
+    logps = (policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps, beta)
+    if loss_type == "sigmoid":
+        return dpo_loss(*logps, weights=weights, label_smoothing=label_smoothing)
+    if loss_type == "robust":
+        return robust_dpo_loss(*logps, label_smoothing=label_smoothing, weights=weights)
+    if loss_type == "ipo":
+        if chosen_num_tokens is None or rejected_num_tokens is None:
+            raise ValueError("loss_type 'ipo' needs chosen_num_tokens and rejected_num_tokens")
+        return ipo_loss(*logps, chosen_num_tokens, rejected_num_tokens, weights=weights)
+    if loss_type == "hinge":
+        return hinge_loss(*logps, weights=weights)
+    raise ValueError(f"loss_type must be one of {PREFERENCE_LOSS_TYPES}, got '{loss_type}'")
 
 
 def demonstration_nll_loss(
