@@ -128,7 +128,7 @@ def evaluate(model_dir: str, task: dict) -> dict[str, float]:
 def main(argv: list[str]) -> int:
     from transformers import HfArgumentParser
 
-    from ..cli import train
+    from ..cli.train import train
     from .tiny import build_model, build_word_tokenizer
 
     (args,) = HfArgumentParser(QuickstartArguments, prog="aihf quickstart").parse_args_into_dataclasses(argv)

@@ -1,0 +1,785 @@
+"""``aihf train``: align a causal LM with demonstrations and preferences from the command line.
+
+Every field of :class:`RunArguments`, :class:`ModelArguments`, :class:`DataArguments` and
+:class:`aihf.llm.AIHFConfig` (which includes all of ``transformers.TrainingArguments``) can be set
+in the YAML file given by ``--config`` or as a flag; flags win. ``aihf train --help`` lists them.
+
+Whatever a user can get wrong is checked before the model is loaded, in this order: the settings
+(YAML keys and values, flags, contradictions with ``--method``), the model and tokenizer paths,
+then every data row, read, validated and tokenised with the run's tokenizer. A mistake raises
+:class:`aihf.ConfigError` or :class:`aihf.DataError`, which ``aihf`` prints as one line before
+exiting with status 2; nothing has been written by then.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import difflib
+import json
+import os
+import re
+import warnings
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+from ..errors import ConfigError
+
+METHODS = ("aihf", "dpo", "sft", "spin", "sft_then_dpo")
+
+# What each --method sets. A value the user set at the same level as --method (both flags, or both
+# in the YAML) that disagrees is refused; a --method flag overrides values from the YAML.
+METHOD_SETTINGS: dict[str, dict[str, Any]] = {
+    "aihf": {},
+    "dpo": {"demo_weight": 0.0, "demo_loss": "nll"},
+    "sft": {"pref_weight": 0.0, "demo_loss": "nll"},
+    "spin": {"pref_weight": 0.0, "demo_loss": "self_play"},
+    "sft_then_dpo": {"demo_weight": 1.0, "demo_loss": "nll"},
+}
+_WHY = {
+    "dpo": "DPO has no demonstration term",
+    "sft": "SFT is the NLL of demonstrations alone (--method spin is its self-play counterpart)",
+    "spin": "SPIN is self-play on demonstrations alone (--method sft is its NLL counterpart)",
+    "sft_then_dpo": "its SFT stage trains demonstrations by NLL with weight 1, its DPO stage with weight 0",
+}
+
+
+@dataclass
+class RunArguments:
+    config: str | None = field(
+        default=None,
+        metadata={"help": "YAML file of 'field: value' lines, any field below; flags given beside it win."},
+    )
+    method: str = field(
+        default="aihf",
+        metadata={
+            "help": "aihf: demo_weight/pref_weight/demo_loss as set; dpo: demo_weight=0; sft: pref_weight=0 with "
+            "nll; spin: pref_weight=0 with self_play; sft_then_dpo: the two-stage baseline. A contradicting "
+            "weight or demo_loss set beside it (both flags, or both in the YAML) is refused; a --method flag "
+            "overrides them in the YAML.",
+            "choices": list(METHODS),
+        },
+    )
+    sft_num_train_epochs: float | None = field(
+        default=None, metadata={"help": "sft_then_dpo: epochs of the SFT stage (default: num_train_epochs)."}
+    )
+    sft_max_steps: int | None = field(
+        default=None, metadata={"help": "sft_then_dpo: steps of the SFT stage (default: max_steps)."}
+    )
+    sft_learning_rate: float | None = field(
+        default=None, metadata={"help": "sft_then_dpo: learning rate of the SFT stage (default: learning_rate)."}
+    )
+
+
+@dataclass
+class ModelArguments:
+    model_name_or_path: str | None = field(
+        default=None, metadata={"help": "Policy to align: a local folder or a Hugging Face Hub model id."}
+    )
+    tokenizer_name_or_path: str | None = field(default=None, metadata={"help": "Tokenizer (default: the model's)."})
+    ref_model_name_or_path: str | None = field(
+        default=None,
+        metadata={"help": "Frozen reference model (default: a copy of the policy, or the base model under LoRA)."},
+    )
+    gguf_file: str | None = field(default=None, metadata={"help": "Load the model from this GGUF file in the folder."})
+    dtype: str = field(
+        default="float32",
+        metadata={"help": "Weights dtype.", "choices": ["float32", "bfloat16", "float16", "auto"]},
+    )
+    attn_implementation: str | None = field(default=None, metadata={"help": "e.g. sdpa, eager, flash_attention_2."})
+    trust_remote_code: bool = field(
+        default=False, metadata={"help": "Run model code shipped with the checkpoint (off unless you trust it)."}
+    )
+    use_peft: bool = field(default=False, metadata={"help": "Train LoRA adapters instead of all weights."})
+    lora_r: int = field(default=16, metadata={"help": "LoRA rank."})
+    lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha."})
+    lora_dropout: float = field(default=0.05, metadata={"help": "LoRA dropout."})
+    lora_target_modules: list[str] | None = field(
+        default=None, metadata={"help": "Modules to adapt, one or several names (default: all linear layers)."}
+    )
+
+
+@dataclass
+class DataArguments:
+    demonstrations: str | None = field(
+        default=None,
+        metadata={"help": "Demonstrations: a .jsonl/.json/.csv/.parquet file, a save_to_disk folder or a Hub id."},
+    )
+    preferences: str | None = field(default=None, metadata={"help": "Preference pairs, same kinds of source."})
+    eval_demonstrations: str | None = field(default=None, metadata={"help": "Held-out demonstrations."})
+    eval_preferences: str | None = field(default=None, metadata={"help": "Held-out preference pairs."})
+    demonstrations_split: str = field(
+        default="train", metadata={"help": "Split of a Hub dataset or DatasetDict folder to read demonstrations from."}
+    )
+    preferences_split: str = field(default="train", metadata={"help": "Split to read preferences from."})
+    eval_split: str = field(default="test", metadata={"help": "Split to read both eval sources from."})
+
+
+@dataclass
+class TrainArguments:
+    """The parsed command line, and where each field the user set came from."""
+
+    model: ModelArguments
+    data: DataArguments
+    run: RunArguments
+    config: Any  # AIHFConfig
+    # field name -> "--flag" (set on the command line) or the YAML file's path
+    origins: dict[str, str] = field(default_factory=dict)
+
+    def describe(self, name: str) -> str:
+        """How the user set ``name``: ``--demo_weight 0.5`` or ``demo_weight: 0.5 in run.yaml``."""
+        value = self._value(name)
+        origin = self.origins.get(name)
+        if origin is None:
+            return f"{name}={value} (the default)"
+        if origin.startswith("--"):
+            return f"{origin} {value}"
+        return f"{name}: {value} in {origin}"
+
+    def _value(self, name: str) -> Any:
+        for obj in (self.run, self.model, self.data, self.config):
+            if hasattr(obj, name):
+                return _show(getattr(obj, name))
+        return "?"
+
+    def level(self, name: str) -> int:
+        """0: a default; 1: set in the YAML; 2: set by a flag."""
+        origin = self.origins.get(name)
+        return 0 if origin is None else 2 if origin.startswith("--") else 1
+
+
+@dataclass
+class TrainResult:
+    metrics: dict
+    model_dir: str
+    is_main_process: bool
+    is_adapter: bool
+
+
+# ---------------------------------------------------------------------------------------- parsing
+def _show(value: Any) -> str:
+    """A default or setting as the user would write it: strings with newlines come out escaped."""
+    if isinstance(value, Enum):
+        value = value.value
+    if isinstance(value, str):
+        return repr(value) if not value or not value.isprintable() or value != value.strip() else value
+    return str(value)
+
+
+def _type_name(kind: Any) -> str:
+    from transformers.hf_argparser import string_to_bool
+
+    return {int: "an integer", float: "a number", str: "a string", string_to_bool: "true or false"}.get(
+        kind, "a value"
+    )
+
+
+_PATH_FIELDS = {"config", "output_dir", "gguf_file", *(f"{p}{k}" for p in ("", "eval_") for k in ("demonstrations", "preferences"))}
+
+
+class _HelpFormatter(argparse.HelpFormatter):
+    """One spelling per option, a metavar naming its type, and defaults shown as they are."""
+
+    def _format_action_invocation(self, action):
+        if not action.option_strings:
+            return super()._format_action_invocation(action)
+        # Each field also has a --with-hyphens alias; listing both doubles every line of the help.
+        names = [s for s in action.option_strings if not (s.startswith("--") and "-" in s[2:])]
+        if action.nargs == 0:
+            return ", ".join(names)
+        from transformers.hf_argparser import string_to_bool
+
+        metavar = {int: "INT", float: "FLOAT", string_to_bool: "BOOL"}.get(action.type, "TEXT")
+        if action.dest in _PATH_FIELDS or action.dest.endswith("_name_or_path"):
+            metavar = "PATH"
+        elif action.dest == "resume_from_checkpoint":
+            metavar = "true|PATH"
+        return f"{names[0]} {self._format_args(action, metavar)}"
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if action.nargs == 0 or action.default in (None, argparse.SUPPRESS) or "default" in text.lower():
+            return text
+        return f"{text} (default: {_show(action.default).replace('%', '%%')})"
+
+
+def build_parser():
+    """The ``aihf train`` parser: every field as ``--name``, grouped for ``--help``.
+
+    It raises :class:`ConfigError` where argparse would print its usage and exit, and refuses
+    abbreviations (``--learning_rat``), as a YAML file does.
+    """
+    from transformers import HfArgumentParser, TrainingArguments
+
+    from ..llm.config import AIHFConfig
+
+    class Parser(HfArgumentParser):
+        def error(self, message):
+            # "argument --max_steps/--max-steps: invalid int value: 'two'" -> "--max_steps: invalid ..."
+            raise ConfigError(re.sub(r"^argument (--[\w]+)(/--[\w-]+)*: ", r"\1: ", message))
+
+    parser = Parser(
+        (RunArguments, ModelArguments, DataArguments, AIHFConfig),
+        prog="aihf train",
+        usage="aihf train [--config run.yaml] [--field value ...]",
+        description="Align a causal LM with demonstrations and preferences in one stage (AIHF). Any field can "
+        "be set in the --config YAML file or as a flag; flags win.",
+        formatter_class=_HelpFormatter,
+        allow_abbrev=False,
+    )
+    for action in parser._actions:
+        if action.dest == "resume_from_checkpoint":
+            action.help = (
+                "Resume training: 'true' continues the last checkpoint-* in output_dir; or the path of a "
+                "checkpoint folder."
+            )
+        elif action.nargs == 0 and action.option_strings[0].startswith("--no_"):
+            action.help = f"Set {action.dest} to false."
+
+    inherited = {f.name for f in dataclasses.fields(TrainingArguments)}
+    run_fields = [f.name for f in dataclasses.fields(RunArguments)]
+    groups = [
+        (
+            "aihf: configuration file, method and objective",
+            run_fields[:2] + [f.name for f in dataclasses.fields(AIHFConfig) if f.name not in inherited] + run_fields[2:],
+        ),
+        ("model and LoRA", [f.name for f in dataclasses.fields(ModelArguments)]),
+        ("data", [f.name for f in dataclasses.fields(DataArguments)]),
+    ]
+    # argparse keeps no public way to move options between groups; its group lists are stable.
+    options = [a for a in parser._optionals._group_actions if a.dest != "help"]
+    placed: set[int] = set()
+    for title, names in groups:
+        group = parser.add_argument_group(title)
+        for name in names:
+            for action in options:
+                if action.dest == name:
+                    group._group_actions.append(action)
+                    placed.add(id(action))
+    rest = parser.add_argument_group(
+        "transformers.TrainingArguments",
+        "Inherited by aihf.llm.AIHFConfig, which changes the defaults of learning_rate (1e-6), logging_steps (10) "
+        "and remove_unused_columns (false).",
+    )
+    rest._group_actions.extend(a for a in options if id(a) not in placed)
+    parser._optionals._group_actions[:] = [a for a in parser._optionals._group_actions if a.dest == "help"]
+    return parser
+
+
+def _read_yaml(path: str) -> tuple[dict[str, Any], dict[str, int]]:
+    """The mapping in ``path`` and the line of each key."""
+    import yaml
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except FileNotFoundError:
+        raise ConfigError(f"--config {path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"--config {path}: cannot read it ({e})") from e
+    try:
+        values = yaml.safe_load(text)
+        node = yaml.compose(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f", line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(e, "problem", None) or str(e)
+        raise ConfigError(f"{path}{where}: not valid YAML ({problem})") from e
+    if values is None:
+        return {}, {}
+    if not isinstance(values, dict):
+        raise ConfigError(f"{path}: expected a YAML mapping of 'field: value' lines, got {type(values).__name__}")
+    lines = {k.value: k.start_mark.line + 1 for k, _ in node.value} if isinstance(node, yaml.MappingNode) else {}
+    return values, lines
+
+
+def _from_yaml(action: argparse.Action, value: Any, where: str) -> Any:
+    """A YAML value converted to the field's type; argparse converts only what comes from flags."""
+    if value is None:
+        return None
+    if action.nargs in ("+", "*"):
+        items = value if isinstance(value, list) else [value]  # `lora_target_modules: q_proj` means one name
+        return [_from_yaml_scalar(action, item, where) for item in items]
+    if isinstance(value, (list, dict)) and action.type in (str, None):
+        return value  # report_to takes a list, lr_scheduler_kwargs/deepspeed/fsdp_config a mapping
+    return _from_yaml_scalar(action, value, where)
+
+
+def _from_yaml_scalar(action: argparse.Action, value: Any, where: str) -> Any:
+    from transformers.hf_argparser import string_to_bool
+
+    kind = action.type
+    bad = ConfigError(f"{where}: expected {_type_name(kind)}, got {value!r}")
+    if isinstance(value, (list, dict)):
+        raise ConfigError(f"{where}: expected one value ({_type_name(kind)}), got a {type(value).__name__}")
+    if kind is string_to_bool:
+        if isinstance(value, bool):
+            converted = value
+        elif isinstance(value, str):
+            try:
+                converted = string_to_bool(value)
+            except argparse.ArgumentTypeError:
+                raise bad from None
+        else:
+            raise bad
+    elif kind in (int, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            raise bad
+        if kind is int and isinstance(value, float):
+            if not value.is_integer():
+                raise bad
+            value = int(value)
+        try:
+            converted = kind(value)
+        except ValueError:
+            raise bad from None
+    elif kind in (str, None):
+        converted = str(value).lower() if isinstance(value, bool) else str(value)
+    else:  # the choice types of Literal/Enum fields read text
+        try:
+            converted = kind(value if isinstance(value, str) else str(value))
+        except (ValueError, TypeError, argparse.ArgumentTypeError):
+            raise bad from None
+    if action.choices is not None and converted not in action.choices:
+        choices = ", ".join(str(c) for c in action.choices)
+        raise ConfigError(f"{where}: {converted!r} is not one of {choices}")
+    return converted
+
+
+def _did_you_mean(word: str, candidates: list[str]) -> str:
+    match = difflib.get_close_matches(word, candidates, n=1, cutoff=0.6)
+    return f" (did you mean {match[0]}?)" if match else ""
+
+
+def parse_train_args(argv: list[str]) -> TrainArguments:
+    """Parse ``--config file.yaml`` plus flag overrides into the four argument dataclasses.
+
+    Raises :class:`ConfigError` for anything malformed: an unknown key or flag, a value of the
+    wrong type (naming the YAML key, file and line, or the flag), a setting the dataclasses refuse.
+    """
+    from ..llm.config import AIHFConfig
+
+    parser = build_parser()
+    if any(a in ("-h", "--help") for a in argv):
+        parser.print_help()
+        raise SystemExit(0)
+    by_option = {opt: a for a in parser._actions for opt in a.option_strings}
+    fields_by_name = {a.dest: a for a in reversed(parser._actions) if a.option_strings and a.dest != "help"}
+    flag_names = sorted({a.option_strings[0] for a in fields_by_name.values()})
+
+    config_path = None
+    for i, token in enumerate(argv):
+        if token == "--config" and i + 1 < len(argv):
+            config_path = argv[i + 1]
+        elif token.startswith("--config="):
+            config_path = token.split("=", 1)[1]
+    origins: dict[str, str] = {}
+    if config_path:
+        values, lines = _read_yaml(config_path)
+        converted = {}
+        for key, value in values.items():
+            where = f"{config_path}, line {lines[key]}" if key in lines else config_path
+            key = str(key)
+            if key == "config" or key not in fields_by_name:
+                hint = _did_you_mean(key, [n for n in fields_by_name if n != "config"])
+                raise ConfigError(f"{where}: unknown key '{key}'{hint}")
+            converted[key] = _from_yaml(fields_by_name[key], value, f"{where}: {key}")
+            origins[key] = config_path
+        parser.set_defaults(**converted)
+
+    namespace, remaining = parser.parse_known_args(argv)
+    if remaining:
+        unknown = next((t for t in remaining if t.startswith("-")), None)
+        if unknown is None:
+            raise ConfigError(f"unexpected argument {remaining[0]!r}: options are written --name value")
+        name = unknown.split("=", 1)[0]
+        raise ConfigError(f"unknown option {name}{_did_you_mean(name, flag_names)}")
+    for token in argv:
+        action = by_option.get(token.split("=", 1)[0]) if token.startswith("--") else None
+        if action is not None:
+            origins[action.dest] = action.option_strings[0]
+
+    values = vars(namespace)
+    for f in (*dataclasses.fields(ModelArguments), *dataclasses.fields(DataArguments)):
+        if values.get(f.name) == "" and f.default is None:
+            values[f.name] = None  # `--demonstrations ""` unsets what the YAML file set
+    built = []
+    for dtype in (ModelArguments, DataArguments, RunArguments, AIHFConfig):
+        names = {f.name for f in dataclasses.fields(dtype) if f.init}
+        kwargs = {k: v for k, v in values.items() if k in names}
+        try:
+            built.append(dtype(**kwargs))
+        except ValueError as e:
+            raise ConfigError(_explain(str(e), kwargs, origins)) from e
+    args = TrainArguments(*built, origins=origins)
+    if not args.model.model_name_or_path:
+        raise ConfigError(
+            "model_name_or_path is required: a local model folder or a Hub id, in the --config file or as "
+            "--model_name_or_path"
+        )
+    return args
+
+
+def _explain(message: str, values: dict[str, Any], origins: dict[str, str]) -> str:
+    """A dataclass's complaint as one line naming where the settings it mentions came from."""
+    message = " ".join(message.split())
+    if values.get("bf16") and "bf16" in message:
+        where = "--bf16 true" if origins.get("bf16", "").startswith("--") else f"bf16: true in {origins.get('bf16')}"
+        return (
+            f"bf16 mixed precision needs a GPU, and this machine has none ({where}): remove it to train in "
+            "float32, or add --use_cpu true for bf16 autocast on the CPU"
+        )
+    mentioned = [n for n in origins if re.search(rf"\b{re.escape(n)}\b", message)]
+    if mentioned:
+        message += " (" + "; ".join(f"{n} from {origins[n]}" for n in mentioned) + ")"
+    return message
+
+
+# --------------------------------------------------------------------------------- checks
+def apply_method(args: TrainArguments):
+    """Set the loss weights that make ``args.run.method`` out of AIHF; refuse contradictions."""
+    method, config = args.run.method, args.config
+    for name, implied in METHOD_SETTINGS[method].items():
+        given = getattr(config, name)
+        if given == implied:
+            continue
+        if args.level(name) >= args.level("method"):
+            raise ConfigError(
+                f"{args.describe('method')} contradicts {args.describe(name)}: {_WHY[method]}. Remove one of them, "
+                "or use --method aihf, which takes demo_weight, pref_weight and demo_loss as given"
+            )
+        setattr(config, name, implied)
+    if config.demo_weight == 0 and config.pref_weight == 0:
+        raise ConfigError(
+            f"demo_weight and pref_weight are both 0 ({args.describe('demo_weight')}; "
+            f"{args.describe('pref_weight')}; {args.describe('method')}): nothing to learn from"
+        )
+    if method == "sft_then_dpo" and config.pref_weight == 0:
+        raise ConfigError(f"--method sft_then_dpo needs pref_weight > 0 for its DPO stage ({args.describe('pref_weight')})")
+    return config
+
+
+def _looks_local(path: str) -> bool:
+    """A Hub id is ``name`` or ``owner/name``; anything else not on disk is a missing local path."""
+    return os.path.isabs(path) or path.startswith((".", "~")) or path.count("/") > 1 or "\\" in path
+
+
+def _check_model_path(args: TrainArguments, name: str, gguf_file: str | None = None) -> None:
+    path = getattr(args.model, name)
+    if path is None:
+        return
+    where = args.describe(name)
+    local = os.path.expanduser(path)
+    if os.path.isfile(local):
+        hint = ""
+        if local.endswith(".gguf"):
+            hint = f": pass its folder as {name} and --gguf_file {os.path.basename(local)}"
+        raise ConfigError(f"{where}: is a file, not a model folder or Hub id{hint}")
+    if os.path.isdir(local):
+        if gguf_file is not None:
+            if not os.path.isfile(os.path.join(local, gguf_file)):
+                raise ConfigError(f"{args.describe('gguf_file')}: no such file in {path}")
+        elif name != "tokenizer_name_or_path" and not os.path.exists(os.path.join(local, "config.json")):
+            ggufs = sorted(f for f in os.listdir(local) if f.endswith(".gguf"))
+            hint = f"; it holds {ggufs[0]}: add --gguf_file {ggufs[0]}" if ggufs else ""
+            raise ConfigError(f"{where}: not a model folder (no config.json){hint}")
+        return
+    if _looks_local(path):
+        raise ConfigError(f"{where}: no such folder")
+
+
+def _check_paths(args: TrainArguments) -> None:
+    """Model, tokenizer, reference and checkpoint paths, before anything is loaded."""
+    m = args.model
+    _check_model_path(args, "model_name_or_path", m.gguf_file)
+    _check_model_path(args, "tokenizer_name_or_path")
+    ref_gguf = m.gguf_file if m.ref_model_name_or_path == m.model_name_or_path else None
+    _check_model_path(args, "ref_model_name_or_path", ref_gguf)
+    resume = _resume(args.config)
+    if isinstance(resume, str) and not os.path.isdir(resume):
+        raise ConfigError(
+            f"{args.describe('resume_from_checkpoint')}: no such checkpoint folder "
+            "(true continues the last checkpoint in output_dir)"
+        )
+    if resume is True:
+        from transformers.trainer_utils import get_last_checkpoint
+
+        out = args.config.output_dir
+        if not os.path.isdir(out) or get_last_checkpoint(out) is None:
+            raise ConfigError(f"{args.describe('resume_from_checkpoint')}, but {out} holds no checkpoint-* folder")
+
+
+def _resume(config) -> bool | str | None:
+    resume = config.resume_from_checkpoint
+    if isinstance(resume, str) and resume.lower() in ("true", "false"):
+        resume = resume.lower() == "true"
+    return resume or None
+
+
+def _check_sources_given(args: TrainArguments) -> None:
+    """The sources the weights need, before reading any (references are checked after)."""
+    data, config, method = args.data, args.config, args.run.method
+    if method == "sft_then_dpo":
+        given = [n for n in ("eval_demonstrations", "eval_preferences") if getattr(data, n)]
+        if args.model.ref_model_name_or_path:
+            given.append("ref_model_name_or_path")
+        if _resume(config):
+            given.append("resume_from_checkpoint")
+        if given:
+            raise ConfigError(f"--method sft_then_dpo does not support {', '.join(given)} yet")
+    if config.pref_weight > 0 and not data.preferences:
+        hint = "" if method in ("dpo", "sft_then_dpo") else ", or use --method sft or spin to train without them"
+        raise ConfigError(
+            f"no preferences given, and {args.describe('method')} with pref_weight={_show(config.pref_weight)} "
+            f"needs them: set preferences (prompt/chosen/rejected rows){hint}"
+        )
+    if config.demo_weight > 0 and not data.demonstrations and not data.preferences:
+        raise ConfigError(_no_demonstrations(args))
+
+
+def _no_demonstrations(args: TrainArguments) -> str:
+    config = args.config
+    if config.demo_loss == "self_play":
+        setting = args.describe("demo_loss" if args.level("demo_loss") else "method")
+        what = f"self-play ({setting}) contrasts demonstrations with the policy's samples"
+    else:
+        what = f"{args.describe('method')} with demo_weight={_show(config.demo_weight)} trains on demonstrations"
+    return (
+        f"no demonstrations given, and {what}: set demonstrations (prompt/completion or messages rows), "
+        "or give preference rows a 'reference'"
+    )
+
+
+@dataclass
+class Sources:
+    """What the trainer gets: read and validated rows, or None where the run does not use a source."""
+
+    demonstrations: Any = None
+    preferences: Any = None
+    eval_demonstrations: Any = None
+    eval_preferences: Any = None
+
+
+def read_and_validate(args: TrainArguments, tokenizer) -> Sources:
+    """Read every row the run uses and validate it as the trainer will: format and tokenisation.
+
+    A source the method does not use (demonstrations under DPO; preference pairs without gold
+    references under SFT/SPIN) is not passed on, so the trainer has nothing to warn about.
+    Raises :class:`aihf.DataError` naming file, row and field.
+    """
+    from ..data import prepare_demonstrations, prepare_preferences, read_rows
+
+    data, config = args.data, args.config
+    kw = dict(max_length=config.max_length, max_prompt_length=config.max_prompt_length)
+    uses_demos = config.demo_weight > 0 or args.run.method == "sft_then_dpo"
+
+    def preferences(source, split):
+        if source is None:
+            return None, False
+        rows = read_rows(source, split=split)
+        prepared = prepare_preferences(rows, tokenizer, implicit_prompt_marker=config.implicit_prompt_marker, **kw)
+        has_references = any(len(ids) for ids in prepared["reference_ids"])
+        lends = uses_demos and config.use_references_as_demonstrations and has_references
+        return (rows if config.pref_weight > 0 or lends else None), lends
+
+    def demonstrations(source, split):
+        if source is None or not uses_demos:
+            return None
+        rows = read_rows(source, split=split)
+        prepare_demonstrations(rows, tokenizer, **kw)
+        return rows
+
+    prefs, references = preferences(data.preferences, data.preferences_split)
+    sources = Sources(
+        demonstrations=demonstrations(data.demonstrations, data.demonstrations_split),
+        preferences=prefs,
+        eval_demonstrations=demonstrations(data.eval_demonstrations, data.eval_split),
+        eval_preferences=preferences(data.eval_preferences, data.eval_split)[0],
+    )
+    if uses_demos and sources.demonstrations is None and not references:
+        raise ConfigError(_no_demonstrations(args))
+    return sources
+
+
+# ---------------------------------------------------------------------------------- loading
+def load_tokenizer(model_args: ModelArguments):
+    from transformers import AutoTokenizer
+
+    kwargs: dict[str, Any] = {"trust_remote_code": model_args.trust_remote_code}
+    if model_args.gguf_file:
+        kwargs["gguf_file"] = model_args.gguf_file
+    if model_args.tokenizer_name_or_path:
+        return AutoTokenizer.from_pretrained(
+            model_args.tokenizer_name_or_path, trust_remote_code=model_args.trust_remote_code
+        )
+    return AutoTokenizer.from_pretrained(model_args.model_name_or_path, **kwargs)
+
+
+def load_model_and_tokenizer(model_args: ModelArguments):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    kwargs: dict[str, Any] = {"trust_remote_code": model_args.trust_remote_code}
+    if model_args.gguf_file:
+        kwargs["gguf_file"] = model_args.gguf_file
+    tokenizer = load_tokenizer(model_args)
+    if model_args.dtype != "auto":
+        kwargs["dtype"] = getattr(torch, model_args.dtype)
+    else:
+        kwargs["dtype"] = "auto"
+    if model_args.attn_implementation:
+        kwargs["attn_implementation"] = model_args.attn_implementation
+    if model_args.gguf_file:
+        from transformers import GgufConfig
+
+        # Unpacked into dense weights: the Trainer refuses to fine-tune GGUF blocks.
+        kwargs["quantization_config"] = GgufConfig(dequantize=True)
+    model = AutoModelForCausalLM.from_pretrained(model_args.model_name_or_path, **kwargs)
+    ref_path = model_args.ref_model_name_or_path
+    if ref_path is None and not model_args.use_peft and _zero3():
+        # ZeRO-3 partitions the policy at load time, so the reference is loaded, not copied.
+        ref_path = model_args.model_name_or_path
+    ref = None
+    if ref_path:
+        if ref_path != model_args.model_name_or_path:
+            kwargs.pop("gguf_file", None)
+            kwargs.pop("quantization_config", None)
+        ref = AutoModelForCausalLM.from_pretrained(ref_path, **kwargs)
+    return model, ref, tokenizer
+
+
+def _zero3() -> bool:
+    from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
+
+    return is_deepspeed_zero3_enabled()
+
+
+def lora_config(model_args: ModelArguments):
+    if not model_args.use_peft:
+        return None
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=model_args.lora_r,
+        lora_alpha=model_args.lora_alpha,
+        lora_dropout=model_args.lora_dropout,
+        target_modules=model_args.lora_target_modules or "all-linear",
+        task_type="CAUSAL_LM",
+    )
+
+
+def _loading(args: TrainArguments, what: str, load):
+    """Run ``load``; a path or Hub id that does not hold ``what`` becomes one line."""
+    try:
+        return load()
+    except ConfigError:
+        raise
+    except (OSError, ValueError) as e:
+        first = next((line.strip() for line in str(e).splitlines() if line.strip()), type(e).__name__)
+        name = "tokenizer_name_or_path" if what == "tokenizer" and args.model.tokenizer_name_or_path else None
+        raise ConfigError(f"{args.describe(name or 'model_name_or_path')}: cannot load the {what}: {first}") from e
+
+
+# ---------------------------------------------------------------------------------- training
+def train(argv: list[str]) -> TrainResult:
+    """``aihf train``: check everything, load, train, save. Returns the final metrics and where the model went."""
+    args = parse_train_args(argv)
+    apply_method(args)
+    _check_sources_given(args)
+    _check_paths(args)
+    tokenizer = _loading(args, "tokenizer", lambda: load_tokenizer(args.model))
+    sources = read_and_validate(args, tokenizer)
+    model, ref, _ = _loading(args, "model", lambda: load_model_and_tokenizer(args.model))
+    with warnings.catch_warnings():
+        _silence_noise(args)
+        return _train(args, model, ref, tokenizer, sources)
+
+
+def _silence_noise(args: TrainArguments) -> None:
+    """Library warnings that ask nothing of the user of this run (each checked to be harmless here)."""
+    # peft reads a property that transformers deprecated, on every LoRA wrap.
+    warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+    if args.model.gguf_file:
+        # peft looks for the base's config.json beside the .gguf, finds none, and assumes an
+        # unchanged vocabulary, which holds: aihf never resizes embeddings.
+        warnings.filterwarnings("ignore", message="Could not find a config file in")
+    if args.run.method == "sft_then_dpo":
+        # The SFT stage reads the pairs only for their gold references, and the DPO stage's adapter
+        # is meant to sit on the merged SFT model, not on the original base.
+        warnings.filterwarnings("ignore", message="pref_weight=0: the training preference pairs are ignored")
+        warnings.filterwarnings("ignore", message="The PEFT config's `base_model_name_or_path` was renamed")
+
+
+def _train(args: TrainArguments, model, ref, tokenizer, sources: Sources) -> TrainResult:
+    from ..llm.pipelines import sft_stage_args, sft_then_dpo
+    from ..llm.trainer import AIHFTrainer
+
+    config, run = args.config, args.run
+    peft_config = lora_config(args.model)
+    if run.method == "sft_then_dpo":
+        overrides = {
+            k: v
+            for k, v in (
+                ("num_train_epochs", run.sft_num_train_epochs),
+                ("max_steps", run.sft_max_steps),
+                ("learning_rate", run.sft_learning_rate),
+            )
+            if v is not None
+        }
+        result = sft_then_dpo(
+            model,
+            config,
+            sources.demonstrations,
+            sources.preferences,
+            tokenizer,
+            sft_args=sft_stage_args(config, **overrides),
+            peft_config=peft_config,
+        )
+        metrics = {"sft": result.sft_trainer.state.log_history[-1], "dpo": result.dpo_trainer.state.log_history[-1]}
+        final = result.dpo_trainer
+    else:
+        final = AIHFTrainer(
+            model,
+            ref_model=ref,
+            args=config,
+            demonstrations=sources.demonstrations,
+            preferences=sources.preferences,
+            eval_demonstrations=sources.eval_demonstrations,
+            eval_preferences=sources.eval_preferences,
+            processing_class=tokenizer,
+            peft_config=peft_config,
+        )
+        output = final.train(resume_from_checkpoint=_resume(config))
+        final.save_model()
+        final.save_state()
+        metrics = dict(output.metrics)
+        if final.eval_dataset is not None:
+            metrics.update(final.evaluate())
+        final.save_metrics("all", metrics)
+    return TrainResult(metrics, final.args.output_dir, final.is_world_process_zero(), peft_config is not None)
+
+
+def _leave_process_group() -> None:
+    """Tear down torch.distributed after a successful run.
+
+    Left to interpreter shutdown, gloo's worker threads can still hold tensors while Python is
+    being finalised, and the process dies with SIGABRT ("terminate called without an active
+    exception") after all the work is saved. Only on success: destroying the group while
+    another rank is stuck in a collective would hang instead of failing.
+    """
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
+def run(argv: list[str]) -> int:
+    result = train(argv)
+    _leave_process_group()
+    if result.is_main_process:
+        print(json.dumps(result.metrics, indent=2, default=str))
+        kind = "LoRA adapter" if result.is_adapter else "model"
+        print(f"aihf train: final {kind} saved to {result.model_dir}")
+    return 0
