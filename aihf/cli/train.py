@@ -361,9 +361,6 @@ def parse_train_args(argv: list[str]) -> TrainArguments:
     from ..llm.config import AIHFConfig
 
     parser = build_parser()
-    if any(a in ("-h", "--help") for a in argv):
-        parser.print_help()
-        raise SystemExit(0)
     by_option = {opt: a for a in parser._actions for opt in a.option_strings}
     fields_by_name = {a.dest: a for a in reversed(parser._actions) if a.option_strings and a.dest != "help"}
     flag_names = sorted({a.option_strings[0] for a in fields_by_name.values()})
@@ -413,11 +410,19 @@ def parse_train_args(argv: list[str]) -> TrainArguments:
         except ValueError as e:
             raise ConfigError(_explain(str(e), kwargs, origins)) from e
     args = TrainArguments(*built, origins=origins)
-    if not args.model.model_name_or_path:
+    model = args.model
+    if not model.model_name_or_path:
         raise ConfigError(
             "model_name_or_path is required: a local model folder or a Hub id, in the --config file or as "
             "--model_name_or_path"
         )
+    if model.model_name_or_path.endswith(".gguf") and not model.gguf_file:
+        # A path to the .gguf file itself means its folder and that file, as in AIHFTrainer.
+        path = os.path.expanduser(model.model_name_or_path)
+        if os.path.isfile(path):
+            model.model_name_or_path, model.gguf_file = os.path.dirname(path) or ".", os.path.basename(path)
+            if "model_name_or_path" in origins:
+                origins["gguf_file"] = origins["model_name_or_path"]
     return args
 
 
@@ -776,6 +781,9 @@ def _leave_process_group() -> None:
 
 
 def run(argv: list[str]) -> int:
+    if any(a in ("-h", "--help") for a in argv):
+        build_parser().print_help()
+        return 0
     result = train(argv)
     _leave_process_group()
     if result.is_main_process:
