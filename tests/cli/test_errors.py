@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from aihf.cli import main, train
-
+from aihf.cli.args import parse_train_args
 from tests.llm.helpers import task_tokenizer
 
 from .conftest import user_error, write_jsonl
@@ -134,8 +134,8 @@ def test_config_of_the_wrong_kind(workdir, capsys):
         ),
         (
             ["--method", "dpo", "--pref_weight", "0"],
-            "demo_weight and pref_weight are both 0 (demo_weight=0.0 (the default); --pref_weight 0.0; "
-            "--method dpo): nothing to learn from",
+            "demo_weight and pref_weight are both 0 (demo_weight=0.0 (set by --method dpo); --pref_weight 0.0): "
+            "nothing to learn from",
         ),
     ],
 )
@@ -182,7 +182,7 @@ def test_yaml_scalar_where_a_list_is_expected_just_works(workdir):
     out = workdir / "out"
     assert main(["train", "--config", str(config), "--output_dir", str(out)]) == 0
     assert json.loads((out / "adapter_config.json").read_text())["target_modules"] == ["q_proj"]
-    args = train.parse_train_args(["--config", str(_run_yaml(workdir, lora_target_modules=["q_proj", "v_proj"]))])
+    args = parse_train_args(["--config", str(_run_yaml(workdir, lora_target_modules=["q_proj", "v_proj"]))])
     assert args.model.lora_target_modules == ["q_proj", "v_proj"]
 
 
@@ -195,7 +195,18 @@ def test_user_error_from_the_real_command_line(workdir):
     """`python -m aihf` as a user types it: exit 2, one line, no traceback, nothing written."""
     out = workdir / "out"
     run = subprocess.run(
-        [sys.executable, "-m", "aihf", "train", "--config", "run.yaml", "--learnig_rate", "1e-3", "--output_dir", "out"],
+        [
+            sys.executable,
+            "-m",
+            "aihf",
+            "train",
+            "--config",
+            "run.yaml",
+            "--learnig_rate",
+            "1e-3",
+            "--output_dir",
+            "out",
+        ],
         cwd=workdir,
         capture_output=True,
         text=True,
@@ -219,7 +230,9 @@ def no_model_loading(monkeypatch):
 def test_malformed_row_is_reported_before_loading_the_model(workdir, capsys, no_model_loading):
     rows = [json.dumps({"prompt": "reverse : a b c =", "completion": "c b a"})] * 5 + ['{"prompt": ']
     (workdir / "broken.jsonl").write_text("\n".join(rows) + "\n")
-    line = _train_error(capsys, workdir / "run.yaml", workdir / "out", "--demonstrations", str(workdir / "broken.jsonl"))
+    line = _train_error(
+        capsys, workdir / "run.yaml", workdir / "out", "--demonstrations", str(workdir / "broken.jsonl")
+    )
     assert line.startswith(f"aihf train: {workdir / 'broken.jsonl'}, line 6: malformed JSON")
 
 
@@ -249,7 +262,11 @@ def test_bad_conversational_row_is_reported_before_loading_the_model(workdir, ca
     def turn(role, text):
         return [{"role": role, "content": text}]
 
-    good = {"prompt": turn("user", "reverse : a b ="), "chosen": turn("assistant", "b a"), "rejected": turn("assistant", "a b")}
+    good = {
+        "prompt": turn("user", "reverse : a b ="),
+        "chosen": turn("assistant", "b a"),
+        "rejected": turn("assistant", "a b"),
+    }
     bad = {**good, "chosen": [{"role": "assistant"}]}
     path = workdir / "conv.jsonl"
     write_jsonl(path, [good, bad])

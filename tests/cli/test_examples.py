@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from aihf.cli import main, train
+from aihf.cli import main
+from aihf.cli.args import parse_train_args
 from aihf.tasks.tiny import build_model
 from tests.llm.helpers import LETTERS, task_tokenizer
 
@@ -28,7 +29,8 @@ def hub_stand_ins(tmp_path):
     seqs = [[LETTERS[(i + k) % len(LETTERS)] for k in range(3)] for i in range(32)]
     prompts = [_turn("user", "reverse : " + " ".join(s) + " =") for s in seqs]
     write_jsonl(
-        tmp_path / "chat.jsonl", [{"messages": p + _turn("assistant", " ".join(s[::-1]))} for p, s in zip(prompts, seqs)]
+        tmp_path / "chat.jsonl",
+        [{"messages": p + _turn("assistant", " ".join(s[::-1]))} for p, s in zip(prompts, seqs)],
     )
     write_jsonl(
         tmp_path / "feedback.jsonl",
@@ -61,7 +63,7 @@ def test_example_runs_on_cpu_as_shipped(hub_stand_ins, monkeypatch, name):
 @pytest.mark.parametrize("name", ["aihf_dpo.yaml", "self_play.yaml", "lora_sft_then_dpo.yaml"])
 def test_example_values_parse_as_written(name):
     written = yaml.safe_load((EXAMPLES / name).read_text())
-    args = train.parse_train_args(["--config", str(EXAMPLES / name)])
+    args = parse_train_args(["--config", str(EXAMPLES / name)])
     for key, value in written.items():
         obj = next(o for o in (args.model, args.data, args.run, args.config) if hasattr(o, key))
         got = getattr(obj, key)
