@@ -81,10 +81,7 @@ def _check_model_path(args: TrainArguments, name: str, gguf_file: str | None = N
     where = args.describe(name)
     local = os.path.expanduser(path)
     if os.path.isfile(local):
-        hint = ""
-        if local.endswith(".gguf"):
-            hint = f": pass its folder as {name} and --gguf_file {os.path.basename(local)}"
-        raise ConfigError(f"{where}: is a file, not a model folder or Hub id{hint}")
+        raise ConfigError(f"{where}: is a file, not a model folder or Hub id")
     if os.path.isdir(local):
         if gguf_file is not None:
             if not os.path.isfile(os.path.join(local, gguf_file)):
@@ -181,7 +178,7 @@ def read_and_validate(args: TrainArguments, tokenizer) -> Sources:
 
     data, config = args.data, args.config
     kw = dict(max_length=config.max_length, max_prompt_length=config.max_prompt_length)
-    uses_demos = config.demo_weight > 0 or args.run.method == "sft_then_dpo"
+    uses_demos = config.demo_weight > 0  # sft_then_dpo's SFT stage: apply_method set it to 1
 
     def preferences(source, split):
         if source is None:
