@@ -189,29 +189,36 @@ class _HelpFormatter(argparse.HelpFormatter):
         return f"{text} (default: {show(action.default).replace('%', '%%')})"
 
 
-def build_parser():
-    """The ``aihf train`` parser: every field as ``--name``, grouped for ``--help``.
-
-    It raises :class:`ConfigError` where argparse would print its usage and exit, and refuses
-    abbreviations (``--learning_rat``), as a YAML file does.
-    """
-    from transformers import HfArgumentParser, TrainingArguments
-
-    from ..llm.config import AIHFConfig
+def argument_parser(dataclass_types, **kwargs):
+    """An ``HfArgumentParser`` for an ``aihf`` command: a mistake raises :class:`ConfigError`
+    (printed as one line, exit status 2) where argparse would print its usage and exit, and
+    abbreviations (``--learning_rat``) are refused, as a YAML file refuses them."""
+    from transformers import HfArgumentParser
 
     class Parser(HfArgumentParser):
         def error(self, message):
             # "argument --max_steps/--max-steps: invalid int value: 'two'" -> "--max_steps: invalid ..."
             raise ConfigError(re.sub(r"^argument (--[\w]+)(/--[\w-]+)*: ", r"\1: ", message))
 
-    parser = Parser(
+    return Parser(dataclass_types, allow_abbrev=False, **kwargs)
+
+
+def build_parser():
+    """The ``aihf train`` parser: every field as ``--name``, grouped for ``--help``.
+
+    Errors and abbreviations as in :func:`argument_parser`.
+    """
+    from transformers import TrainingArguments
+
+    from ..llm.config import AIHFConfig
+
+    parser = argument_parser(
         (RunArguments, ModelArguments, DataArguments, AIHFConfig),
         prog="aihf train",
         usage="aihf train [--config run.yaml] [--field value ...]",
         description="Align a causal LM with demonstrations and preferences in one stage (AIHF). Any field can "
         "be set in the --config YAML file or as a flag; flags win.",
         formatter_class=_HelpFormatter,
-        allow_abbrev=False,
     )
     for action in parser._actions:
         if action.dest == "resume_from_checkpoint":
