@@ -197,8 +197,13 @@ def argument_parser(dataclass_types, **kwargs):
 
     class Parser(HfArgumentParser):
         def error(self, message):
-            # "argument --max_steps/--max-steps: invalid int value: 'two'" -> "--max_steps: invalid ..."
-            raise ConfigError(re.sub(r"^argument (--[\w]+)(/--[\w-]+)*: ", r"\1: ", message))
+            # "argument --max_steps/--max-steps: invalid int value: 'two'" -> "--max_steps: expected an
+            # integer, got 'two'", as the same mistake in the YAML file reads.
+            message = re.sub(r"^argument (--[\w]+)(/--[\w-]+)*: ", r"\1: ", message)
+            bad = re.match(r"^(--\w+): invalid (int|float) value: (.*)$", message)
+            if bad:
+                message = f"{bad[1]}: expected {_type_name(int if bad[2] == 'int' else float)}, got {bad[3]}"
+            raise ConfigError(message)
 
     return Parser(dataclass_types, allow_abbrev=False, **kwargs)
 

@@ -48,7 +48,7 @@ def test_misspelled_or_abbreviated_flag(workdir, capsys, flag, expected):
 def test_flag_of_the_wrong_type(workdir, capsys):
     out = workdir / "out"
     line = _train_error(capsys, workdir / "run.yaml", out, "--max_steps", "two")
-    assert line == "aihf train: --max_steps: invalid int value: 'two'"
+    assert line == "aihf train: --max_steps: expected an integer, got 'two'"
 
 
 @pytest.mark.parametrize(
