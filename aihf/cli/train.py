@@ -222,26 +222,16 @@ def load_tokenizer(model_args: ModelArguments):
     return AutoTokenizer.from_pretrained(model_args.model_name_or_path, **kwargs)
 
 
-def load_model_and_tokenizer(model_args: ModelArguments):
-    import torch
-    from transformers import AutoModelForCausalLM
+def load_models(model_args: ModelArguments):
+    """``(policy, reference or None)`` through :func:`aihf.llm.loading.load_policy` (GGUF dequantised)."""
+    from ..llm.loading import load_policy
 
-    kwargs: dict[str, Any] = {"trust_remote_code": model_args.trust_remote_code}
+    kwargs: dict[str, Any] = {"trust_remote_code": model_args.trust_remote_code, "dtype": model_args.dtype}
     if model_args.gguf_file:
         kwargs["gguf_file"] = model_args.gguf_file
-    tokenizer = load_tokenizer(model_args)
-    if model_args.dtype != "auto":
-        kwargs["dtype"] = getattr(torch, model_args.dtype)
-    else:
-        kwargs["dtype"] = "auto"
     if model_args.attn_implementation:
         kwargs["attn_implementation"] = model_args.attn_implementation
-    if model_args.gguf_file:
-        from transformers import GgufConfig
-
-        # Unpacked into dense weights: the Trainer refuses to fine-tune GGUF blocks.
-        kwargs["quantization_config"] = GgufConfig(dequantize=True)
-    model = AutoModelForCausalLM.from_pretrained(model_args.model_name_or_path, **kwargs)
+    model, _ = load_policy(model_args.model_name_or_path, kwargs, load_tokenizer=False)
     ref_path = model_args.ref_model_name_or_path
     if ref_path is None and not model_args.use_peft and _zero3():
         # ZeRO-3 partitions the policy at load time, so the reference is loaded, not copied.
@@ -249,10 +239,9 @@ def load_model_and_tokenizer(model_args: ModelArguments):
     ref = None
     if ref_path:
         if ref_path != model_args.model_name_or_path:
-            kwargs.pop("gguf_file", None)
-            kwargs.pop("quantization_config", None)
-        ref = AutoModelForCausalLM.from_pretrained(ref_path, **kwargs)
-    return model, ref, tokenizer
+            kwargs.pop("gguf_file", None)  # the GGUF file names the policy's checkpoint only
+        ref, _ = load_policy(ref_path, kwargs, load_tokenizer=False)
+    return model, ref
 
 
 def _zero3() -> bool:
@@ -296,10 +285,23 @@ def train(argv: list[str]) -> TrainResult:
     _check_paths(args)
     tokenizer = _loading(args, "tokenizer", lambda: load_tokenizer(args.model))
     sources = read_and_validate(args, tokenizer)
-    model, ref, _ = _loading(args, "model", lambda: load_model_and_tokenizer(args.model))
+    _check_output_dirs(args)
+    model, ref = _loading(args, "model", lambda: load_models(args.model))
     with warnings.catch_warnings():
         _silence_noise(args)
         return _train(args, model, ref, tokenizer, sources)
+
+
+def _check_output_dirs(args: TrainArguments) -> None:
+    """The trainer refuses a used output_dir too, but only after the model is loaded: check first."""
+    from ..llm.runs import check_output_dir
+
+    config = args.config
+    if _resume(config):
+        return
+    out = config.output_dir
+    for folder in [os.path.join(out, "sft"), os.path.join(out, "dpo")] if args.run.method == "sft_then_dpo" else [out]:
+        check_output_dir(folder, config.overwrite_output_dir)
 
 
 def _silence_noise(args: TrainArguments) -> None:

@@ -14,6 +14,8 @@ from typing import Any
 
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
+from ..errors import ConfigError
+
 FINGERPRINT = "aihf_run.json"
 # Files that mean "a model or a finished run is here", besides checkpoint-* folders.
 RUN_FILES = (
@@ -111,4 +113,18 @@ def previous_run(output_dir: str) -> list[str]:
         path = os.path.join(output_dir, name)
         if (name.startswith(f"{PREFIX_CHECKPOINT_DIR}-") and os.path.isdir(path)) or name in RUN_FILES:
             found.append(name)
+    return found
+
+
+def check_output_dir(output_dir: str, overwrite: bool) -> list[str]:
+    """What :func:`previous_run` finds in ``output_dir``; raises :class:`aihf.ConfigError` if it
+    finds anything and ``overwrite`` is off. Cheap, so callers run it before loading a model."""
+    found = previous_run(output_dir)
+    if found and not overwrite:
+        shown = ", ".join(found[:4]) + (", ..." if len(found) > 4 else "")
+        raise ConfigError(
+            f"output_dir {output_dir} already holds another run ({shown}): set overwrite_output_dir=True "
+            "(--overwrite_output_dir true) to replace it, resume_from_checkpoint to continue it, "
+            "or choose another output_dir"
+        )
     return found

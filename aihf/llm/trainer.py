@@ -660,16 +660,9 @@ class AIHFTrainer(Trainer):
 
     def _claim_output_dir(self) -> None:
         out = self.args.output_dir
-        found = runs.previous_run(out)
+        found = runs.check_output_dir(out, self.args.overwrite_output_dir)
         if not found:
             return
-        if not self.args.overwrite_output_dir:
-            shown = ", ".join(found[:4]) + (", ..." if len(found) > 4 else "")
-            raise ConfigError(
-                f"output_dir {out} already holds another run ({shown}): set overwrite_output_dir=True "
-                "(--overwrite_output_dir true) to replace it, resume_from_checkpoint to continue it, "
-                "or choose another output_dir"
-            )
         if self.args.should_save:
             for name in found:
                 if name.startswith(f"{PREFIX_CHECKPOINT_DIR}-"):

@@ -154,6 +154,7 @@ def main(argv: list[str]) -> int:
         "demonstrations": os.path.join(data_dir, "demonstrations.jsonl"),
         "preferences": os.path.join(data_dir, "preferences.jsonl"),
         "output_dir": model_dir,
+        "overwrite_output_dir": True,  # the quickstart rebuilds everything: a rerun replaces the last one
         "method": args.method,
         "demo_loss": args.demo_loss,
         "max_steps": args.max_steps,

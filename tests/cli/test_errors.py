@@ -224,7 +224,7 @@ def no_model_loading(monkeypatch):
     def load(*args, **kwargs):
         raise AssertionError("the model was loaded before the data were validated")
 
-    monkeypatch.setattr(train, "load_model_and_tokenizer", load)
+    monkeypatch.setattr(train, "load_models", load)
 
 
 def test_malformed_row_is_reported_before_loading_the_model(workdir, capsys, no_model_loading):
@@ -272,3 +272,23 @@ def test_bad_conversational_row_is_reported_before_loading_the_model(workdir, ca
     write_jsonl(path, [good, bad])
     line = _train_error(capsys, workdir / "run.yaml", workdir / "out", "--preferences", str(path))
     assert line.startswith(f"aihf train: {path}, line 2, field 'chosen"), line  # 'chosen[0].content'
+
+
+# issue 7 item 2 ------------------------------------------------------------------------------
+def test_reused_output_dir_is_refused_before_loading_the_model(workdir, capsys, monkeypatch):
+    from .conftest import train as run_train
+
+    out = workdir / "out"
+    assert run_train(workdir, out) == 0
+    before = sorted(p.name for p in out.iterdir())
+
+    def load(*args, **kwargs):
+        raise AssertionError("the model was loaded before the output folder was checked")
+
+    monkeypatch.setattr(train, "load_models", load)
+    capsys.readouterr()
+    assert main(["train", "--config", str(workdir / "run.yaml"), "--output_dir", str(out)]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"aihf train: output_dir {out} already holds another run (")
+    assert "--overwrite_output_dir true" in lines[0]
+    assert sorted(p.name for p in out.iterdir()) == before  # nothing lost or written

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import warnings
 
 import pytest
@@ -50,7 +51,8 @@ def test_train_cli_two_stage_baseline(workdir):
 def test_train_cli_resume_flag(workdir):
     out = workdir / "out"
     save_every_step = ["--save_strategy", "steps", "--save_steps", "1"]
-    assert train(workdir, out, *save_every_step) == 0
+    assert train(workdir, out, *save_every_step, "--max_steps", "3") == 0
+    shutil.rmtree(out / "checkpoint-3")  # as if killed during step 3: resume from checkpoint-2
     assert train(workdir, out, *save_every_step, "--max_steps", "3", "--resume_from_checkpoint", "true") == 0
     state = json.loads((out / "trainer_state.json").read_text())
     assert state["global_step"] == 3 and os.path.isdir(out / "checkpoint-3")
