@@ -22,7 +22,7 @@ from ..data import pad_sequences
 
 def _set_pad(model: PreTrainedModel, pad_token_id: int) -> None:
     model.config.pad_token_id = pad_token_id
-    text_config = model.config.get_text_config()
+    text_config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
     if text_config is not model.config:
         text_config.pad_token_id = pad_token_id
 
