@@ -646,7 +646,11 @@ class AIHFRLTrainer:
             if self._writer is None:
                 from torch.utils.tensorboard import SummaryWriter
 
-                self._writer = SummaryWriter(log_dir=self.args.logging_dir)
+                from transformers.integrations.integration_utils import default_logdir
+
+                # Where transformers' TensorBoardCallback writes: $TENSORBOARD_LOGGING_DIR or <output_dir>/runs/...
+                log_dir = os.getenv("TENSORBOARD_LOGGING_DIR") or os.path.join(self.args.output_dir, default_logdir())
+                self._writer = SummaryWriter(log_dir=os.path.expanduser(log_dir))
             for name, value in metrics.items():
                 if isinstance(value, (int, float)) and name not in ("round", "step"):
                     self._writer.add_scalar(f"train/{name}", value, step)
