@@ -86,14 +86,14 @@ def test_train_rl_methods_learn_through_the_cli(workspace, tmp_path, method, ext
     out = tmp_path / method
     metrics = train_rl(_flags(workspace, out, method, **extra))
     # The learned reward ranks held-out pairs well above chance (0.5) ...
-    assert metrics["reward/eval_accuracy"] > 0.75
+    assert metrics["reward/eval_accuracy"] > 0.7
     # ... and the trained policy's gold reward is well above the starting model's (about 0).
     assert _gold_of(str(out)) > _gold_of(workspace["model"]) + 0.5
     assert (out / "reward_model" / "config.json").is_file() and (out / "all_results.json").is_file()
     history = json.loads((out / "log_history.json").read_text())
     if method == "rlhf":
         assert "reward_model/loss" not in metrics  # frozen after pretraining
-        assert history[0]["reward_pretrain/best_holdout_accuracy"] > 0.75
+        assert history[0]["reward_pretrain/best_holdout_accuracy"] > 0.7
     if method == "rft":
         assert "reward_model/loss_pref" not in metrics and "reward_model/loss_demo" in metrics
     if method == "aihf_rl":
