@@ -123,7 +123,8 @@ def parse_with_config(parser, argv: list[str], prog: str) -> tuple:
             choices = f.metadata.get("choices")
             value = getattr(obj, f.name)
             if choices and value is not None and value not in choices:
-                raise ConfigError(f"{prog}: {f.name}={value!r} (from {known.config or 'the flags'}) is not one of {choices}")
+                where = known.config or "the flags"
+                raise ConfigError(f"{prog}: {f.name}={value!r} (from {where}) is not one of {choices}")
     return parsed
 
 
@@ -213,7 +214,10 @@ def train_rl(argv: list[str]) -> dict:
     if demos is not None:
         prepare_demonstrations(demos, tokenizer, **kw)
 
-    load_kw: dict[str, Any] = {"dtype": getattr(torch, model_args.dtype), "trust_remote_code": model_args.trust_remote_code}
+    load_kw: dict[str, Any] = {
+        "dtype": getattr(torch, model_args.dtype),
+        "trust_remote_code": model_args.trust_remote_code,
+    }
     if model_args.attn_implementation:
         load_kw["attn_implementation"] = model_args.attn_implementation
     model = AutoModelForCausalLM.from_pretrained(model_args.model_name_or_path, **load_kw)

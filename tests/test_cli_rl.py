@@ -139,7 +139,8 @@ def test_example_config_runs_as_shipped(workspace, tmp_path):
     )
     assert metrics["round"] == 2
     assert (tmp_path / "example" / "checkpoint-2" / "rl_state.json").is_file()
-    assert any(name.startswith("events.out.tfevents") for _, _, files in os.walk(tmp_path / "example") for name in files)
+    written = [name for _, _, files in os.walk(tmp_path / "example") for name in files]
+    assert any(name.startswith("events.out.tfevents") for name in written)
 
 
 def test_bad_input_refused_before_any_model_is_loaded(workspace, tmp_path):

@@ -95,7 +95,9 @@ def sft_then_dpo(
     if sft_args is None:
         sft_args = sft_stage_args(args)
     dpo_args = dataclasses.replace(args, output_dir=os.path.join(args.output_dir, "dpo"), demo_weight=0.0)
-    sft, sft_model = run_sft_stage(model, sft_args, demonstrations, preferences, processing_class, peft_config, callbacks)
+    sft, sft_model = run_sft_stage(
+        model, sft_args, demonstrations, preferences, processing_class, peft_config, callbacks
+    )
     dpo = AIHFTrainer(
         sft_model,
         args=dpo_args,

@@ -90,7 +90,9 @@ def freeze_lower_layers(model: PreTrainedModel, num_layers: int) -> None:
         block.requires_grad_(False)
 
 
-def reward_scores(model: nn.Module, prompts: list[list[int]], completions: list[list[int]], pad_token_id: int) -> Tensor:
+def reward_scores(
+    model: nn.Module, prompts: list[list[int]], completions: list[list[int]], pad_token_id: int
+) -> Tensor:
     """``r(x, y)`` for each (prompt ids, completion ids) row: shape ``(B,)``, float32.
 
     Rows are right-padded; the score is read at the last non-pad token of each row.

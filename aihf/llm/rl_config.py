@@ -89,7 +89,8 @@ class AIHFRLConfig(TrainingArguments):
     rl_prompts: str = field(
         default="all",
         metadata={
-            "help": "Prompts the policy is trained on: those of the demonstrations and preferences used, or one source.",
+            "help": "Prompts the policy is trained on: those of the demonstrations and preferences used, or one "
+            "source.",
             "choices": list(RL_PROMPT_SOURCES),
         },
     )
@@ -178,7 +179,9 @@ class AIHFRLConfig(TrainingArguments):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.num_generations < 2:
-            raise ConfigError(f"num_generations must be >= 2 (RLOO's leave-one-out baseline), got {self.num_generations}")
+            raise ConfigError(
+                f"num_generations must be >= 2 (RLOO's leave-one-out baseline), got {self.num_generations}"
+            )
         if self.beta < 0:
             raise ConfigError(f"beta must be >= 0, got {self.beta}")
         if self.demo_weight < 0 or self.pref_weight < 0:

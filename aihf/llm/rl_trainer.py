@@ -418,8 +418,8 @@ class AIHFRLTrainer:
         }
         metrics.update({name: _mean(v) for name, v in stats.items()})
         if self.gold_reward is not None:
-            decode = self.tokenizer.batch_decode
-            gold = self.gold_reward(decode(prompts, skip_special_tokens=True), decode(completions, skip_special_tokens=True))
+            texts = [self.tokenizer.batch_decode(x, skip_special_tokens=True) for x in (prompts, completions)]
+            gold = self.gold_reward(*texts)
             metrics["gold_reward"] = _mean([float(g) for g in gold])
         self.timings["policy_step"] += time.perf_counter() - start
         return metrics
@@ -676,8 +676,9 @@ class AIHFRLTrainer:
         found = []
         for name in os.listdir(root):
             prefix, _, number = name.rpartition("-")
-            if prefix == CHECKPOINT_PREFIX and number.isdigit() and os.path.isfile(os.path.join(root, name, STATE_FILE)):
-                found.append((int(number), os.path.join(root, name)))
+            folder = os.path.join(root, name)
+            if prefix == CHECKPOINT_PREFIX and number.isdigit() and os.path.isfile(os.path.join(folder, STATE_FILE)):
+                found.append((int(number), folder))
         return sorted(found)
 
     def _has_checkpoint(self, round_: int) -> bool:

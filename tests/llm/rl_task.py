@@ -8,6 +8,7 @@ gold reward. A random tiny policy says good and bad words about equally often.
 
 import random
 
+from aihf.llm.rl_config import AIHFRLConfig
 from aihf.tasks.tiny import build_model, build_word_tokenizer
 
 GOOD = ["g1", "g2", "g3"]
@@ -52,3 +53,25 @@ def make_data(n_demos=24, n_prefs=48, n_eval=40, seed=0):
 
 def model(tok, seed=0):
     return build_model(tok, "llama", hidden_size=32, seed=seed)
+
+
+def rl_args(tmp_path, **overrides):
+    """A small CPU AIHF-RL configuration: 20 rounds of 8 prompts x 4 samples, nothing saved."""
+    base = dict(
+        output_dir=str(tmp_path / "out"),
+        num_rounds=20,
+        per_device_train_batch_size=8,
+        num_generations=4,
+        max_new_tokens=3,
+        learning_rate=1e-2,
+        reward_learning_rate=3e-3,
+        reward_batch_size=16,
+        beta=0.01,
+        report_to="none",
+        use_cpu=True,
+        save_strategy="no",
+        disable_tqdm=True,
+        seed=0,
+    )
+    base.update(overrides)
+    return AIHFRLConfig(**base)

@@ -16,30 +16,15 @@ from aihf.llm.reward_model import (
     reward_scores,
     save_reward_model,
 )
-from aihf.llm.rl_config import AIHFRLConfig
 from aihf.llm.rl_trainer import AIHFRLTrainer
 from aihf.tasks.tiny import build_model
 
+from . import rl_task
 from .helpers import reverse_task, task_tokenizer
 
 
 def rl_args(tmp_path, **overrides):
-    base = dict(
-        output_dir=str(tmp_path / "out"),
-        per_device_train_batch_size=4,
-        num_generations=2,
-        num_rounds=2,
-        max_new_tokens=4,
-        learning_rate=1e-3,
-        reward_learning_rate=1e-3,
-        report_to="none",
-        use_cpu=True,
-        save_strategy="no",
-        disable_tqdm=True,
-        seed=0,
-    )
-    base.update(overrides)
-    return AIHFRLConfig(**base)
+    return rl_task.rl_args(tmp_path, per_device_train_batch_size=4, num_generations=2, num_rounds=2, **overrides)
 
 
 def _reward_model(tok, seed=3):
@@ -124,9 +109,8 @@ def test_reward_loss_with_demonstrations_equals_formula(tmp_path, demo_loss):
     def score(prompt, answer):
         return reward_scores(rm, [prompt], [answer], tok.pad_token_id)[0]
 
-    bt = torch.stack(
-        [-F.logsigmoid(score(x, c) - score(x, r)) for x, c, r in zip(p["prompt_ids"], p["chosen_ids"], p["rejected_ids"])]
-    ).mean()
+    rows = zip(p["prompt_ids"], p["chosen_ids"], p["rejected_ids"])
+    bt = torch.stack([-F.logsigmoid(score(x, c) - score(x, r)) for x, c, r in rows]).mean()
     terms = []
     for i in range(2):
         x, ye = d["prompt_ids"][i], d["completion_ids"][i]

@@ -8,31 +8,10 @@ import torch
 from torch import nn
 
 from aihf import ConfigError, DataError
-from aihf.llm.rl_config import AIHFRLConfig
 from aihf.llm.rl_trainer import AIHFRLTrainer
 
 from . import rl_task
-
-
-def rl_args(tmp_path, **overrides):
-    base = dict(
-        output_dir=str(tmp_path / "out"),
-        num_rounds=20,
-        per_device_train_batch_size=8,
-        num_generations=4,
-        max_new_tokens=3,
-        learning_rate=1e-2,
-        reward_learning_rate=3e-3,
-        reward_batch_size=16,
-        beta=0.01,
-        report_to="none",
-        use_cpu=True,
-        save_strategy="no",
-        disable_tqdm=True,
-        seed=0,
-    )
-    base.update(overrides)
-    return AIHFRLConfig(**base)
+from .rl_task import rl_args
 
 
 class FirstWordReward(nn.Module):
