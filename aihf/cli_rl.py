@@ -320,3 +320,34 @@ def eval_reward(argv: list[str]) -> dict:
         args.reward_model, tokenizer.pad_token_id, dtype=torch.float32, trust_remote_code=args.trust_remote_code
     )
     return evaluate_reward_model(model, data, tokenizer.pad_token_id, args.batch_size)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m aihf.cli_rl train|eval-reward ...`` until ``aihf`` registers these commands;
+    ``torchrun -m aihf.cli_rl train ...`` for data parallelism. Prints the metrics as JSON."""
+    import json
+    import sys
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    commands = {"train": train_rl, "eval-reward": eval_reward}
+    if not argv or argv[0] not in commands:
+        print("usage: python -m aihf.cli_rl {train,eval-reward} [options]")
+        return 2
+    from .errors import DataError
+
+    try:
+        metrics = commands[argv[0]](argv[1:])
+    except (ConfigError, DataError) as e:
+        print(f"aihf: error: {e}", file=sys.stderr)
+        return 2
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+    print(json.dumps(metrics, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -13,7 +13,9 @@ Each round:
 
 The loop is written out rather than built on ``transformers.Trainer``: a round holds two models,
 two optimizers and a generation phase, which the Trainer's one-model step does not fit.
-It runs on one process (no torchrun data parallelism yet).
+Under torchrun each process takes its share of every step's prompts and preference pairs, and
+gradients are averaged over processes before each update (as DDP does); RLOO groups are
+per process, and reward whitening / advantage normalisation use the process's own batch.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from typing import Any
 
 import datasets
 import torch
+import torch.distributed as dist
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from tqdm.auto import tqdm
@@ -81,6 +84,10 @@ class _Cycler:
             out.append(self._perm()[self.pos])
             self.pos += 1
         return out
+
+    def take_shard(self, count: int, world: int, rank: int) -> list[int]:
+        """This process's ``count`` of the next ``count * world`` indices (all processes advance alike)."""
+        return self.take(count * world)[rank * count : (rank + 1) * count]
 
     def state(self) -> list[int]:
         return [self.epoch, self.pos]
@@ -154,9 +161,10 @@ class AIHFRLTrainer:
         args = args if args is not None else AIHFRLConfig(output_dir="aihf-rl-output")
         if not isinstance(args, AIHFRLConfig):
             raise TypeError(f"args must be an AIHFRLConfig, got {type(args).__name__}")
-        if args.world_size > 1:
-            raise ConfigError("AIHF-RL runs on one process for now: launch it without torchrun/accelerate")
         self.args = args
+        self.world, self.rank = args.world_size, args.process_index
+        if self.world > 1 and not (dist.is_available() and dist.is_initialized()):
+            raise ConfigError(f"world_size={self.world} but torch.distributed is not initialised: launch with torchrun")
         if isinstance(model, str) and processing_class is None:
             processing_class = AutoTokenizer.from_pretrained(model)
         if processing_class is None:
@@ -197,6 +205,9 @@ class AIHFRLTrainer:
         self.policy = model.to(self.device)
         self.reward_model = reward_model.to(self.device)
         self.ref_model = _frozen(ref_model.to(self.device)) if ref_model is not None else None
+        # Every process starts from rank 0's weights (a new score head is randomly initialised).
+        for m in (self.policy, self.reward_model):
+            self._broadcast(m)
         self.stop_tokens = _stop_tokens(tokenizer, self.policy)
         self.generator = generator or HFGenerator(
             pad_token_id=self.pad,
@@ -303,6 +314,37 @@ class AIHFRLTrainer:
         )
         return optimizer, scheduler
 
+    # ------------------------------------------------------------------ data parallelism
+    def _broadcast(self, model: nn.Module) -> None:
+        if self.world > 1:
+            with torch.no_grad():
+                for p in model.parameters():
+                    dist.broadcast(p.data, src=0)
+
+    def _sync_grads(self, model: nn.Module) -> None:
+        """Average the gradients over processes (what DDP does, without wrapping the model, so
+        that generation and adapter switching work on it unchanged)."""
+        if self.world == 1:
+            return
+        for p in _trainable(model).values():
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+            dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
+            p.grad.div_(self.world)
+
+    def _average(self, metrics: dict[str, float]) -> dict[str, float]:
+        """Metrics averaged over processes (every process logs the same keys)."""
+        if self.world == 1 or not metrics:
+            return metrics
+        names = sorted(metrics)
+        values = torch.tensor([float(metrics[n]) for n in names], dtype=torch.float64, device=self.device)
+        dist.all_reduce(values, op=dist.ReduceOp.SUM)
+        return dict(zip(names, (values / self.world).tolist()))
+
+    def _barrier(self) -> None:
+        if self.world > 1:
+            dist.barrier()
+
     def _autocast(self):
         if self.args.bf16:
             return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
@@ -384,7 +426,7 @@ class AIHFRLTrainer:
         self.policy.train()
         n_prompts = n // k
         per_mb = n_prompts // args.num_mini_batches
-        gen = torch.Generator().manual_seed(_stable_seed(args.seed, 4, step))
+        gen = torch.Generator().manual_seed(_stable_seed(args.seed, 4, step, self.rank))
         stats = defaultdict(list)
         for _ in range(args.num_ppo_epochs):
             order = torch.randperm(n_prompts, generator=gen) if args.num_mini_batches > 1 else torch.arange(n_prompts)
@@ -395,6 +437,7 @@ class AIHFRLTrainer:
                 tok, sub_mask, _ = self._token_logps(self.policy, sub)
                 out = losses.clipped_policy_loss(tok, old_tok[idx], advantages[idx], sub_mask, args.cliprange)
                 out.loss.backward()
+                self._sync_grads(self.policy)
                 if args.max_grad_norm:
                     torch.nn.utils.clip_grad_norm_(_trainable(self.policy).values(), args.max_grad_norm)
                 self.policy_optimizer.step()
@@ -507,6 +550,7 @@ class AIHFRLTrainer:
 
     def _reward_update(self, loss: Tensor) -> None:
         loss.backward()
+        self._sync_grads(self.reward_model)
         if self.args.max_grad_norm:
             torch.nn.utils.clip_grad_norm_(_trainable(self.reward_model).values(), self.args.max_grad_norm)
         self.reward_optimizer.step()
@@ -514,7 +558,7 @@ class AIHFRLTrainer:
         self.reward_optimizer.zero_grad(set_to_none=True)
 
     def _pref_batch(self, size: int) -> dict[str, list]:
-        return self.preferences[self._samplers["pref"].take(size)]
+        return self.preferences[self._samplers["pref"].take_shard(size, self.world, self.rank)]
 
     def reward_step(self, demo_indices: list[int], samples: list[list[list[int]]]) -> dict[str, float]:
         start = time.perf_counter()
@@ -541,12 +585,12 @@ class AIHFRLTrainer:
         args = self.args
         best, best_state, waited = -1.0, None, 0
         last: dict[str, float] = {}
-        bar = tqdm(range(args.reward_pretrain_steps), desc="reward model", disable=args.disable_tqdm)
+        bar = tqdm(range(args.reward_pretrain_steps), desc="reward model", disable=args.disable_tqdm or self.rank > 0)
         for step in bar:
             self.reward_model.train()
             loss, metrics = self.reward_loss(self._pref_batch(args.reward_batch_size), None, None)
             self._reward_update(loss)
-            last = {f"reward_pretrain/{k.split('/')[-1]}": v for k, v in metrics.items()}
+            last = {f"reward_pretrain/{k.split('/')[-1]}": v for k, v in self._average(metrics).items()}
             if args.reward_pretrain_patience is None or (step + 1) % args.reward_pretrain_eval_steps:
                 continue
             with self._autocast():
@@ -576,9 +620,10 @@ class AIHFRLTrainer:
         demo_samples: dict[int, list[list[int]]] = {}
         for s in range(args.policy_steps_per_round):
             step = self.round * args.policy_steps_per_round + s
-            chosen = [self.rl_prompts[i] for i in self._samplers["rl"].take(args.per_device_train_batch_size)]
+            drawn = self._samplers["rl"].take_shard(args.per_device_train_batch_size, self.world, self.rank)
+            chosen = [self.rl_prompts[i] for i in drawn]
             prompts = [p for p, _ in chosen for _ in range(k)]
-            completions = self._generate(prompts, _stable_seed(args.seed, 5, step))
+            completions = self._generate(prompts, _stable_seed(args.seed, 5, step, self.rank))
             for name, value in self.policy_step(prompts, completions, step).items():
                 collected[name].append(value)
             for i, (_, j) in enumerate(chosen):
@@ -591,16 +636,17 @@ class AIHFRLTrainer:
             if args.demo_weight > 0:
                 indices = list(demo_samples)
                 if not indices:  # the round's RL prompts held no demonstration: draw some
-                    indices = self._samplers["demo"].take(args.per_device_train_batch_size)
+                    size = args.per_device_train_batch_size
+                    indices = self._samplers["demo"].take_shard(size, self.world, self.rank)
                 if args.fresh_reward_samples or not demo_samples:
                     prompts = [p for p in self.demonstrations[indices]["prompt_ids"] for _ in range(k)]
-                    fresh = self._generate(prompts, _stable_seed(args.seed, 6, self.round))
+                    fresh = self._generate(prompts, _stable_seed(args.seed, 6, self.round, self.rank))
                     demo_samples = {j: fresh[i * k : (i + 1) * k] for i, j in enumerate(indices)}
                 samples = [demo_samples[j] for j in indices]
             for _ in range(args.reward_steps_per_round):
                 for name, value in self.reward_step(indices, samples).items():
                     collected[name].append(value)
-        metrics = {name: _mean(v) for name, v in collected.items()}
+        metrics = self._average({name: _mean(v) for name, v in collected.items()})
         metrics.update(self.evaluate_reward())
         self.round += 1
         metrics["round"] = self.round
@@ -616,7 +662,9 @@ class AIHFRLTrainer:
             self._load_checkpoint(checkpoint)
         if not self.pretrain_done:
             self.pretrain_reward()
-        bar = tqdm(total=args.num_rounds, initial=self.round, desc="AIHF-RL rounds", disable=args.disable_tqdm)
+        bar = tqdm(
+            total=args.num_rounds, initial=self.round, desc="AIHF-RL rounds", disable=args.disable_tqdm or self.rank > 0
+        )
         metrics: dict[str, float] = {}
         while self.round < args.num_rounds:
             metrics = self.run_round()
@@ -641,6 +689,8 @@ class AIHFRLTrainer:
         entry = {k: v for k, v in metrics.items()}
         entry["step"] = step
         self.log_history.append(entry)
+        if self.rank > 0:
+            return
         report_to = self.args.report_to or []
         if "tensorboard" in report_to:
             if self._writer is None:
@@ -662,12 +712,16 @@ class AIHFRLTrainer:
         """The policy (adapters only under PEFT, as ``save_pretrained`` does) and tokenizer in
         ``output_dir``; the standalone reward model in ``output_dir/reward_model``."""
         output_dir = output_dir or self.args.output_dir
+        if self.rank > 0:
+            self._barrier()
+            return
         os.makedirs(output_dir, exist_ok=True)
         self.policy.save_pretrained(output_dir)
         self.tokenizer.save_pretrained(output_dir)
         save_reward_model(self.reward_model, os.path.join(output_dir, "reward_model"), self.tokenizer)
         with open(os.path.join(output_dir, "log_history.json"), "w") as f:
             json.dump(self.log_history, f, indent=1)
+        self._barrier()
 
     def _checkpoint_dirs(self) -> list[tuple[int, str]]:
         root = self.args.output_dir
@@ -688,11 +742,20 @@ class AIHFRLTrainer:
         """Write ``checkpoint-<round>`` atomically: staged in a hidden folder, then renamed into place.
 
         It holds the trainable weights of policy and reward model, both optimizers and schedulers,
-        the samplers' positions, the log history and the torch RNG state.
+        the samplers' positions, the log history and the torch RNG state. Process 0 writes it
+        (every process holds the same weights, optimizer states and sampler positions).
         """
         root = self.args.output_dir
         name = f"{CHECKPOINT_PREFIX}-{self.round}"
-        staged, final = os.path.join(root, STAGING_DIR, name), os.path.join(root, name)
+        final = os.path.join(root, name)
+        self._barrier()
+        if self.rank == 0:
+            self._write_checkpoint(os.path.join(root, STAGING_DIR, name), final)
+        self._barrier()
+        return final
+
+    def _write_checkpoint(self, staged: str, final: str) -> None:
+        root = self.args.output_dir
         shutil.rmtree(staged, ignore_errors=True)  # left over by a crash
         os.makedirs(staged)
         _save_trainable(self.policy, os.path.join(staged, "policy.safetensors"))
@@ -722,7 +785,6 @@ class AIHFRLTrainer:
         if limit:
             for _, old in self._checkpoint_dirs()[:-limit]:
                 shutil.rmtree(old)
-        return final
 
     def _resolve_checkpoint(self, resume: str | bool | None) -> str | None:
         if isinstance(resume, str) and resume.lower() in ("true", "false"):

@@ -224,3 +224,33 @@ def test_lora_policy_and_reward_model_train_save_and_resume(tmp_path):
     resumed = make(3, resume_from_checkpoint=True)
     resumed.train(resume_from_checkpoint=True)
     assert resumed.round == 3 and [e["step"] for e in resumed.log_history] == [1, 2, 3]
+
+
+@pytest.mark.slow
+def test_two_process_torchrun_stays_in_sync_and_learns(tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(root), HF_HUB_OFFLINE="1")
+    torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
+    script = str(root / "tests" / "llm" / "rl_ddp_script.py")
+    run = subprocess.run(
+        [torchrun, "--standalone", "--nproc_per_node", "2", script, str(tmp_path), "0"],
+        env=env,
+        cwd=root,
+        capture_output=True,
+        text=True,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    result = json.loads((tmp_path / "ddp.json").read_text())
+    assert result["world"] == 2
+    assert result["checksums"][0] == result["checksums"][1]  # same weights on both processes
+    h = result["history"]
+    assert _mean(h, "reward/eval_accuracy", slice(-3, None)) > 0.7
+    assert _mean(h, "gold_reward", slice(-3, None)) > _mean(h, "gold_reward", slice(0, 3)) + 0.5
+    # Process 0 wrote each checkpoint once, atomically (no staging folder left).
+    assert sorted(os.listdir(tmp_path / "out")) == ["checkpoint-10", "checkpoint-20"]
