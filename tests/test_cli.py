@@ -154,6 +154,7 @@ def test_cli_usage(capsys):
     assert cli.main(["nope"]) == 2
 
 
+@pytest.mark.learning
 def test_quickstart_runs_end_to_end(tmp_path):
     out = tmp_path / "qs"
     assert (
@@ -176,7 +177,8 @@ def test_quickstart_runs_end_to_end(tmp_path):
     )
     results = json.loads((out / "results.json").read_text())
     assert set(results["before"]) == {"exact_match", "preference_accuracy", "eval_logp_correct"}
-    assert results["after"]["eval_logp_correct"] > results["before"]["eval_logp_correct"]
+    # Measured +4.3 nats (AVX-512 and default kernels alike).
+    assert results["after"]["eval_logp_correct"] > results["before"]["eval_logp_correct"] + 1.0
     assert (out / "results.md").read_text().startswith("| aihf |")
 
 
