@@ -74,6 +74,7 @@ def _gold_of(model_dir, n=64):
     return sum(rl_task.gold(tok.decode(o, skip_special_tokens=True)) for o in outs) / len(outs)
 
 
+@pytest.mark.learning
 @pytest.mark.parametrize(
     "method, extra",
     [

@@ -874,14 +874,14 @@ def sft_then_rlhf(
     preferences: Any,
     processing_class: Any = None,
     *,
-    sft_args: Any,
+    sft_args: Any = None,
     eval_preferences: Any = None,
     peft_config: Any = None,
     reward_peft_config: Any = None,
     gold_reward: GoldReward | None = None,
 ) -> RLHFPipelineResult:
-    """The classic pipeline in one call: SFT on the demonstrations (an :class:`AIHFConfig` with
-    ``pref_weight=0``, e.g. from :func:`aihf.llm.pipelines.sft_stage_args`), then a reward model
+    """The classic pipeline in one call: SFT on the demonstrations (``sft_args``, an :class:`AIHFConfig`
+    with ``pref_weight=0``; default :func:`sft_args_from_rl` of ``args``), then a reward model
     initialised from the SFT model and fitted on the preferences (``args.reward_pretrain_steps``,
     early-stopped when ``reward_pretrain_patience`` is set), then KL-regularised RL on that frozen
     reward with the SFT model as reference. Stages write to ``<output_dir>/sft`` (as set in
@@ -890,6 +890,7 @@ def sft_then_rlhf(
     from .pipelines import run_sft_stage
 
     rl_args = rlhf_stage_args(args)  # checked before any training
+    sft_args = sft_args if sft_args is not None else sft_args_from_rl(args)
     sft, sft_model = run_sft_stage(model, sft_args, demonstrations, preferences, processing_class, peft_config)
     rl = AIHFRLTrainer(
         sft_model,

@@ -35,6 +35,7 @@ def _first_token_prob(trainer, prompt_ids, word_id):
     return torch.softmax(logits, -1)[word_id].item()
 
 
+@pytest.mark.learning
 def test_policy_learns_to_prefer_the_rewarded_answer(tmp_path):
     tok = rl_task.tokenizer()
     demos = [{"prompt": f"say : {t}", "completion": "g1 g2"} for t in rl_task.TOPICS]
@@ -61,6 +62,7 @@ def _mean(history, key, rounds):
     return sum(values[rounds]) / len(values[rounds])
 
 
+@pytest.mark.learning
 def test_aihf_rl_learns_reward_and_policy_on_gold_task(tmp_path):
     tok = rl_task.tokenizer()
     demos, prefs, eval_prefs = rl_task.make_data()
@@ -227,6 +229,7 @@ def test_lora_policy_and_reward_model_train_save_and_resume(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.learning
 def test_two_process_torchrun_stays_in_sync_and_learns(tmp_path):
     import json
     import os
