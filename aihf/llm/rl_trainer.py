@@ -40,7 +40,7 @@ import torch.distributed as dist
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from tqdm.auto import tqdm
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase, get_scheduler
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase, get_scheduler, set_seed
 
 from .. import losses
 from ..data import pad_sequences, prepare_demonstrations, prepare_preferences, references_as_demonstrations
@@ -177,6 +177,8 @@ class AIHFRLTrainer:
         # Data first: bad input must fail before any model is loaded.
         self._prepare_data(preferences, demonstrations, eval_preferences)
 
+        # As transformers.Trainer does: the new score head (and anything else random) follows args.seed.
+        set_seed(args.seed)
         if isinstance(model, str):
             model = AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32)
         if isinstance(ref_model, str):

@@ -44,17 +44,18 @@ def test_policy_learns_to_prefer_the_rewarded_answer(tmp_path):
     t = AIHFRLTrainer(
         rl_task.model(tok),
         reward_model=FirstWordReward(len(prompt), target),
-        args=rl_args(tmp_path, num_rounds=15, reward_steps_per_round=0, pref_weight=0.0),
+        args=rl_args(tmp_path, num_rounds=25, reward_steps_per_round=0, pref_weight=0.0),
         demonstrations=demos,
         processing_class=tok,
     )
     before = _first_token_prob(t, prompt, target)
     t.train()
     after = _first_token_prob(t, prompt, target)
+    # Over model seeds 0-3: from about 0.04 to above 0.99.
     assert before < 0.2
     assert after > 0.5
     rewards = [e["reward"] for e in t.log_history]
-    assert sum(rewards[-3:]) / 3 > sum(rewards[:3]) / 3 + 0.3
+    assert sum(rewards[-3:]) / 3 > sum(rewards[:3]) / 3 + 0.5
 
 
 def _mean(history, key, rounds):
@@ -77,6 +78,7 @@ def test_aihf_rl_learns_reward_and_policy_on_gold_task(tmp_path):
     )
     metrics = t.train()
     h = t.log_history
+    # Over seeds 0-2: accuracy 0.94-1.0, gold reward from about 0 to 1.4-1.8 (at most 2).
     # Held-out pair accuracy of the learned reward: chance is 0.5.
     assert _mean(h, "reward/eval_accuracy", slice(-3, None)) > 0.7
     # The policy's gold reward (from about 0 for a random policy) rises.
