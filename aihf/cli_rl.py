@@ -144,22 +144,22 @@ def parse_rl_args(argv: list[str]):
 
 
 def apply_rl_method(config, method: str):
-    """The settings that make ``method`` out of AIHF-RL (validated again by the config)."""
-    if method in ("rlhf", "sft_then_rlhf"):
-        if config.reward_pretrain_steps < 1:
-            raise ConfigError(
-                f"aihf train: --method {method} fits the reward model on the preferences first: "
-                "set reward_pretrain_steps > 0 (and reward_pretrain_patience for early stopping)"
-            )
-        changes: dict[str, Any] = {"demo_weight": 0.0, "freeze_reward_model": True}
-        if method == "sft_then_rlhf":
-            changes = {}  # the pipeline derives each stage's settings itself
+    """The settings that make ``method`` out of AIHF-RL (validated again by the config).
+    ``sft_then_rlhf`` is left as given: the pipeline derives each stage's settings itself."""
+    if method in ("rlhf", "sft_then_rlhf") and config.reward_pretrain_steps < 1:
+        raise ConfigError(
+            f"aihf train: --method {method} fits the reward model on the preferences first: "
+            "set reward_pretrain_steps > 0 (and reward_pretrain_patience for early stopping)"
+        )
+    changes: dict[str, Any] = {}
+    if method == "rlhf":
+        changes = {"demo_weight": 0.0, "freeze_reward_model": True}
     elif method == "rft":
         changes = {"pref_weight": 0.0}
-    else:
-        changes = {}
+    if not changes:
+        return config
     try:
-        return dataclasses.replace(config, **changes) if changes else config
+        return dataclasses.replace(config, **changes)
     except ConfigError as e:
         raise ConfigError(f"aihf train: --method {method}: {e}") from e
 
