@@ -11,7 +11,10 @@ Equations are cited from ``shared/docs/method.md`` (copied to ``docs/method.md``
 * **(ML-IRL)** the gradient's demonstration term, reward of the demonstration minus reward of a
   policy sample, and its logistic form (method.md, "Instantiations", 1);
 * **(DPO)** the implicit-reward preference term, ``r = beta log(pi/pi_ref)`` ("Instantiations", 2);
-* **(SP)** the self-play demonstration term against a frozen opponent ("Instantiations", 3).
+* **(SP)** the self-play demonstration term against a frozen opponent ("Instantiations", 3);
+* **(L)** the lower level, KL-regularised RL ``max_pi E[r(x,y)] - beta KL(pi || pi_ref)``, optimised
+  by AIHF-RL ("Instantiations", 1) with RLOO (Ahmadian et al. 2024, arXiv 2402.14740) or PPO-clip
+  (Schulman et al. 2017, arXiv 1707.06347).
 
 The preference term can also take the variants TRL's ``DPOTrainer`` offers under ``loss_type``:
 conservative DPO (label smoothing), robust DPO, IPO and the hinge (SLiC) loss. Each cites its paper.
@@ -42,6 +45,14 @@ __all__ = [
     "ml_irl_linear_loss",
     "ml_irl_logistic_loss",
     "aihf_loss",
+    "kl_penalty",
+    "kl_regularized_rewards",
+    "rloo_advantages",
+    "whiten",
+    "policy_gradient_loss",
+    "clipped_policy_loss",
+    "ClippedPolicyLoss",
+    "center_rewards_loss",
 ]
 
 
@@ -347,3 +358,130 @@ def aihf_loss(
             raise ValueError(f"{name} is None but its weight is {weight}")
         total = weight * term if total is None else total + weight * term
     return total
+
+
+def center_rewards_loss(first_rewards: Tensor, second_rewards: Tensor) -> Tensor:
+    """Reward centring penalty ``mean_i (r_i1 + r_i2)^2`` over the pairs scored in a reward step
+    (Eisenstein et al. 2023, arXiv 2312.09244; TRL's ``center_rewards_coefficient`` term).
+
+    (BT) and (ML-IRL) only see reward differences, so without it the mean reward may drift;
+    the penalty pins it near 0. Inputs ``(B,)``; a scalar out.
+    """
+    _check_pair(first_rewards, second_rewards, None, ("first_rewards", "second_rewards"))
+    return ((first_rewards + second_rewards) ** 2).mean()
+
+
+# ---------------------------------------------------------------------------- lower level (L)
+
+
+def kl_penalty(logps: Tensor, ref_logps: Tensor) -> Tensor:
+    """Sequence-level KL estimate of each sample, method.md (L):
+    ``kl_i = log pi(y_i|x_i) - log pi_ref(y_i|x_i)`` for ``y_i ~ pi``.
+
+    Its expectation over ``y ~ pi`` is ``KL(pi(.|x) || pi_ref(.|x))`` (the "k1" estimator). Inputs are
+    per-sequence sums of completion-token log-probs, shape ``(B,)``; so is the output.
+    """
+    _check_pair(logps, ref_logps, None, ("logps", "ref_logps"))
+    return logps - ref_logps
+
+
+def kl_regularized_rewards(rewards: Tensor, logps: Tensor, ref_logps: Tensor, beta: float) -> Tensor:
+    """The per-sample objective of method.md (L) with the KL folded into the reward:
+    ``R_i = r(x_i, y_i) - beta * (log pi(y_i|x_i) - log pi_ref(y_i|x_i))``, shape ``(B,)``.
+
+    The policy-gradient of ``E[R]`` (KL treated as part of the reward, as RLOO and TRL do) is
+    the gradient of the lower level. ``beta = 0`` leaves the rewards unchanged.
+    """
+    if beta < 0:
+        raise ValueError(f"beta must be >= 0, got {beta}")
+    _check_pair(rewards, logps, None, ("rewards", "logps"))
+    return rewards - beta * kl_penalty(logps, ref_logps)
+
+
+def rloo_advantages(rewards: Tensor) -> Tensor:
+    """REINFORCE leave-one-out advantages (Ahmadian et al. 2024, eq. 6), for method.md (L):
+    ``A_ij = R_ij - mean_{l != j} R_il`` over the ``k`` samples ``j`` of prompt ``i``.
+
+    ``rewards`` has shape ``(P, k)`` with ``k >= 2``; the result has the same shape. It equals
+    ``k/(k-1) * (R_ij - mean_l R_il)`` and sums to 0 over each prompt's samples.
+    """
+    if rewards.dim() != 2:
+        raise ValueError(f"rewards must have shape (prompts, k), got {tuple(rewards.shape)}")
+    k = rewards.shape[1]
+    if k < 2:
+        raise ValueError(f"RLOO needs k >= 2 samples per prompt, got {k}")
+    baseline = (rewards.sum(dim=1, keepdim=True) - rewards) / (k - 1)
+    return rewards - baseline
+
+
+def whiten(values: Tensor, eps: float = 1e-8) -> Tensor:
+    """``(v - mean(v)) / (std(v) + eps)`` over all elements, any shape.
+
+    Used to whiten the rewards or the advantages of a batch (TRL's ``normalize_advantages``),
+    with the population std; a single element becomes 0.
+    """
+    if values.numel() < 2:
+        return values - values.mean()
+    return (values - values.mean()) / (values.std(unbiased=False) + eps)
+
+
+def policy_gradient_loss(logps: Tensor, advantages: Tensor) -> Tensor:
+    """REINFORCE loss of method.md (L) for samples drawn from the current policy:
+    ``loss = -mean_i A_i * log pi(y_i|x_i)``; its gradient is the score-function estimate of
+    ``-grad E[R]`` (RLOO when ``A`` are :func:`rloo_advantages` of :func:`kl_regularized_rewards`).
+
+    ``logps`` are per-sequence log-prob sums with gradients, ``advantages`` constants; both ``(B,)``.
+    """
+    _check_pair(logps, advantages, None, ("logps", "advantages"))
+    return -(advantages.detach() * logps).mean()
+
+
+class ClippedPolicyLoss(NamedTuple):
+    """``loss``; ``clip_fraction``: share of completion tokens whose ratio was clipped; ``approx_kl``:
+    mean per-token ``0.5 * (log ratio)^2`` between the current and the sampling policy."""
+
+    loss: Tensor
+    clip_fraction: Tensor
+    approx_kl: Tensor
+
+
+def clipped_policy_loss(
+    token_logps: Tensor,
+    old_token_logps: Tensor,
+    advantages: Tensor,
+    completion_mask: Tensor,
+    clip_range: float = 0.2,
+) -> ClippedPolicyLoss:
+    """PPO's clipped surrogate (Schulman et al. 2017, eq. 7) with one advantage per sequence,
+    for several updates on the same samples of method.md (L):
+
+    ``rho_it = exp(lp_it - lp_old_it)``,
+    ``loss = -mean_i sum_t m_it * min(rho_it A_i, clip(rho_it, 1-eps, 1+eps) A_i)``.
+
+    Token terms are summed per sequence (not averaged), so that on the first update, where
+    ``lp = lp_old`` and ``rho = 1``, the gradient equals :func:`policy_gradient_loss`'s exactly.
+    Shapes: ``token_logps``, ``old_token_logps``, ``completion_mask`` ``(B, T)``; ``advantages`` ``(B,)``.
+    """
+    if token_logps.shape != old_token_logps.shape or token_logps.shape != completion_mask.shape:
+        raise ValueError(
+            f"token_logps {tuple(token_logps.shape)}, old_token_logps {tuple(old_token_logps.shape)} and "
+            f"completion_mask {tuple(completion_mask.shape)} must have the same shape"
+        )
+    if advantages.shape != token_logps.shape[:1]:
+        raise ValueError(f"advantages has shape {tuple(advantages.shape)}, expected ({token_logps.shape[0]},)")
+    if clip_range <= 0:
+        raise ValueError(f"clip_range must be > 0, got {clip_range}")
+    mask = completion_mask.to(token_logps.dtype)
+    log_ratio = token_logps - old_token_logps.detach()
+    ratio = torch.exp(log_ratio)
+    adv = advantages.detach().unsqueeze(1)
+    unclipped = ratio * adv
+    clipped = torch.clamp(ratio, 1.0 - clip_range, 1.0 + clip_range) * adv
+    per_token = -torch.minimum(unclipped, clipped)
+    loss = (per_token * mask).sum(1).mean()
+    tokens = mask.sum().clamp_min(1.0)
+    with torch.no_grad():
+        was_clipped = (unclipped != clipped) & (per_token == -clipped)
+        clip_fraction = (was_clipped.to(mask.dtype) * mask).sum() / tokens
+        approx_kl = (0.5 * log_ratio.detach() ** 2 * mask).sum() / tokens
+    return ClippedPolicyLoss(loss, clip_fraction, approx_kl)
