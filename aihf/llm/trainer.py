@@ -594,7 +594,8 @@ class AIHFTrainer(Trainer):
             samples = self.generator(self._opponent, [prompts[k] for k in todo], seed)
             limit = self.args.max_length
             samples = [s[: limit - len(prompts[k])] if limit else s for k, s in zip(todo, samples)]
-            samples = [s or [self.processing_class.eos_token_id] for s in samples]  # never an empty answer
+            end = end_token(self.processing_class, self.args.eos_token).id
+            samples = [s or [end] for s in samples]  # never an empty answer: the data's end token alone
             demo_rows = {
                 key: inputs[key][2 * n_p :][todo] for key in ("input_ids", "attention_mask", "completion_mask")
             }
