@@ -80,7 +80,9 @@ def apply_method(args: TrainArguments):
         )
     if method in STAGES and config.pref_weight == 0:
         stage = STAGES[method][1].upper()
-        raise ConfigError(f"--method {method} needs pref_weight > 0 for its {stage} stage ({args.describe('pref_weight')})")
+        raise ConfigError(
+            f"--method {method} needs pref_weight > 0 for its {stage} stage ({args.describe('pref_weight')})"
+        )
     return config
 
 

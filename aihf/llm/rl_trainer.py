@@ -23,7 +23,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
-import math
 import os
 import random
 import shutil
@@ -715,7 +714,6 @@ class AIHFRLTrainer:
         if "tensorboard" in report_to:
             if self._writer is None:
                 from torch.utils.tensorboard import SummaryWriter
-
                 from transformers.integrations.integration_utils import default_logdir
 
                 # Where transformers' TensorBoardCallback writes: $TENSORBOARD_LOGGING_DIR or <output_dir>/runs/...

@@ -12,7 +12,7 @@ from aihf.cli import main
 def test_usage_lists_the_commands(capsys):
     assert main([]) == 0
     out = capsys.readouterr().out
-    assert all(f"  {c} " in out for c in ("train", "quickstart", "env")) and "--version" in out
+    assert all(f"  {c} " in out for c in ("train", "eval-reward", "quickstart", "env")) and "--version" in out
 
 
 def test_train_help_leads_with_aihf_then_model_and_data_then_training_arguments(capsys):
@@ -21,7 +21,7 @@ def test_train_help_leads_with_aihf_then_model_and_data_then_training_arguments(
     order = [
         "aihf: configuration file, method and objective:",
         "  --config PATH",
-        "  --method {aihf,dpo,sft,spin,sft_then_dpo}",
+        "  --method {aihf,dpo,sft,spin,sft_then_dpo,aihf_rl,rlhf,rft,sft_then_rlhf}",
         "  --beta FLOAT",
         "  --demo_loss {nll,self_play}",
         "model and LoRA:",
