@@ -414,27 +414,23 @@ def _did_you_mean(word: str, candidates: list[str]) -> str:
     return f" (did you mean {match[0]}?)" if match else ""
 
 
-def _config_path(argv: list[str]) -> str | None:
-    path = None
+def _flag_value(argv: list[str], name: str) -> str | None:
+    """The value of the last ``--name value`` or ``--name=value`` in ``argv`` (as argparse takes it)."""
+    value = None
     for i, token in enumerate(argv):
-        if token == "--config" and i + 1 < len(argv):
-            path = argv[i + 1]
-        elif token.startswith("--config="):
-            path = token.split("=", 1)[1]
-    return path
+        if token == f"--{name}" and i + 1 < len(argv):
+            value = argv[i + 1]
+        elif token.startswith(f"--{name}="):
+            value = token.split("=", 1)[1]
+    return value
 
 
 def train_method(argv: list[str]) -> str:
     """The ``--method`` that ``argv`` asks for (its last ``--method`` flag, else ``method:`` in the
     ``--config`` file, else ``aihf``): which config and trainer ``aihf train`` uses. An unknown
     name counts as ``aihf`` here; parsing refuses it, naming where it came from."""
-    method = None
-    for i, token in enumerate(argv):
-        if token == "--method" and i + 1 < len(argv):
-            method = argv[i + 1]
-        elif token.startswith("--method="):
-            method = token.split("=", 1)[1]
-    config_path = _config_path(argv)
+    method = _flag_value(argv, "method")
+    config_path = _flag_value(argv, "config")
     if method is None and config_path:
         method = _read_yaml(config_path)[0].get("method")
     return method if method in METHODS + RL_METHODS else "aihf"
@@ -454,7 +450,7 @@ def parse_arguments(parser, argv: list[str], dataclass_types: tuple) -> tuple[li
     fields_by_name = {a.dest: a for a in reversed(parser._actions) if a.option_strings and a.dest != "help"}
     flag_names = sorted({a.option_strings[0] for a in fields_by_name.values()})
 
-    config_path = _config_path(argv)
+    config_path = _flag_value(argv, "config")
     origins: dict[str, str] = {}
     if config_path:
         values, lines = _read_yaml(config_path)

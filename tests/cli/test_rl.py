@@ -16,7 +16,7 @@ from aihf.cli import train as train_module
 from aihf.llm.generation import HFGenerator
 from tests.llm import rl_task
 
-from .conftest import user_error, write_jsonl
+from .conftest import assert_in_order, user_error, write_jsonl
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -209,9 +209,7 @@ def test_rl_help_shows_the_rl_config_in_its_own_group(capsys):
         "Inherited by aihf.llm.AIHFRLConfig",
         "  --learning_rate FLOAT",
     ]
-    positions = [help_text.find(s) for s in order]
-    assert -1 not in positions, [s for s, p in zip(order, positions) if p == -1]
-    assert positions == sorted(positions)
+    assert_in_order(help_text, order)
     assert "--demo_loss {nll,self_play}" not in help_text  # AIHFConfig's field is not shown here
     assert "(default: aihf_rl)" in help_text
 
