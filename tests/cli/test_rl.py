@@ -161,6 +161,10 @@ def test_example_config_runs_as_shipped(workspace, tmp_path, capsys):
     assert (tmp_path / "example" / "checkpoint-2" / "rl_state.json").is_file()
     written = [name for _, _, files in os.walk(tmp_path / "example") for name in files]
     assert any(name.startswith("events.out.tfevents") for name in written)
+    # --resume_from_checkpoint true continues the last round's checkpoint into a longer run.
+    argv[argv.index("--num_rounds") + 1] = "3"
+    metrics, _ = _train(capsys, [*argv, "--resume_from_checkpoint", "true"], tmp_path / "example")
+    assert metrics["round"] == 3 and (tmp_path / "example" / "checkpoint-3" / "rl_state.json").is_file()
 
 
 def test_a_gguf_policy_with_lora_trains_through_the_cli(tmp_path, capsys):
