@@ -1,4 +1,5 @@
-"""Command line: ``aihf train``, ``aihf quickstart``, ``aihf env`` (one module per command).
+"""Command line: ``aihf train``, ``aihf eval-reward``, ``aihf quickstart``, ``aihf env`` (one module per
+command; ``aihf train --method aihf_rl|rlhf|rft|sft_then_rlhf`` and ``aihf eval-reward`` live in :mod:`.rl`).
 
 ``main`` dispatches to the command's ``run(argv)``. A user error, :class:`aihf.ConfigError` or
 :class:`aihf.DataError`, is printed as one line, ``aihf <command>: <message>``, on stderr, and
@@ -11,7 +12,8 @@ import difflib
 import sys
 
 COMMANDS = {
-    "train": "align a causal LM (see 'aihf train --help')",
+    "train": "align a causal LM (see 'aihf train --help'; with a reward model: 'aihf train --method aihf_rl --help')",
+    "eval-reward": "pairwise accuracy of a saved reward model on preference pairs (see 'aihf eval-reward --help')",
     "quickstart": "the built-in default task, offline, end to end (see 'aihf quickstart --help')",
     "env": "versions of aihf, python, the platform and the libraries it runs on (for bug reports)",
 }
@@ -19,7 +21,7 @@ COMMANDS = {
 
 def _usage() -> str:
     lines = ["usage: aihf <command> [options]", "", "commands:"]
-    lines += [f"  {name:<11} {text}" for name, text in COMMANDS.items()]
+    lines += [f"  {name:<12} {text}" for name, text in COMMANDS.items()]
     lines += ["", "options:", "  -h, --help  show this message", "  --version   print aihf's version"]
     return "\n".join(lines)
 
@@ -50,6 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if command == "train":
             from .train import run
+        elif command == "eval-reward":
+            from .rl import run_eval_reward as run
         elif command == "quickstart":
             from .quickstart import run
         else:
