@@ -78,6 +78,13 @@ class ControlConfig:
         metadata={"help": "Reward over the state or state and action.", "choices": ["state", "state_action"]},
     )
     reward_bound: float = field(default=10.0, metadata={"help": "The reward lies in (-bound, bound)."})
+    survival_bonus: bool = field(
+        default=True,
+        metadata={
+            "help": "Train SAC on r + reward_bound >= 0, so that ending an episode early never pays (envs that "
+            "terminate, e.g. Hopper); false: on r itself (a constant shift only matters where episodes can end early)."
+        },
+    )
     reward_learning_rate: float = field(default=1e-3, metadata={"help": "Adam learning rate of the reward."})
     reward_steps_per_round: int = field(default=20, metadata={"help": "Reward gradient steps per round."})
     reward_batch_size: int = field(

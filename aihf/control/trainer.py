@@ -6,9 +6,9 @@ Each round: ``sac_steps_per_round`` env steps of stable-baselines3 SAC on the cu
 reward (SAC is warm-started across rounds: one model, one replay buffer, rewards relabelled with
 the current reward net each time a minibatch is drawn), then ``reward_steps_per_round`` Adam
 steps on ``w_D * ML-IRL(demo states vs the policy's fresh states) + w_P * Bradley-Terry(pairs)``,
-both from :mod:`aihf.losses`. SAC is trained on ``r_theta + bound >= 0`` so that ending an
-episode early (Hopper falling) is never a way to avoid negative reward; for envs without early
-termination a constant shift changes nothing.
+both from :mod:`aihf.losses`. By default (``survival_bonus``) SAC is trained on
+``r_theta + bound >= 0`` so that ending an episode early (Hopper falling) is never a way to avoid
+negative reward; for envs without early termination the shift changes no optimum and can be off.
 
 Checkpoints (``output_dir/checkpoint``, written atomically after every round) hold no pickles:
 tensors and optimiser states in ``state.pt`` (read back with ``torch.load(weights_only=True)``),
@@ -256,7 +256,7 @@ class ControlTrainer:
             device="cpu",
             verbose=0,
         )
-        bound = self.reward_net.bound
+        bound = self.reward_net.bound if c.survival_bonus else 0.0
 
         def sac_reward(obs, act):
             return self.reward_net(obs.float(), act.float()) + bound
@@ -425,8 +425,10 @@ class ControlTrainer:
         with open(os.path.join(path, "meta.json")) as f:
             meta = json.load(f)
         mine = {k: v for k, v in dataclasses.asdict(self.config).items() if k not in _RESUMABLE}
-        theirs = {k: v for k, v in meta["config"].items() if k not in _RESUMABLE}
-        changed = sorted(k for k in mine if mine.get(k) != theirs.get(k))
+        # A setting added after the checkpoint was written had its default then.
+        defaults = dataclasses.asdict(ControlConfig())
+        theirs = {k: meta["config"].get(k, defaults[k]) for k in mine}
+        changed = sorted(k for k in mine if mine[k] != theirs[k])
         if changed:
             raise ConfigError(
                 f"{path} was written with different settings ({', '.join(changed)}); use a new output_dir or "
