@@ -64,7 +64,7 @@ def write_dataset(config: CollectConfig, expert, low_quality, pool_policies: lis
     """Roll out and label given policies (``act(obs, deterministic) -> action`` callables, in order
     of increasing quality in ``pool_policies``; a uniform random policy is added to the pool) and
     write the folder described in the module docstring. Returns the meta dict."""
-    c = config
+    c = config.validate()
     env = make_env(c.env_id)
     space = env.action_space
     rng = np.random.default_rng(c.seed)
@@ -109,7 +109,7 @@ def collect(config: CollectConfig, command: str = "") -> dict:
     from stable_baselines3 import SAC
     from tqdm.auto import tqdm
 
-    c = config
+    c = config.validate()
     torch.set_num_threads(c.torch_threads)
     env = make_env(c.env_id)
     model = SAC(

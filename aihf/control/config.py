@@ -198,6 +198,27 @@ class CollectConfig:
     torch_threads: int = field(default=1, metadata={"help": "torch.set_num_threads."})
     progress: bool = field(default=True, metadata={"help": "Show a progress bar."})
 
+    def validate(self, source: str = "the flags") -> CollectConfig:
+        """Raise :class:`aihf.ConfigError` naming the first bad setting; returns self."""
+        for name in (
+            "expert_steps",
+            "batch_size",
+            "train_freq",
+            "snapshots",
+            "num_demonstrations",
+            "pool_episodes_per_snapshot",
+            "num_preferences",
+            "segment_length",
+            "eval_episodes",
+        ):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name}={getattr(self, name)} (from {source}) must be >= 1")
+        if self.temperature_scale <= 0:
+            raise ConfigError(f"temperature_scale={self.temperature_scale} (from {source}) must be > 0")
+        if not 0 <= self.label_noise <= 1:
+            raise ConfigError(f"label_noise={self.label_noise} (from {source}) must be between 0 and 1")
+        return self
+
 
 PRESETS: dict[str, dict[str, dict]] = {
     "ci": {

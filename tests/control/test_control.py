@@ -349,6 +349,9 @@ def test_cli_bad_input_is_one_line_exit_2_and_nothing_written(tmp_path, capsys):
     assert "rounds=0 (from the flags) must be >= 1" in capsys.readouterr().err
     assert cli.main(["train", "--env_id", "NoSuchEnv-v0", "--demonstrations", bad]) == 2
     assert "env_id='NoSuchEnv-v0'" in capsys.readouterr().err
+    assert cli.main(["collect", "--env_id", ENV, "--snapshots", "0", "--output_dir", str(out)]) == 2
+    assert "snapshots=0 (from the flags) must be >= 1" in capsys.readouterr().err
+    assert not out.exists()
     with pytest.raises(SystemExit) as e:
         cli.main(["train", "--help"])
     assert e.value.code == 0
