@@ -295,6 +295,23 @@ def test_resume_continues_the_same_run(data_dir, tmp_path):
         ControlTrainer(_config(data_dir, out, rounds=4, seed=1)).train()
 
 
+@pytest.mark.parametrize("survival_bonus", [True, False])
+def test_replay_minibatches_are_relabelled_with_the_current_reward(survival_bonus, data_dir, tmp_path):
+    trainer = ControlTrainer(_config(data_dir, tmp_path, rounds=1, survival_bonus=survival_bonus))
+    trainer._build()
+    trainer.model.learn(250)
+    buf = trainer.model.replay_buffer
+    # Change the reward after the transitions were stored: minibatches must follow at once.
+    with torch.no_grad():
+        last = trainer.reward_net.mlp[-1]
+        last.weight.zero_()
+        last.bias.fill_(2.0)
+    batch = buf.sample(64)
+    expected = 10.0 * math.tanh(2.0 / 10.0) + (10.0 if survival_bonus else 0.0)
+    torch.testing.assert_close(batch.rewards, torch.full((64, 1), expected))
+    assert not np.allclose(buf.rewards[:250], expected)  # the env's rewards stay stored
+
+
 @pytest.mark.parametrize("method", ["pref_rl", "ml_irl", "two_stage", "bc"])
 def test_baselines_run_on_the_same_data(method, data_dir, tmp_path):
     config = _config(data_dir, tmp_path / method, method=method, rounds=1, sac_steps_per_round=250, learning_starts=200)
