@@ -215,7 +215,8 @@ def report(results: str, command: str) -> dict:
         "AIHF is ML-IRL; pref_rl ignores demonstrations, so its value is repeated across demonstration settings;",
         "ml_irl and bc ignore preferences, so theirs is repeated across pair counts. `–`: not run (yet).",
         "",
-        f"Produced by `{command}`; `... --list` prints every run's command.",
+        f"Aggregated from every result file under `runs/` by `{command}`; "
+        "`aihf control bench --preset <preset> --list` prints every run's command.",
         "",
     ]
     for env_id, settings in table.items():
