@@ -78,6 +78,9 @@ class ControlConfig:
         metadata={"help": "Reward over the state or state and action.", "choices": ["state", "state_action"]},
     )
     reward_bound: float = field(default=10.0, metadata={"help": "The reward lies in (-bound, bound)."})
+    sac_reward_scale: float = field(
+        default=1.0, metadata={"help": "SAC is trained on this multiple of the (shifted) learned reward."}
+    )
     survival_bonus: bool = field(
         default=True,
         metadata={
@@ -143,6 +146,8 @@ class ControlConfig:
                 raise ConfigError(f"{name}={getattr(self, name)} (from {source}) must be >= 0")
         if self.reward_bound <= 0:
             raise ConfigError(f"reward_bound={self.reward_bound} (from {source}) must be > 0")
+        if self.sac_reward_scale <= 0:
+            raise ConfigError(f"sac_reward_scale={self.sac_reward_scale} (from {source}) must be > 0")
         for name in ("net_arch", "reward_net_arch"):
             try:
                 sizes = parse_sizes(getattr(self, name))

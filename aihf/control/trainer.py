@@ -256,10 +256,10 @@ class ControlTrainer:
             device="cpu",
             verbose=0,
         )
-        bound = self.reward_net.bound if c.survival_bonus else 0.0
+        shift = self.reward_net.bound if c.survival_bonus else 0.0
 
         def sac_reward(obs, act):
-            return self.reward_net(obs.float(), act.float()) + bound
+            return c.sac_reward_scale * (self.reward_net(obs.float(), act.float()) + shift)
 
         self.model.replay_buffer.reward_fn = sac_reward
 

@@ -295,9 +295,10 @@ def test_resume_continues_the_same_run(data_dir, tmp_path):
         ControlTrainer(_config(data_dir, out, rounds=4, seed=1)).train()
 
 
-@pytest.mark.parametrize("survival_bonus", [True, False])
-def test_replay_minibatches_are_relabelled_with_the_current_reward(survival_bonus, data_dir, tmp_path):
-    trainer = ControlTrainer(_config(data_dir, tmp_path, rounds=1, survival_bonus=survival_bonus))
+@pytest.mark.parametrize("survival_bonus, scale", [(True, 1.0), (False, 2.0)])
+def test_replay_minibatches_are_relabelled_with_the_current_reward(survival_bonus, scale, data_dir, tmp_path):
+    config = _config(data_dir, tmp_path, rounds=1, survival_bonus=survival_bonus, sac_reward_scale=scale)
+    trainer = ControlTrainer(config)
     trainer._build()
     trainer.model.learn(250)
     buf = trainer.model.replay_buffer
@@ -307,7 +308,7 @@ def test_replay_minibatches_are_relabelled_with_the_current_reward(survival_bonu
         last.weight.zero_()
         last.bias.fill_(2.0)
     batch = buf.sample(64)
-    expected = 10.0 * math.tanh(2.0 / 10.0) + (10.0 if survival_bonus else 0.0)
+    expected = scale * (10.0 * math.tanh(2.0 / 10.0) + (10.0 if survival_bonus else 0.0))
     torch.testing.assert_close(batch.rewards, torch.full((64, 1), expected))
     assert not np.allclose(buf.rewards[:250], expected)  # the env's rewards stay stored
 
