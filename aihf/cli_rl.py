@@ -333,13 +333,16 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] not in commands:
         print("usage: python -m aihf.cli_rl {train,eval-reward} [options]")
         return 2
-    from .errors import DataError
+    from .errors import DataError, TrainingError
 
     try:
         metrics = commands[argv[0]](argv[1:])
     except (ConfigError, DataError) as e:
         print(f"aihf: error: {e}", file=sys.stderr)
         return 2
+    except TrainingError as e:
+        print(f"aihf: error: {e}", file=sys.stderr)
+        return 3
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():

@@ -2,7 +2,9 @@
 
 ``main`` dispatches to the command's ``run(argv)``. A user error, :class:`aihf.ConfigError` or
 :class:`aihf.DataError`, is printed as one line, ``aihf <command>: <message>``, on stderr, and
-the exit status is 2; anything else is a bug and keeps its traceback.
+the exit status is 2. A run that cannot go on, :class:`aihf.TrainingError` (a NaN/inf in a loss term,
+gradient or reward; too little disk for its checkpoints), is printed the same way with exit status 3,
+its last checkpoint intact. Anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"aihf: unknown command '{command}': {hint}commands: {', '.join(COMMANDS)}", file=sys.stderr)
         return 2
 
-    from ..errors import ConfigError, DataError
+    from ..errors import ConfigError, DataError, TrainingError
 
     try:
         if command == "train":
@@ -58,6 +60,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, DataError) as e:
         print(f"aihf {command}: {_one_line(str(e))}", file=sys.stderr)
         return 2
+    except TrainingError as e:
+        print(f"aihf {command}: {_one_line(str(e))}", file=sys.stderr)
+        return 3
 
 
 __all__ = ["COMMANDS", "main"]

@@ -101,6 +101,13 @@ class AIHFConfig(TrainingArguments):
     disable_dropout: bool = field(
         default=True, metadata={"help": "Set every dropout probability of the policy (and copies) to 0."}
     )
+    skip_nonfinite_steps: bool = field(
+        default=False,
+        metadata={
+            "help": "A NaN/inf in a loss term, reward or gradient skips that update (counted as "
+            "nonfinite/skipped_steps) instead of stopping the run with an error naming the step and term."
+        },
+    )
 
     # Data.
     max_length: int | None = field(

@@ -78,6 +78,13 @@ class AIHFRLConfig(TrainingArguments):
         default=True, metadata={"help": "Add the gold 'reference' answers of preference rows to the demonstrations."}
     )
     disable_dropout: bool = field(default=True, metadata={"help": "Set every dropout probability to 0."})
+    skip_nonfinite_steps: bool = field(
+        default=False,
+        metadata={
+            "help": "A NaN/inf in a loss term, reward or gradient skips that update (counted as "
+            "nonfinite/skipped_steps) instead of stopping the run with an error naming the step and term."
+        },
+    )
 
     # Policy step.
     num_generations: int = field(default=4, metadata={"help": "Samples per prompt k (>= 2) for the RLOO baseline."})
