@@ -53,7 +53,7 @@ from .logprobs import sequence_logps
 SELF_PLAY_STATE = "aihf_self_play.json"
 SELF_PLAY_SAMPLES = "aihf_self_play_samples_rank{rank}.json"
 OPPONENT_WEIGHTS = "aihf_opponent.safetensors"
-GUARD_STATE = "aihf_guards.json"
+RUN_STATE = "aihf_state.json"  # running totals that the logs continue after a resume
 STAGING_DIR = ".aihf-staging"
 BASE_MODEL_DIR = "base_model"
 
@@ -898,8 +898,8 @@ class AIHFTrainer(Trainer):
         if self.args.should_save:
             os.makedirs(staged, exist_ok=True)
             runs.write_fingerprint(staged, self._run_fingerprint())
-            with open(os.path.join(staged, GUARD_STATE), "w") as f:
-                json.dump({"nonfinite_skipped": self._nonfinite_skipped}, f)
+            with open(os.path.join(staged, RUN_STATE), "w") as f:
+                json.dump({"nonfinite_skipped": self._nonfinite_skipped, "num_tokens": self._total_tokens}, f)
         self.accelerator.wait_for_everyone()
         if self.args.should_save:
             if os.path.isdir(final):
@@ -933,11 +933,12 @@ class AIHFTrainer(Trainer):
             super()._load_rng_state(checkpoint)
         if checkpoint is None:
             return
-        guard_file = os.path.join(checkpoint, GUARD_STATE)
-        if os.path.isfile(guard_file):
-            with open(guard_file) as f:
-                skipped = json.load(f).get("nonfinite_skipped", 0)
-            self._nonfinite_skipped = guards.check_int(skipped, "nonfinite_skipped", guard_file)
+        state_file = os.path.join(checkpoint, RUN_STATE)
+        if os.path.isfile(state_file):
+            with open(state_file) as f:
+                state = json.load(f)
+            self._nonfinite_skipped = guards.check_int(state.get("nonfinite_skipped", 0), "nonfinite_skipped", state_file)
+            self._total_tokens = guards.check_int(state.get("num_tokens", 0), "num_tokens", state_file)
         if self.self_play:
             self._load_self_play_state(checkpoint)
 
