@@ -87,6 +87,13 @@ class ModelArguments:
         default=None, metadata={"help": "Modules to adapt, one or several names (default: all linear layers)."}
     )
 
+    def __post_init__(self):
+        if self.use_peft and (self.lora_r < 1 or self.lora_alpha <= 0 or not 0 <= self.lora_dropout < 1):
+            raise ConfigError(
+                f"LoRA needs lora_r >= 1, lora_alpha > 0 and lora_dropout in [0, 1), got lora_r={self.lora_r}, "
+                f"lora_alpha={self.lora_alpha}, lora_dropout={self.lora_dropout}"
+            )
+
 
 @dataclass
 class DataArguments:

@@ -13,6 +13,7 @@ from transformers import TrainingArguments
 from ..data.formats import HH_ASSISTANT_MARKER
 from ..data.tokenize import check_lengths
 from ..errors import ConfigError
+from .config import check_common_settings
 
 RL_DEMO_LOSSES = ("logistic", "linear")
 RL_PROMPT_SOURCES = ("all", "demonstrations", "preferences")
@@ -170,6 +171,7 @@ class AIHFRLConfig(TrainingArguments):
         super().__post_init__()
         if self.dataloader_pin_memory and (self.use_cpu or not torch.cuda.is_available()):
             self.dataloader_pin_memory = False
+        check_common_settings(self)
         positive_ints = (
             "num_rounds",
             "policy_steps_per_round",

@@ -349,7 +349,7 @@ class AIHFTrainer(Trainer):
                 preferences, tokenizer, implicit_prompt_marker=args.implicit_prompt_marker, **kw
             )
         elif args.pref_weight > 0 and required:
-            raise ValueError(f"pref_weight={args.pref_weight} but no {purpose} preferences were given")
+            raise ConfigError(f"pref_weight={args.pref_weight} but no {purpose} preferences were given")
         if args.demo_weight > 0:
             if demonstrations is not None:
                 demos = prepare_demonstrations(demonstrations, tokenizer, **kw)
@@ -358,7 +358,7 @@ class AIHFTrainer(Trainer):
             if refs is not None:
                 demos = refs if demos is None else datasets.concatenate_datasets([demos, refs])
             if demos is None and required:
-                raise ValueError(
+                raise ConfigError(
                     f"demo_weight={args.demo_weight} but no {purpose} demonstrations were given "
                     "(nor preference rows with a 'reference')"
                 )
