@@ -308,7 +308,10 @@ def _from_yaml(action: argparse.Action, value: Any, where: str) -> Any:
         items = value if isinstance(value, list) else [value]  # `lora_target_modules: q_proj` means one name
         return [_from_yaml_scalar(action, item, where) for item in items]
     if isinstance(value, (list, dict)) and action.type in (str, None):
-        return value  # report_to takes a list, lr_scheduler_kwargs/deepspeed/fsdp_config a mapping
+        # report_to takes a list, lr_scheduler_kwargs/deepspeed/fsdp_config a mapping; a string field does not.
+        kind = _field_types().get(action.dest, "")
+        if ("list" in kind.lower() and isinstance(value, list)) or ("dict" in kind.lower() and isinstance(value, dict)):
+            return value
     return _from_yaml_scalar(action, value, where)
 
 
@@ -353,6 +356,22 @@ def _from_yaml_scalar(action: argparse.Action, value: Any, where: str) -> Any:
     return converted
 
 
+def _field_types() -> dict[str, str]:
+    """Each field's declared type as text (``"int | None"``, ``"dict | str | None"``)."""
+    from ..llm.config import AIHFConfig
+
+    types = {}
+    for dtype in (RunArguments, ModelArguments, DataArguments, AIHFConfig):
+        for f in dataclasses.fields(dtype):
+            types[f.name] = (f.type if isinstance(f.type, str) else repr(f.type)) + (" None" if f.default is None else "")
+    return types
+
+
+def _nullable_fields() -> set[str]:
+    """Fields that accept None (``x: int | None``), so that ``key: null`` in the YAML is meaningful."""
+    return {name for name, kind in _field_types().items() if "None" in kind or "Optional" in kind}
+
+
 def _did_you_mean(word: str, candidates: list[str]) -> str:
     match = difflib.get_close_matches(word, candidates, n=1, cutoff=0.6)
     return f" (did you mean {match[0]}?)" if match else ""
@@ -387,6 +406,9 @@ def parse_train_args(argv: list[str]) -> TrainArguments:
             if key == "config" or key not in fields_by_name:
                 hint = _did_you_mean(key, [n for n in fields_by_name if n != "config"])
                 raise ConfigError(f"{where}: unknown key '{key}'{hint}")
+            if value is None and key not in _nullable_fields():
+                kind = _type_name(fields_by_name[key].type)
+                raise ConfigError(f"{where}: {key}: expected {kind}, got null (remove the line to keep the default)")
             converted[key] = _from_yaml(fields_by_name[key], value, f"{where}: {key}")
             origins[key] = config_path
         parser.set_defaults(**converted)
