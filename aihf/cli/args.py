@@ -363,7 +363,9 @@ def _field_types() -> dict[str, str]:
     types = {}
     for dtype in (RunArguments, ModelArguments, DataArguments, AIHFConfig):
         for f in dataclasses.fields(dtype):
-            types[f.name] = (f.type if isinstance(f.type, str) else repr(f.type)) + (" None" if f.default is None else "")
+            types[f.name] = (f.type if isinstance(f.type, str) else repr(f.type)) + (
+                " None" if f.default is None else ""
+            )
     return types
 
 

@@ -747,8 +747,10 @@ class AIHFTrainer(Trainer):
         if args.save_strategy == "no" or not args.should_save:
             return
         per_step = args.train_batch_size * args.gradient_accumulation_steps * args.world_size
-        steps = args.max_steps if args.max_steps > 0 else math.ceil(
-            math.ceil(len(self.train_dataset) / per_step) * args.num_train_epochs
+        steps = (
+            args.max_steps
+            if args.max_steps > 0
+            else math.ceil(math.ceil(len(self.train_dataset) / per_step) * args.num_train_epochs)
         )
         if args.save_strategy == "epoch":
             saves = math.ceil(args.num_train_epochs) if args.max_steps <= 0 else 1
@@ -937,7 +939,9 @@ class AIHFTrainer(Trainer):
         if os.path.isfile(state_file):
             with open(state_file) as f:
                 state = json.load(f)
-            self._nonfinite_skipped = guards.check_int(state.get("nonfinite_skipped", 0), "nonfinite_skipped", state_file)
+            self._nonfinite_skipped = guards.check_int(
+                state.get("nonfinite_skipped", 0), "nonfinite_skipped", state_file
+            )
             self._total_tokens = guards.check_int(state.get("num_tokens", 0), "num_tokens", state_file)
         if self.self_play:
             self._load_self_play_state(checkpoint)

@@ -54,7 +54,9 @@ class QuickstartArguments:
             raise ConfigError(f"--seed must be in [0, 2**32 - 1], got {self.seed}")
         least = 0 if self.method in ("sft", "spin") else 1
         if self.num_preferences < least:
-            raise ConfigError(f"--num_preferences must be >= {least} for --method {self.method}, got {self.num_preferences}")
+            raise ConfigError(
+                f"--num_preferences must be >= {least} for --method {self.method}, got {self.num_preferences}"
+            )
 
 
 def make_task(args: QuickstartArguments) -> dict[str, list[dict]]:

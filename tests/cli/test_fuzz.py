@@ -114,7 +114,9 @@ QUICK_KEYS = ["method", "demo_loss", "num_demonstrations", "num_preferences", "n
 
 
 @FUZZ
-@given(flags=st.dictionaries(st.sampled_from(QUICK_KEYS) | st.text(min_size=1, max_size=6), VALUE, min_size=1, max_size=3))
+@given(
+    flags=st.dictionaries(st.sampled_from(QUICK_KEYS) | st.text(min_size=1, max_size=6), VALUE, min_size=1, max_size=3)
+)
 def test_quickstart_flag_fuzz(tmp_path, monkeypatch, flags):
     CASES["quickstart flags"] += 1
 

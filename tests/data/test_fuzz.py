@@ -96,7 +96,10 @@ def test_jsonl_fuzz(rows, noise, data):
 
 
 @FUZZ
-@given(value=st.lists(GOOD | ROW, max_size=8) | JSON | st.dictionaries(st.sampled_from(FIELDS), st.lists(TEXT)), data=st.data())
+@given(
+    value=st.lists(GOOD | ROW, max_size=8) | JSON | st.dictionaries(st.sampled_from(FIELDS), st.lists(TEXT)),
+    data=st.data(),
+)
 def test_json_fuzz(value, data):
     text = json.dumps(value, allow_nan=True)
     cut = data.draw(st.integers(0, len(text)))
@@ -128,7 +131,9 @@ COLUMN = st.one_of(
     st.lists(st.none(), min_size=3, max_size=3),
     st.lists(st.lists(st.sampled_from(WORDS), max_size=2), min_size=3, max_size=3),
     st.lists(
-        st.lists(st.fixed_dictionaries({"role": st.sampled_from(["user", "assistant", "x"]), "content": TEXT}), max_size=3),
+        st.lists(
+            st.fixed_dictionaries({"role": st.sampled_from(["user", "assistant", "x"]), "content": TEXT}), max_size=3
+        ),
         min_size=3,
         max_size=3,
     ),

@@ -14,7 +14,6 @@ import os
 import random
 import signal
 import sys
-import time
 import traceback
 from pathlib import Path
 
@@ -193,7 +192,9 @@ def _assert_same(reference, resumed):
     history, ref_history = _comparable(history), _comparable(ref_history)
     assert len(history) == len(ref_history)
     for got, expected in zip(history, ref_history):
-        differ = {k: (got.get(k), expected.get(k)) for k in got.keys() | expected.keys() if got.get(k) != expected.get(k)}
+        differ = {
+            k: (got.get(k), expected.get(k)) for k in got.keys() | expected.keys() if got.get(k) != expected.get(k)
+        }
         assert not differ, f"step {expected.get('step')}: {differ}"
     assert ref_weights.keys() == weights.keys()
     for name, value in ref_weights.items():

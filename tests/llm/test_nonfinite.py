@@ -112,7 +112,7 @@ def test_skipped_count_survives_resume(tmp_path, monkeypatch):
     assert [h.get("nonfinite/skipped_steps") for h in t2.state.log_history if "loss" in h][-1] == 1
 
 
-def test_cli_prints_the_nonfinite_error_in_one_line_with_status_3(workdir, capsys, monkeypatch):
+def test_cli_prints_the_nonfinite_error_in_one_line_with_status_3(workdir, capsys, monkeypatch):  # noqa: F811
     _poison(monkeypatch, "implicit_preference_loss", lambda: True)
     capsys.readouterr()
     status = cli_train(workdir, workdir / "out")

@@ -111,7 +111,8 @@ def test_rl_resume_refuses_a_pickle_that_would_run_code(tmp_path, file):
 
 
 @pytest.mark.parametrize(
-    "key, value", [("round", "../../escaped"), ("round", -1), ("samplers", {"rl": ["0", 1]}), ("samplers", {"x": [0, 0]})]
+    "key, value",
+    [("round", "../../escaped"), ("round", -1), ("samplers", {"rl": ["0", 1]}), ("samplers", {"x": [0, 0]})],
 )
 def test_rl_resume_refuses_a_tampered_state_file(tmp_path, key, value):
     _rl(tmp_path).train()
@@ -163,7 +164,9 @@ def test_trust_remote_code_is_off_unless_asked(workdir, monkeypatch):  # noqa: F
     assert len(calls) == 3 and all(c.get("trust_remote_code", False) is False for c in calls), calls
     calls.clear()
     with pytest.raises(_Stop):
-        main(["train", "--config", str(workdir / "run.yaml"), "--output_dir", str(workdir / "c"), "--trust_remote_code"])
+        main(
+            ["train", "--config", str(workdir / "run.yaml"), "--output_dir", str(workdir / "c"), "--trust_remote_code"]
+        )
     assert calls[0]["trust_remote_code"] is True
 
 
