@@ -9,6 +9,8 @@ the exit status is 2; anything else is a bug and keeps its traceback.
 from __future__ import annotations
 
 import difflib
+import logging
+import os
 import sys
 
 COMMANDS = {
@@ -30,6 +32,24 @@ def _one_line(message: str) -> str:
     return " ".join(message.split())
 
 
+def _show_info() -> None:
+    """aihf's INFO lines (e.g. which end token closes completions) go to stdout on the main process,
+    so that stderr keeps only what went wrong."""
+    logger = logging.getLogger("aihf")
+    if any(isinstance(h, _Stdout) for h in logger.handlers) or int(os.environ.get("RANK", "0")) != 0:
+        return
+    handler = _Stdout()
+    handler.setFormatter(logging.Formatter("aihf: %(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+
+
+class _Stdout(logging.Handler):
+    # Looks sys.stdout up at each record, not once: callers (and pytest) may swap it between runs.
+    def emit(self, record: logging.LogRecord) -> None:
+        print(self.format(record), file=sys.stdout, flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
@@ -49,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from ..errors import ConfigError, DataError
 
+    _show_info()
     try:
         if command == "train":
             from .train import run

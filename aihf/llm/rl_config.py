@@ -156,6 +156,13 @@ class AIHFRLConfig(TrainingArguments):
         default=HH_ASSISTANT_MARKER,
         metadata={"help": "For preference rows without 'prompt': cut chosen/rejected after this marker."},
     )
+    eos_token: str | None = field(
+        default=None,
+        metadata={
+            "help": "Token that ends every completion and stops sampling. Default: conversations end with the chat "
+            "template's end-of-turn token (e.g. <|im_end|>), plain text with the tokenizer's EOS."
+        },
+    )
 
     # Generation.
     max_new_tokens: int = field(default=64, metadata={"help": "Tokens generated per sample at most."})

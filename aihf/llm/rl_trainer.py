@@ -222,7 +222,7 @@ class AIHFRLTrainer:
         # Every process starts from rank 0's weights (a new score head is randomly initialised).
         for m in (self.policy, self.reward_model):
             self._broadcast(m)
-        self.stop_tokens = _stop_tokens(tokenizer, self.policy)
+        self.stop_tokens = _stop_tokens(tokenizer, self.policy, args.eos_token)
         self.generator = generator or HFGenerator(
             pad_token_id=self.pad,
             eos_token_id=self.stop_tokens,
@@ -253,7 +253,7 @@ class AIHFRLTrainer:
     # ------------------------------------------------------------------ setup
     def _prepare_data(self, preferences: Any, demonstrations: Any, eval_preferences: Any) -> None:
         args, tok = self.args, self.tokenizer
-        kw = dict(max_length=args.max_length, max_prompt_length=args.max_prompt_length)
+        kw = dict(max_length=args.max_length, max_prompt_length=args.max_prompt_length, eos_token=args.eos_token)
         uses_prefs = args.pref_weight > 0 or args.reward_pretrain_steps > 0
         prefs = demos = None
         if preferences is not None:
@@ -373,7 +373,7 @@ class AIHFRLTrainer:
         self.policy.train(was_training)
         limit = self.args.max_length
         completions = [c[: limit - len(p)] if limit else c for p, c in zip(prompts, completions)]
-        completions = [c or [self.tokenizer.eos_token_id] for c in completions]  # never an empty answer
+        completions = [c or self.stop_tokens[:1] for c in completions]  # never an empty answer: the end token alone
         self.timings["generation"] += time.perf_counter() - start
         return completions
 
