@@ -1,4 +1,5 @@
-"""Command line: ``aihf train``, ``aihf quickstart``, ``aihf env`` (one module per command).
+"""Command line: ``aihf train``, ``aihf eval-reward``, ``aihf quickstart``, ``aihf env`` (one module per
+command; ``aihf train --method aihf_rl|rlhf|rft|sft_then_rlhf`` and ``aihf eval-reward`` live in :mod:`.rl`).
 
 ``main`` dispatches to the command's ``run(argv)``. A user error, :class:`aihf.ConfigError` or
 :class:`aihf.DataError`, is printed as one line, ``aihf <command>: <message>``, on stderr, and
@@ -10,10 +11,13 @@ its last checkpoint intact. Anything else is a bug and keeps its traceback.
 from __future__ import annotations
 
 import difflib
+import logging
+import os
 import sys
 
 COMMANDS = {
-    "train": "align a causal LM (see 'aihf train --help')",
+    "train": "align a causal LM (see 'aihf train --help'; with a reward model: 'aihf train --method aihf_rl --help')",
+    "eval-reward": "pairwise accuracy of a saved reward model on preference pairs (see 'aihf eval-reward --help')",
     "quickstart": "the built-in default task, offline, end to end (see 'aihf quickstart --help')",
     "env": "versions of aihf, python, the platform and the libraries it runs on (for bug reports)",
 }
@@ -21,13 +25,31 @@ COMMANDS = {
 
 def _usage() -> str:
     lines = ["usage: aihf <command> [options]", "", "commands:"]
-    lines += [f"  {name:<11} {text}" for name, text in COMMANDS.items()]
+    lines += [f"  {name:<12} {text}" for name, text in COMMANDS.items()]
     lines += ["", "options:", "  -h, --help  show this message", "  --version   print aihf's version"]
     return "\n".join(lines)
 
 
 def _one_line(message: str) -> str:
     return " ".join(message.split())
+
+
+def _show_info() -> None:
+    """aihf's INFO lines (e.g. which end token closes completions) go to stdout on the main process,
+    so that stderr keeps only what went wrong."""
+    logger = logging.getLogger("aihf")
+    if any(isinstance(h, _Stdout) for h in logger.handlers) or int(os.environ.get("RANK", "0")) != 0:
+        return
+    handler = _Stdout()
+    handler.setFormatter(logging.Formatter("aihf: %(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+
+
+class _Stdout(logging.Handler):
+    # Looks sys.stdout up at each record, not once: callers (and pytest) may swap it between runs.
+    def emit(self, record: logging.LogRecord) -> None:
+        print(self.format(record), file=sys.stdout, flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -49,9 +71,12 @@ def main(argv: list[str] | None = None) -> int:
 
     from ..errors import ConfigError, DataError, TrainingError
 
+    _show_info()
     try:
         if command == "train":
             from .train import run
+        elif command == "eval-reward":
+            from .rl import run_eval_reward as run
         elif command == "quickstart":
             from .quickstart import run
         else:

@@ -2,9 +2,10 @@
 
 Every field of :class:`RunArguments`, :class:`ModelArguments`, :class:`DataArguments` and
 :class:`aihf.llm.AIHFConfig` (which includes all of ``transformers.TrainingArguments``) can be set
-in the YAML file given by ``--config`` or as a flag; flags win. :func:`parse_train_args` also
-records where each field the user set came from, so that errors can name the flag or the YAML
-file and line.
+in the YAML file given by ``--config`` or as a flag; flags win. The RL methods (``--method
+aihf_rl|rlhf|rft|sft_then_rlhf``) read :class:`RLModelArguments` and :class:`aihf.llm.AIHFRLConfig`
+instead. :func:`parse_train_args` also records where each field the user set came from, so that
+errors can name the flag or the YAML file and line.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from typing import Any
 from ..errors import ConfigError
 
 METHODS = ("aihf", "dpo", "sft", "spin", "sft_then_dpo")
+# Methods with an explicit reward model, trained by aihf.llm.AIHFRLTrainer (aihf.cli.rl).
+RL_METHODS = ("aihf_rl", "rlhf", "rft", "sft_then_rlhf")
 
 # What each --method sets. A value the user set at the same level as --method (both flags, or both
 # in the YAML) that disagrees is refused; a --method flag overrides values from the YAML.
@@ -30,6 +33,10 @@ METHOD_SETTINGS: dict[str, dict[str, Any]] = {
     "sft": {"pref_weight": 0.0, "demo_loss": "nll"},
     "spin": {"pref_weight": 0.0, "demo_loss": "self_play"},
     "sft_then_dpo": {"demo_weight": 1.0, "demo_loss": "nll"},
+    "aihf_rl": {},
+    "rlhf": {"demo_weight": 0.0, "freeze_reward_model": True},
+    "rft": {"pref_weight": 0.0},
+    "sft_then_rlhf": {"demo_weight": 1.0},
 }
 
 
@@ -43,20 +50,25 @@ class RunArguments:
         default="aihf",
         metadata={
             "help": "aihf: demo_weight/pref_weight/demo_loss as set; dpo: demo_weight=0; sft: pref_weight=0 with "
-            "nll; spin: pref_weight=0 with self_play; sft_then_dpo: the two-stage baseline. A contradicting "
-            "weight or demo_loss set beside it (both flags, or both in the YAML) is refused; a --method flag "
+            "nll; spin: pref_weight=0 with self_play; sft_then_dpo: the two-stage baseline. With an explicit "
+            "reward model (options: aihf train --method aihf_rl --help): aihf_rl: demo_weight/pref_weight as set; "
+            "rlhf: demo_weight=0, the reward model fitted on the preferences first (reward_pretrain_steps), then "
+            "frozen; rft: pref_weight=0 (ML-IRL); sft_then_rlhf: SFT, then rlhf from the SFT model. A "
+            "contradicting setting beside it (both flags, or both in the YAML) is refused; a --method flag "
             "overrides them in the YAML.",
-            "choices": list(METHODS),
+            "choices": list(METHODS + RL_METHODS),
         },
     )
     sft_num_train_epochs: float | None = field(
-        default=None, metadata={"help": "sft_then_dpo: epochs of the SFT stage (default: num_train_epochs)."}
+        default=None,
+        metadata={"help": "sft_then_dpo, sft_then_rlhf: epochs of the SFT stage (default: num_train_epochs)."},
     )
     sft_max_steps: int | None = field(
-        default=None, metadata={"help": "sft_then_dpo: steps of the SFT stage (default: max_steps)."}
+        default=None, metadata={"help": "sft_then_dpo, sft_then_rlhf: steps of the SFT stage (default: max_steps)."}
     )
     sft_learning_rate: float | None = field(
-        default=None, metadata={"help": "sft_then_dpo: learning rate of the SFT stage (default: learning_rate)."}
+        default=None,
+        metadata={"help": "sft_then_dpo, sft_then_rlhf: learning rate of the SFT stage (default: learning_rate)."},
     )
 
 
@@ -96,13 +108,28 @@ class ModelArguments:
 
 
 @dataclass
+class RLModelArguments(ModelArguments):
+    """:class:`ModelArguments` plus the reward model of the RL methods."""
+
+    reward_model_name_or_path: str | None = field(
+        default=None,
+        metadata={"help": "Reward model to start from (default: the policy's weights with a new score head)."},
+    )
+    reward_use_peft: bool = field(
+        default=False, metadata={"help": "Train LoRA adapters of the reward model (lora_* as for the policy)."}
+    )
+
+
+@dataclass
 class DataArguments:
     demonstrations: str | None = field(
         default=None,
         metadata={"help": "Demonstrations: a .jsonl/.json/.csv/.parquet file, a save_to_disk folder or a Hub id."},
     )
     preferences: str | None = field(default=None, metadata={"help": "Preference pairs, same kinds of source."})
-    eval_demonstrations: str | None = field(default=None, metadata={"help": "Held-out demonstrations."})
+    eval_demonstrations: str | None = field(
+        default=None, metadata={"help": "Held-out demonstrations (not used by the RL methods)."}
+    )
     eval_preferences: str | None = field(default=None, metadata={"help": "Held-out preference pairs."})
     demonstrations_split: str = field(
         default="train", metadata={"help": "Split of a Hub dataset or DatasetDict folder to read demonstrations from."}
@@ -125,26 +152,30 @@ class TrainArguments:
     def describe(self, name: str) -> str:
         """How ``name`` got its value: ``--demo_weight 0.5``, ``demo_weight: 0.5 in run.yaml``, or
         ``demo_weight=0.0 (set by --method dpo)``."""
-        value = self._value(name)
-        origin = self.origins.get(name)
-        if origin is None:
-            if name in METHOD_SETTINGS[self.run.method]:
-                return f"{name}={value} (set by {self.describe('method')})"
-            return f"{name}={value} (the default)"
-        if origin.startswith("--"):
-            return f"{origin} {value}"
-        return f"{name}: {value} in {origin}"
+        if name not in self.origins and name in METHOD_SETTINGS[self.run.method]:
+            return f"{name}={show(self._value(name))} (set by {self.describe('method')})"
+        return describe(name, self._value(name), self.origins)
 
     def _value(self, name: str) -> Any:
         for obj in (self.run, self.model, self.data, self.config):
             if hasattr(obj, name):
-                return show(getattr(obj, name))
+                return getattr(obj, name)
         return "?"
 
     def level(self, name: str) -> int:
         """0: a default; 1: set in the YAML; 2: set by a flag."""
         origin = self.origins.get(name)
         return 0 if origin is None else 2 if origin.startswith("--") else 1
+
+
+def describe(name: str, value: Any, origins: dict[str, str]) -> str:
+    """``--name value`` (a flag), ``name: value in run.yaml`` or ``name=value (the default)``."""
+    origin = origins.get(name)
+    if origin is None:
+        return f"{name}={show(value)} (the default)"
+    if origin.startswith("--"):
+        return f"{origin} {show(value)}"
+    return f"{name}: {show(value)} in {origin}"
 
 
 def show(value: Any) -> str:
@@ -166,6 +197,7 @@ _PATH_FIELDS = {
     "config",
     "output_dir",
     "gguf_file",
+    "reward_model",
     *(f"{p}{k}" for p in ("", "eval_") for k in ("demonstrations", "preferences")),
 }
 
@@ -215,21 +247,51 @@ def argument_parser(dataclass_types, **kwargs):
     return Parser(dataclass_types, allow_abbrev=False, **kwargs)
 
 
-def build_parser():
-    """The ``aihf train`` parser: every field as ``--name``, grouped for ``--help``.
+_TRAIN_DESCRIPTION = {
+    "aihf": "Align a causal LM with demonstrations and preferences in one stage (AIHF). Any field can be set in "
+    "the --config YAML file or as a flag; flags win. The methods with an explicit reward model (--method aihf_rl, "
+    "rlhf, rft, sft_then_rlhf) take other options: see 'aihf train --method aihf_rl --help'.",
+    "rl": "Align a causal LM with an explicit reward model learned from demonstrations and preferences, in "
+    "rounds of RL steps on the policy and steps on the reward model (AIHF-RL). Any field can be set in the "
+    "--config YAML file or as a flag; flags win. The implicit-reward methods (--method aihf, dpo, sft, spin, "
+    "sft_then_dpo) take other options: see 'aihf train --help'.",
+}
+_INHERITED = {
+    "aihf": "Inherited by aihf.llm.AIHFConfig, which changes the defaults of learning_rate (1e-6), logging_steps (10) "
+    "and remove_unused_columns (false).",
+    "rl": "Inherited by aihf.llm.AIHFRLConfig, which changes the defaults of learning_rate (the policy's, 1e-6), "
+    "logging_steps (1) and save_steps (10), both counted in rounds, lr_scheduler_type (constant) and "
+    "remove_unused_columns (false). max_steps and num_train_epochs are not used by the rounds (set num_rounds); "
+    "under sft_then_rlhf they size the SFT stage.",
+}
 
-    Errors and abbreviations as in :func:`argument_parser`.
+
+def train_dataclasses(method: str) -> tuple:
+    """``(model, data, run, config)`` argument dataclasses of ``aihf train --method <method>``."""
+    if method in RL_METHODS:
+        from ..llm.rl_config import AIHFRLConfig
+
+        return RLModelArguments, DataArguments, RunArguments, AIHFRLConfig
+    from ..llm.config import AIHFConfig
+
+    return ModelArguments, DataArguments, RunArguments, AIHFConfig
+
+
+def build_parser(method: str = "aihf"):
+    """The ``aihf train`` parser for ``method``: every field as ``--name``, grouped for ``--help``.
+
+    The RL methods (:data:`RL_METHODS`) get :class:`aihf.llm.AIHFRLConfig`'s fields, the others
+    :class:`aihf.llm.AIHFConfig`'s. Errors and abbreviations as in :func:`argument_parser`.
     """
     from transformers import TrainingArguments
 
-    from ..llm.config import AIHFConfig
-
+    model_type, data_type, run_type, config_type = train_dataclasses(method)
+    kind = "rl" if method in RL_METHODS else "aihf"
     parser = argument_parser(
-        (RunArguments, ModelArguments, DataArguments, AIHFConfig),
+        (run_type, model_type, data_type, config_type),
         prog="aihf train",
         usage="aihf train [--config run.yaml] [--field value ...]",
-        description="Align a causal LM with demonstrations and preferences in one stage (AIHF). Any field can "
-        "be set in the --config YAML file or as a flag; flags win.",
+        description=_TRAIN_DESCRIPTION[kind],
         formatter_class=_HelpFormatter,
     )
     for action in parser._actions:
@@ -240,19 +302,24 @@ def build_parser():
             )
         elif action.nargs == 0 and action.option_strings[0].startswith("--no_"):
             action.help = f"Set {action.dest} to false."
+        elif action.dest == "method":
+            action.default = method  # this parser serves only `method` (and its kind)
 
     inherited = {f.name for f in dataclasses.fields(TrainingArguments)}
-    run_fields = [f.name for f in dataclasses.fields(RunArguments)]
-    groups = [
-        (
-            "aihf: configuration file, method and objective",
-            run_fields[:2]
-            + [f.name for f in dataclasses.fields(AIHFConfig) if f.name not in inherited]
-            + run_fields[2:],
-        ),
-        ("model and LoRA", [f.name for f in dataclasses.fields(ModelArguments)]),
-        ("data", [f.name for f in dataclasses.fields(DataArguments)]),
-    ]
+    run_fields = [f.name for f in dataclasses.fields(run_type)]
+    own_fields = [f.name for f in dataclasses.fields(config_type) if f.name not in inherited]
+    if kind == "rl":
+        groups = [
+            ("aihf: configuration file and method", run_fields),
+            ("AIHF-RL (aihf.llm.AIHFRLConfig): rounds, objective, policy and reward steps", own_fields),
+            ("policy, reward model and LoRA", [f.name for f in dataclasses.fields(model_type)]),
+        ]
+    else:
+        groups = [
+            ("aihf: configuration file, method and objective", run_fields[:2] + own_fields + run_fields[2:]),
+            ("model and LoRA", [f.name for f in dataclasses.fields(model_type)]),
+        ]
+    groups.append(("data", [f.name for f in dataclasses.fields(data_type)]))
     # argparse keeps no public way to move options between groups; its group lists are stable.
     options = [a for a in parser._optionals._group_actions if a.dest != "help"]
     placed: set[int] = set()
@@ -263,11 +330,7 @@ def build_parser():
                 if action.dest == name:
                     group._group_actions.append(action)
                     placed.add(id(action))
-    rest = parser.add_argument_group(
-        "transformers.TrainingArguments",
-        "Inherited by aihf.llm.AIHFConfig, which changes the defaults of learning_rate (1e-6), logging_steps (10) "
-        "and remove_unused_columns (false).",
-    )
+    rest = parser.add_argument_group("transformers.TrainingArguments", _INHERITED[kind])
     rest._group_actions.extend(a for a in options if id(a) not in placed)
     parser._optionals._group_actions[:] = [a for a in parser._optionals._group_actions if a.dest == "help"]
     return parser
@@ -379,25 +442,43 @@ def _did_you_mean(word: str, candidates: list[str]) -> str:
     return f" (did you mean {match[0]}?)" if match else ""
 
 
-def parse_train_args(argv: list[str]) -> TrainArguments:
-    """Parse ``--config file.yaml`` plus flag overrides into the four argument dataclasses.
+def _flag_value(argv: list[str], name: str) -> str | None:
+    """The value of the last ``--name value`` or ``--name=value`` in ``argv`` (as argparse takes it)."""
+    value = None
+    for i, token in enumerate(argv):
+        if token == f"--{name}" and i + 1 < len(argv):
+            value = argv[i + 1]
+        elif token.startswith(f"--{name}="):
+            value = token.split("=", 1)[1]
+    return value
+
+
+def train_method(argv: list[str]) -> str:
+    """The ``--method`` that ``argv`` asks for (its last ``--method`` flag, else ``method:`` in the
+    ``--config`` file, else ``aihf``): which config and trainer ``aihf train`` uses. An unknown
+    name counts as ``aihf`` here; parsing refuses it, naming where it came from."""
+    method = _flag_value(argv, "method")
+    config_path = _flag_value(argv, "config")
+    if method is None and config_path:
+        method = _read_yaml(config_path)[0].get("method")
+    return method if method in METHODS + RL_METHODS else "aihf"
+
+
+def parse_arguments(parser, argv: list[str], dataclass_types: tuple) -> tuple[list, dict[str, str]]:
+    """``argv`` (``--config file.yaml`` plus flag overrides) into one object per dataclass of
+    ``parser``, and where each field the user set came from: field name -> ``"--flag"`` or the
+    YAML file's path.
 
     Raises :class:`ConfigError` for anything malformed: an unknown key or flag, a value of the
     wrong type (naming the YAML key, file and line, or the flag), a setting the dataclasses refuse.
     """
-    from ..llm.config import AIHFConfig
+    from transformers import TrainingArguments
 
-    parser = build_parser()
     by_option = {opt: a for a in parser._actions for opt in a.option_strings}
     fields_by_name = {a.dest: a for a in reversed(parser._actions) if a.option_strings and a.dest != "help"}
     flag_names = sorted({a.option_strings[0] for a in fields_by_name.values()})
 
-    config_path = None
-    for i, token in enumerate(argv):
-        if token == "--config" and i + 1 < len(argv):
-            config_path = argv[i + 1]
-        elif token.startswith("--config="):
-            config_path = token.split("=", 1)[1]
+    config_path = _flag_value(argv, "config")
     origins: dict[str, str] = {}
     if config_path:
         values, lines = _read_yaml(config_path)
@@ -428,17 +509,27 @@ def parse_train_args(argv: list[str]) -> TrainArguments:
             origins[action.dest] = action.option_strings[0]
 
     values = vars(namespace)
-    for f in (*dataclasses.fields(ModelArguments), *dataclasses.fields(DataArguments)):
-        if values.get(f.name) == "" and f.default is None:
-            values[f.name] = None  # `--demonstrations ""` unsets what the YAML file set
     built = []
-    for dtype in (ModelArguments, DataArguments, RunArguments, AIHFConfig):
+    for dtype in dataclass_types:
         names = {f.name for f in dataclasses.fields(dtype) if f.init}
         kwargs = {k: v for k, v in values.items() if k in names}
+        if not issubclass(dtype, TrainingArguments):
+            for f in dataclasses.fields(dtype):
+                if kwargs.get(f.name) == "" and f.default is None:
+                    kwargs[f.name] = None  # `--demonstrations ""` unsets what the YAML file set
         try:
             built.append(dtype(**kwargs))
         except ValueError as e:
             raise ConfigError(_explain(str(e), kwargs, origins)) from e
+    return built, origins
+
+
+def parse_train_args(argv: list[str]) -> TrainArguments:
+    """Parse ``--config file.yaml`` plus flag overrides into the four argument dataclasses of the
+    ``--method`` asked for (:func:`train_method`). Raises :class:`ConfigError` as
+    :func:`parse_arguments` does, and when no model is given."""
+    method = train_method(argv)
+    built, origins = parse_arguments(build_parser(method), argv, train_dataclasses(method))
     args = TrainArguments(*built, origins=origins)
     model = args.model
     if not model.model_name_or_path:

@@ -5,6 +5,9 @@ Whatever a user can get wrong is checked before the model is loaded, in this ord
 model and tokenizer paths, then every data row, read, validated and tokenised with the run's
 tokenizer. A mistake raises :class:`aihf.ConfigError` or :class:`aihf.DataError`, which ``aihf``
 prints as one line before exiting with status 2; nothing has been written by then.
+
+The methods with an explicit reward model (``--method aihf_rl|rlhf|rft|sft_then_rlhf``) go through
+the same checks and loading, with their own settings checks and trainer (:mod:`aihf.cli.rl`).
 """
 
 from __future__ import annotations
@@ -18,11 +21,14 @@ from typing import Any
 from ..errors import ConfigError
 from .args import (
     METHOD_SETTINGS,
+    RL_METHODS,
     ModelArguments,
+    RunArguments,
     TrainArguments,
     build_parser,
     parse_train_args,
     show,
+    train_method,
 )
 
 _WHY = {
@@ -30,7 +36,12 @@ _WHY = {
     "sft": "SFT is the NLL of demonstrations alone (--method spin is its self-play counterpart)",
     "spin": "SPIN is self-play on demonstrations alone (--method sft is its NLL counterpart)",
     "sft_then_dpo": "its SFT stage trains demonstrations by NLL with weight 1, its DPO stage with weight 0",
+    "rlhf": "RLHF fits the reward model on the preferences alone and then freezes it",
+    "rft": "RFT (ML-IRL) learns the reward from the demonstrations alone",
+    "sft_then_rlhf": "its SFT stage trains demonstrations with weight 1, its RLHF stage with weight 0",
 }
+# The stage folders of the two-stage baselines under output_dir.
+STAGES = {"sft_then_dpo": ("sft", "dpo"), "sft_then_rlhf": ("sft", "rlhf")}
 
 
 @dataclass
@@ -39,12 +50,17 @@ class TrainResult:
     model_dir: str
     is_main_process: bool
     is_adapter: bool
+    reward_model_dir: str | None = None  # the RL methods' standalone reward model
 
 
 # --------------------------------------------------------------------------------- checks
 def apply_method(args: TrainArguments):
-    """Set the loss weights that make ``args.run.method`` out of AIHF; refuse contradictions."""
+    """Set the settings that make ``args.run.method`` out of AIHF (or AIHF-RL); refuse contradictions."""
     method, config = args.run.method, args.config
+    if method in RL_METHODS:
+        free = "--method aihf_rl, which takes demo_weight and pref_weight as given"
+    else:
+        free = "--method aihf, which takes demo_weight, pref_weight and demo_loss as given"
     for name, implied in METHOD_SETTINGS[method].items():
         given = getattr(config, name)
         if given == implied:
@@ -52,7 +68,7 @@ def apply_method(args: TrainArguments):
         if args.level(name) >= args.level("method"):
             raise ConfigError(
                 f"{args.describe('method')} contradicts {args.describe(name)}: {_WHY[method]}. Remove one of them, "
-                "or use --method aihf, which takes demo_weight, pref_weight and demo_loss as given"
+                f"or use {free}"
             )
         # A --method flag over a value from the YAML: flags win, as everywhere else.
         setattr(config, name, implied)
@@ -62,9 +78,10 @@ def apply_method(args: TrainArguments):
             f"demo_weight and pref_weight are both 0 ({args.describe('demo_weight')}; "
             f"{args.describe('pref_weight')}): nothing to learn from"
         )
-    if method == "sft_then_dpo" and config.pref_weight == 0:
+    if method in STAGES and config.pref_weight == 0:
+        stage = STAGES[method][1].upper()
         raise ConfigError(
-            f"--method sft_then_dpo needs pref_weight > 0 for its DPO stage ({args.describe('pref_weight')})"
+            f"--method {method} needs pref_weight > 0 for its {stage} stage ({args.describe('pref_weight')})"
         )
     return config
 
@@ -179,6 +196,8 @@ def read_and_validate(args: TrainArguments, tokenizer) -> Sources:
     data, config = args.data, args.config
     kw = dict(max_length=config.max_length, max_prompt_length=config.max_prompt_length, eos_token=config.eos_token)
     uses_demos = config.demo_weight > 0  # sft_then_dpo's SFT stage: apply_method set it to 1
+    # AIHF-RL also reads the pairs to fit its reward model before the first round.
+    uses_prefs = config.pref_weight > 0 or getattr(config, "reward_pretrain_steps", 0) > 0
 
     def preferences(source, split):
         if source is None:
@@ -187,7 +206,7 @@ def read_and_validate(args: TrainArguments, tokenizer) -> Sources:
         prepared = prepare_preferences(rows, tokenizer, implicit_prompt_marker=config.implicit_prompt_marker, **kw)
         has_references = any(len(ids) for ids in prepared["reference_ids"])
         lends = uses_demos and config.use_references_as_demonstrations and has_references
-        return (rows if config.pref_weight > 0 or lends else None), lends
+        return (rows if uses_prefs or lends else None), lends
 
     def demonstrations(source, split):
         if source is None or not uses_demos:
@@ -250,8 +269,9 @@ def _zero3() -> bool:
     return is_deepspeed_zero3_enabled()
 
 
-def lora_config(model_args: ModelArguments):
-    if not model_args.use_peft:
+def lora_config(model_args: ModelArguments, task_type: str = "CAUSAL_LM", enabled: bool | None = None):
+    """LoRA of the ``lora_*`` settings for ``task_type``, or None unless ``enabled`` (default: ``use_peft``)."""
+    if not (model_args.use_peft if enabled is None else enabled):
         return None
     from peft import LoraConfig
 
@@ -260,7 +280,7 @@ def lora_config(model_args: ModelArguments):
         lora_alpha=model_args.lora_alpha,
         lora_dropout=model_args.lora_dropout,
         target_modules=model_args.lora_target_modules or "all-linear",
-        task_type="CAUSAL_LM",
+        task_type=task_type,
     )
 
 
@@ -280,8 +300,13 @@ def _loading(args: TrainArguments, what: str, load):
 def train(argv: list[str]) -> TrainResult:
     """``aihf train``: check everything, load, train, save. Returns the final metrics and where the model went."""
     args = parse_train_args(argv)
-    apply_method(args)
-    _check_sources_given(args)
+    if args.run.method in RL_METHODS:
+        from . import rl
+
+        check_settings, fit = rl.check_settings, rl.fit
+    else:
+        check_settings, fit = _check_settings, _train
+    check_settings(args)
     _check_paths(args)
     tokenizer = _loading(args, "tokenizer", lambda: load_tokenizer(args.model))
     sources = read_and_validate(args, tokenizer)
@@ -289,7 +314,12 @@ def train(argv: list[str]) -> TrainResult:
     model, ref = _loading(args, "model", lambda: load_models(args.model))
     with warnings.catch_warnings():
         _silence_noise(args)
-        return _train(args, model, ref, tokenizer, sources)
+        return fit(args, model, ref, tokenizer, sources)
+
+
+def _check_settings(args: TrainArguments) -> None:
+    apply_method(args)
+    _check_sources_given(args)
 
 
 def _check_output_dirs(args: TrainArguments) -> None:
@@ -300,7 +330,8 @@ def _check_output_dirs(args: TrainArguments) -> None:
     if _resume(config):
         return
     out = config.output_dir
-    for folder in [os.path.join(out, "sft"), os.path.join(out, "dpo")] if args.run.method == "sft_then_dpo" else [out]:
+    stages = STAGES.get(args.run.method)
+    for folder in [os.path.join(out, stage) for stage in stages] if stages else [out]:
         check_output_dir(folder, config.overwrite_output_dir)
 
 
@@ -312,9 +343,10 @@ def _silence_noise(args: TrainArguments) -> None:
         # peft looks for the base's config.json beside the .gguf, finds none, and assumes an
         # unchanged vocabulary, which holds: aihf never resizes embeddings.
         warnings.filterwarnings("ignore", message="Could not find a config file in")
-    if args.run.method == "sft_then_dpo":
+    if args.run.method in STAGES:
         # The SFT stage reads the pairs only for their gold references, and the DPO stage's adapter
-        # is meant to sit on the merged SFT model, not on the original base.
+        # is meant to sit on the merged SFT model, not on the original base (the same holds for the
+        # RLHF stage of sft_then_rlhf).
         warnings.filterwarnings("ignore", message="pref_weight=0: the training preference pairs are ignored")
         warnings.filterwarnings("ignore", message="The PEFT config's `base_model_name_or_path` was renamed")
 
@@ -326,22 +358,13 @@ def _train(args: TrainArguments, model, ref, tokenizer, sources: Sources) -> Tra
     config, run = args.config, args.run
     peft_config = lora_config(args.model)
     if run.method == "sft_then_dpo":
-        overrides = {
-            k: v
-            for k, v in (
-                ("num_train_epochs", run.sft_num_train_epochs),
-                ("max_steps", run.sft_max_steps),
-                ("learning_rate", run.sft_learning_rate),
-            )
-            if v is not None
-        }
         result = sft_then_dpo(
             model,
             config,
             sources.demonstrations,
             sources.preferences,
             tokenizer,
-            sft_args=sft_stage_args(config, **overrides),
+            sft_args=sft_stage_args(config, **sft_overrides(run)),
             peft_config=peft_config,
         )
         metrics = {"sft": result.sft_trainer.state.log_history[-1], "dpo": result.dpo_trainer.state.log_history[-1]}
@@ -368,6 +391,16 @@ def _train(args: TrainArguments, model, ref, tokenizer, sources: Sources) -> Tra
     return TrainResult(metrics, final.args.output_dir, final.is_world_process_zero(), peft_config is not None)
 
 
+def sft_overrides(run: RunArguments) -> dict[str, Any]:
+    """The SFT stage's settings that ``sft_*`` options set, by their names in the stage's config."""
+    given = (
+        ("num_train_epochs", run.sft_num_train_epochs),
+        ("max_steps", run.sft_max_steps),
+        ("learning_rate", run.sft_learning_rate),
+    )
+    return {name: value for name, value in given if value is not None}
+
+
 def _leave_process_group() -> None:
     """Tear down torch.distributed after a successful run.
 
@@ -385,7 +418,7 @@ def _leave_process_group() -> None:
 
 def run(argv: list[str]) -> int:
     if any(a in ("-h", "--help") for a in argv):
-        build_parser().print_help()
+        build_parser(train_method(argv)).print_help()
         return 0
     result = train(argv)
     _leave_process_group()
@@ -393,4 +426,6 @@ def run(argv: list[str]) -> int:
         print(json.dumps(result.metrics, indent=2, default=str))
         kind = "LoRA adapter" if result.is_adapter else "model"
         print(f"aihf train: final {kind} saved to {result.model_dir}")
+        if result.reward_model_dir:
+            print(f"aihf train: reward model saved to {result.reward_model_dir}")
     return 0

@@ -37,10 +37,7 @@ def load_policy(
     ``gguf_file``/``revision``/``trust_remote_code``. Raises :class:`aihf.ConfigError` for a
     bad ``dtype`` or a GGUF file that does not exist.
     """
-    kwargs = dict(model_init_kwargs or {})
-    if model_id.endswith(".gguf") and "gguf_file" not in kwargs:
-        model_id, kwargs["gguf_file"] = os.path.dirname(model_id) or ".", os.path.basename(model_id)
-    kwargs.setdefault("trust_remote_code", False)
+    model_id, kwargs = _resolve(model_id, model_init_kwargs)
     kwargs["dtype"] = _dtype(kwargs.get("dtype", torch.float32))
     gguf_file = kwargs.get("gguf_file")
     if gguf_file:
@@ -50,11 +47,25 @@ def load_policy(
             from transformers import GgufConfig
 
             kwargs["quantization_config"] = GgufConfig(dequantize=True)
-    tokenizer = None
-    if load_tokenizer:
-        tokenizer = AutoTokenizer.from_pretrained(model_id, **{k: kwargs[k] for k in _TOKENIZER_KWARGS if k in kwargs})
+    tokenizer = load_policy_tokenizer(model_id, kwargs) if load_tokenizer else None
     model = AutoModelForCausalLM.from_pretrained(model_id, **kwargs)
     return model, tokenizer
+
+
+def load_policy_tokenizer(model_id: str, model_init_kwargs: dict[str, Any] | None = None) -> Any:
+    """The tokenizer that :func:`load_policy` would load with the model, alone (e.g. to validate the
+    data before the model is loaded)."""
+    model_id, kwargs = _resolve(model_id, model_init_kwargs)
+    return AutoTokenizer.from_pretrained(model_id, **{k: kwargs[k] for k in _TOKENIZER_KWARGS if k in kwargs})
+
+
+def _resolve(model_id: str, model_init_kwargs: dict[str, Any] | None) -> tuple[str, dict[str, Any]]:
+    """A ``.gguf`` path split into its folder and ``gguf_file``; ``trust_remote_code`` off unless given."""
+    kwargs = dict(model_init_kwargs or {})
+    if model_id.endswith(".gguf") and "gguf_file" not in kwargs:
+        model_id, kwargs["gguf_file"] = os.path.dirname(model_id) or ".", os.path.basename(model_id)
+    kwargs.setdefault("trust_remote_code", False)
+    return model_id, kwargs
 
 
 def _dtype(value: Any) -> Any:

@@ -44,6 +44,13 @@ class AIHFRLConfig(TrainingArguments):
         default="constant", metadata={"help": "Schedule of both learning rates over all policy/reward steps."}
     )
     remove_unused_columns: bool = field(default=False, metadata={"help": "Unused by AIHF-RL."})
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={
+            "help": "Start a fresh run in an output_dir that already holds another run's checkpoints or model "
+            "(its checkpoint-* folders are deleted when training starts). Without it such a run is refused."
+        },
+    )
 
     # Rounds.
     num_rounds: int = field(default=10, metadata={"help": "Rounds of (policy steps -> samples -> reward steps)."})
@@ -156,6 +163,13 @@ class AIHFRLConfig(TrainingArguments):
     implicit_prompt_marker: str | None = field(
         default=HH_ASSISTANT_MARKER,
         metadata={"help": "For preference rows without 'prompt': cut chosen/rejected after this marker."},
+    )
+    eos_token: str | None = field(
+        default=None,
+        metadata={
+            "help": "Token that ends every completion and stops sampling. Default: conversations end with the chat "
+            "template's end-of-turn token (e.g. <|im_end|>), plain text with the tokenizer's EOS."
+        },
     )
 
     # Generation.

@@ -23,7 +23,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
-import math
 import os
 import random
 import shutil
@@ -40,13 +39,14 @@ import torch.distributed as dist
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from tqdm.auto import tqdm
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase, get_scheduler, set_seed
+from transformers import PreTrainedTokenizerBase, get_scheduler, set_seed
 
 from .. import losses
 from ..data import pad_sequences, prepare_demonstrations, prepare_preferences, references_as_demonstrations
 from ..errors import ConfigError
 from . import guards
 from .generation import HFGenerator, SampleGenerator
+from .loading import load_policy, load_policy_tokenizer
 from .logprobs import token_logps
 from .reward_model import (
     evaluate_reward_model,
@@ -56,6 +56,7 @@ from .reward_model import (
     save_reward_model,
 )
 from .rl_config import AIHFRLConfig
+from .runs import check_output_dir
 from .trainer import (
     STAGING_DIR,
     _frozen,
@@ -131,7 +132,9 @@ class AIHFRLTrainer:
     """Align ``model`` with an explicit reward model learned from demonstrations and preferences.
 
     Args:
-        model: a causal LM, or a local path / hub id to load one from (float32).
+        model: a causal LM, or a local path / hub id / ``.gguf`` file to load one from with
+            :func:`aihf.llm.loading.load_policy` (float32 unless ``model_init_kwargs`` say otherwise;
+            GGUF dequantised).
         ref_model: frozen ``pi_ref``. Default: a frozen copy of ``model`` as given; for a PEFT
             policy, the same model with its adapters disabled.
         reward_model: a sequence classifier with one output, a path, or ``None`` to start from
@@ -147,6 +150,9 @@ class AIHFRLTrainer:
         gold_reward: optional ``gold_reward(prompts, completions) -> scores`` on decoded texts;
             its mean over each round's policy samples is logged as ``gold_reward`` (for
             experiments with a known programmatic reward; never used for training).
+        model_init_kwargs: keyword arguments for loading ``model`` (and ``ref_model``) when they
+            are paths, as in :class:`aihf.llm.AIHFTrainer` and TRL: ``dtype``, ``gguf_file``,
+            ``revision``, ``attn_implementation``, ``trust_remote_code``...
 
     Data are read, validated and tokenised before any model is loaded from a path, so bad input
     raises :class:`aihf.DataError` (and bad settings :class:`aihf.ConfigError`) first.
@@ -166,6 +172,7 @@ class AIHFRLTrainer:
         reward_peft_config: Any = None,
         generator: SampleGenerator | None = None,
         gold_reward: GoldReward | None = None,
+        model_init_kwargs: dict[str, Any] | None = None,
     ):
         args = args if args is not None else AIHFRLConfig(output_dir="aihf-rl-output")
         if not isinstance(args, AIHFRLConfig):
@@ -174,8 +181,10 @@ class AIHFRLTrainer:
         self.world, self.rank = args.world_size, args.process_index
         if self.world > 1 and not (dist.is_available() and dist.is_initialized()):
             raise ConfigError(f"world_size={self.world} but torch.distributed is not initialised: launch with torchrun")
+        if model_init_kwargs and not isinstance(model, str):
+            raise ConfigError("model_init_kwargs is only used when model is a path or hub id, not a model object")
         if isinstance(model, str) and processing_class is None:
-            processing_class = AutoTokenizer.from_pretrained(model)
+            processing_class = load_policy_tokenizer(model, model_init_kwargs)
         if processing_class is None:
             raise ValueError("processing_class (the tokenizer) is required when model is not a path")
         self.tokenizer = tokenizer = processing_class
@@ -188,10 +197,13 @@ class AIHFRLTrainer:
 
         # As transformers.Trainer does: the new score head (and anything else random) follows args.seed.
         set_seed(args.seed)
-        if isinstance(model, str):
-            model = AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32)
         if isinstance(ref_model, str):
-            ref_model = AutoModelForCausalLM.from_pretrained(ref_model, dtype=torch.float32)
+            ref_kwargs = dict(model_init_kwargs or {})
+            if ref_model != model:
+                ref_kwargs.pop("gguf_file", None)  # the GGUF file names the policy's checkpoint only
+            ref_model, _ = load_policy(ref_model, ref_kwargs, load_tokenizer=False)
+        if isinstance(model, str):
+            model, _ = load_policy(model, model_init_kwargs, load_tokenizer=False)
         # The reward model starts from the policy as given (before adapters are added).
         reward_model = load_reward_model(model if reward_model is None else reward_model, self.pad)
         try:
@@ -219,7 +231,7 @@ class AIHFRLTrainer:
         # Every process starts from rank 0's weights (a new score head is randomly initialised).
         for m in (self.policy, self.reward_model):
             self._broadcast(m)
-        self.stop_tokens = _stop_tokens(tokenizer, self.policy)
+        self.stop_tokens = _stop_tokens(tokenizer, self.policy, args.eos_token)
         self.generator = generator or HFGenerator(
             pad_token_id=self.pad,
             eos_token_id=self.stop_tokens,
@@ -251,7 +263,7 @@ class AIHFRLTrainer:
     # ------------------------------------------------------------------ setup
     def _prepare_data(self, preferences: Any, demonstrations: Any, eval_preferences: Any) -> None:
         args, tok = self.args, self.tokenizer
-        kw = dict(max_length=args.max_length, max_prompt_length=args.max_prompt_length)
+        kw = dict(max_length=args.max_length, max_prompt_length=args.max_prompt_length, eos_token=args.eos_token)
         uses_prefs = args.pref_weight > 0 or args.reward_pretrain_steps > 0
         prefs = demos = None
         if preferences is not None:
@@ -371,7 +383,7 @@ class AIHFRLTrainer:
         self.policy.train(was_training)
         limit = self.args.max_length
         completions = [c[: limit - len(p)] if limit else c for p, c in zip(prompts, completions)]
-        completions = [c or [self.tokenizer.eos_token_id] for c in completions]  # never an empty answer
+        completions = [c or self.stop_tokens[:1] for c in completions]  # never an empty answer: the end token alone
         self.timings["generation"] += time.perf_counter() - start
         return completions
 
@@ -697,12 +709,17 @@ class AIHFRLTrainer:
 
     def train(self, resume_from_checkpoint: str | bool | None = None) -> dict[str, float]:
         """Run the remaining rounds; returns the last round's metrics plus ``train_runtime`` and
-        the seconds spent per phase (``time/generation``, ``time/policy_step``, ``time/reward_step``)."""
+        the seconds spent per phase (``time/generation``, ``time/policy_step``, ``time/reward_step``).
+
+        A fresh run in an ``output_dir`` that holds another run raises :class:`aihf.ConfigError`
+        unless ``args.overwrite_output_dir`` (see :func:`aihf.llm.runs.check_output_dir`)."""
         args = self.args
         start = time.perf_counter()
         checkpoint = self._resolve_checkpoint(resume_from_checkpoint)
         if checkpoint is not None:
             self._load_checkpoint(checkpoint)
+        elif not self.log_history:  # a fresh run, not a second train() call on this trainer
+            self._claim_output_dir()
         if args.save_strategy in ("steps", "epoch") and self.rank == 0:
             # Trainable weights of both models, each with AdamW's two moments.
             size = sum(guards.checkpoint_bytes(m, full_model=False) for m in (self.policy, self.reward_model))
@@ -743,7 +760,6 @@ class AIHFRLTrainer:
         if "tensorboard" in report_to:
             if self._writer is None:
                 from torch.utils.tensorboard import SummaryWriter
-
                 from transformers.integrations.integration_utils import default_logdir
 
                 # Where transformers' TensorBoardCallback writes: $TENSORBOARD_LOGGING_DIR or <output_dir>/runs/...
@@ -769,6 +785,17 @@ class AIHFRLTrainer:
         save_reward_model(self.reward_model, os.path.join(output_dir, "reward_model"), self.tokenizer)
         with open(os.path.join(output_dir, "log_history.json"), "w") as f:
             json.dump(self.log_history, f, indent=1)
+        self._barrier()
+
+    def _claim_output_dir(self) -> None:
+        """A fresh run must not mix with another one: refuse an output_dir holding a run (checkpoints or a
+        model) unless ``overwrite_output_dir``, which deletes its ``checkpoint-*`` folders first."""
+        out = self.args.output_dir
+        found = check_output_dir(out, self.args.overwrite_output_dir)
+        if found and self.rank == 0:
+            for name in found:
+                if name.startswith(f"{CHECKPOINT_PREFIX}-"):
+                    shutil.rmtree(os.path.join(out, name))
         self._barrier()
 
     def _checkpoint_dirs(self) -> list[tuple[int, str]]:

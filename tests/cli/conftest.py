@@ -65,3 +65,10 @@ def user_error(capsys, argv, out=None):
     if out is not None:
         assert not out.exists(), f"{out} was written"
     return lines[0]
+
+
+def assert_in_order(text, parts):
+    """Every one of ``parts`` is in ``text``, in this order."""
+    positions = [text.find(s) for s in parts]
+    assert -1 not in positions, [s for s, p in zip(parts, positions) if p == -1]
+    assert positions == sorted(positions)

@@ -188,7 +188,7 @@ def test_yaml_scalar_where_a_list_is_expected_just_works(workdir):
 
 def test_unknown_command(capsys):
     line = user_error(capsys, ["trian"])
-    assert line == "aihf: unknown command 'trian': did you mean 'train'? commands: train, quickstart, env"
+    assert line == "aihf: unknown command 'trian': did you mean 'train'? commands: train, eval-reward, quickstart, env"
 
 
 def test_user_error_from_the_real_command_line(workdir):

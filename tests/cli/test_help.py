@@ -8,11 +8,13 @@ from importlib import metadata
 import aihf
 from aihf.cli import main
 
+from .conftest import assert_in_order
+
 
 def test_usage_lists_the_commands(capsys):
     assert main([]) == 0
     out = capsys.readouterr().out
-    assert all(f"  {c} " in out for c in ("train", "quickstart", "env")) and "--version" in out
+    assert all(f"  {c} " in out for c in ("train", "eval-reward", "quickstart", "env")) and "--version" in out
 
 
 def test_train_help_leads_with_aihf_then_model_and_data_then_training_arguments(capsys):
@@ -21,7 +23,7 @@ def test_train_help_leads_with_aihf_then_model_and_data_then_training_arguments(
     order = [
         "aihf: configuration file, method and objective:",
         "  --config PATH",
-        "  --method {aihf,dpo,sft,spin,sft_then_dpo}",
+        "  --method {aihf,dpo,sft,spin,sft_then_dpo,aihf_rl,rlhf,rft,sft_then_rlhf}",
         "  --beta FLOAT",
         "  --demo_loss {nll,self_play}",
         "model and LoRA:",
@@ -34,9 +36,7 @@ def test_train_help_leads_with_aihf_then_model_and_data_then_training_arguments(
         "  --learning_rate FLOAT",
         "  --resume_from_checkpoint true|PATH",
     ]
-    positions = [help_text.find(s) for s in order]
-    assert -1 not in positions, [s for s, p in zip(order, positions) if p == -1]
-    assert positions == sorted(positions)
+    assert_in_order(help_text, order)
     # one spelling per option: the --with-hyphens aliases still parse but are not listed
     assert "--learning-rate" not in help_text and "--model-name-or-path" not in help_text
 

@@ -78,6 +78,27 @@ def test_full_fine_tune_of_a_gguf_policy_loads_with_transformers(gguf_dir, tmp_p
     assert "AutoModelForCausalLM.from_pretrained" in card and "tiny.gguf" in card
 
 
+def test_aihf_rl_trainer_loads_a_gguf_policy_through_load_policy(gguf_dir, tmp_path):
+    from aihf.llm import AIHFRLConfig, AIHFRLTrainer
+
+    folder, written = gguf_dir
+    demos, prefs = reverse_task(n_demos=4, n_prefs=4)
+    args = AIHFRLConfig(
+        output_dir=str(tmp_path / "rl"), num_rounds=1, per_device_train_batch_size=2, num_generations=2,
+        max_new_tokens=2, reward_batch_size=2, use_cpu=True, report_to="none", save_strategy="no",
+        disable_tqdm=True,
+    )  # fmt: skip
+    t = AIHFRLTrainer(
+        str(folder), args=args, demonstrations=demos, preferences=prefs, model_init_kwargs={"gguf_file": "tiny.gguf"}
+    )
+    assert t.policy.dtype == torch.float32
+    torch.testing.assert_close(_logits(t.policy), _logits(written), rtol=0, atol=1e-6)  # dequantised, as written
+    assert t.tokenizer.decode(t.tokenizer("reverse : c a").input_ids) == "reverse : c a"  # from the GGUF metadata
+    assert t.train()["round"] == 1
+    with pytest.raises(ConfigError, match="model_init_kwargs"):
+        AIHFRLTrainer(written, args=args, processing_class=t.tokenizer, model_init_kwargs={"dtype": "bfloat16"})
+
+
 def test_lora_on_a_gguf_base_loads_with_auto_peft(gguf_dir, tmp_path):
     lora = LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", task_type="CAUSAL_LM")
     t, out = _train(gguf_dir, tmp_path, peft_config=lora)

@@ -190,6 +190,24 @@ def test_bad_settings_and_data_are_refused(tmp_path):
         )
 
 
+def test_a_used_output_dir_is_refused_unless_overwritten(tmp_path):
+    tok = rl_task.tokenizer()
+    demos, prefs, _ = rl_task.make_data(n_demos=4, n_prefs=4, n_eval=2)
+    (tmp_path / "out" / "checkpoint-7").mkdir(parents=True)
+
+    def make(**kw):
+        args = rl_args(tmp_path, num_rounds=1, per_device_train_batch_size=2, max_new_tokens=2, **kw)
+        return AIHFRLTrainer(
+            rl_task.model(tok), args=args, demonstrations=demos, preferences=prefs, processing_class=tok
+        )
+
+    with pytest.raises(ConfigError, match=r"already holds another run \(checkpoint-7\).*overwrite_output_dir"):
+        make().train()
+    assert (tmp_path / "out" / "checkpoint-7").is_dir()
+    assert make(overwrite_output_dir=True).train()["round"] == 1
+    assert not (tmp_path / "out" / "checkpoint-7").exists()  # the old run's checkpoints are gone
+
+
 def test_lora_policy_and_reward_model_train_save_and_resume(tmp_path):
     from peft import LoraConfig
 

@@ -1,0 +1,184 @@
+"""``aihf train --method aihf_rl|rlhf|rft|sft_then_rlhf`` and ``aihf eval-reward``.
+
+The RL methods train an explicit reward model with the policy (:class:`aihf.llm.AIHFRLTrainer`,
+method.md instantiation 1). ``aihf train`` (:mod:`aihf.cli.train`) parses their options into
+:class:`aihf.cli.args.RLModelArguments` and :class:`aihf.llm.AIHFRLConfig`, runs
+:func:`check_settings` here, then the checks every method shares (paths, every data row, the
+output folder), loads the policy (GGUF included) and calls :func:`fit`.
+
+``aihf eval-reward --reward_model PATH --preferences FILE`` prints a saved reward model's
+pairwise accuracy on preference pairs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+
+from ..errors import ConfigError
+from .args import TrainArguments, _HelpFormatter, argument_parser, describe, parse_arguments, show
+from .train import (
+    Sources,
+    TrainResult,
+    _check_model_path,
+    _looks_local,
+    _no_demonstrations,
+    _resume,
+    apply_method,
+    lora_config,
+    sft_overrides,
+)
+
+# What an RL method cannot take yet, beside what all of them cannot take (eval_demonstrations).
+_UNSUPPORTED = {"sft_then_rlhf": ("ref_model_name_or_path", "reward_model_name_or_path", "resume_from_checkpoint")}
+
+
+def check_settings(args: TrainArguments) -> None:
+    """What ``--method`` sets (refusing contradictions, as :func:`aihf.cli.train.apply_method`), the
+    options the method cannot take, the data sources it needs and the reward model's path."""
+    apply_method(args)
+    method, config, data = args.run.method, args.config, args.data
+    if method in ("rlhf", "sft_then_rlhf") and config.reward_pretrain_steps < 1:
+        raise ConfigError(
+            f"--method {method} fits the reward model on the preferences before RL, but "
+            f"{args.describe('reward_pretrain_steps')}: set reward_pretrain_steps > 0 (and reward_pretrain_patience "
+            "for early stopping)"
+        )
+    values = {**vars(data), **vars(args.model), "resume_from_checkpoint": _resume(config)}
+    given = [name for name in ("eval_demonstrations", *_UNSUPPORTED.get(method, ())) if values[name]]
+    if given:
+        why = "AIHF-RL evaluates the reward model on eval_preferences" if given == ["eval_demonstrations"] else "yet"
+        raise ConfigError(f"--method {method} does not support {', '.join(given)} ({why})")
+    if (config.pref_weight > 0 or config.reward_pretrain_steps > 0) and not data.preferences:
+        what = (
+            f"pref_weight={show(config.pref_weight)}"
+            if config.pref_weight > 0
+            else args.describe("reward_pretrain_steps")
+        )
+        hint = ", or use --method rft to learn the reward from demonstrations alone" if method == "aihf_rl" else ""
+        raise ConfigError(
+            f"no preferences given, and {args.describe('method')} with {what} fits the reward model on them: "
+            f"set preferences (prompt/chosen/rejected rows){hint}"
+        )
+    if config.demo_weight > 0 and not data.demonstrations and not data.preferences:
+        raise ConfigError(_no_demonstrations(args))
+    _check_model_path(args, "reward_model_name_or_path")
+
+
+def fit(args: TrainArguments, model, ref, tokenizer, sources: Sources) -> TrainResult:
+    """Train with :class:`aihf.llm.AIHFRLTrainer` (or the SFT -> RLHF pipeline), save the policy and
+    the reward model (``<output_dir>/reward_model``) and ``all_results.json``."""
+    from ..llm.rl_trainer import AIHFRLTrainer, sft_args_from_rl, sft_then_rlhf
+
+    config, run, m = args.config, args.run, args.model
+    peft_config = lora_config(m)
+    reward_peft_config = lora_config(m, "SEQ_CLS", enabled=m.reward_use_peft)
+    if run.method == "sft_then_rlhf":
+        # The SFT stage's learning rate defaults to the policy's RL one, as its help says.
+        sft_args = sft_args_from_rl(config, **{"learning_rate": config.learning_rate, **sft_overrides(run)})
+        result = sft_then_rlhf(
+            model,
+            config,
+            sources.demonstrations,
+            sources.preferences,
+            tokenizer,
+            sft_args=sft_args,
+            eval_preferences=sources.eval_preferences,
+            peft_config=peft_config,
+            reward_peft_config=reward_peft_config,
+        )
+        trainer = result.rl_trainer
+        metrics = {"sft": result.sft_trainer.state.log_history[-1], "rlhf": trainer.log_history[-1]}
+    else:
+        trainer = AIHFRLTrainer(
+            model,
+            ref_model=ref,
+            reward_model=m.reward_model_name_or_path,
+            args=config,
+            demonstrations=sources.demonstrations,
+            preferences=sources.preferences,
+            eval_preferences=sources.eval_preferences,
+            processing_class=tokenizer,
+            peft_config=peft_config,
+            reward_peft_config=reward_peft_config,
+        )
+        metrics = trainer.train(resume_from_checkpoint=_resume(config))
+        trainer.save_model()
+    out = trainer.args.output_dir
+    is_main = trainer.rank == 0
+    if is_main:
+        with open(os.path.join(out, "all_results.json"), "w") as f:
+            json.dump(metrics, f, indent=2, default=str)
+    return TrainResult(metrics, out, is_main, peft_config is not None, os.path.join(out, "reward_model"))
+
+
+# ---------------------------------------------------------------------------------- eval-reward
+@dataclass
+class EvalRewardArguments:
+    config: str | None = field(
+        default=None, metadata={"help": "YAML file of 'field: value' lines, any field below; flags beside it win."}
+    )
+    reward_model: str | None = field(
+        default=None, metadata={"help": "A saved reward model folder (e.g. <output_dir>/reward_model) or Hub id."}
+    )
+    preferences: str | None = field(
+        default=None,
+        metadata={"help": "Preference pairs: a .jsonl/.json/.csv/.parquet file, a save_to_disk folder or a Hub id."},
+    )
+    preferences_split: str = field(default="test", metadata={"help": "Split of a Hub dataset or DatasetDict to read."})
+    batch_size: int = field(default=16, metadata={"help": "Pairs scored per forward pass."})
+    max_length: int | None = field(default=1024, metadata={"help": "Maximum tokens of prompt + answer."})
+    max_prompt_length: int | None = field(default=512, metadata={"help": "Maximum prompt tokens (cut on the left)."})
+    trust_remote_code: bool = field(default=False, metadata={"help": "Run model code shipped with the checkpoint."})
+
+
+def _eval_parser():
+    return argument_parser(
+        (EvalRewardArguments,),
+        prog="aihf eval-reward",
+        usage="aihf eval-reward --reward_model PATH --preferences FILE [--field value ...]",
+        description="Pairwise accuracy of a reward model on preference pairs: the share of pairs with "
+        "r(chosen) > r(rejected), the mean margin r(chosen) - r(rejected), and the number of pairs.",
+        formatter_class=_HelpFormatter,
+    )
+
+
+def eval_reward(argv: list[str]) -> dict:
+    """``aihf eval-reward``: ``{"accuracy", "margin", "num_pairs"}`` of the reward model on the pairs.
+    Bad settings raise :class:`aihf.ConfigError`, bad rows :class:`aihf.DataError`, before the model loads."""
+    from transformers import AutoTokenizer
+
+    from ..data import prepare_preferences, read_rows
+    from ..llm.reward_model import evaluate_reward_model, load_reward_model
+
+    (args,), origins = parse_arguments(_eval_parser(), argv, (EvalRewardArguments,))
+    for name in ("reward_model", "preferences"):
+        if not getattr(args, name):
+            raise ConfigError(f"--{name} is required (in the --config file or as a flag)")
+    where = describe("reward_model", args.reward_model, origins)
+    path = os.path.expanduser(args.reward_model)
+    if os.path.isdir(path):
+        if not os.path.isfile(os.path.join(path, "config.json")):
+            raise ConfigError(f"{where}: not a model folder (no config.json)")
+    elif os.path.exists(path) or _looks_local(args.reward_model):
+        raise ConfigError(f"{where}: no such folder")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(args.reward_model, trust_remote_code=args.trust_remote_code)
+    except (OSError, ValueError) as e:
+        first = next((line.strip() for line in str(e).splitlines() if line.strip()), type(e).__name__)
+        raise ConfigError(f"{where}: cannot load the tokenizer: {first}") from e
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    rows = read_rows(args.preferences, split=args.preferences_split)
+    data = prepare_preferences(rows, tokenizer, max_length=args.max_length, max_prompt_length=args.max_prompt_length)
+    model = load_reward_model(args.reward_model, tokenizer.pad_token_id, trust_remote_code=args.trust_remote_code)
+    return evaluate_reward_model(model, data, tokenizer.pad_token_id, args.batch_size)
+
+
+def run_eval_reward(argv: list[str]) -> int:
+    if any(a in ("-h", "--help") for a in argv):
+        _eval_parser().print_help()
+        return 0
+    print(json.dumps(eval_reward(argv), indent=2))
+    return 0
