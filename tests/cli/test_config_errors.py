@@ -22,7 +22,6 @@ from .conftest import user_error
         (["--demo_weight", "0", "--pref_weight", "0"], "demo_weight and pref_weight are both 0"),
         (["--demo_weight", "-1"], "demo_weight and pref_weight must be >= 0"),
         (["--method", "spin", "--demonstrations", ""], "no demonstrations given, and self-play (--method spin)"),
-        (["--method", "dpo", "--reward_model_name_or_path", "rm"], "--reward_model_name_or_path"),
         (["--max_steps", "x"], "--max_steps: expected an integer, got 'x'"),
         (["--nonsense", "1"], "unknown option --nonsense"),
         (["--learning_rate", "-1"], "learning_rate must be >= 0"),
@@ -51,6 +50,34 @@ def test_train_flag_errors_are_one_line(workdir, capsys, flags, expected):
         args += ["--output_dir", str(out)]
     line = user_error(capsys, args, out)
     assert line.startswith("aihf train: ") and expected in line, line
+
+
+@pytest.mark.parametrize(
+    "flags, expected",
+    [
+        (["--beta", "-1"], "beta must be >= 0"),
+        (["--num_generations", "1"], "num_generations must be >= 2"),
+        (["--num_rounds", "0"], "num_rounds must be >= 1"),
+        (["--temperature", "0"], "temperature must be > 0"),
+        (["--learning_rate", "-1"], "learning_rate must be >= 0"),
+        (["--demo_weight", "0", "--pref_weight", "0"], "demo_weight and pref_weight are both 0"),
+        (["--method", "rlhf"], "--method rlhf fits the reward model on the preferences before RL"),
+        (["--method", "rft", "--demonstrations", ""], "no demonstrations given"),
+        (["--reward_model_name_or_path", "./missing"], "reward_model_name_or_path"),
+    ],
+)
+def test_rl_train_flag_errors_are_one_line(workdir, capsys, flags, expected):
+    out = workdir / "out"
+    args = ["train", "--config", str(workdir / "run.yaml"), "--output_dir", str(out)]
+    line = user_error(capsys, [*args, *(["--method", "aihf_rl"] if "--method" not in flags else []), *flags], out)
+    assert line.startswith("aihf train: ") and expected in line, line
+
+
+def test_reward_model_for_an_implicit_method_is_refused(workdir, capsys):
+    out = workdir / "out"
+    args = ["train", "--config", str(workdir / "run.yaml"), "--output_dir", str(out), "--method", "dpo"]
+    line = user_error(capsys, [*args, "--reward_model_name_or_path", str(workdir / "model")], out)
+    assert "--reward_model_name_or_path" in line
 
 
 @pytest.mark.parametrize(

@@ -29,6 +29,8 @@ KEYS = [
     "self_play_round_steps", "self_play_regen_prob", "demonstrations", "preferences", "eval_preferences",
     "resume_from_checkpoint", "gguf_file", "dtype", "skip_nonfinite_steps", "implicit_prompt_marker", "logging_steps",
     "bf16", "use_cpu", "warmup_ratio", "weight_decay", "optim", "tokenizer_name_or_path", "ref_model_name_or_path",
+    "num_rounds", "num_generations", "reward_learning_rate", "reward_pretrain_steps", "reward_model_name_or_path",
+    "freeze_reward_model", "num_ppo_epochs", "num_mini_batches", "cliprange", "rl_prompts", "reward_batch_size",
 ]  # fmt: skip
 VALUE = st.one_of(
     st.none(),
@@ -36,6 +38,7 @@ VALUE = st.one_of(
     st.integers(-3, 10**6),
     st.floats(allow_nan=True, allow_infinity=True),
     st.sampled_from(["", "true", "no", "1e-3", "nll", "self_play", "dpo", "spin", "sigmoid", "steps", "../x", "~"]),
+    st.sampled_from(["aihf_rl", "rlhf", "rft", "sft_then_rlhf", "logistic", "linear", "all", "2", "0.5"]),
     st.text(max_size=12),
     st.lists(st.integers() | st.text(max_size=4), max_size=3),
     st.dictionaries(st.text(max_size=4), st.integers(), max_size=2),

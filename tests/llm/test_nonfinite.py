@@ -124,6 +124,17 @@ def test_cli_prints_the_nonfinite_error_in_one_line_with_status_3(workdir, capsy
     assert main(["train", "--help"]) == 0 and "skip_nonfinite_steps" in capsys.readouterr().out
 
 
+def test_cli_rl_method_prints_the_nonfinite_error_in_one_line_with_status_3(workdir, capsys, monkeypatch):  # noqa: F811
+    _poison(monkeypatch, "bradley_terry_loss", lambda: True)
+    flags = ["--method", "aihf_rl", "--max_steps", "-1", "--num_rounds", "2", "--num_generations", "2"]
+    status = cli_train(workdir, workdir / "out", *flags)
+    err = capsys.readouterr().err
+    assert status == 3 and "Traceback" not in err
+    assert err.count("aihf train:") == 1, err[-2000:]
+    line = err[err.index("aihf train:") :].splitlines()[0]
+    assert line.startswith("aihf train: round 1, reward step: 'reward_model/loss_pref' is nan"), err[-2000:]
+
+
 # ---------------------------------------------------------------------------------------- AIHF-RL
 def _rl(tmp_path, **overrides):
     tok = rl_task.tokenizer()
