@@ -76,14 +76,38 @@ class BenchArguments:
 
 PRESETS: dict[str, dict[str, Any]] = {
     "quick": dict(
-        budgets="50,all", seeds=1, continuation_tokens=32, num_demonstrations=200, num_preferences=400,
-        num_validation=48, num_test=96, best_of=16, eval_samples=2, max_steps=40, batch_size=16,
-        learning_rates="3e-4,1e-3", betas="0.1", kl_cap=8.0, gold="aihf.tasks.sentiment.gold:vader_compound",
+        budgets="50,all",
+        seeds=1,
+        continuation_tokens=32,
+        num_demonstrations=200,
+        num_preferences=400,
+        num_validation=48,
+        num_test=96,
+        best_of=16,
+        eval_samples=2,
+        max_steps=40,
+        batch_size=16,
+        learning_rates="3e-4,1e-3",
+        betas="0.1",
+        kl_cap=8.0,
+        gold="aihf.tasks.sentiment.gold:vader_compound",
     ),
     "full": dict(
-        budgets="50,200,all", seeds=3, continuation_tokens=32, num_demonstrations=300, num_preferences=1000,
-        num_validation=96, num_test=192, best_of=16, eval_samples=4, max_steps=100, batch_size=16,
-        learning_rates="1e-4,3e-4,1e-3", betas="0.1,0.5", kl_cap=8.0, gold="aihf.tasks.sentiment.gold:vader_compound",
+        budgets="50,200,all",
+        seeds=3,
+        continuation_tokens=32,
+        num_demonstrations=300,
+        num_preferences=1000,
+        num_validation=96,
+        num_test=192,
+        best_of=16,
+        eval_samples=4,
+        max_steps=100,
+        batch_size=16,
+        learning_rates="1e-4,3e-4,1e-3",
+        betas="0.1,0.5",
+        kl_cap=8.0,
+        gold="aihf.tasks.sentiment.gold:vader_compound",
     ),
 }
 
@@ -286,8 +310,13 @@ def evaluate(model, base, tokenizer, references: list[dict], gold_fn, *, samples
 
     prompt_ids = [tokenizer(r["prompt"])["input_ids"] for r in references]
     drawn = sample_continuations(
-        model, prompt_ids, num_samples=samples, length=length, seed=seed,
-        pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+        model,
+        prompt_ids,
+        num_samples=samples,
+        length=length,
+        seed=seed,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
     )
     flat_prompts = [p for p, per in zip(prompt_ids, drawn) for _ in per]
     flat = [s for per in drawn for s in per]
@@ -376,8 +405,15 @@ def do_run(args: BenchArguments, method: str, budget: int, seed: int, data_dir: 
     points, best_state = [], None
     run_dir = os.path.join(args.output_dir, "tmp", run_name(method, budget, seed))
     ctx = RunContext(
-        base_dir=base_dir, tokenizer=tokenizer, demonstrations=demos, preferences=chosen_prefs, output_dir=run_dir,
-        seed=seed, max_steps=args.max_steps, batch_size=args.batch_size, continuation_tokens=args.continuation_tokens,
+        base_dir=base_dir,
+        tokenizer=tokenizer,
+        demonstrations=demos,
+        preferences=chosen_prefs,
+        output_dir=run_dir,
+        seed=seed,
+        max_steps=args.max_steps,
+        batch_size=args.batch_size,
+        continuation_tokens=args.continuation_tokens,
     )
     eval_kw = dict(samples=args.eval_samples, length=args.continuation_tokens)
     for lr in lrs:
@@ -460,8 +496,11 @@ def sweep(args: BenchArguments, argv_prog: list[str], pending: list[tuple[str, i
         done += 1
         elapsed = time.time() - start
         eta = elapsed / done * (total - done)
-        print(f"[{done}/{total}] {name} done in {seconds:.0f} s; elapsed {_format_seconds(elapsed)}, "
-              f"ETA {_format_seconds(eta)}", flush=True)
+        print(
+            f"[{done}/{total}] {name} done in {seconds:.0f} s; elapsed {_format_seconds(elapsed)}, "
+            f"ETA {_format_seconds(eta)}",
+            flush=True,
+        )
 
     if args.jobs == 1:
         for method, budget, seed in pending:
@@ -479,7 +518,9 @@ def sweep(args: BenchArguments, argv_prog: list[str], pending: list[tuple[str, i
             method, budget, seed = queue.pop(0)
             name = run_name(method, budget, seed)
             log_file = open(os.path.join(log_dir, name + ".log"), "w")
-            proc = subprocess.Popen(argv_prog + run_args(args, method, budget, seed), stdout=log_file, stderr=subprocess.STDOUT, env=env)
+            proc = subprocess.Popen(
+                argv_prog + run_args(args, method, budget, seed), stdout=log_file, stderr=subprocess.STDOUT, env=env
+            )
             running[proc] = (name, time.time(), log_file)
             print(f"started {name} ({len(running)} running, {len(queue)} queued)", flush=True)
         time.sleep(0.5)
@@ -586,8 +627,9 @@ def markdown(report: dict) -> str:
     for r in report["rows"]:
         selected = "; ".join(", ".join(f"{k}={v:g}" for k, v in hp.items()) for hp in r["selected"])
         lines.append(
-            f"| {r['method']} | {r['budget'] or '-'} | {r['seeds']} | {_fmt(r['gold'])} | {_fmt(r['gold_normalised'], 2)} "
-            f"| {_fmt(r['kl'], 2)} | {_fmt(r['win_vs_base'], 2)} | {_fmt(r['win_vs_sft_then_dpo'], 2)} | "
+            f"| {r['method']} | {r['budget'] or '-'} | {r['seeds']} | {_fmt(r['gold'])} | "
+            f"{_fmt(r['gold_normalised'], 2)} | {_fmt(r['kl'], 2)} | {_fmt(r['win_vs_base'], 2)} | "
+            f"{_fmt(r['win_vs_sft_then_dpo'], 2)} | "
             f"{_fmt(r['distinct_2'], 2)} | {_fmt(r['repetition_2'], 3)} | {r['wall_seconds'][0]:.0f} | {selected} |"
         )
     return "\n".join(lines) + "\n"
@@ -629,8 +671,15 @@ def plot(report: dict, output_dir: str) -> list[str]:
     fig, ax = plt.subplots(figsize=(6, 4))
     for m in methods:
         rows = [r for r in report["rows"] if r["method"] == m]
-        ax.errorbar([r["kl"][0] for r in rows], [r["gold"][0] for r in rows], xerr=[r["kl"][1] for r in rows],
-                    yerr=[r["gold"][1] for r in rows], fmt="o", capsize=2, label=m)
+        ax.errorbar(
+            [r["kl"][0] for r in rows],
+            [r["gold"][0] for r in rows],
+            xerr=[r["kl"][1] for r in rows],
+            yerr=[r["gold"][1] for r in rows],
+            fmt="o",
+            capsize=2,
+            label=m,
+        )
         for r in rows:
             if r["budget"]:
                 ax.annotate(str(r["budget"]), (r["kl"][0], r["gold"][0]), fontsize=6)

@@ -19,10 +19,33 @@ def micro(tmp_path_factory):
 def micro_argv(base, out, *extra):
     """A sweep small enough for seconds: a random micro model, a handful of prompts and steps."""
     return [
-        "--base_model", base, "--output_dir", str(out), "--num_demonstrations", "6", "--num_preferences", "6",
-        "--num_validation", "3", "--num_test", "4", "--best_of", "2", "--eval_samples", "2",
-        "--continuation_tokens", "6", "--max_steps", "2", "--batch_size", "2", "--learning_rates", "1e-3,1e-2",
-        "--budgets", "3,all", *extra,
+        "--base_model",
+        base,
+        "--output_dir",
+        str(out),
+        "--num_demonstrations",
+        "6",
+        "--num_preferences",
+        "6",
+        "--num_validation",
+        "3",
+        "--num_test",
+        "4",
+        "--best_of",
+        "2",
+        "--eval_samples",
+        "2",
+        "--continuation_tokens",
+        "6",
+        "--max_steps",
+        "2",
+        "--batch_size",
+        "2",
+        "--learning_rates",
+        "1e-3,1e-2",
+        "--budgets",
+        "3,all",
+        *extra,
     ]
 
 
@@ -90,7 +113,8 @@ def test_end_to_end_every_method_on_a_micro_model(micro, tmp_path, capsys):
     report = json.loads((out / "results.json").read_text())
     assert report["runs_finished"] == report["runs_total"] == 10
     assert {(r["method"], r["budget"]) for r in report["rows"]} == {
-        ("sft", 0), ("spin", 0),
+        ("sft", 0),
+        ("spin", 0),
         *((m, b) for m in ("dpo", "sft_then_dpo", "aihf_dpo", "self_play_aihf") for b in (3, 6)),
     }
     for r in report["rows"]:
@@ -140,16 +164,34 @@ def test_parallel_jobs_run_each_run_as_its_own_command(micro, tmp_path):
 
 
 def test_aggregate_win_rates_against_sft_then_dpo_from_result_files(tmp_path):
-    args = parse(["--output_dir", str(tmp_path), "--methods", "dpo,sft_then_dpo,sft", "--budgets", "5", "--seeds", "1",
-                  "--num_preferences", "5"])
+    args = parse(
+        [
+            "--output_dir",
+            str(tmp_path),
+            "--methods",
+            "dpo,sft_then_dpo,sft",
+            "--budgets",
+            "5",
+            "--seeds",
+            "1",
+            "--num_preferences",
+            "5",
+        ]
+    )
     data = tmp_path / "data"
     data.mkdir()
     (data / "card.json").write_text(json.dumps({"R_base_test": 0.0, "R_demo_test": 0.5}))
 
     def write(method, budget, golds):
         per_prompt = [{"gold": g, "kl": [1.0, 3.0], "win_vs_base": 1.0} for g in golds]
-        run = {"method": method, "budget": budget, "seed": 0, "selected": {"learning_rate": 1e-3}, "wall_seconds": 2.0,
-               "test": {"per_prompt": per_prompt, "distinct_2": 0.9, "repetition_2": 0.1}}
+        run = {
+            "method": method,
+            "budget": budget,
+            "seed": 0,
+            "selected": {"learning_rate": 1e-3},
+            "wall_seconds": 2.0,
+            "test": {"per_prompt": per_prompt, "distinct_2": 0.9, "repetition_2": 0.1},
+        }
         os.makedirs(tmp_path / "runs", exist_ok=True)
         (tmp_path / "runs" / f"{method}__{budget}__0.json").write_text(json.dumps(run))
 

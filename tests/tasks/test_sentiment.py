@@ -99,21 +99,43 @@ def test_prompts_come_only_from_held_out_plays():
 def task_data(tmp_path_factory):
     base = micro_base(str(tmp_path_factory.mktemp("base")))
     config = TaskConfig(
-        output_dir=str(tmp_path_factory.mktemp("data")), base_model=base, gold="tests.tasks.helpers:count_e",
-        continuation_tokens=6, num_demonstrations=5, num_preferences=7, num_validation=3, num_test=4, best_of=3,
-        eval_samples=2, seed=0,
+        output_dir=str(tmp_path_factory.mktemp("data")),
+        base_model=base,
+        gold="tests.tasks.helpers:count_e",
+        continuation_tokens=6,
+        num_demonstrations=5,
+        num_preferences=7,
+        num_validation=3,
+        num_test=4,
+        best_of=3,
+        eval_samples=2,
+        seed=0,
     )
     return config, build_task_data(config, log=lambda *_: None)
 
 
 def test_task_data_has_the_asked_shapes_and_a_card(task_data):
     config, folder = task_data
-    rows = {name: read_jsonl(os.path.join(folder, f"{name}.jsonl")) for name in (
-        "prompts_train", "prompts_validation", "prompts_test", "demonstrations", "preferences",
-        "references_validation", "references_test")}
+    rows = {
+        name: read_jsonl(os.path.join(folder, f"{name}.jsonl"))
+        for name in (
+            "prompts_train",
+            "prompts_validation",
+            "prompts_test",
+            "demonstrations",
+            "preferences",
+            "references_validation",
+            "references_test",
+        )
+    }
     assert {k: len(v) for k, v in rows.items()} == {
-        "prompts_train": 12, "prompts_validation": 3, "prompts_test": 4, "demonstrations": 5, "preferences": 7,
-        "references_validation": 3, "references_test": 4,
+        "prompts_train": 12,
+        "prompts_validation": 3,
+        "prompts_test": 4,
+        "demonstrations": 5,
+        "preferences": 7,
+        "references_validation": 3,
+        "references_test": 4,
     }
     splits = [{r["prompt"] for r in rows[f"prompts_{s}"]} for s in ("train", "validation", "test")]
     assert not (splits[0] & splits[1] or splits[0] & splits[2] or splits[1] & splits[2])
@@ -152,8 +174,14 @@ def test_task_data_trains_with_aihf(task_data, tmp_path):
     config, folder = task_data
     trainer = AIHFTrainer(
         config.base_model,
-        args=AIHFConfig(output_dir=str(tmp_path), max_steps=1, per_device_train_batch_size=2, report_to="none",
-                        use_cpu=True, save_strategy="no"),
+        args=AIHFConfig(
+            output_dir=str(tmp_path),
+            max_steps=1,
+            per_device_train_batch_size=2,
+            report_to="none",
+            use_cpu=True,
+            save_strategy="no",
+        ),
         demonstrations=os.path.join(folder, "demonstrations.jsonl"),
         preferences=os.path.join(folder, "preferences.jsonl"),
     )
@@ -184,9 +212,30 @@ def test_build_base_command_rebuilds_a_base_at_a_tiny_budget(tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     out = tmp_path / "base"
-    cmd = [sys.executable, "-m", "aihf.tasks.sentiment", "build-base", "--output_dir", str(out),
-           "--vocab_size", "300", "--hidden_size", "32", "--num_layers", "1", "--num_heads", "2",
-           "--intermediate_size", "64", "--context_length", "32", "--batch_size", "4", "--train_tokens", "256"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "aihf.tasks.sentiment",
+        "build-base",
+        "--output_dir",
+        str(out),
+        "--vocab_size",
+        "300",
+        "--hidden_size",
+        "32",
+        "--num_layers",
+        "1",
+        "--num_heads",
+        "2",
+        "--intermediate_size",
+        "64",
+        "--context_length",
+        "32",
+        "--batch_size",
+        "4",
+        "--train_tokens",
+        "256",
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     with open(out / BUILD_INFO) as f:

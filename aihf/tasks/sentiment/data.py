@@ -59,8 +59,17 @@ class TaskConfig:
     batch_size: int = field(default=64, metadata={"help": "Sequences per generate() call."})
 
     def check(self) -> None:
-        positive = ("continuation_tokens", "prefix_words", "num_demonstrations", "num_preferences", "num_validation",
-                    "num_test", "best_of", "eval_samples", "batch_size")
+        positive = (
+            "continuation_tokens",
+            "prefix_words",
+            "num_demonstrations",
+            "num_preferences",
+            "num_validation",
+            "num_test",
+            "best_of",
+            "eval_samples",
+            "batch_size",
+        )
         for name in positive:
             if getattr(self, name) < 1:
                 raise ConfigError(f"--{name} must be >= 1, got {getattr(self, name)}")
@@ -146,8 +155,14 @@ def build_task_data(config: TaskConfig, *, log=print) -> str:
     for prompt, (a, b), (ga, gb), (a_wins, p) in zip(pref_prompts, pref_samples, pref_gold, labels):
         chosen, rejected, g_c, g_r = (a, b, ga, gb) if a_wins else (b, a, gb, ga)
         preferences.append(
-            {"prompt": prompt, "chosen": chosen, "rejected": rejected, "gold_chosen": g_c, "gold_rejected": g_r,
-             "p_chosen": p if a_wins else 1 - p}
+            {
+                "prompt": prompt,
+                "chosen": chosen,
+                "rejected": rejected,
+                "gold_chosen": g_c,
+                "gold_rejected": g_r,
+                "p_chosen": p if a_wins else 1 - p,
+            }
         )
 
     def best_of(texts: list[str], seed: int) -> tuple[list[str], list[float]]:
@@ -157,9 +172,7 @@ def build_task_data(config: TaskConfig, *, log=print) -> str:
         return [s[i] for s, i in zip(samples, best)], [g[i] for g, i in zip(golds, best)]
 
     demo_texts, demo_gold = best_of(demo_prompts, config.seed * 10 + 3)
-    demonstrations = [
-        {"prompt": p, "completion": c, "gold": g} for p, c, g in zip(demo_prompts, demo_texts, demo_gold)
-    ]
+    demonstrations = [{"prompt": p, "completion": c, "gold": g} for p, c, g in zip(demo_prompts, demo_texts, demo_gold)]
 
     log(f"sampling base and best-of-{config.best_of} references for {len(val) + len(test)} evaluation prompts")
     references = {}
@@ -251,3 +264,42 @@ def card_markdown(card: dict) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def gold_profile(
+    lengths: list[int],
+    *,
+    base_model: str | None = None,
+    gold: str = DEFAULT_GOLD,
+    num_prompts: int = 200,
+    samples: int = 2,
+    seed: int = 0,
+    log=print,
+) -> list[dict]:
+    """Gold statistics of base-model continuations of each length in ``lengths`` on the first
+    ``num_prompts`` training prompts: how informative the gold is at that length."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gold_fn = load_gold(gold)
+    base_dir = base_model or base_model_dir(log=log)
+    tokenizer = AutoTokenizer.from_pretrained(base_dir)
+    model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32).eval()
+    _, held_out = split_corpus(load_plays())
+    prompts = make_prompts(held_out, prefix_words=6, seed=seed)[-num_prompts:]  # never a test prompt
+    ids = [tokenizer(p)["input_ids"] for p in prompts]
+    rows = []
+    for length in lengths:
+        drawn = sample_continuations(
+            model,
+            ids,
+            num_samples=samples,
+            length=length,
+            seed=seed,
+            pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+        )
+        values = [float(gold_fn(tokenizer.decode(s, skip_special_tokens=True))) for per in drawn for s in per]
+        rows.append({"continuation_tokens": length, **gold_statistics(values)})
+        log(json.dumps(rows[-1]))
+    return rows
