@@ -344,7 +344,9 @@ def evaluate(model, base, tokenizer, references: list[dict], gold_fn, *, samples
         "distinct_2": distinct_n(texts, 2),
         "repetition_2": _mean([repetition_rate(t) for t in texts]),
         "per_prompt": per_prompt,
-        "examples": [{"prompt": references[i // samples]["prompt"], "completion": texts[i]} for i in range(3)],
+        "examples": [
+            {"prompt": references[i // samples]["prompt"], "completion": texts[i]} for i in range(min(3, len(texts)))
+        ],
     }
 
 
