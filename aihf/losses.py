@@ -11,7 +11,13 @@ Equations are cited from ``shared/docs/method.md`` (copied to ``docs/method.md``
 * **(ML-IRL)** the gradient's demonstration term, reward of the demonstration minus reward of a
   policy sample, and its logistic form (method.md, "Instantiations", 1);
 * **(DPO)** the implicit-reward preference term, ``r = beta log(pi/pi_ref)`` ("Instantiations", 2);
-* **(SP)** the self-play demonstration term against a frozen opponent ("Instantiations", 3).
+* **(SP)** the self-play demonstration term against a frozen opponent ("Instantiations", 3);
+* **(L)** the lower level, KL-regularised RL ``max_pi E[r(x,y)] - beta KL(pi || pi_ref)``, optimised
+  by AIHF-RL ("Instantiations", 1) with RLOO (Ahmadian et al. 2024, arXiv 2402.14740) or PPO-clip
+  (Schulman et al. 2017, arXiv 1707.06347).
+
+The preference term can also take the variants TRL's ``DPOTrainer`` offers under ``loss_type``:
+conservative DPO (label smoothing), robust DPO, IPO and the hinge (SLiC) loss. Each cites its paper.
 
 Everything goes through ``logsigmoid`` so log-ratios of +/-1e4 stay finite.
 """
@@ -28,12 +34,25 @@ __all__ = [
     "PairwiseLoss",
     "NLLLoss",
     "bradley_terry_loss",
+    "PREFERENCE_LOSS_TYPES",
     "dpo_loss",
+    "robust_dpo_loss",
+    "ipo_loss",
+    "hinge_loss",
+    "implicit_preference_loss",
     "demonstration_nll_loss",
     "self_play_loss",
     "ml_irl_linear_loss",
     "ml_irl_logistic_loss",
     "aihf_loss",
+    "kl_penalty",
+    "kl_regularized_rewards",
+    "rloo_advantages",
+    "whiten",
+    "policy_gradient_loss",
+    "clipped_policy_loss",
+    "ClippedPolicyLoss",
+    "center_rewards_loss",
 ]
 
 
@@ -92,6 +111,28 @@ def bradley_terry_loss(chosen_rewards: Tensor, rejected_rewards: Tensor, weights
     )
 
 
+def _logratios(
+    policy_chosen_logps: Tensor,
+    policy_rejected_logps: Tensor,
+    ref_chosen_logps: Tensor,
+    ref_rejected_logps: Tensor,
+    beta: float,
+    weights: Tensor | None,
+) -> tuple[Tensor, Tensor]:
+    _check_pair(policy_chosen_logps, policy_rejected_logps, weights, ("policy_chosen_logps", "policy_rejected_logps"))
+    _check_pair(ref_chosen_logps, ref_rejected_logps, None, ("ref_chosen_logps", "ref_rejected_logps"))
+    if beta <= 0:
+        raise ValueError(f"beta must be > 0, got {beta}")
+    return policy_chosen_logps - ref_chosen_logps, policy_rejected_logps - ref_rejected_logps
+
+
+def _implicit_pairwise(per_example: Tensor, chosen: Tensor, rejected: Tensor, beta: float, weights) -> PairwiseLoss:
+    """Rewards are ``beta * log-ratio`` whatever the loss: what TRL logs as ``rewards/*``."""
+    return PairwiseLoss(
+        _weighted_mean(per_example, weights), per_example, beta * chosen.detach(), beta * rejected.detach()
+    )
+
+
 def dpo_loss(
     policy_chosen_logps: Tensor,
     policy_rejected_logps: Tensor,
@@ -99,27 +140,135 @@ def dpo_loss(
     ref_rejected_logps: Tensor,
     beta: float,
     weights: Tensor | None = None,
+    label_smoothing: float = 0.0,
 ) -> PairwiseLoss:
     """DPO (sigmoid) loss, method.md (DPO): (BT) with the implicit reward
     ``r(x, y) = beta * [log pi(y|x) - log pi_ref(y|x)]``, i.e.
     ``l_i = -log sigmoid(beta * ([lp+ - ref+] - [lp- - ref-]))``.
 
+    With ``label_smoothing = eps > 0`` it is conservative DPO (cDPO; Mitchell, "A note on DPO with
+    noisy preferences", 2023): each label is taken to be flipped with probability ``eps``,
+    ``l_i = -(1 - eps) log sigmoid(beta d) - eps log sigmoid(-beta d)``.
+
     Log-probs are summed over completion tokens. Rewards are returned as ``beta * log-ratio``,
     the quantities TRL logs as ``rewards/chosen`` and ``rewards/rejected``.
     """
-    _check_pair(policy_chosen_logps, policy_rejected_logps, weights, ("policy_chosen_logps", "policy_rejected_logps"))
-    _check_pair(ref_chosen_logps, ref_rejected_logps, None, ("ref_chosen_logps", "ref_rejected_logps"))
-    if beta <= 0:
-        raise ValueError(f"beta must be > 0, got {beta}")
-    chosen_logratios = policy_chosen_logps - ref_chosen_logps
-    rejected_logratios = policy_rejected_logps - ref_rejected_logps
-    per_example = -F.logsigmoid(beta * (chosen_logratios - rejected_logratios))
-    return PairwiseLoss(
-        _weighted_mean(per_example, weights),
-        per_example,
-        beta * chosen_logratios.detach(),
-        beta * rejected_logratios.detach(),
+    chosen, rejected = _logratios(
+        policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps, beta, weights
     )
+    if not 0.0 <= label_smoothing <= 0.5:
+        raise ValueError(f"label_smoothing must be in [0, 0.5], got {label_smoothing}")
+    logits = beta * (chosen - rejected)
+    per_example = -F.logsigmoid(logits)
+    if label_smoothing:
+        per_example = (1 - label_smoothing) * per_example - label_smoothing * F.logsigmoid(-logits)
+    return _implicit_pairwise(per_example, chosen, rejected, beta, weights)
+
+
+def robust_dpo_loss(
+    policy_chosen_logps: Tensor,
+    policy_rejected_logps: Tensor,
+    ref_chosen_logps: Tensor,
+    ref_rejected_logps: Tensor,
+    beta: float,
+    label_smoothing: float,
+    weights: Tensor | None = None,
+) -> PairwiseLoss:
+    """Robust DPO (rDPO; Chowdhury et al., "Provably Robust DPO", ICML 2024, eq. 9): the unbiased
+    DPO loss when each label is flipped with known probability ``eps = label_smoothing < 1/2``,
+    ``l_i = [-(1 - eps) log sigmoid(beta d) + eps log sigmoid(-beta d)] / (1 - 2 eps)``,
+    ``d = [lp+ - ref+] - [lp- - ref-]``.
+    """
+    chosen, rejected = _logratios(
+        policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps, beta, weights
+    )
+    if not 0.0 <= label_smoothing < 0.5:
+        raise ValueError(f"label_smoothing must be in [0, 0.5) for robust DPO, got {label_smoothing}")
+    logits = beta * (chosen - rejected)
+    per_example = (-(1 - label_smoothing) * F.logsigmoid(logits) + label_smoothing * F.logsigmoid(-logits)) / (
+        1 - 2 * label_smoothing
+    )
+    return _implicit_pairwise(per_example, chosen, rejected, beta, weights)
+
+
+def ipo_loss(
+    policy_chosen_logps: Tensor,
+    policy_rejected_logps: Tensor,
+    ref_chosen_logps: Tensor,
+    ref_rejected_logps: Tensor,
+    beta: float,
+    chosen_num_tokens: Tensor,
+    rejected_num_tokens: Tensor,
+    weights: Tensor | None = None,
+) -> PairwiseLoss:
+    """IPO (Azar et al., "A General Theoretical Paradigm to Understand Learning from Human
+    Preferences", AISTATS 2024, eq. 17) with ``tau = beta``:
+    ``l_i = (d_i - 1 / (2 beta))^2`` where ``d_i`` is the difference of the *per-token* log-ratios,
+    ``[lp+ - ref+] / T+ - [lp- - ref-] / T-`` (the length normalisation TRL uses, which the
+    paper's authors confirmed; ``T`` counts completion tokens, at least 1).
+    """
+    chosen, rejected = _logratios(
+        policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps, beta, weights
+    )
+    _check_pair(chosen_num_tokens, rejected_num_tokens, None, ("chosen_num_tokens", "rejected_num_tokens"))
+    per_token = chosen / chosen_num_tokens.to(chosen.dtype).clamp_min(1) - rejected / rejected_num_tokens.to(
+        rejected.dtype
+    ).clamp_min(1)
+    per_example = (per_token - 1 / (2 * beta)) ** 2
+    return _implicit_pairwise(per_example, chosen, rejected, beta, weights)
+
+
+def hinge_loss(
+    policy_chosen_logps: Tensor,
+    policy_rejected_logps: Tensor,
+    ref_chosen_logps: Tensor,
+    ref_rejected_logps: Tensor,
+    beta: float,
+    weights: Tensor | None = None,
+) -> PairwiseLoss:
+    """Hinge loss on the implicit reward margin (SLiC; Zhao et al., "SLiC-HF", 2023, eq. 1, with
+    ``delta = 1/beta``; as in RSO, Liu et al. 2024): ``l_i = max(0, 1 - beta d_i)``,
+    ``d = [lp+ - ref+] - [lp- - ref-]``.
+    """
+    chosen, rejected = _logratios(
+        policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps, beta, weights
+    )
+    per_example = torch.relu(1 - beta * (chosen - rejected))
+    return _implicit_pairwise(per_example, chosen, rejected, beta, weights)
+
+
+PREFERENCE_LOSS_TYPES = ("sigmoid", "robust", "ipo", "hinge")
+
+
+def implicit_preference_loss(
+    loss_type: str,
+    policy_chosen_logps: Tensor,
+    policy_rejected_logps: Tensor,
+    ref_chosen_logps: Tensor,
+    ref_rejected_logps: Tensor,
+    beta: float,
+    *,
+    label_smoothing: float = 0.0,
+    chosen_num_tokens: Tensor | None = None,
+    rejected_num_tokens: Tensor | None = None,
+    weights: Tensor | None = None,
+) -> PairwiseLoss:
+    """The preference term under the implicit reward, by TRL's ``loss_type`` name: ``"sigmoid"``
+    (:func:`dpo_loss`, conservative with ``label_smoothing``), ``"robust"`` (:func:`robust_dpo_loss`),
+    ``"ipo"`` (:func:`ipo_loss`, needs the completion token counts) or ``"hinge"`` (:func:`hinge_loss`).
+    """
+    logps = (policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps, beta)
+    if loss_type == "sigmoid":
+        return dpo_loss(*logps, weights=weights, label_smoothing=label_smoothing)
+    if loss_type == "robust":
+        return robust_dpo_loss(*logps, label_smoothing=label_smoothing, weights=weights)
+    if loss_type == "ipo":
+        if chosen_num_tokens is None or rejected_num_tokens is None:
+            raise ValueError("loss_type 'ipo' needs chosen_num_tokens and rejected_num_tokens")
+        return ipo_loss(*logps, chosen_num_tokens, rejected_num_tokens, weights=weights)
+    if loss_type == "hinge":
+        return hinge_loss(*logps, weights=weights)
+    raise ValueError(f"loss_type must be one of {PREFERENCE_LOSS_TYPES}, got '{loss_type}'")
 
 
 def demonstration_nll_loss(
@@ -209,3 +358,130 @@ def aihf_loss(
             raise ValueError(f"{name} is None but its weight is {weight}")
         total = weight * term if total is None else total + weight * term
     return total
+
+
+def center_rewards_loss(first_rewards: Tensor, second_rewards: Tensor) -> Tensor:
+    """Reward centring penalty ``mean_i (r_i1 + r_i2)^2`` over the pairs scored in a reward step
+    (Eisenstein et al. 2023, arXiv 2312.09244; TRL's ``center_rewards_coefficient`` term).
+
+    (BT) and (ML-IRL) only see reward differences, so without it the mean reward may drift;
+    the penalty pins it near 0. Inputs ``(B,)``; a scalar out.
+    """
+    _check_pair(first_rewards, second_rewards, None, ("first_rewards", "second_rewards"))
+    return ((first_rewards + second_rewards) ** 2).mean()
+
+
+# ---------------------------------------------------------------------------- lower level (L)
+
+
+def kl_penalty(logps: Tensor, ref_logps: Tensor) -> Tensor:
+    """Sequence-level KL estimate of each sample, method.md (L):
+    ``kl_i = log pi(y_i|x_i) - log pi_ref(y_i|x_i)`` for ``y_i ~ pi``.
+
+    Its expectation over ``y ~ pi`` is ``KL(pi(.|x) || pi_ref(.|x))`` (the "k1" estimator). Inputs are
+    per-sequence sums of completion-token log-probs, shape ``(B,)``; so is the output.
+    """
+    _check_pair(logps, ref_logps, None, ("logps", "ref_logps"))
+    return logps - ref_logps
+
+
+def kl_regularized_rewards(rewards: Tensor, logps: Tensor, ref_logps: Tensor, beta: float) -> Tensor:
+    """The per-sample objective of method.md (L) with the KL folded into the reward:
+    ``R_i = r(x_i, y_i) - beta * (log pi(y_i|x_i) - log pi_ref(y_i|x_i))``, shape ``(B,)``.
+
+    The policy-gradient of ``E[R]`` (KL treated as part of the reward, as RLOO and TRL do) is
+    the gradient of the lower level. ``beta = 0`` leaves the rewards unchanged.
+    """
+    if beta < 0:
+        raise ValueError(f"beta must be >= 0, got {beta}")
+    _check_pair(rewards, logps, None, ("rewards", "logps"))
+    return rewards - beta * kl_penalty(logps, ref_logps)
+
+
+def rloo_advantages(rewards: Tensor) -> Tensor:
+    """REINFORCE leave-one-out advantages (Ahmadian et al. 2024, eq. 6), for method.md (L):
+    ``A_ij = R_ij - mean_{l != j} R_il`` over the ``k`` samples ``j`` of prompt ``i``.
+
+    ``rewards`` has shape ``(P, k)`` with ``k >= 2``; the result has the same shape. It equals
+    ``k/(k-1) * (R_ij - mean_l R_il)`` and sums to 0 over each prompt's samples.
+    """
+    if rewards.dim() != 2:
+        raise ValueError(f"rewards must have shape (prompts, k), got {tuple(rewards.shape)}")
+    k = rewards.shape[1]
+    if k < 2:
+        raise ValueError(f"RLOO needs k >= 2 samples per prompt, got {k}")
+    baseline = (rewards.sum(dim=1, keepdim=True) - rewards) / (k - 1)
+    return rewards - baseline
+
+
+def whiten(values: Tensor, eps: float = 1e-8) -> Tensor:
+    """``(v - mean(v)) / (std(v) + eps)`` over all elements, any shape.
+
+    Used to whiten the rewards or the advantages of a batch (TRL's ``normalize_advantages``),
+    with the population std; a single element becomes 0.
+    """
+    if values.numel() < 2:
+        return values - values.mean()
+    return (values - values.mean()) / (values.std(unbiased=False) + eps)
+
+
+def policy_gradient_loss(logps: Tensor, advantages: Tensor) -> Tensor:
+    """REINFORCE loss of method.md (L) for samples drawn from the current policy:
+    ``loss = -mean_i A_i * log pi(y_i|x_i)``; its gradient is the score-function estimate of
+    ``-grad E[R]`` (RLOO when ``A`` are :func:`rloo_advantages` of :func:`kl_regularized_rewards`).
+
+    ``logps`` are per-sequence log-prob sums with gradients, ``advantages`` constants; both ``(B,)``.
+    """
+    _check_pair(logps, advantages, None, ("logps", "advantages"))
+    return -(advantages.detach() * logps).mean()
+
+
+class ClippedPolicyLoss(NamedTuple):
+    """``loss``; ``clip_fraction``: share of completion tokens whose ratio was clipped; ``approx_kl``:
+    mean per-token ``0.5 * (log ratio)^2`` between the current and the sampling policy."""
+
+    loss: Tensor
+    clip_fraction: Tensor
+    approx_kl: Tensor
+
+
+def clipped_policy_loss(
+    token_logps: Tensor,
+    old_token_logps: Tensor,
+    advantages: Tensor,
+    completion_mask: Tensor,
+    clip_range: float = 0.2,
+) -> ClippedPolicyLoss:
+    """PPO's clipped surrogate (Schulman et al. 2017, eq. 7) with one advantage per sequence,
+    for several updates on the same samples of method.md (L):
+
+    ``rho_it = exp(lp_it - lp_old_it)``,
+    ``loss = -mean_i sum_t m_it * min(rho_it A_i, clip(rho_it, 1-eps, 1+eps) A_i)``.
+
+    Token terms are summed per sequence (not averaged), so that on the first update, where
+    ``lp = lp_old`` and ``rho = 1``, the gradient equals :func:`policy_gradient_loss`'s exactly.
+    Shapes: ``token_logps``, ``old_token_logps``, ``completion_mask`` ``(B, T)``; ``advantages`` ``(B,)``.
+    """
+    if token_logps.shape != old_token_logps.shape or token_logps.shape != completion_mask.shape:
+        raise ValueError(
+            f"token_logps {tuple(token_logps.shape)}, old_token_logps {tuple(old_token_logps.shape)} and "
+            f"completion_mask {tuple(completion_mask.shape)} must have the same shape"
+        )
+    if advantages.shape != token_logps.shape[:1]:
+        raise ValueError(f"advantages has shape {tuple(advantages.shape)}, expected ({token_logps.shape[0]},)")
+    if clip_range <= 0:
+        raise ValueError(f"clip_range must be > 0, got {clip_range}")
+    mask = completion_mask.to(token_logps.dtype)
+    log_ratio = token_logps - old_token_logps.detach()
+    ratio = torch.exp(log_ratio)
+    adv = advantages.detach().unsqueeze(1)
+    unclipped = ratio * adv
+    clipped = torch.clamp(ratio, 1.0 - clip_range, 1.0 + clip_range) * adv
+    per_token = -torch.minimum(unclipped, clipped)
+    loss = (per_token * mask).sum(1).mean()
+    tokens = mask.sum().clamp_min(1.0)
+    with torch.no_grad():
+        was_clipped = (unclipped != clipped) & (per_token == -clipped)
+        clip_fraction = (was_clipped.to(mask.dtype) * mask).sum() / tokens
+        approx_kl = (0.5 * log_ratio.detach() ** 2 * mask).sum() / tokens
+    return ClippedPolicyLoss(loss, clip_fraction, approx_kl)

@@ -39,6 +39,55 @@ def test_dpo_exact():
     assert out.margins.item() == pytest.approx(0.5)
 
 
+def test_conservative_dpo_exact():
+    # beta * d = 0.5 as above; eps = 0.1: 0.9 * log(1 + e^-0.5) + 0.1 * log(1 + e^0.5)
+    out = losses.dpo_loss(T(-1.0), T(-2.0), T(-1.5), T(-1.5), beta=0.5, label_smoothing=0.1)
+    assert out.loss.item() == pytest.approx(0.9 * log1pexp(-0.5) + 0.1 * log1pexp(0.5), abs=1e-12)
+    assert out.margins.item() == pytest.approx(0.5)  # rewards do not depend on the loss
+    # eps = 0.5: no information in the labels, the loss is symmetric in chosen/rejected
+    half = losses.dpo_loss(T(-1.0), T(-2.0), T(-1.5), T(-1.5), beta=0.5, label_smoothing=0.5)
+    assert half.loss.item() == pytest.approx(0.5 * (log1pexp(-0.5) + log1pexp(0.5)), abs=1e-12)
+
+
+def test_robust_dpo_exact():
+    out = losses.robust_dpo_loss(T(-1.0), T(-2.0), T(-1.5), T(-1.5), beta=0.5, label_smoothing=0.1)
+    # [0.9 * log(1 + e^-0.5) - 0.1 * log(1 + e^0.5)] / 0.8
+    assert out.loss.item() == pytest.approx((0.9 * log1pexp(-0.5) - 0.1 * log1pexp(0.5)) / 0.8, abs=1e-12)
+    plain = losses.robust_dpo_loss(T(-1.0), T(-2.0), T(-1.5), T(-1.5), beta=0.5, label_smoothing=0.0)
+    assert plain.loss.item() == pytest.approx(log1pexp(-0.5), abs=1e-12)
+    with pytest.raises(ValueError, match="label_smoothing"):
+        losses.robust_dpo_loss(T(0.0), T(0.0), T(0.0), T(0.0), beta=0.5, label_smoothing=0.5)
+
+
+def test_ipo_exact():
+    # per-token log-ratios: chosen 0.5 / 2 tokens = 0.25, rejected -0.5 / 4 tokens = -0.125
+    out = losses.ipo_loss(
+        T(-1.0), T(-2.0), T(-1.5), T(-1.5), beta=0.5, chosen_num_tokens=T(2.0), rejected_num_tokens=T(4.0)
+    )
+    assert out.loss.item() == pytest.approx((0.375 - 1.0) ** 2, abs=1e-12)  # 1 / (2 beta) = 1
+    assert out.chosen_rewards.item() == pytest.approx(0.25)  # beta * log-ratio, as for DPO
+    with pytest.raises(ValueError, match="ipo"):
+        losses.implicit_preference_loss("ipo", T(0.0), T(0.0), T(0.0), T(0.0), 0.5)
+
+
+def test_hinge_exact():
+    out = losses.hinge_loss(T(-1.0, -1.0), T(-2.0, -9.0), T(-1.5, -1.5), T(-1.5, -1.5), beta=0.5)
+    # beta * d = 0.5 -> 1 - 0.5; beta * d = 4 -> 0
+    assert out.per_example.tolist() == pytest.approx([0.5, 0.0], abs=1e-12)
+
+
+def test_implicit_preference_loss_dispatches_by_trl_name():
+    args = (T(-1.0), T(-2.0), T(-1.5), T(-1.5), 0.5)
+    tokens = dict(chosen_num_tokens=T(2.0), rejected_num_tokens=T(4.0))
+    assert losses.implicit_preference_loss("sigmoid", *args).loss == losses.dpo_loss(*args).loss
+    assert losses.implicit_preference_loss("hinge", *args).loss == losses.hinge_loss(*args).loss
+    assert losses.implicit_preference_loss("ipo", *args, **tokens).loss == losses.ipo_loss(*args, T(2.0), T(4.0)).loss
+    robust = losses.implicit_preference_loss("robust", *args, label_smoothing=0.2).loss
+    assert robust == losses.robust_dpo_loss(*args, label_smoothing=0.2).loss
+    with pytest.raises(ValueError, match="loss_type"):
+        losses.implicit_preference_loss("kto", *args)
+
+
 def test_dpo_rejects_bad_beta_and_shapes():
     with pytest.raises(ValueError, match="beta"):
         losses.dpo_loss(T(0.0), T(0.0), T(0.0), T(0.0), beta=0.0)

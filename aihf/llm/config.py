@@ -5,6 +5,7 @@ Field help strings double as ``aihf train --help``.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 import torch
@@ -12,6 +13,8 @@ from transformers import TrainingArguments
 
 from ..data.formats import HH_ASSISTANT_MARKER
 from ..data.tokenize import check_lengths
+from ..errors import ConfigError
+from ..losses import PREFERENCE_LOSS_TYPES
 
 DEMO_LOSSES = ("nll", "self_play")
 
@@ -38,6 +41,13 @@ class AIHFConfig(TrainingArguments):
     remove_unused_columns: bool = field(
         default=False, metadata={"help": "Kept False: AIHF batches are built by its own collator."}
     )
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={
+            "help": "Start a fresh run in an output_dir that already holds another run's checkpoints or model "
+            "(its checkpoint-* folders are deleted when training starts). Without it such a run is refused."
+        },
+    )
 
     # The objective.
     beta: float = field(
@@ -57,6 +67,32 @@ class AIHFConfig(TrainingArguments):
             "(online self-play AIHF; SPIN when pref_weight=0).",
             "choices": list(DEMO_LOSSES),
         },
+    )
+    loss_type: str = field(
+        default="sigmoid",
+        metadata={
+            "help": "Preference loss, TRL's names: 'sigmoid' (DPO; conservative DPO with label_smoothing > 0), "
+            "'robust' (robust DPO), 'ipo' (IPO, beta is its tau), 'hinge' (SLiC hinge on the reward margin).",
+            "choices": list(PREFERENCE_LOSS_TYPES),
+        },
+    )
+    label_smoothing: float = field(
+        default=0.0,
+        metadata={
+            "help": "Probability that a preference label is flipped, for 'sigmoid' (conservative DPO, in [0, 0.5]) "
+            "and 'robust' (robust DPO, in [0, 0.5)). Note: TRL 1.x's 'sigmoid' ignores it."
+        },
+    )
+    precompute_ref_log_probs: bool = field(
+        default=False,
+        metadata={
+            "help": "Score every preference pair with the reference model once before training, then free the "
+            "reference (saves its memory and forward passes during training)."
+        },
+    )
+    precompute_ref_batch_size: int | None = field(
+        default=None,
+        metadata={"help": "Pairs per reference forward pass when precomputing (default: per_device_eval_batch_size)."},
     )
     use_references_as_demonstrations: bool = field(
         default=True,
@@ -114,6 +150,14 @@ class AIHFConfig(TrainingArguments):
     )
 
     def __post_init__(self):
+        if _launched_data_parallel_on_cpu() and not self.use_cpu and not self.deepspeed:
+            # transformers uses the process group on a CPU machine only with use_cpu=True; without it
+            # each process of torchrun/accelerate trains a full copy alone, all writing one output_dir.
+            self.use_cpu = True
+        if isinstance(self.loss_type, (list, tuple)):  # TRL's DPOConfig takes a list of loss types
+            if len(self.loss_type) != 1:
+                raise ConfigError(f"loss_type: aihf takes one loss type, got {list(self.loss_type)}")
+            self.loss_type = self.loss_type[0]
         super().__post_init__()
         if self.dataloader_pin_memory and (self.use_cpu or not torch.cuda.is_available()):
             self.dataloader_pin_memory = False  # pinning needs an accelerator; torch warns on every epoch
@@ -136,3 +180,21 @@ class AIHFConfig(TrainingArguments):
             raise ValueError(f"self_play_round_epochs must be > 0, got {self.self_play_round_epochs}")
         if self.max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        if self.loss_type not in PREFERENCE_LOSS_TYPES:
+            raise ConfigError(f"loss_type must be one of {list(PREFERENCE_LOSS_TYPES)}, got '{self.loss_type}'")
+        if not 0.0 <= self.label_smoothing <= 0.5 or (self.loss_type == "robust" and self.label_smoothing == 0.5):
+            raise ConfigError(
+                f"label_smoothing must be in [0, 0.5] ([0, 0.5) for 'robust'), got {self.label_smoothing}"
+            )
+        if self.label_smoothing and self.loss_type in ("ipo", "hinge"):
+            raise ConfigError(f"label_smoothing={self.label_smoothing} has no meaning for loss_type '{self.loss_type}'")
+
+
+def _launched_data_parallel_on_cpu() -> bool:
+    """Several processes (torchrun / accelerate launch set WORLD_SIZE) and no GPU-like device."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return False
+    accelerator = getattr(torch, "accelerator", None)
+    if accelerator is not None:
+        return not accelerator.is_available()
+    return not torch.cuda.is_available()

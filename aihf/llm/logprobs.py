@@ -21,16 +21,27 @@ def token_logps(logits: Tensor, labels: Tensor) -> Tensor:
 
 
 def sequence_logps(
-    model: nn.Module, input_ids: Tensor, attention_mask: Tensor, completion_mask: Tensor
-) -> tuple[Tensor, Tensor]:
+    model: nn.Module,
+    input_ids: Tensor,
+    attention_mask: Tensor,
+    completion_mask: Tensor,
+    return_logits_sums: bool = False,
+) -> tuple[Tensor, ...]:
     """Sum of completion-token log-probs of each row, and each row's completion token count.
 
     Token ``t`` is scored by the logits at position ``t - 1``; only positions with
-    ``completion_mask == 1`` count, so prompts and padding never enter a loss.
+    ``completion_mask == 1`` count, so prompts and padding never enter a loss. With
+    ``return_logits_sums`` a third ``(B,)`` tensor (no gradient) sums, over the same positions,
+    the mean logit over the vocabulary: TRL's ``logits/chosen`` is its token mean.
     """
     logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
     # Prompt-tuning PEFT methods prepend virtual tokens: keep the positions of the real tokens.
     logits = logits[:, -input_ids.shape[1] :]
     per_token = token_logps(logits[:, :-1], input_ids[:, 1:])
     mask = completion_mask[:, 1:]
-    return (per_token * mask.to(per_token.dtype)).sum(-1), mask.sum(-1)
+    logps, num_tokens = (per_token * mask.to(per_token.dtype)).sum(-1), mask.sum(-1)
+    if not return_logits_sums:
+        return logps, num_tokens
+    with torch.no_grad():
+        logits_sums = (logits[:, :-1].float().mean(-1) * mask).sum(-1)
+    return logps, num_tokens, logits_sums

@@ -33,6 +33,45 @@ def sft_stage_args(args: AIHFConfig, **overrides: Any) -> AIHFConfig:
     )
 
 
+def run_sft_stage(
+    model: nn.Module | str,
+    sft_args: AIHFConfig,
+    demonstrations: Any,
+    preferences: Any,
+    processing_class: Any = None,
+    peft_config: Any = None,
+    callbacks: list | None = None,
+) -> tuple[AIHFTrainer, nn.Module]:
+    """Train and save the SFT stage of a two-stage pipeline; returns its trainer and the SFT model.
+
+    With ``peft_config``, the adapter is merged and the merged model saved to
+    ``<sft output_dir>/merged`` and loaded back from there, so that the next stage's adapter
+    (and "adapters disabled" as its reference) starts from the SFT model.
+    """
+    sft = AIHFTrainer(
+        model,
+        args=sft_args,
+        demonstrations=demonstrations,
+        preferences=preferences,
+        processing_class=processing_class,
+        peft_config=peft_config,
+        callbacks=callbacks,
+    )
+    sft.train()
+    sft.save_model()
+    sft.save_state()
+    sft_model = sft.accelerator.unwrap_model(sft.model)
+    if _is_peft(sft_model):
+        merged_dir = os.path.join(sft_args.output_dir, "merged")
+        sft_model = sft_model.merge_and_unload()
+        if sft.args.should_save:
+            sft_model.save_pretrained(merged_dir)
+            sft.processing_class.save_pretrained(merged_dir)
+        sft.accelerator.wait_for_everyone()
+        sft_model = AutoModelForCausalLM.from_pretrained(merged_dir, dtype=next(sft_model.parameters()).dtype)
+    return sft, sft_model
+
+
 def sft_then_dpo(
     model: nn.Module | str,
     args: AIHFConfig,
@@ -56,29 +95,9 @@ def sft_then_dpo(
     if sft_args is None:
         sft_args = sft_stage_args(args)
     dpo_args = dataclasses.replace(args, output_dir=os.path.join(args.output_dir, "dpo"), demo_weight=0.0)
-    sft = AIHFTrainer(
-        model,
-        args=sft_args,
-        demonstrations=demonstrations,
-        preferences=preferences,
-        processing_class=processing_class,
-        peft_config=peft_config,
-        callbacks=callbacks,
+    sft, sft_model = run_sft_stage(
+        model, sft_args, demonstrations, preferences, processing_class, peft_config, callbacks
     )
-    sft.train()
-    sft.save_model()
-    sft.save_state()
-    sft_model = sft.accelerator.unwrap_model(sft.model)
-    if _is_peft(sft_model):
-        # Save the merged SFT model and start DPO from that folder, so that the DPO adapter's
-        # saved base_model_name_or_path is the SFT model rather than the original base.
-        merged_dir = os.path.join(sft_args.output_dir, "merged")
-        sft_model = sft_model.merge_and_unload()
-        if sft.args.should_save:
-            sft_model.save_pretrained(merged_dir)
-            sft.processing_class.save_pretrained(merged_dir)
-        sft.accelerator.wait_for_everyone()
-        sft_model = AutoModelForCausalLM.from_pretrained(merged_dir, dtype=next(sft_model.parameters()).dtype)
     dpo = AIHFTrainer(
         sft_model,
         args=dpo_args,

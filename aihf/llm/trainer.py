@@ -10,11 +10,13 @@ frozen at the start of each round (online self-play AIHF).
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 import math
 import os
 import random
 import shutil
+import sys
 import warnings
 import zlib
 from collections import defaultdict
@@ -24,9 +26,10 @@ import datasets
 import torch
 from safetensors.torch import load_model, save_model
 from torch import nn
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase, Trainer
+from tqdm.auto import tqdm
+from transformers import PreTrainedTokenizerBase, Trainer, set_seed
 from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint, rotate_checkpoints
 
 from .. import losses
 from ..data import (
@@ -38,14 +41,18 @@ from ..data import (
     prepare_preferences,
     references_as_demonstrations,
 )
+from ..errors import ConfigError
+from . import card, runs
 from .config import AIHFConfig
 from .generation import HFGenerator, SampleGenerator
+from .loading import is_loadable, load_policy
 from .logprobs import sequence_logps
 
 SELF_PLAY_STATE = "aihf_self_play.json"
 SELF_PLAY_SAMPLES = "aihf_self_play_samples_rank{rank}.json"
 OPPONENT_WEIGHTS = "aihf_opponent.safetensors"
 STAGING_DIR = ".aihf-staging"
+BASE_MODEL_DIR = "base_model"
 
 
 def _is_peft(model: nn.Module) -> bool:
@@ -78,8 +85,52 @@ def _stop_tokens(tokenizer: Any, model: nn.Module) -> list[int]:
     return ids
 
 
+def _mean_of(values: torch.Tensor) -> tuple[torch.Tensor, int]:
+    return values.float().sum(), values.numel()
+
+
+def _trl_alias(trl_value: Any, trl_name: str, value: Any, name: str) -> Any:
+    if trl_value is None:
+        return value
+    if value is not None:
+        raise ConfigError(f"AIHFTrainer: give {trl_name} or {name}, not both ({trl_name} is read as {name})")
+    return trl_value
+
+
+def _checkpoint_step(checkpoint: str) -> int | str:
+    name = os.path.basename(os.path.normpath(checkpoint))
+    suffix = name.rsplit("-", 1)[-1]
+    return int(suffix) if suffix.isdigit() else "?"
+
+
 def _stable_seed(*parts: int) -> int:
     return zlib.crc32(repr(parts).encode()) & 0x7FFFFFFF
+
+
+class _IndexedPairs(PairedDataset):
+    """:class:`PairedDataset` whose items also say which preference row of which dataset they
+    hold, so that precomputed reference log-probs can be looked up (``token`` survives pickling
+    into dataloader workers, unlike ``id()``)."""
+
+    _tokens = itertools.count()
+
+    def __init__(self, preferences: Any | None, demonstrations: Any | None):
+        super().__init__(preferences, demonstrations)
+        self.token = next(self._tokens)
+
+    def __getitem__(self, i: int) -> dict:
+        item = super().__getitem__(i)
+        item["pref_index"] = i % len(self.preferences) if self.preferences is not None else -1
+        item["pref_source"] = self.token
+        return item
+
+
+class _IndexedCollator(AIHFCollator):
+    def __call__(self, items: list[dict]) -> dict[str, Any]:
+        batch = super().__call__(items)
+        batch["pref_index"] = [it["pref_index"] for it in items if it["pref"] is not None]
+        batch["pref_source"] = items[0]["pref_source"]
+        return batch
 
 
 class AIHFTrainer(Trainer):
@@ -95,13 +146,24 @@ class AIHFTrainer(Trainer):
             A source whose weight is 0 may be omitted; it is ignored if given.
         eval_demonstrations / eval_preferences: optional held-out sources for ``evaluate()``;
             the evaluation loss uses the demonstration NLL in every mode (it samples nothing).
-        processing_class: the tokenizer (loaded from ``model`` when that is a path).
-        peft_config: wrap ``model`` with this PEFT (e.g. LoRA) config.
+        processing_class: the tokenizer (loaded from ``model`` when that is a path). It is
+            not modified: when it has no pad token, a copy with ``pad_token = eos_token`` is used.
+        peft_config: wrap ``model`` with this PEFT (e.g. LoRA) config; the adapter weights are
+            initialised from ``args.seed``.
         generator: self-play sampler, ``generator(model, prompts, seed) -> completions``;
             default :class:`HFGenerator` configured from ``args``.
+        model_init_kwargs: keyword arguments for loading ``model`` (and ``ref_model``) when they
+            are paths, as in TRL: ``dtype`` (default float32), ``gguf_file`` (a GGUF checkpoint,
+            dequantised), ``revision``, ``attn_implementation``, ``trust_remote_code``...
+            See :func:`aihf.llm.loading.load_policy`.
+        train_dataset / eval_dataset: TRL's names, read as ``preferences`` / ``eval_preferences``
+            (what TRL's ``DPOTrainer`` trains on); give ``demonstrations`` separately.
 
     Every data source is read, validated and tokenised here, so bad input raises
-    :class:`aihf.DataError` before any training step or output file.
+    :class:`aihf.DataError` before any training step or output file. ``train()`` refuses
+    (:class:`aihf.ConfigError`) to start a fresh run in an ``output_dir`` that holds another
+    run's checkpoints or model unless ``args.overwrite_output_dir``, and resumes only from a
+    checkpoint written by the same configuration (model, data, objective, max_steps).
     """
 
     loss_is_scaled_for_ga = False  # our loss is a per-micro-batch mean
@@ -120,38 +182,60 @@ class AIHFTrainer(Trainer):
         generator: SampleGenerator | None = None,
         callbacks: list | None = None,
         optimizers: tuple = (None, None),
+        model_init_kwargs: dict[str, Any] | None = None,
+        train_dataset: Any = None,
+        eval_dataset: Any = None,
     ):
         args = args if args is not None else AIHFConfig(output_dir="aihf-output")
         if not isinstance(args, AIHFConfig):
             raise TypeError(f"args must be an AIHFConfig, got {type(args).__name__}")
+        preferences = _trl_alias(train_dataset, "train_dataset", preferences, "preferences")
+        eval_preferences = _trl_alias(eval_dataset, "eval_dataset", eval_preferences, "eval_preferences")
         if isinstance(model, str):
-            if processing_class is None:
-                processing_class = AutoTokenizer.from_pretrained(model)
-            # float32 master weights: set bf16=True for mixed precision. A checkpoint stored in
-            # bf16 would otherwise train in pure bf16, where small updates round away.
-            model = AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32)
+            self._model_source = runs.model_source(model, model_init_kwargs)
+            model, loaded_tokenizer = load_policy(model, model_init_kwargs, load_tokenizer=processing_class is None)
+            processing_class = processing_class or loaded_tokenizer
+        else:
+            if model_init_kwargs:
+                raise ConfigError("model_init_kwargs is only used when model is a path or hub id, not a model object")
+            self._model_source = runs.model_source(model)
         if processing_class is None:
             raise ValueError("processing_class (the tokenizer) is required when model is not a path")
         tokenizer = processing_class
         if tokenizer.pad_token_id is None:
+            tokenizer = copy.deepcopy(tokenizer)  # never change the caller's object
             tokenizer.pad_token = tokenizer.eos_token
         if isinstance(ref_model, str):
-            ref_model = AutoModelForCausalLM.from_pretrained(ref_model, dtype=torch.float32)
+            ref_kwargs = dict(model_init_kwargs or {})
+            if ref_model != self._model_source["model"]:
+                ref_kwargs.pop("gguf_file", None)  # the GGUF file names the policy's checkpoint only
+            ref_model, _ = load_policy(ref_model, ref_kwargs, load_tokenizer=False)
 
         # Data first: bad input must fail before anything else happens.
         self.demo_weight, self.pref_weight = args.demo_weight, args.pref_weight
-        train_prefs, train_demos = self._prepare_sources(args, tokenizer, preferences, demonstrations, "training")
+        try:
+            train_prefs, train_demos = self._prepare_sources(args, tokenizer, preferences, demonstrations, "training")
+        except ValueError as e:
+            if train_dataset is None or "no training demonstrations" not in str(e):
+                raise
+            raise ConfigError(
+                f"{e}. train_dataset= is read as preference pairs, as TRL's DPOTrainer does: pass demonstrations= "
+                "as well, or set demo_weight=0 (DPO)"
+            ) from None
         eval_dataset = None
         if eval_preferences is not None or eval_demonstrations is not None:
             eval_prefs, eval_demos = self._prepare_sources(
                 args, tokenizer, eval_preferences, eval_demonstrations, "evaluation", required=False
             )
             if eval_prefs is not None or eval_demos is not None:
-                eval_dataset = PairedDataset(eval_prefs, eval_demos)
+                eval_dataset = _IndexedPairs(eval_prefs, eval_demos)
 
         if peft_config is not None:
             from peft import get_peft_model
 
+            # The adapters' initial weights are drawn from the global RNG: seed it, so that two
+            # runs with the same seed start (and so train) identically, as full fine-tuning does.
+            set_seed(args.seed)
             model = get_peft_model(model, peft_config)
         if args.disable_dropout:
             disable_dropout(model)
@@ -178,8 +262,8 @@ class AIHFTrainer(Trainer):
         super().__init__(
             model=model,
             args=args,
-            data_collator=AIHFCollator(tokenizer.pad_token_id, args.pad_to_multiple_of),
-            train_dataset=PairedDataset(train_prefs, train_demos),
+            data_collator=_IndexedCollator(tokenizer.pad_token_id, args.pad_to_multiple_of),
+            train_dataset=_IndexedPairs(train_prefs, train_demos),
             eval_dataset=eval_dataset,
             processing_class=tokenizer,
             callbacks=callbacks,
@@ -187,6 +271,14 @@ class AIHFTrainer(Trainer):
         )
         if self.ref_model is not None:
             self.ref_model = self._prepare_frozen(self.ref_model)
+        self._precomputed_ref: dict[int, torch.Tensor] = {}
+        if args.precompute_ref_log_probs:
+            for dataset in (self.train_dataset, self.eval_dataset):
+                if dataset is not None and dataset.preferences is not None:
+                    self._precomputed_ref[dataset.token] = self._precompute_reference(dataset.preferences)
+            self.ref_model = None  # no longer needed: free its memory
+        self._total_tokens = 0
+        self._fingerprint: dict[str, Any] | None = None
 
         self.self_play = args.demo_loss == "self_play" and train_demos is not None
         self._opponent: nn.Module | None = None
@@ -259,58 +351,78 @@ class AIHFTrainer(Trainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         mode = "train" if model.training else "eval"
         n_p, n_d = inputs["num_pairs"], inputs["num_demos"]
+        # Items past num_real are copies that complete the last batch of an epoch under data
+        # parallel: they are scored (every process must run the same graph) but weigh nothing.
+        real = inputs.get("num_real", max(n_p, n_d))
+        r_p, r_d = min(n_p, real), min(n_d, real)
         batch = {k: inputs[k] for k in ("input_ids", "attention_mask", "completion_mask")}
         self_play = self.self_play and mode == "train" and n_d > 0
         if self_play:
             opponent_demo, opponent_sample, sample_rows = self._self_play_samples(inputs)
             batch = concat_padded(batch, sample_rows, self.processing_class.pad_token_id)
 
-        logps, num_tokens = sequence_logps(model, **batch)
-        metrics: dict[str, torch.Tensor] = {}
+        logps, num_tokens, logits_sums = sequence_logps(model, **batch, return_logits_sums=True)
+        demo_rows = slice(2 * n_p, 2 * n_p + n_d)
+        shares = self._loss_shares(inputs, r_p, r_d, int(num_tokens[demo_rows][:r_d].sum()))
+        stats: dict[str, tuple[torch.Tensor, Any]] = {}
 
         pref_term = None
         if n_p:
-            ref_chosen, ref_rejected = self._reference_logps(batch, 2 * n_p).chunk(2)
-            pref = losses.dpo_loss(logps[:n_p], logps[n_p : 2 * n_p], ref_chosen, ref_rejected, self.args.beta)
-            pref_term = pref.loss
-            metrics.update(
+            ref_chosen, ref_rejected = self._reference_for(inputs, batch, n_p)
+            chosen, rejected = slice(0, n_p), slice(n_p, 2 * n_p)
+            pref = losses.implicit_preference_loss(
+                self.args.loss_type,
+                logps[chosen],
+                logps[rejected],
+                ref_chosen.to(logps.dtype),
+                ref_rejected.to(logps.dtype),
+                self.args.beta,
+                label_smoothing=self.args.label_smoothing,
+                chosen_num_tokens=num_tokens[chosen],
+                rejected_num_tokens=num_tokens[rejected],
+            )
+            pref_term = pref.per_example[:r_p].sum() / shares["pairs"]
+            stats.update(
                 {
-                    "rewards/chosen": pref.chosen_rewards,
-                    "rewards/rejected": pref.rejected_rewards,
-                    "rewards/accuracies": (pref.margins > 0).float(),
-                    "rewards/margins": pref.margins,
-                    "logps/chosen": logps[:n_p].detach(),
-                    "logps/rejected": logps[n_p : 2 * n_p].detach(),
-                    "loss/pref": pref.per_example.detach(),
+                    "rewards/chosen": _mean_of(pref.chosen_rewards[:r_p]),
+                    "rewards/rejected": _mean_of(pref.rejected_rewards[:r_p]),
+                    "rewards/accuracies": _mean_of((pref.margins[:r_p] > 0).float()),
+                    "rewards/margins": _mean_of(pref.margins[:r_p]),
+                    "logps/chosen": _mean_of(logps[chosen][:r_p].detach()),
+                    "logps/rejected": _mean_of(logps[rejected][:r_p].detach()),
+                    # TRL's logits/*: the vocabulary-mean logit, averaged over completion tokens
+                    "logits/chosen": (logits_sums[chosen][:r_p].sum(), num_tokens[chosen][:r_p].sum()),
+                    "logits/rejected": (logits_sums[rejected][:r_p].sum(), num_tokens[rejected][:r_p].sum()),
+                    "loss/pref": _mean_of(pref.per_example[:r_p].detach()),
                 }
             )
 
         demo_term = None
         if n_d:
-            demo_logps = logps[2 * n_p : 2 * n_p + n_d]
-            demo_tokens = num_tokens[2 * n_p : 2 * n_p + n_d]
-            metrics["demo/logps"] = demo_logps.detach()
+            demo_logps, demo_tokens = logps[demo_rows], num_tokens[demo_rows]
+            stats["demo/logps"] = _mean_of(demo_logps[:r_d].detach())
             if self_play:
                 sample_logps = logps[2 * n_p + n_d :]
                 demo = losses.self_play_loss(demo_logps, sample_logps, opponent_demo, opponent_sample, self.args.beta)
-                demo_term = demo.loss
-                metrics.update(
+                demo_term = demo.per_example[:r_d].sum() / shares["demos"]
+                stats.update(
                     {
-                        "demo/sample_logps": sample_logps.detach(),
-                        "demo/rewards": demo.chosen_rewards,
-                        "demo/sample_rewards": demo.rejected_rewards,
-                        "demo/margins": demo.margins,
-                        "demo/accuracies": (demo.margins > 0).float(),
-                        "loss/demo": demo.per_example.detach(),
+                        "demo/sample_logps": _mean_of(sample_logps[:r_d].detach()),
+                        "demo/rewards": _mean_of(demo.chosen_rewards[:r_d]),
+                        "demo/sample_rewards": _mean_of(demo.rejected_rewards[:r_d]),
+                        "demo/margins": _mean_of(demo.margins[:r_d]),
+                        "demo/accuracies": _mean_of((demo.margins[:r_d] > 0).float()),
+                        "loss/demo": _mean_of(demo.per_example[:r_d].detach()),
                     }
                 )
             else:
                 demo = losses.demonstration_nll_loss(
-                    demo_logps, demo_tokens, normalizer=self._nll_normalizer(mode, demo_tokens).to(demo_logps.dtype)
+                    demo_logps[:r_d], demo_tokens[:r_d], normalizer=shares["demo_tokens"]
                 )
                 demo_term = demo.loss
-                # The token-mean NLL of the step (after averaging over micro-batches and processes).
-                metrics["demo/nll"] = metrics["loss/demo"] = demo.loss.detach().reshape(1)
+                # Each process's share of the step's token-mean NLL: their mean over processes and
+                # micro-batches is the NLL of the global batch.
+                stats["demo/nll"] = stats["loss/demo"] = (demo.loss.detach(), 1)
 
         # An evaluation set may hold only one of the two sources: combine the terms present.
         loss = losses.aihf_loss(
@@ -319,32 +431,72 @@ class AIHFTrainer(Trainer):
             self.demo_weight if demo_term is not None else 0.0,
             self.pref_weight if pref_term is not None else 0.0,
         )
-        self._record(mode, metrics)
+        if mode == "train":
+            real_rows = [*range(r_p), *range(n_p, n_p + r_p), *range(2 * n_p, 2 * n_p + r_d)]
+            if self_play:
+                real_rows += range(2 * n_p + n_d, 2 * n_p + n_d + r_d)
+            stats["num_tokens"] = (batch["attention_mask"][real_rows].sum(), 0)
+        self._record(mode, stats)
         if self_play and mode == "train":
             self._metrics[mode]["self_play/round"].append(float(self._round))
         return (loss, {"logps": logps.detach()}) if return_outputs else loss
 
     def get_batch_samples(self, epoch_iterator, num_batches, device):
-        batch_samples, num_items = super().get_batch_samples(epoch_iterator, num_batches, device)
-        # Demonstration tokens in the whole optimizer step (all micro-batches, all processes), so
-        # that the NLL is the token mean of the global batch whatever the accumulation/parallelism.
-        tokens = sum(
-            int(b["completion_mask"][2 * b["num_pairs"] : 2 * b["num_pairs"] + b["num_demos"]].sum())
-            for b in batch_samples
-        )
-        total = self.accelerator.gather(torch.tensor([tokens], device=device)).sum()
-        self._step_demo_tokens = (total, len(batch_samples))
-        return batch_samples, num_items
+        batch_samples = []
+        for _ in range(num_batches):
+            try:
+                batch = next(epoch_iterator)
+            except StopIteration:
+                break
+            batch["num_real"] = self._real_items(batch)  # read now: the dataloader's state moves on
+            batch_samples.append(batch)
+        # What the whole optimizer step holds (all micro-batches, all processes, copies left
+        # out), so that each loss term is a mean over the global batch whatever the accumulation,
+        # the parallelism or an uneven last batch.
+        counts = [0, 0, 0]
+        for b in batch_samples:
+            r_p, r_d = min(b["num_pairs"], b["num_real"]), min(b["num_demos"], b["num_real"])
+            demo_mask = b["completion_mask"][2 * b["num_pairs"] : 2 * b["num_pairs"] + r_d]
+            counts = [counts[0] + r_p, counts[1] + r_d, counts[2] + int(demo_mask.sum())]
+        totals = self.accelerator.gather(torch.tensor([counts], device=device)).sum(0).tolist()
+        for b in batch_samples:
+            b["step_totals"] = [*totals, len(batch_samples)]
+        return batch_samples, None
 
-    def _nll_normalizer(self, mode: str, demo_tokens: torch.Tensor) -> torch.Tensor:
-        """Denominator of this micro-batch's NLL such that, after the Trainer divides each
+    def _real_items(self, batch: dict[str, Any]) -> int:
+        """How many of the batch's items are data rather than padding. To give every process
+        a full last batch, accelerate completes the epoch's last global batch with copies of its
+        first items; in rank-major order the first ``remainder`` items are the real ones."""
+        n = max(batch["num_pairs"], batch["num_demos"])
+        state = self.accelerator.gradient_state
+        if not state.end_of_dataloader or state.remainder <= 0:
+            return n
+        return min(n, max(0, state.remainder - self.accelerator.process_index * n))
+
+    def _loss_shares(self, inputs: dict[str, Any], r_p: int, r_d: int, demo_tokens: int) -> dict[str, float]:
+        """Denominators of this micro-batch's sums such that, after the Trainer divides each
         micro-batch loss by the accumulation steps and data parallelism averages gradients over
-        processes, the step optimises ``-sum(log-probs) / (demonstration tokens in the step)``."""
-        if mode == "train" and getattr(self, "_step_demo_tokens", None) is not None:
-            total, micro_batches = self._step_demo_tokens
-            return total.float().clamp_min(1) / (micro_batches * self.accelerator.num_processes)
-        total = self.accelerator.gather(demo_tokens.sum().reshape(1)).sum()
-        return total.float().clamp_min(1) / self.accelerator.num_processes
+        processes, the step optimises each term's sum over the global batch divided by its
+        global count (pairs, demonstrations, demonstration tokens)."""
+        totals = inputs.get("step_totals")
+        if totals is None:  # evaluation, or a direct call: this micro-batch on its own
+            local = torch.tensor([[r_p, r_d, demo_tokens]], device=self.accelerator.device)
+            totals = [*self.accelerator.gather(local).sum(0).tolist(), 1]
+        pairs, demos, tokens, micro_batches = totals
+        scale = micro_batches * self.accelerator.num_processes
+        return {"pairs": max(pairs, 1) / scale, "demos": max(demos, 1) / scale, "demo_tokens": max(tokens, 1) / scale}
+
+    def _reference_for(self, inputs: dict[str, Any], batch: dict[str, torch.Tensor], n_p: int):
+        table = self._precomputed_ref.get(inputs.get("pref_source"))
+        if table is not None:
+            ref = table[torch.as_tensor(inputs["pref_index"], device=table.device)]
+            return ref[:, 0], ref[:, 1]
+        if self.ref_model is None and self.args.precompute_ref_log_probs and not _is_peft(self._policy()):
+            raise RuntimeError(
+                "precompute_ref_log_probs=True scored only the datasets given to AIHFTrainer and freed the reference "
+                "model; pass other evaluation data to AIHFTrainer(eval_preferences=...)"
+            )
+        return self._reference_logps(batch, 2 * n_p).chunk(2)
 
     @torch.no_grad()
     def _reference_logps(self, batch: dict[str, torch.Tensor], rows: int) -> torch.Tensor:
@@ -356,12 +508,50 @@ class AIHFTrainer(Trainer):
         with unwrapped.disable_adapter():
             return sequence_logps(unwrapped, **part)[0]
 
-    def _record(self, mode: str, metrics: dict[str, torch.Tensor]) -> None:
-        for name, values in metrics.items():
-            # gather, not gather_for_metrics: the latter trims the last batch of an epoch as if
-            # every tensor were per-example, which scalar metrics are not.
-            gathered = self.accelerator.gather(values.float())
-            self._metrics[mode][name].append(gathered.mean().item())
+    @torch.no_grad()
+    def _precompute_reference(self, prefs: Any) -> torch.Tensor:
+        """``(P, 2)`` reference log-probs of every pair's chosen and rejected answer (TRL's
+        ``precompute_ref_log_probs``); each process scores its share of the rows."""
+        rank, world, device = self.accelerator.process_index, self.accelerator.num_processes, self.accelerator.device
+        size = self.args.precompute_ref_batch_size or self.args.per_device_eval_batch_size
+        mine = list(range(rank, len(prefs), world))
+        table = torch.zeros(len(prefs), 2, device=device)
+        pad = self.processing_class.pad_token_id
+        for start in tqdm(
+            range(0, len(mine), size), desc="Reference log-probs", disable=not self.is_local_process_zero()
+        ):
+            indices = mine[start : start + size]
+            rows = [prefs[i] for i in indices]
+            batch = pad_sequences(
+                [r["prompt_ids"] for r in rows] * 2,
+                [r["chosen_ids"] for r in rows] + [r["rejected_ids"] for r in rows],
+                pad,
+            )
+            chosen, rejected = self._reference_logps({k: v.to(device) for k, v in batch.items()}, 2 * len(rows)).chunk(
+                2
+            )
+            table[indices] = torch.stack([chosen, rejected], dim=1).float()
+        return self.accelerator.reduce(table, reduction="sum")
+
+    def _record(self, mode: str, stats: dict[str, tuple[torch.Tensor, Any]]) -> None:
+        """Log each metric as (sum over all processes) / (count over all processes), in one
+        collective; ``num_tokens`` is a running total of the non-padding tokens trained on."""
+        if not stats:
+            return
+        device = self.accelerator.device
+        table = torch.stack(
+            [
+                torch.stack([torch.as_tensor(v, device=device).float(), torch.as_tensor(c, device=device).float()])
+                for v, c in stats.values()
+            ]
+        )
+        totals = self.accelerator.gather(table.unsqueeze(0)).sum(0).tolist()
+        for name, (value, count) in zip(stats, totals):
+            if name == "num_tokens":
+                self._total_tokens += int(value)
+                self._metrics[mode][name] = [float(self._total_tokens)]
+            elif count > 0:
+                self._metrics[mode][name].append(value / count)
 
     # ------------------------------------------------------------------ self-play
     def _round_length(self) -> int:
@@ -432,10 +622,131 @@ class AIHFTrainer(Trainer):
         self._metrics[mode].clear()
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        inputs["num_real"] = self._real_items(inputs)
         inputs = self._prepare_inputs(inputs)
         with torch.no_grad(), self.compute_loss_context_manager():
             loss = self.compute_loss(model, inputs)
         return loss.detach(), None, None
+
+    # ------------------------------------------------------------------ runs and outputs
+    def train(self, resume_from_checkpoint: str | bool | None = None, trial=None, **kwargs):
+        """``Trainer.train`` after checking that the run does not mix with another one.
+
+        A fresh run (``resume_from_checkpoint`` None/False) in an ``output_dir`` that holds
+        checkpoints or a model raises :class:`aihf.ConfigError`, unless
+        ``args.overwrite_output_dir``, which deletes the old ``checkpoint-*`` folders first.
+        ``resume_from_checkpoint=True`` takes the last checkpoint of ``output_dir``; any
+        checkpoint must have been written by this configuration (see :mod:`aihf.llm.runs`).
+        """
+        if isinstance(resume_from_checkpoint, str) and resume_from_checkpoint.lower() in ("true", "false"):
+            resume_from_checkpoint = resume_from_checkpoint.lower() == "true"
+        if resume_from_checkpoint:
+            resume_from_checkpoint = self._checked_checkpoint(resume_from_checkpoint)
+        else:
+            resume_from_checkpoint = None
+            self._claim_output_dir()
+        return super().train(resume_from_checkpoint=resume_from_checkpoint, trial=trial, **kwargs)
+
+    def _run_fingerprint(self) -> dict[str, Any]:
+        if self._fingerprint is None:
+            self._fingerprint = runs.fingerprint(
+                self._model_source,
+                self.train_dataset.preferences,
+                self.train_dataset.demonstrations,
+                self.args,
+                peft=_is_peft(self._policy()),
+            )
+        return self._fingerprint
+
+    def _claim_output_dir(self) -> None:
+        out = self.args.output_dir
+        found = runs.check_output_dir(out, self.args.overwrite_output_dir)
+        if not found:
+            return
+        if self.args.should_save:
+            for name in found:
+                if name.startswith(f"{PREFIX_CHECKPOINT_DIR}-"):
+                    shutil.rmtree(os.path.join(out, name))
+        self.accelerator.wait_for_everyone()
+
+    def _checked_checkpoint(self, checkpoint: str | bool) -> str:
+        if checkpoint is True:
+            found = get_last_checkpoint(self.args.output_dir) if os.path.isdir(self.args.output_dir) else None
+            if found is None:
+                raise ConfigError(
+                    f"resume_from_checkpoint=true but output_dir {self.args.output_dir} holds no checkpoint-* folder"
+                )
+            checkpoint = found
+        if not os.path.isdir(checkpoint):
+            raise ConfigError(f"resume_from_checkpoint: {checkpoint} is not a checkpoint folder")
+        saved = runs.read_fingerprint(checkpoint)
+        if saved is None:
+            warnings.warn(
+                f"{checkpoint} has no {runs.FINGERPRINT}: cannot check that it belongs to this configuration",
+                stacklevel=3,
+            )
+        else:
+            differ = runs.differences(saved, self._run_fingerprint())
+            if differ:
+                raise ConfigError(
+                    f"resume_from_checkpoint: {checkpoint} belongs to another run ({'; '.join(differ)}); "
+                    "resume with the same settings, or start a fresh run with overwrite_output_dir=True"
+                )
+        if self.is_world_process_zero():
+            step = _checkpoint_step(checkpoint)
+            print(f"aihf: resuming from {checkpoint} (step {step})", file=sys.stderr, flush=True)
+        return checkpoint
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        """Save the model (or adapter) and tokenizer, plus, for a user's call, a model card
+        ``README.md``. An adapter whose base cannot be loaded by name (a GGUF folder, a model
+        built in memory) first gets that base saved once as ``<output_dir>/base_model`` and its
+        config pointed at it, so that ``AutoPeftModelForCausalLM.from_pretrained`` works on the
+        output and on every checkpoint."""
+        self._ensure_loadable_base()
+        super().save_model(output_dir, _internal_call)
+        if _internal_call or not self.args.should_save:
+            return
+        output_dir = output_dir or self.args.output_dir
+        with open(os.path.join(output_dir, "README.md"), "w") as f:
+            f.write(self._model_card(output_dir, self._policy()))
+
+    def _ensure_loadable_base(self) -> None:
+        policy = self._policy()
+        if not _is_peft(policy) or is_loadable(policy.peft_config[policy.active_adapter].base_model_name_or_path):
+            return
+        base_dir = os.path.abspath(os.path.join(self.args.output_dir, BASE_MODEL_DIR))
+        if self.args.should_save:
+            # The base weights as a plain model: LoRA layers keep them under ".base_layer", and
+            # modules_to_save keep the original under ".original_module".
+            state = {}
+            for key, value in policy.get_base_model().state_dict().items():
+                if ".lora_" in key or ".modules_to_save." in key:
+                    continue
+                state[key.replace(".base_layer.", ".").replace(".original_module.", ".")] = value
+            policy.get_base_model().save_pretrained(base_dir, state_dict=state)
+            self.processing_class.save_pretrained(base_dir)
+        for adapter_config in policy.peft_config.values():
+            adapter_config.base_model_name_or_path = base_dir
+
+    def _model_card(self, output_dir: str, policy: nn.Module) -> str:
+        def size(dataset, part):
+            source = getattr(dataset, part, None) if dataset is not None else None
+            return len(source) if source is not None else 0
+
+        peft_config = policy.peft_config[policy.active_adapter] if _is_peft(policy) else None
+        return card.render(
+            output_dir=output_dir,
+            base_model=self._model_source["model"],
+            gguf_file=self._model_source.get("gguf_file"),
+            args=self.args,
+            num_preferences=size(self.train_dataset, "preferences"),
+            num_demonstrations=size(self.train_dataset, "demonstrations"),
+            num_eval_preferences=size(self.eval_dataset, "preferences"),
+            num_eval_demonstrations=size(self.eval_dataset, "demonstrations"),
+            log_history=self.state.log_history,
+            peft_config=peft_config,
+        )
 
     # ------------------------------------------------------------------ checkpoints
     def _get_output_dir(self, trial):
@@ -465,6 +776,9 @@ class AIHFTrainer(Trainer):
                 self.state.save_to_json(os.path.join(staged, "trainer_state.json"))
         if self.self_play:
             self._save_self_play_state(staged)
+        if self.args.should_save:
+            os.makedirs(staged, exist_ok=True)
+            runs.write_fingerprint(staged, self._run_fingerprint())
         self.accelerator.wait_for_everyone()
         if self.args.should_save:
             if os.path.isdir(final):

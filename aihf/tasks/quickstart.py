@@ -20,6 +20,8 @@ import random
 import time
 from dataclasses import asdict, dataclass, field
 
+from ..errors import ConfigError
+
 LETTERS = "a b c d e f g h".split()
 
 
@@ -46,8 +48,9 @@ def make_task(args: QuickstartArguments) -> dict[str, list[dict]]:
     distinct = sum(math.perm(len(LETTERS), n) for n in (3, 4, 5))
     wanted = args.num_demonstrations + args.num_preferences + args.num_eval
     if wanted > distinct:
-        raise SystemExit(
-            f"aihf quickstart: {wanted} examples asked for, but the task has only {distinct} distinct ones"
+        raise ConfigError(
+            f"num_demonstrations + num_preferences + num_eval = {wanted} examples, but the task has only "
+            f"{distinct} distinct ones"
         )
     rng = random.Random(args.seed)
     seen: set[str] = set()
@@ -126,14 +129,13 @@ def evaluate(model_dir: str, task: dict) -> dict[str, float]:
 
 
 def main(argv: list[str]) -> int:
-    from transformers import HfArgumentParser
-
-    from ..cli import train
+    from ..cli.args import argument_parser
+    from ..cli.train import train
     from .tiny import build_model, build_word_tokenizer
 
-    (args,) = HfArgumentParser(QuickstartArguments, prog="aihf quickstart").parse_args_into_dataclasses(argv)
+    args = QuickstartArguments(**vars(argument_parser(QuickstartArguments, prog="aihf quickstart").parse_args(argv)))
+    task = make_task(args)  # checks the sizes before anything is written
     os.makedirs(args.output_dir, exist_ok=True)
-    task = make_task(args)
     data_dir = os.path.join(args.output_dir, "data")
     os.makedirs(data_dir, exist_ok=True)
     for name in ("demonstrations", "preferences"):
@@ -152,6 +154,7 @@ def main(argv: list[str]) -> int:
         "demonstrations": os.path.join(data_dir, "demonstrations.jsonl"),
         "preferences": os.path.join(data_dir, "preferences.jsonl"),
         "output_dir": model_dir,
+        "overwrite_output_dir": True,  # the quickstart rebuilds everything: a rerun replaces the last one
         "method": args.method,
         "demo_loss": args.demo_loss,
         "max_steps": args.max_steps,

@@ -6,9 +6,10 @@ import pytest
 import torch
 from datasets import Dataset
 
+from aihf.llm import AIHFTrainer
 from aihf.tasks.tiny import build_model
 
-from .helpers import reverse_task, task_tokenizer, trainer
+from .helpers import config, reverse_task, task_tokenizer, trainer
 
 trl = pytest.importorskip("trl")
 
@@ -17,10 +18,24 @@ def _grads(model):
     return {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None}
 
 
-@pytest.mark.parametrize("arch", ["llama", "gpt2"])
-def test_dpo_reduction_equals_trl_dpo_trainer(tmp_path, arch):
+METRICS = (
+    "rewards/chosen",
+    "rewards/rejected",
+    "rewards/margins",
+    "rewards/accuracies",
+    "logps/chosen",
+    "logps/rejected",
+    "logits/chosen",
+    "logits/rejected",
+    "num_tokens",
+)
+
+
+def _ours_and_trl(tmp_path, arch="llama", n_pairs=8, ours=None, theirs=None):
+    """One DPO-family step of AIHFTrainer (demo_weight=0) and of TRL's DPOTrainer on the same
+    pairs, policy and reference: ``(our loss, TRL's loss, our trainer, TRL's trainer, our model, TRL's model)``."""
     tok = task_tokenizer()
-    _, prefs = reverse_task(n_prefs=8, seed=1)
+    _, prefs = reverse_task(n_prefs=n_pairs, seed=1)
     base = build_model(tok, arch, hidden_size=32, seed=3)
     # Move away from initialisation so that policy and reference differ (non-zero rewards).
     policy = copy.deepcopy(base)
@@ -29,19 +44,25 @@ def test_dpo_reduction_equals_trl_dpo_trainer(tmp_path, arch):
             p.add_(0.05 * torch.randn_like(p))
     ours_model, trl_model = copy.deepcopy(policy), copy.deepcopy(policy)
 
-    ours = trainer(tmp_path / "ours", model=ours_model, tokenizer=tok, prefs=prefs, demos=[], demo_weight=0.0, beta=0.2)
-    ours.ref_model.load_state_dict(base.state_dict())
+    our_trainer = AIHFTrainer(
+        ours_model,
+        ref_model=copy.deepcopy(base),
+        args=config(tmp_path / "ours", demo_weight=0.0, beta=0.2, per_device_train_batch_size=n_pairs, **(ours or {})),
+        preferences=prefs,
+        processing_class=tok,
+    )
     trl_args = trl.DPOConfig(
         output_dir=str(tmp_path / "trl"),
         beta=0.2,
         bf16=False,
         gradient_checkpointing=False,
         max_length=None,
-        per_device_train_batch_size=8,
+        per_device_train_batch_size=n_pairs,
         report_to="none",
         use_cpu=True,
+        **(theirs or {}),
     )
-    theirs = trl.DPOTrainer(
+    trl_trainer = trl.DPOTrainer(
         model=trl_model,
         ref_model=copy.deepcopy(base),  # a model object: ref_model=None would make TRL look on the Hub
         args=trl_args,
@@ -49,32 +70,64 @@ def test_dpo_reduction_equals_trl_dpo_trainer(tmp_path, arch):
         processing_class=tok,
     )
 
-    trl_batch = theirs.data_collator([theirs.train_dataset[i] for i in range(8)])
-    our_batch = ours.data_collator([ours.train_dataset[i] for i in range(8)])
+    trl_batch = trl_trainer.data_collator([trl_trainer.train_dataset[i] for i in range(n_pairs)])
+    our_batch = our_trainer.data_collator([our_trainer.train_dataset[i] for i in range(n_pairs)])
     # Same sequences in the same order: TRL tokenises prompt+answer jointly, we separately.
     assert torch.equal(trl_batch["input_ids"], our_batch["input_ids"])
     assert torch.equal(trl_batch["completion_mask"], our_batch["completion_mask"])
 
     ours_model.train(), trl_model.train()
-    our_loss = ours.compute_loss(ours_model, our_batch)
-    trl_loss = theirs.compute_loss(trl_model, trl_batch)
+    our_loss = our_trainer.compute_loss(ours_model, our_batch)
+    trl_loss = trl_trainer.compute_loss(trl_model, trl_batch)
     our_loss.backward(), trl_loss.backward()
+    return our_loss, trl_loss, our_trainer, trl_trainer, ours_model, trl_model
 
+
+def _assert_same(our_loss, trl_loss, ours, theirs, ours_model, trl_model):
     assert our_loss.item() == pytest.approx(trl_loss.item(), abs=1e-5)
-    assert abs(our_loss.item() - 0.6931) > 1e-3  # a non-trivial value
-    for name in (
-        "rewards/chosen",
-        "rewards/rejected",
-        "rewards/margins",
-        "rewards/accuracies",
-        "logps/chosen",
-        "logps/rejected",
-    ):
+    for name in METRICS:
         assert ours._metrics["train"][name][0] == pytest.approx(theirs._metrics["train"][name][0], abs=1e-5), name
     g_ours, g_trl = _grads(ours_model), _grads(trl_model)
     assert g_ours.keys() == g_trl.keys() and g_ours
     for name in g_ours:
         torch.testing.assert_close(g_ours[name], g_trl[name], rtol=1e-4, atol=1e-7, msg=name)
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+def test_dpo_reduction_equals_trl_dpo_trainer(tmp_path, arch):
+    our_loss, trl_loss, *rest = _ours_and_trl(tmp_path, arch)
+    assert abs(our_loss.item() - 0.6931) > 1e-3  # a non-trivial value
+    _assert_same(our_loss, trl_loss, *rest)
+
+
+@pytest.mark.parametrize(
+    "loss_type, label_smoothing", [("ipo", 0.0), ("hinge", 0.0), ("robust", 0.1), ("sigmoid", 0.0)]
+)
+def test_loss_types_equal_trl_dpo_trainer(tmp_path, loss_type, label_smoothing):
+    settings = dict(loss_type=loss_type, label_smoothing=label_smoothing)
+    our_loss, trl_loss, *rest = _ours_and_trl(tmp_path, ours=settings, theirs=dict(settings, loss_type=[loss_type]))
+    _assert_same(our_loss, trl_loss, *rest)
+
+
+def test_conservative_dpo_equals_trl_on_one_pair(tmp_path):
+    """TRL 1.x's 'sigmoid' ignores label_smoothing; its 'aot' loss sorts the batch's log-ratios
+    and then applies the conservative-DPO formula, so on one pair (nothing to sort) it is cDPO."""
+    our_loss, trl_loss, *rest = _ours_and_trl(
+        tmp_path,
+        n_pairs=1,
+        ours=dict(loss_type="sigmoid", label_smoothing=0.2),
+        theirs=dict(loss_type=["aot"], label_smoothing=0.2),
+    )
+    plain = torch.nn.functional.softplus(-torch.tensor(rest[0]._metrics["train"]["rewards/margins"][0]))
+    assert abs(our_loss.item() - plain.item()) > 1e-3  # the smoothing changed the loss
+    _assert_same(our_loss, trl_loss, *rest)
+
+
+def test_precomputed_reference_equals_trl(tmp_path):
+    settings = dict(precompute_ref_log_probs=True)
+    our_loss, trl_loss, ours, *rest = _ours_and_trl(tmp_path, ours=settings, theirs=settings)
+    assert ours.ref_model is None  # freed after scoring every pair once
+    _assert_same(our_loss, trl_loss, ours, *rest)
 
 
 def test_sft_reduction_equals_causal_lm_nll(tmp_path):

@@ -19,6 +19,7 @@ def _series(log_history, key):
     return [h[key] for h in log_history if key in h]
 
 
+@pytest.mark.learning
 @pytest.mark.parametrize("demo_loss", ["nll", "self_play"])
 def test_tiny_model_learns_when_demos_and_preferences_agree(tmp_path, demo_loss):
     demos, prefs = reverse_task(n_demos=128, n_prefs=128)
@@ -36,11 +37,18 @@ def test_tiny_model_learns_when_demos_and_preferences_agree(tmp_path, demo_loss)
     t.train()
     acc = _series(t.state.log_history, "rewards/accuracies")
     demo_logps = _series(t.state.log_history, "demo/logps")
+    # Measured on three CPU kernel sets (AVX-512, AVX2, default): accuracy 0.56 -> 1.0 and the
+    # demonstration log-prob up 5.8 (self_play) to 7 (nll) nats; the bounds leave wide room.
     assert len(acc) == 6
     assert acc[-1] > 0.9 and acc[-1] > acc[0] + 0.2
     assert demo_logps[-1] > demo_logps[0] + 2.0  # nats per 4-token completion
     if demo_loss == "self_play":
-        assert _series(t.state.log_history, "demo/accuracies")[-1] > 0.5
+        # Each round starts with the policy equal to its opponent (margin 0), and SPIN's fixed point
+        # is margin 0 again, so the last value sits on a knife edge (0.50 +- 0.01 across kernels).
+        # What the method must do is move the demonstrations above the opponent's samples within
+        # every round: the run's mean margin is clearly positive (measured 0.21 nats).
+        margins = _series(t.state.log_history, "demo/margins")
+        assert len(margins) == 6 and sum(margins) / len(margins) > 0.05
         assert "demo/sample_logps" in t.state.log_history[0]
 
 

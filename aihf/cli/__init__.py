@@ -1,0 +1,63 @@
+"""Command line: ``aihf train``, ``aihf quickstart``, ``aihf env`` (one module per command).
+
+``main`` dispatches to the command's ``run(argv)``. A user error, :class:`aihf.ConfigError` or
+:class:`aihf.DataError`, is printed as one line, ``aihf <command>: <message>``, on stderr, and
+the exit status is 2; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import difflib
+import sys
+
+COMMANDS = {
+    "train": "align a causal LM (see 'aihf train --help')",
+    "quickstart": "the built-in default task, offline, end to end (see 'aihf quickstart --help')",
+    "env": "versions of aihf, python, the platform and the libraries it runs on (for bug reports)",
+}
+
+
+def _usage() -> str:
+    lines = ["usage: aihf <command> [options]", "", "commands:"]
+    lines += [f"  {name:<11} {text}" for name, text in COMMANDS.items()]
+    lines += ["", "options:", "  -h, --help  show this message", "  --version   print aihf's version"]
+    return "\n".join(lines)
+
+
+def _one_line(message: str) -> str:
+    return " ".join(message.split())
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(_usage())
+        return 0
+    if argv[0] in ("-V", "--version"):
+        from .. import __version__
+
+        print(f"aihf {__version__}")
+        return 0
+    command, rest = argv[0], argv[1:]
+    if command not in COMMANDS:
+        match = difflib.get_close_matches(command, list(COMMANDS), n=1)
+        hint = f"did you mean '{match[0]}'? " if match else ""
+        print(f"aihf: unknown command '{command}': {hint}commands: {', '.join(COMMANDS)}", file=sys.stderr)
+        return 2
+
+    from ..errors import ConfigError, DataError
+
+    try:
+        if command == "train":
+            from .train import run
+        elif command == "quickstart":
+            from .quickstart import run
+        else:
+            from .env import run
+        return run(rest)
+    except (ConfigError, DataError) as e:
+        print(f"aihf {command}: {_one_line(str(e))}", file=sys.stderr)
+        return 2
+
+
+__all__ = ["COMMANDS", "main"]

@@ -1,0 +1,440 @@
+"""The ``aihf train`` command line: its argument dataclasses, parser, and the ``--config`` YAML file.
+
+Every field of :class:`RunArguments`, :class:`ModelArguments`, :class:`DataArguments` and
+:class:`aihf.llm.AIHFConfig` (which includes all of ``transformers.TrainingArguments``) can be set
+in the YAML file given by ``--config`` or as a flag; flags win. :func:`parse_train_args` also
+records where each field the user set came from, so that errors can name the flag or the YAML
+file and line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import difflib
+import os
+import re
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+from ..errors import ConfigError
+
+METHODS = ("aihf", "dpo", "sft", "spin", "sft_then_dpo")
+
+# What each --method sets. A value the user set at the same level as --method (both flags, or both
+# in the YAML) that disagrees is refused; a --method flag overrides values from the YAML.
+METHOD_SETTINGS: dict[str, dict[str, Any]] = {
+    "aihf": {},
+    "dpo": {"demo_weight": 0.0, "demo_loss": "nll"},
+    "sft": {"pref_weight": 0.0, "demo_loss": "nll"},
+    "spin": {"pref_weight": 0.0, "demo_loss": "self_play"},
+    "sft_then_dpo": {"demo_weight": 1.0, "demo_loss": "nll"},
+}
+
+
+@dataclass
+class RunArguments:
+    config: str | None = field(
+        default=None,
+        metadata={"help": "YAML file of 'field: value' lines, any field below; flags given beside it win."},
+    )
+    method: str = field(
+        default="aihf",
+        metadata={
+            "help": "aihf: demo_weight/pref_weight/demo_loss as set; dpo: demo_weight=0; sft: pref_weight=0 with "
+            "nll; spin: pref_weight=0 with self_play; sft_then_dpo: the two-stage baseline. A contradicting "
+            "weight or demo_loss set beside it (both flags, or both in the YAML) is refused; a --method flag "
+            "overrides them in the YAML.",
+            "choices": list(METHODS),
+        },
+    )
+    sft_num_train_epochs: float | None = field(
+        default=None, metadata={"help": "sft_then_dpo: epochs of the SFT stage (default: num_train_epochs)."}
+    )
+    sft_max_steps: int | None = field(
+        default=None, metadata={"help": "sft_then_dpo: steps of the SFT stage (default: max_steps)."}
+    )
+    sft_learning_rate: float | None = field(
+        default=None, metadata={"help": "sft_then_dpo: learning rate of the SFT stage (default: learning_rate)."}
+    )
+
+
+@dataclass
+class ModelArguments:
+    model_name_or_path: str | None = field(
+        default=None, metadata={"help": "Policy to align: a local folder or a Hugging Face Hub model id."}
+    )
+    tokenizer_name_or_path: str | None = field(default=None, metadata={"help": "Tokenizer (default: the model's)."})
+    ref_model_name_or_path: str | None = field(
+        default=None,
+        metadata={"help": "Frozen reference model (default: a copy of the policy, or the base model under LoRA)."},
+    )
+    gguf_file: str | None = field(default=None, metadata={"help": "Load the model from this GGUF file in the folder."})
+    dtype: str = field(
+        default="float32",
+        metadata={"help": "Weights dtype.", "choices": ["float32", "bfloat16", "float16", "auto"]},
+    )
+    attn_implementation: str | None = field(default=None, metadata={"help": "e.g. sdpa, eager, flash_attention_2."})
+    trust_remote_code: bool = field(
+        default=False, metadata={"help": "Run model code shipped with the checkpoint (off unless you trust it)."}
+    )
+    use_peft: bool = field(default=False, metadata={"help": "Train LoRA adapters instead of all weights."})
+    lora_r: int = field(default=16, metadata={"help": "LoRA rank."})
+    lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha."})
+    lora_dropout: float = field(default=0.05, metadata={"help": "LoRA dropout."})
+    lora_target_modules: list[str] | None = field(
+        default=None, metadata={"help": "Modules to adapt, one or several names (default: all linear layers)."}
+    )
+
+
+@dataclass
+class DataArguments:
+    demonstrations: str | None = field(
+        default=None,
+        metadata={"help": "Demonstrations: a .jsonl/.json/.csv/.parquet file, a save_to_disk folder or a Hub id."},
+    )
+    preferences: str | None = field(default=None, metadata={"help": "Preference pairs, same kinds of source."})
+    eval_demonstrations: str | None = field(default=None, metadata={"help": "Held-out demonstrations."})
+    eval_preferences: str | None = field(default=None, metadata={"help": "Held-out preference pairs."})
+    demonstrations_split: str = field(
+        default="train", metadata={"help": "Split of a Hub dataset or DatasetDict folder to read demonstrations from."}
+    )
+    preferences_split: str = field(default="train", metadata={"help": "Split to read preferences from."})
+    eval_split: str = field(default="test", metadata={"help": "Split to read both eval sources from."})
+
+
+@dataclass
+class TrainArguments:
+    """The parsed command line, and where each field the user set came from."""
+
+    model: ModelArguments
+    data: DataArguments
+    run: RunArguments
+    config: Any  # AIHFConfig
+    # field name -> "--flag" (set on the command line) or the YAML file's path
+    origins: dict[str, str] = field(default_factory=dict)
+
+    def describe(self, name: str) -> str:
+        """How ``name`` got its value: ``--demo_weight 0.5``, ``demo_weight: 0.5 in run.yaml``, or
+        ``demo_weight=0.0 (set by --method dpo)``."""
+        value = self._value(name)
+        origin = self.origins.get(name)
+        if origin is None:
+            if name in METHOD_SETTINGS[self.run.method]:
+                return f"{name}={value} (set by {self.describe('method')})"
+            return f"{name}={value} (the default)"
+        if origin.startswith("--"):
+            return f"{origin} {value}"
+        return f"{name}: {value} in {origin}"
+
+    def _value(self, name: str) -> Any:
+        for obj in (self.run, self.model, self.data, self.config):
+            if hasattr(obj, name):
+                return show(getattr(obj, name))
+        return "?"
+
+    def level(self, name: str) -> int:
+        """0: a default; 1: set in the YAML; 2: set by a flag."""
+        origin = self.origins.get(name)
+        return 0 if origin is None else 2 if origin.startswith("--") else 1
+
+
+def show(value: Any) -> str:
+    """A default or setting as the user would write it: strings with newlines come out escaped."""
+    if isinstance(value, Enum):
+        value = value.value
+    if isinstance(value, str):
+        return repr(value) if not value or not value.isprintable() or value != value.strip() else value
+    return str(value)
+
+
+def _type_name(kind: Any) -> str:
+    from transformers.hf_argparser import string_to_bool
+
+    return {int: "an integer", float: "a number", str: "a string", string_to_bool: "true or false"}.get(kind, "a value")
+
+
+_PATH_FIELDS = {
+    "config",
+    "output_dir",
+    "gguf_file",
+    *(f"{p}{k}" for p in ("", "eval_") for k in ("demonstrations", "preferences")),
+}
+
+
+class _HelpFormatter(argparse.HelpFormatter):
+    """One spelling per option, a metavar naming its type, and defaults shown as they are."""
+
+    def _format_action_invocation(self, action):
+        if not action.option_strings:
+            return super()._format_action_invocation(action)
+        # Each field also has a --with-hyphens alias; listing both doubles every line of the help.
+        names = [s for s in action.option_strings if not (s.startswith("--") and "-" in s[2:])]
+        if action.nargs == 0:
+            return ", ".join(names)
+        from transformers.hf_argparser import string_to_bool
+
+        metavar = {int: "INT", float: "FLOAT", string_to_bool: "BOOL"}.get(action.type, "TEXT")
+        if action.dest in _PATH_FIELDS or action.dest.endswith("_name_or_path"):
+            metavar = "PATH"
+        elif action.dest == "resume_from_checkpoint":
+            metavar = "true|PATH"
+        return f"{names[0]} {self._format_args(action, metavar)}"
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if action.nargs == 0 or action.default in (None, argparse.SUPPRESS) or "default" in text.lower():
+            return text
+        return f"{text} (default: {show(action.default).replace('%', '%%')})"
+
+
+def argument_parser(dataclass_types, **kwargs):
+    """An ``HfArgumentParser`` for an ``aihf`` command: a mistake raises :class:`ConfigError`
+    (printed as one line, exit status 2) where argparse would print its usage and exit, and
+    abbreviations (``--learning_rat``) are refused, as a YAML file refuses them."""
+    from transformers import HfArgumentParser
+
+    class Parser(HfArgumentParser):
+        def error(self, message):
+            # "argument --max_steps/--max-steps: invalid int value: 'two'" -> "--max_steps: expected an
+            # integer, got 'two'", as the same mistake in the YAML file reads.
+            message = re.sub(r"^argument (--[\w]+)(/--[\w-]+)*: ", r"\1: ", message)
+            bad = re.match(r"^(--\w+): invalid (int|float) value: (.*)$", message)
+            if bad:
+                message = f"{bad[1]}: expected {_type_name(int if bad[2] == 'int' else float)}, got {bad[3]}"
+            raise ConfigError(message)
+
+    return Parser(dataclass_types, allow_abbrev=False, **kwargs)
+
+
+def build_parser():
+    """The ``aihf train`` parser: every field as ``--name``, grouped for ``--help``.
+
+    Errors and abbreviations as in :func:`argument_parser`.
+    """
+    from transformers import TrainingArguments
+
+    from ..llm.config import AIHFConfig
+
+    parser = argument_parser(
+        (RunArguments, ModelArguments, DataArguments, AIHFConfig),
+        prog="aihf train",
+        usage="aihf train [--config run.yaml] [--field value ...]",
+        description="Align a causal LM with demonstrations and preferences in one stage (AIHF). Any field can "
+        "be set in the --config YAML file or as a flag; flags win.",
+        formatter_class=_HelpFormatter,
+    )
+    for action in parser._actions:
+        if action.dest == "resume_from_checkpoint":
+            action.help = (
+                "Resume training: 'true' continues the last checkpoint-* in output_dir; or the path of a "
+                "checkpoint folder."
+            )
+        elif action.nargs == 0 and action.option_strings[0].startswith("--no_"):
+            action.help = f"Set {action.dest} to false."
+
+    inherited = {f.name for f in dataclasses.fields(TrainingArguments)}
+    run_fields = [f.name for f in dataclasses.fields(RunArguments)]
+    groups = [
+        (
+            "aihf: configuration file, method and objective",
+            run_fields[:2]
+            + [f.name for f in dataclasses.fields(AIHFConfig) if f.name not in inherited]
+            + run_fields[2:],
+        ),
+        ("model and LoRA", [f.name for f in dataclasses.fields(ModelArguments)]),
+        ("data", [f.name for f in dataclasses.fields(DataArguments)]),
+    ]
+    # argparse keeps no public way to move options between groups; its group lists are stable.
+    options = [a for a in parser._optionals._group_actions if a.dest != "help"]
+    placed: set[int] = set()
+    for title, names in groups:
+        group = parser.add_argument_group(title)
+        for name in names:
+            for action in options:
+                if action.dest == name:
+                    group._group_actions.append(action)
+                    placed.add(id(action))
+    rest = parser.add_argument_group(
+        "transformers.TrainingArguments",
+        "Inherited by aihf.llm.AIHFConfig, which changes the defaults of learning_rate (1e-6), logging_steps (10) "
+        "and remove_unused_columns (false).",
+    )
+    rest._group_actions.extend(a for a in options if id(a) not in placed)
+    parser._optionals._group_actions[:] = [a for a in parser._optionals._group_actions if a.dest == "help"]
+    return parser
+
+
+def _read_yaml(path: str) -> tuple[dict[str, Any], dict[str, int]]:
+    """The mapping in ``path`` and the line of each key."""
+    import yaml
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except FileNotFoundError:
+        raise ConfigError(f"--config {path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"--config {path}: cannot read it ({e})") from e
+    try:
+        values = yaml.safe_load(text)
+        node = yaml.compose(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f", line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(e, "problem", None) or str(e)
+        raise ConfigError(f"{path}{where}: not valid YAML ({problem})") from e
+    if values is None:
+        return {}, {}
+    if not isinstance(values, dict):
+        raise ConfigError(f"{path}: expected a YAML mapping of 'field: value' lines, got {type(values).__name__}")
+    lines = {k.value: k.start_mark.line + 1 for k, _ in node.value} if isinstance(node, yaml.MappingNode) else {}
+    return values, lines
+
+
+def _from_yaml(action: argparse.Action, value: Any, where: str) -> Any:
+    """A YAML value converted to the field's type; argparse converts only what comes from flags."""
+    if value is None:
+        return None
+    if action.nargs in ("+", "*"):
+        items = value if isinstance(value, list) else [value]  # `lora_target_modules: q_proj` means one name
+        return [_from_yaml_scalar(action, item, where) for item in items]
+    if isinstance(value, (list, dict)) and action.type in (str, None):
+        return value  # report_to takes a list, lr_scheduler_kwargs/deepspeed/fsdp_config a mapping
+    return _from_yaml_scalar(action, value, where)
+
+
+def _from_yaml_scalar(action: argparse.Action, value: Any, where: str) -> Any:
+    from transformers.hf_argparser import string_to_bool
+
+    kind = action.type
+    bad = ConfigError(f"{where}: expected {_type_name(kind)}, got {value!r}")
+    if isinstance(value, (list, dict)):
+        raise ConfigError(f"{where}: expected one value ({_type_name(kind)}), got a {type(value).__name__}")
+    if kind is string_to_bool:
+        if isinstance(value, bool):
+            converted = value
+        elif isinstance(value, str):
+            try:
+                converted = string_to_bool(value)
+            except argparse.ArgumentTypeError:
+                raise bad from None
+        else:
+            raise bad
+    elif kind in (int, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            raise bad
+        if kind is int and isinstance(value, float):
+            if not value.is_integer():
+                raise bad
+            value = int(value)
+        try:
+            converted = kind(value)
+        except ValueError:
+            raise bad from None
+    elif kind in (str, None):
+        converted = str(value).lower() if isinstance(value, bool) else str(value)
+    else:  # the choice types of Literal/Enum fields read text
+        try:
+            converted = kind(value if isinstance(value, str) else str(value))
+        except (ValueError, TypeError, argparse.ArgumentTypeError):
+            raise bad from None
+    if action.choices is not None and converted not in action.choices:
+        choices = ", ".join(str(c) for c in action.choices)
+        raise ConfigError(f"{where}: {converted!r} is not one of {choices}")
+    return converted
+
+
+def _did_you_mean(word: str, candidates: list[str]) -> str:
+    match = difflib.get_close_matches(word, candidates, n=1, cutoff=0.6)
+    return f" (did you mean {match[0]}?)" if match else ""
+
+
+def parse_train_args(argv: list[str]) -> TrainArguments:
+    """Parse ``--config file.yaml`` plus flag overrides into the four argument dataclasses.
+
+    Raises :class:`ConfigError` for anything malformed: an unknown key or flag, a value of the
+    wrong type (naming the YAML key, file and line, or the flag), a setting the dataclasses refuse.
+    """
+    from ..llm.config import AIHFConfig
+
+    parser = build_parser()
+    by_option = {opt: a for a in parser._actions for opt in a.option_strings}
+    fields_by_name = {a.dest: a for a in reversed(parser._actions) if a.option_strings and a.dest != "help"}
+    flag_names = sorted({a.option_strings[0] for a in fields_by_name.values()})
+
+    config_path = None
+    for i, token in enumerate(argv):
+        if token == "--config" and i + 1 < len(argv):
+            config_path = argv[i + 1]
+        elif token.startswith("--config="):
+            config_path = token.split("=", 1)[1]
+    origins: dict[str, str] = {}
+    if config_path:
+        values, lines = _read_yaml(config_path)
+        converted = {}
+        for key, value in values.items():
+            where = f"{config_path}, line {lines[key]}" if key in lines else config_path
+            key = str(key)
+            if key == "config" or key not in fields_by_name:
+                hint = _did_you_mean(key, [n for n in fields_by_name if n != "config"])
+                raise ConfigError(f"{where}: unknown key '{key}'{hint}")
+            converted[key] = _from_yaml(fields_by_name[key], value, f"{where}: {key}")
+            origins[key] = config_path
+        parser.set_defaults(**converted)
+
+    namespace, remaining = parser.parse_known_args(argv)
+    if remaining:
+        unknown = next((t for t in remaining if t.startswith("-")), None)
+        if unknown is None:
+            raise ConfigError(f"unexpected argument {remaining[0]!r}: options are written --name value")
+        name = unknown.split("=", 1)[0]
+        raise ConfigError(f"unknown option {name}{_did_you_mean(name, flag_names)}")
+    for token in argv:
+        action = by_option.get(token.split("=", 1)[0]) if token.startswith("--") else None
+        if action is not None:
+            origins[action.dest] = action.option_strings[0]
+
+    values = vars(namespace)
+    for f in (*dataclasses.fields(ModelArguments), *dataclasses.fields(DataArguments)):
+        if values.get(f.name) == "" and f.default is None:
+            values[f.name] = None  # `--demonstrations ""` unsets what the YAML file set
+    built = []
+    for dtype in (ModelArguments, DataArguments, RunArguments, AIHFConfig):
+        names = {f.name for f in dataclasses.fields(dtype) if f.init}
+        kwargs = {k: v for k, v in values.items() if k in names}
+        try:
+            built.append(dtype(**kwargs))
+        except ValueError as e:
+            raise ConfigError(_explain(str(e), kwargs, origins)) from e
+    args = TrainArguments(*built, origins=origins)
+    model = args.model
+    if not model.model_name_or_path:
+        raise ConfigError(
+            "model_name_or_path is required: a local model folder or a Hub id, in the --config file or as "
+            "--model_name_or_path"
+        )
+    if model.model_name_or_path.endswith(".gguf") and not model.gguf_file:
+        # A path to the .gguf file itself means its folder and that file, as in AIHFTrainer.
+        path = os.path.expanduser(model.model_name_or_path)
+        if os.path.isfile(path):
+            model.model_name_or_path, model.gguf_file = os.path.dirname(path) or ".", os.path.basename(path)
+            if "model_name_or_path" in origins:
+                origins["gguf_file"] = origins["model_name_or_path"]
+    return args
+
+
+def _explain(message: str, values: dict[str, Any], origins: dict[str, str]) -> str:
+    """A dataclass's complaint as one line naming where the settings it mentions came from."""
+    message = " ".join(message.split())
+    if values.get("bf16") and "bf16" in message:
+        where = "--bf16 true" if origins.get("bf16", "").startswith("--") else f"bf16: true in {origins.get('bf16')}"
+        return (
+            f"bf16 mixed precision needs a GPU, and this machine has none ({where}): remove it to train in "
+            "float32, or add --use_cpu true for bf16 autocast on the CPU"
+        )
+    mentioned = [n for n in origins if re.search(rf"\b{re.escape(n)}\b", message)]
+    if mentioned:
+        message += " (" + "; ".join(f"{n} from {origins[n]}" for n in mentioned) + ")"
+    return message

@@ -1,0 +1,221 @@
+"""Configuration of :class:`aihf.llm.AIHFRLTrainer`: ``transformers.TrainingArguments`` plus AIHF-RL's fields.
+
+Field help strings double as the command-line help of ``aihf train --method aihf_rl``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from transformers import TrainingArguments
+
+from ..data.formats import HH_ASSISTANT_MARKER
+from ..data.tokenize import check_lengths
+from ..errors import ConfigError
+
+RL_DEMO_LOSSES = ("logistic", "linear")
+RL_PROMPT_SOURCES = ("all", "demonstrations", "preferences")
+
+
+@dataclass
+class AIHFRLConfig(TrainingArguments):
+    """Training arguments for AIHF-RL (method.md, instantiation 1): an explicit reward model and
+    the policy learned in alternating rounds.
+
+    Each round runs ``policy_steps_per_round`` KL-regularised RL steps on the current reward
+    (RLOO with ``num_generations`` samples per prompt; PPO-clip over ``num_ppo_epochs`` epochs
+    when that is > 1), then ``reward_steps_per_round`` reward steps on
+    ``pref_weight * BT(preferences) + demo_weight * D(demonstration vs policy sample)``.
+    ``demo_weight=0`` with ``reward_pretrain_steps > 0`` and ``freeze_reward_model`` is RLHF;
+    ``pref_weight=0`` is ML-IRL ("RFT").
+
+    ``learning_rate`` is the policy's; the reward model has ``reward_learning_rate``. Rounds, not
+    optimizer steps, are the unit of ``logging_steps`` and ``save_steps``; ``max_steps`` and
+    ``num_train_epochs`` are not used (set ``num_rounds``).
+    """
+
+    # Overridden TrainingArguments defaults.
+    learning_rate: float = field(default=1e-6, metadata={"help": "Policy learning rate (AdamW)."})
+    logging_steps: float = field(default=1, metadata={"help": "Log every X rounds."})
+    save_steps: float = field(default=10, metadata={"help": "Save a checkpoint every X rounds (save_strategy=steps)."})
+    lr_scheduler_type: str = field(
+        default="constant", metadata={"help": "Schedule of both learning rates over all policy/reward steps."}
+    )
+    remove_unused_columns: bool = field(default=False, metadata={"help": "Unused by AIHF-RL."})
+
+    # Rounds.
+    num_rounds: int = field(default=10, metadata={"help": "Rounds of (policy steps -> samples -> reward steps)."})
+    policy_steps_per_round: int = field(default=1, metadata={"help": "Policy optimizer updates per round."})
+    reward_steps_per_round: int = field(default=1, metadata={"help": "Reward-model optimizer updates per round."})
+
+    # The objective.
+    beta: float = field(
+        default=0.05, metadata={"help": "KL strength beta >= 0: reward minus beta * log(pi/pi_ref) per sample."}
+    )
+    demo_weight: float = field(
+        default=1.0, metadata={"help": "Weight w_D of the demonstration-vs-sample reward term (0: RLHF)."}
+    )
+    pref_weight: float = field(
+        default=1.0, metadata={"help": "Weight w_P of the Bradley-Terry term on preferences (0: ML-IRL / RFT)."}
+    )
+    demo_loss: str = field(
+        default="logistic",
+        metadata={
+            "help": "Demonstration-vs-sample term: 'logistic' -log sigmoid(r(yE) - r(y)) or 'linear' "
+            "-(r(yE) - r(y)) with rewards clamped to +/- reward_clamp.",
+            "choices": list(RL_DEMO_LOSSES),
+        },
+    )
+    reward_clamp: float = field(
+        default=10.0, metadata={"help": "demo_loss=linear: rewards are clamped to [-reward_clamp, reward_clamp]."}
+    )
+    center_rewards_coefficient: float | None = field(
+        default=None,
+        metadata={"help": "Add coefficient * mean(r^2) over the reward step's scores (TRL's reward centring)."},
+    )
+    use_references_as_demonstrations: bool = field(
+        default=True, metadata={"help": "Add the gold 'reference' answers of preference rows to the demonstrations."}
+    )
+    disable_dropout: bool = field(default=True, metadata={"help": "Set every dropout probability to 0."})
+
+    # Policy step.
+    num_generations: int = field(default=4, metadata={"help": "Samples per prompt k (>= 2) for the RLOO baseline."})
+    num_ppo_epochs: int = field(
+        default=1, metadata={"help": "Updates over each batch of samples; > 1 uses PPO's clipped surrogate."}
+    )
+    num_mini_batches: int = field(default=1, metadata={"help": "Mini-batches per PPO epoch (prompts split evenly)."})
+    cliprange: float = field(default=0.2, metadata={"help": "PPO clip range epsilon."})
+    rl_prompts: str = field(
+        default="all",
+        metadata={
+            "help": "Prompts the policy is trained on: those of the demonstrations and preferences used, or one "
+            "source.",
+            "choices": list(RL_PROMPT_SOURCES),
+        },
+    )
+    whiten_rewards: bool = field(default=False, metadata={"help": "Whiten the reward model's scores over the batch."})
+    reward_clip_range: float | None = field(
+        default=None, metadata={"help": "Clip the reward model's scores to +/- this before the KL penalty."}
+    )
+    normalize_advantages: bool = field(default=False, metadata={"help": "Whiten the RLOO advantages over the batch."})
+    missing_eos_penalty: float | None = field(
+        default=None,
+        metadata={"help": "Subtract this from the score of samples that reach max_new_tokens without an end token."},
+    )
+
+    # Reward step.
+    reward_learning_rate: float = field(default=1e-5, metadata={"help": "Reward-model learning rate (AdamW)."})
+    reward_batch_size: int = field(default=8, metadata={"help": "Preference pairs per reward step."})
+    fresh_reward_samples: bool = field(
+        default=False,
+        metadata={
+            "help": "Draw new samples from the updated policy for the reward step's demonstrations, instead of "
+            "reusing the round's last policy-step samples on those prompts (one policy update older)."
+        },
+    )
+    reward_pretrain_steps: int = field(
+        default=0, metadata={"help": "Bradley-Terry reward steps on the preferences before the first round."}
+    )
+    reward_pretrain_eval_steps: int = field(
+        default=10, metadata={"help": "Evaluate held-out pair accuracy every X pretraining steps (early stopping)."}
+    )
+    reward_pretrain_patience: int | None = field(
+        default=None,
+        metadata={
+            "help": "Stop pretraining after this many evaluations without a better held-out pair accuracy, keeping the "
+            "best reward model (held out: the evaluation preferences, else reward_holdout_fraction of the pairs)."
+        },
+    )
+    reward_holdout_fraction: float = field(
+        default=0.1,
+        metadata={"help": "Share of preference pairs held out for early stopping when no eval preferences are given."},
+    )
+    freeze_reward_model: bool = field(
+        default=False, metadata={"help": "No reward steps during the rounds (RLHF: the pretrained reward is fixed)."}
+    )
+    reward_freeze_layers: int = field(
+        default=0, metadata={"help": "Freeze the reward model's embeddings and its lowest X transformer blocks."}
+    )
+
+    # Data.
+    max_length: int | None = field(
+        default=512, metadata={"help": "Maximum tokens of prompt + completion; completions are cut on the right."}
+    )
+    max_prompt_length: int | None = field(
+        default=None, metadata={"help": "Maximum prompt tokens (cut on the left). Default: half of max_length."}
+    )
+    implicit_prompt_marker: str | None = field(
+        default=HH_ASSISTANT_MARKER,
+        metadata={"help": "For preference rows without 'prompt': cut chosen/rejected after this marker."},
+    )
+
+    # Generation.
+    max_new_tokens: int = field(default=64, metadata={"help": "Tokens generated per sample at most."})
+    temperature: float = field(default=1.0, metadata={"help": "Sampling temperature."})
+    top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling threshold."})
+    top_k: int = field(default=0, metadata={"help": "Sample among the k likeliest tokens (0 = all)."})
+    generation_batch_size: int | None = field(
+        default=None, metadata={"help": "Prompts per generate() call (default: all of a step's samples)."}
+    )
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.dataloader_pin_memory and (self.use_cpu or not torch.cuda.is_available()):
+            self.dataloader_pin_memory = False
+        positive_ints = (
+            "num_rounds",
+            "policy_steps_per_round",
+            "num_ppo_epochs",
+            "num_mini_batches",
+            "reward_batch_size",
+            "max_new_tokens",
+            "reward_pretrain_eval_steps",
+        )
+        for name in positive_ints:
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("reward_steps_per_round", "reward_pretrain_steps", "reward_freeze_layers"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.num_generations < 2:
+            raise ConfigError(
+                f"num_generations must be >= 2 (RLOO's leave-one-out baseline), got {self.num_generations}"
+            )
+        if self.beta < 0:
+            raise ConfigError(f"beta must be >= 0, got {self.beta}")
+        if self.demo_weight < 0 or self.pref_weight < 0:
+            raise ConfigError(f"demo_weight and pref_weight must be >= 0, got {self.demo_weight}, {self.pref_weight}")
+        if self.demo_weight == 0 and self.pref_weight == 0:
+            raise ConfigError("demo_weight and pref_weight are both 0: the reward model has nothing to learn from")
+        if self.demo_loss not in RL_DEMO_LOSSES:
+            raise ConfigError(f"demo_loss must be one of {RL_DEMO_LOSSES}, got '{self.demo_loss}'")
+        if self.rl_prompts not in RL_PROMPT_SOURCES:
+            raise ConfigError(f"rl_prompts must be one of {RL_PROMPT_SOURCES}, got '{self.rl_prompts}'")
+        if self.reward_clamp <= 0:
+            raise ConfigError(f"reward_clamp must be > 0, got {self.reward_clamp}")
+        if self.cliprange <= 0:
+            raise ConfigError(f"cliprange must be > 0, got {self.cliprange}")
+        if self.reward_clip_range is not None and self.reward_clip_range <= 0:
+            raise ConfigError(f"reward_clip_range must be > 0, got {self.reward_clip_range}")
+        if not 0.0 < self.reward_holdout_fraction < 1.0:
+            raise ConfigError(f"reward_holdout_fraction must be in (0, 1), got {self.reward_holdout_fraction}")
+        if self.reward_pretrain_patience is not None and self.reward_pretrain_patience < 1:
+            raise ConfigError(f"reward_pretrain_patience must be >= 1, got {self.reward_pretrain_patience}")
+        if self.per_device_train_batch_size % self.num_mini_batches:
+            raise ConfigError(
+                f"per_device_train_batch_size={self.per_device_train_batch_size} prompts cannot be split into "
+                f"num_mini_batches={self.num_mini_batches}"
+            )
+        if self.gradient_accumulation_steps != 1:
+            raise ConfigError("gradient_accumulation_steps is not used by AIHF-RL: set num_mini_batches instead")
+        if self.freeze_reward_model and self.reward_pretrain_steps == 0:
+            raise ConfigError(
+                "freeze_reward_model=True with reward_pretrain_steps=0 would run RL on an untrained reward model"
+            )
+        if self.max_prompt_length is None and self.max_length is not None:
+            self.max_prompt_length = max(1, self.max_length // 2)
+        try:
+            check_lengths(self.max_length, self.max_prompt_length)
+        except ValueError as e:
+            raise ConfigError(str(e)) from e

@@ -1,0 +1,909 @@
+"""AIHFRLTrainer: an explicit reward model and the policy learned jointly (method.md, instantiation 1).
+
+Each round:
+
+1. **policy steps** -- KL-regularised RL on the current reward model with a frozen reference:
+   ``k = num_generations`` samples per prompt, reward ``r(x, y) - beta * log(pi/pi_ref)(y|x)``,
+   RLOO's leave-one-out baseline, one REINFORCE update (or PPO-clip updates over
+   ``num_ppo_epochs`` epochs of the same samples);
+2. **policy samples for the demonstration prompts** -- by default the samples that the round's
+   last policy step drew on demonstration prompts are reused (they come from the policy one
+   update old); ``fresh_reward_samples=True`` draws new ones from the updated policy instead;
+3. **reward steps** on ``pref_weight * BT(preferences) + demo_weight * D(demonstration vs sample)``.
+
+The loop is written out rather than built on ``transformers.Trainer``: a round holds two models,
+two optimizers and a generation phase, which the Trainer's one-model step does not fit.
+Under torchrun each process takes its share of every step's prompts and preference pairs, and
+gradients are averaged over processes before each update (as DDP does); RLOO groups are
+per process, and reward whitening / advantage normalisation use the process's own batch.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import math
+import os
+import random
+import shutil
+import time
+import warnings
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import datasets
+import torch
+import torch.distributed as dist
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase, get_scheduler, set_seed
+
+from .. import losses
+from ..data import pad_sequences, prepare_demonstrations, prepare_preferences, references_as_demonstrations
+from ..errors import ConfigError
+from .generation import HFGenerator, SampleGenerator
+from .logprobs import token_logps
+from .reward_model import (
+    evaluate_reward_model,
+    freeze_lower_layers,
+    load_reward_model,
+    reward_scores,
+    save_reward_model,
+)
+from .rl_config import AIHFRLConfig
+from .trainer import STAGING_DIR, _frozen, _is_peft, _stable_seed, _stop_tokens, disable_dropout
+
+CHECKPOINT_PREFIX = "checkpoint"
+STATE_FILE = "rl_state.json"
+GoldReward = Callable[[list[str], list[str]], list[float]]
+
+
+class _Cycler:
+    """Seeded epochs over ``range(n)``: each epoch is a fresh permutation; the state is two ints."""
+
+    def __init__(self, n: int, seed: int, stream: int):
+        self.n, self.seed, self.stream = n, seed, stream
+        self.epoch, self.pos = 0, 0
+        self._order: list[int] | None = None
+
+    def _perm(self) -> list[int]:
+        if self._order is None:
+            self._order = list(range(self.n))
+            random.Random(_stable_seed(self.seed, self.stream, self.epoch)).shuffle(self._order)
+        return self._order
+
+    def take(self, count: int) -> list[int]:
+        out = []
+        while len(out) < count:
+            if self.pos == self.n:
+                self.epoch, self.pos, self._order = self.epoch + 1, 0, None
+            out.append(self._perm()[self.pos])
+            self.pos += 1
+        return out
+
+    def take_shard(self, count: int, world: int, rank: int) -> list[int]:
+        """This process's ``count`` of the next ``count * world`` indices (all processes advance alike)."""
+        return self.take(count * world)[rank * count : (rank + 1) * count]
+
+    def state(self) -> list[int]:
+        return [self.epoch, self.pos]
+
+    def load(self, state: list[int]) -> None:
+        self.epoch, self.pos, self._order = state[0], state[1], None
+
+
+def _trainable(model: nn.Module) -> dict[str, Tensor]:
+    return {n: p for n, p in model.named_parameters() if p.requires_grad}
+
+
+def _save_trainable(model: nn.Module, path: str) -> None:
+    save_file({n: p.detach().contiguous().cpu() for n, p in _trainable(model).items()}, path)
+
+
+def _load_trainable(model: nn.Module, path: str) -> None:
+    state = load_file(path)
+    params = _trainable(model)
+    if state.keys() != params.keys():
+        raise ValueError(f"{path} does not hold this model's trainable parameters")
+    with torch.no_grad():
+        for name, value in state.items():
+            params[name].copy_(value)
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values)
+
+
+class AIHFRLTrainer:
+    """Align ``model`` with an explicit reward model learned from demonstrations and preferences.
+
+    Args:
+        model: a causal LM, or a local path / hub id to load one from (float32).
+        ref_model: frozen ``pi_ref``. Default: a frozen copy of ``model`` as given; for a PEFT
+            policy, the same model with its adapters disabled.
+        reward_model: a sequence classifier with one output, a path, or ``None`` to start from
+            the policy's base weights with a new score head (:mod:`aihf.llm.reward_model`).
+        args: an :class:`AIHFRLConfig`.
+        demonstrations / preferences / eval_preferences: a ``datasets.Dataset``, a list of dicts
+            or a path (formats: :mod:`aihf.data.formats`). ``eval_preferences`` are held-out
+            pairs on which ``reward/eval_accuracy`` and ``reward/eval_margin`` are logged each round.
+        processing_class: the tokenizer (loaded from ``model`` when that is a path).
+        peft_config / reward_peft_config: train LoRA (or other PEFT) adapters of the policy /
+            reward model instead of all weights.
+        generator: ``generator(model, prompts, seed) -> completions``; default :class:`HFGenerator`.
+        gold_reward: optional ``gold_reward(prompts, completions) -> scores`` on decoded texts;
+            its mean over each round's policy samples is logged as ``gold_reward`` (for
+            experiments with a known programmatic reward; never used for training).
+
+    Data are read, validated and tokenised before any model is loaded from a path, so bad input
+    raises :class:`aihf.DataError` (and bad settings :class:`aihf.ConfigError`) first.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module | str,
+        ref_model: nn.Module | str | None = None,
+        reward_model: nn.Module | str | None = None,
+        args: AIHFRLConfig | None = None,
+        demonstrations: Any = None,
+        preferences: Any = None,
+        eval_preferences: Any = None,
+        processing_class: PreTrainedTokenizerBase | None = None,
+        peft_config: Any = None,
+        reward_peft_config: Any = None,
+        generator: SampleGenerator | None = None,
+        gold_reward: GoldReward | None = None,
+    ):
+        args = args if args is not None else AIHFRLConfig(output_dir="aihf-rl-output")
+        if not isinstance(args, AIHFRLConfig):
+            raise TypeError(f"args must be an AIHFRLConfig, got {type(args).__name__}")
+        self.args = args
+        self.world, self.rank = args.world_size, args.process_index
+        if self.world > 1 and not (dist.is_available() and dist.is_initialized()):
+            raise ConfigError(f"world_size={self.world} but torch.distributed is not initialised: launch with torchrun")
+        if isinstance(model, str) and processing_class is None:
+            processing_class = AutoTokenizer.from_pretrained(model)
+        if processing_class is None:
+            raise ValueError("processing_class (the tokenizer) is required when model is not a path")
+        self.tokenizer = tokenizer = processing_class
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        self.pad = tokenizer.pad_token_id
+
+        # Data first: bad input must fail before any model is loaded.
+        self._prepare_data(preferences, demonstrations, eval_preferences)
+
+        # As transformers.Trainer does: the new score head (and anything else random) follows args.seed.
+        set_seed(args.seed)
+        if isinstance(model, str):
+            model = AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32)
+        if isinstance(ref_model, str):
+            ref_model = AutoModelForCausalLM.from_pretrained(ref_model, dtype=torch.float32)
+        # The reward model starts from the policy as given (before adapters are added).
+        reward_model = load_reward_model(model if reward_model is None else reward_model, self.pad)
+        try:
+            freeze_lower_layers(reward_model, args.reward_freeze_layers)
+        except ValueError as e:
+            raise ConfigError(str(e)) from e
+        if peft_config is not None:
+            from peft import get_peft_model
+
+            model = get_peft_model(model, peft_config)
+        if reward_peft_config is not None:
+            from peft import get_peft_model
+
+            reward_model = get_peft_model(reward_model, reward_peft_config)
+        if ref_model is None and not _is_peft(model):
+            ref_model = copy.deepcopy(model)
+        for m in (model, reward_model, ref_model):
+            if m is not None and args.disable_dropout:
+                disable_dropout(m)
+
+        self.device = args.device
+        self.policy = model.to(self.device)
+        self.reward_model = reward_model.to(self.device)
+        self.ref_model = _frozen(ref_model.to(self.device)) if ref_model is not None else None
+        # Every process starts from rank 0's weights (a new score head is randomly initialised).
+        for m in (self.policy, self.reward_model):
+            self._broadcast(m)
+        self.stop_tokens = _stop_tokens(tokenizer, self.policy)
+        self.generator = generator or HFGenerator(
+            pad_token_id=self.pad,
+            eos_token_id=self.stop_tokens,
+            max_new_tokens=args.max_new_tokens,
+            do_sample=True,
+            temperature=args.temperature,
+            top_p=args.top_p,
+            top_k=args.top_k,
+            batch_size=args.generation_batch_size,
+        )
+        self.gold_reward = gold_reward
+
+        policy_updates = args.num_rounds * args.policy_steps_per_round * args.num_ppo_epochs * args.num_mini_batches
+        reward_updates = args.reward_pretrain_steps + (
+            0 if args.freeze_reward_model else args.num_rounds * args.reward_steps_per_round
+        )
+        self.policy_optimizer, self.policy_scheduler = self._optimizer(self.policy, args.learning_rate, policy_updates)
+        self.reward_optimizer, self.reward_scheduler = self._optimizer(
+            self.reward_model, args.reward_learning_rate, max(1, reward_updates)
+        )
+
+        self.round = 0
+        self.pretrain_done = args.reward_pretrain_steps == 0
+        self.log_history: list[dict[str, float]] = []
+        self.timings: dict[str, float] = defaultdict(float)
+        self._writer = None
+
+    # ------------------------------------------------------------------ setup
+    def _prepare_data(self, preferences: Any, demonstrations: Any, eval_preferences: Any) -> None:
+        args, tok = self.args, self.tokenizer
+        kw = dict(max_length=args.max_length, max_prompt_length=args.max_prompt_length)
+        uses_prefs = args.pref_weight > 0 or args.reward_pretrain_steps > 0
+        prefs = demos = None
+        if preferences is not None:
+            prefs = prepare_preferences(preferences, tok, implicit_prompt_marker=args.implicit_prompt_marker, **kw)
+        elif uses_prefs:
+            what = f"pref_weight={args.pref_weight}" if args.pref_weight > 0 else "reward_pretrain_steps > 0"
+            raise ConfigError(f"{what} but no preferences were given")
+        if args.demo_weight > 0:
+            if demonstrations is not None:
+                demos = prepare_demonstrations(demonstrations, tok, **kw)
+            refs = references_as_demonstrations(prefs) if prefs is not None else None
+            if refs is not None and args.use_references_as_demonstrations:
+                demos = refs if demos is None else datasets.concatenate_datasets([demos, refs])
+            if demos is None:
+                raise ConfigError(f"demo_weight={args.demo_weight} but no demonstrations were given")
+        elif demonstrations is not None:
+            warnings.warn("demo_weight=0: the demonstrations are ignored", stacklevel=3)
+        if prefs is not None and not uses_prefs:
+            warnings.warn("pref_weight=0: the preference pairs are ignored", stacklevel=3)
+            prefs = None
+        self.eval_preferences = None
+        if eval_preferences is not None:
+            self.eval_preferences = prepare_preferences(
+                eval_preferences, tok, implicit_prompt_marker=args.implicit_prompt_marker, **kw
+            )
+
+        # Early stopping of the reward pretraining holds out pairs when none are given.
+        self.holdout = self.eval_preferences
+        if prefs is not None and args.reward_pretrain_patience is not None and self.holdout is None:
+            n_out = max(1, round(len(prefs) * args.reward_holdout_fraction))
+            if len(prefs) - n_out < 1:
+                raise ConfigError(f"reward_holdout_fraction leaves no training pairs out of {len(prefs)}")
+            split = prefs.train_test_split(test_size=n_out, seed=args.seed, shuffle=True)
+            prefs, self.holdout = split["train"], split["test"]
+        self.preferences, self.demonstrations = prefs, demos
+
+        # The RL prompts: (prompt ids, demonstration index or -1), unique prompts of the sources used.
+        pool: list[tuple[list[int], int]] = []
+        if args.rl_prompts in ("all", "demonstrations") and demos is not None:
+            pool += [(list(p), j) for j, p in enumerate(demos["prompt_ids"])]
+        if args.rl_prompts in ("all", "preferences") and prefs is not None:
+            seen = {tuple(p) for p, _ in pool}
+            for p in prefs["prompt_ids"]:
+                if tuple(p) not in seen:
+                    seen.add(tuple(p))
+                    pool.append((list(p), -1))
+        if not pool:
+            raise ConfigError(f"rl_prompts='{args.rl_prompts}' but that source is not used or has no prompts")
+        self.rl_prompts = pool
+        seed = args.seed
+        self._samplers = {
+            "rl": _Cycler(len(pool), seed, 1),
+            "pref": _Cycler(len(prefs), seed, 2) if prefs is not None else None,
+            "demo": _Cycler(len(demos), seed, 3) if demos is not None else None,
+        }
+
+    def _optimizer(self, model: nn.Module, lr: float, total_steps: int):
+        args = self.args
+        params = [p for p in model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(
+            params,
+            lr=lr,
+            betas=(args.adam_beta1, args.adam_beta2),
+            eps=args.adam_epsilon,
+            weight_decay=args.weight_decay,
+        )
+        scheduler = get_scheduler(
+            args.lr_scheduler_type,
+            optimizer,
+            num_warmup_steps=args.get_warmup_steps(total_steps),
+            num_training_steps=total_steps,
+        )
+        return optimizer, scheduler
+
+    # ------------------------------------------------------------------ data parallelism
+    def _broadcast(self, model: nn.Module) -> None:
+        if self.world > 1:
+            with torch.no_grad():
+                for p in model.parameters():
+                    dist.broadcast(p.data, src=0)
+
+    def _sync_grads(self, model: nn.Module) -> None:
+        """Average the gradients over processes (what DDP does, without wrapping the model, so
+        that generation and adapter switching work on it unchanged)."""
+        if self.world == 1:
+            return
+        for p in _trainable(model).values():
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+            dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
+            p.grad.div_(self.world)
+
+    def _average(self, metrics: dict[str, float]) -> dict[str, float]:
+        """Metrics averaged over processes (every process logs the same keys)."""
+        if self.world == 1 or not metrics:
+            return metrics
+        names = sorted(metrics)
+        values = torch.tensor([float(metrics[n]) for n in names], dtype=torch.float64, device=self.device)
+        dist.all_reduce(values, op=dist.ReduceOp.SUM)
+        return dict(zip(names, (values / self.world).tolist()))
+
+    def _barrier(self) -> None:
+        if self.world > 1:
+            dist.barrier()
+
+    def _autocast(self):
+        if self.args.bf16:
+            return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
+        return torch.autocast(device_type=self.device.type, enabled=False)
+
+    # ------------------------------------------------------------------ pieces
+    def _generate(self, prompts: list[list[int]], seed: int) -> list[list[int]]:
+        start = time.perf_counter()
+        was_training = self.policy.training
+        self.policy.eval()
+        completions = self.generator(self.policy, prompts, seed)
+        self.policy.train(was_training)
+        limit = self.args.max_length
+        completions = [c[: limit - len(p)] if limit else c for p, c in zip(prompts, completions)]
+        completions = [c or [self.tokenizer.eos_token_id] for c in completions]  # never an empty answer
+        self.timings["generation"] += time.perf_counter() - start
+        return completions
+
+    def _token_logps(self, model: nn.Module, rows: dict[str, Tensor], entropy: bool = False):
+        """Per-token log-probs ``(B, T-1)`` of ``rows`` under ``model`` at the sampling temperature,
+        the completion mask ``(B, T-1)`` and, if asked, the mean entropy over completion tokens."""
+        input_ids = rows["input_ids"].to(self.device)
+        with self._autocast():
+            logits = model(
+                input_ids=input_ids, attention_mask=rows["attention_mask"].to(self.device), use_cache=False
+            ).logits
+        logits = logits[:, -input_ids.shape[1] :][:, :-1].float() / self.args.temperature
+        per_token = token_logps(logits, input_ids[:, 1:])
+        mask = rows["completion_mask"][:, 1:].to(self.device)
+        ent = None
+        if entropy:
+            with torch.no_grad():
+                values = []
+                for row_logits, row_mask in zip(logits, mask):
+                    logp = torch.log_softmax(row_logits[row_mask.bool()], dim=-1)
+                    values.append(-(logp.exp() * logp).sum(-1))
+                ent = torch.cat(values).mean()
+        return per_token, mask, ent
+
+    @torch.no_grad()
+    def _ref_token_logps(self, rows: dict[str, Tensor]) -> Tensor:
+        if self.ref_model is not None:
+            return self._token_logps(self.ref_model, rows)[0]
+        with self.policy.disable_adapter():
+            return self._token_logps(self.policy, rows)[0]
+
+    def _scores(self, prompts: list[list[int]], completions: list[list[int]]) -> Tensor:
+        with self._autocast():
+            return reward_scores(self.reward_model, prompts, completions, self.pad)
+
+    # ------------------------------------------------------------------ policy step
+    def policy_step(self, prompts: list[list[int]], completions: list[list[int]], step: int) -> dict[str, float]:
+        """One RL update (or ``num_ppo_epochs * num_mini_batches`` PPO updates) on the samples
+        ``completions`` (``k`` consecutive ones per prompt, ``prompts`` repeated to match)."""
+        start = time.perf_counter()
+        args, k = self.args, self.args.num_generations
+        n = len(completions)
+        rows = pad_sequences(prompts, completions, self.pad)
+        self.reward_model.eval()
+        with torch.no_grad():
+            old_tok, mask, entropy = self._token_logps(self.policy, rows, entropy=True)
+            ref_tok = self._ref_token_logps(rows)
+            raw_scores = self._scores(prompts, completions)
+        fmask = mask.to(old_tok.dtype)
+        old_logps, ref_logps = (old_tok * fmask).sum(1), (ref_tok * fmask).sum(1)
+        has_eos = torch.tensor([c[-1] in self.stop_tokens for c in completions], device=self.device)
+        scores = raw_scores
+        if args.missing_eos_penalty is not None:
+            scores = scores - args.missing_eos_penalty * (~has_eos).to(scores.dtype)
+        if args.reward_clip_range is not None:
+            scores = scores.clamp(-args.reward_clip_range, args.reward_clip_range)
+        if args.whiten_rewards:
+            scores = losses.whiten(scores)
+        rewards = losses.kl_regularized_rewards(scores, old_logps, ref_logps, args.beta)
+        advantages = losses.rloo_advantages(rewards.view(-1, k)).view(-1)
+        if args.normalize_advantages:
+            advantages = losses.whiten(advantages)
+
+        self.policy.train()
+        n_prompts = n // k
+        per_mb = n_prompts // args.num_mini_batches
+        gen = torch.Generator().manual_seed(_stable_seed(args.seed, 4, step, self.rank))
+        stats = defaultdict(list)
+        for _ in range(args.num_ppo_epochs):
+            order = torch.randperm(n_prompts, generator=gen) if args.num_mini_batches > 1 else torch.arange(n_prompts)
+            for m in range(args.num_mini_batches):
+                idx = (order[m * per_mb : (m + 1) * per_mb].unsqueeze(1) * k + torch.arange(k)).reshape(-1)
+                sub = {key: value[idx] for key, value in rows.items()}
+                idx = idx.to(self.device)
+                tok, sub_mask, _ = self._token_logps(self.policy, sub)
+                out = losses.clipped_policy_loss(tok, old_tok[idx], advantages[idx], sub_mask, args.cliprange)
+                out.loss.backward()
+                self._sync_grads(self.policy)
+                if args.max_grad_norm:
+                    torch.nn.utils.clip_grad_norm_(_trainable(self.policy).values(), args.max_grad_norm)
+                self.policy_optimizer.step()
+                self.policy_scheduler.step()
+                self.policy_optimizer.zero_grad(set_to_none=True)
+                stats["policy/loss"].append(out.loss.item())
+                stats["policy/clip_fraction"].append(out.clip_fraction.item())
+                stats["policy/approx_kl"].append(out.approx_kl.item())
+
+        lengths = fmask.sum(1)
+        metrics = {
+            "reward": raw_scores.mean().item(),
+            "reward_std": raw_scores.std(unbiased=False).item(),
+            "rlhf_reward": rewards.mean().item(),
+            "kl": ((old_tok - ref_tok) * fmask).sum().item() / max(1.0, fmask.sum().item()),
+            "kl_sequence": (old_logps - ref_logps).mean().item(),
+            "entropy": entropy.item(),
+            "completions/mean_length": lengths.mean().item(),
+            "completions/clipped_ratio": (~has_eos).float().mean().item(),
+            "learning_rate": self.policy_scheduler.get_last_lr()[0],
+        }
+        metrics.update({name: _mean(v) for name, v in stats.items()})
+        if self.gold_reward is not None:
+            texts = [self.tokenizer.batch_decode(x, skip_special_tokens=True) for x in (prompts, completions)]
+            gold = self.gold_reward(*texts)
+            metrics["gold_reward"] = _mean([float(g) for g in gold])
+        self.timings["policy_step"] += time.perf_counter() - start
+        return metrics
+
+    # ------------------------------------------------------------------ reward step
+    def reward_loss(
+        self,
+        preferences: dict[str, list] | None,
+        demonstrations: dict[str, list] | None,
+        samples: list[list[list[int]]] | None,
+    ) -> tuple[Tensor, dict[str, float]]:
+        """The reward step's loss ``pref_weight * BT + demo_weight * D (+ centring)`` on a batch.
+
+        ``preferences``: columns ``prompt_ids``, ``chosen_ids``, ``rejected_ids``; ``demonstrations``:
+        ``prompt_ids``, ``completion_ids``; ``samples[i]``: the policy's samples for demonstration
+        ``i`` (each is paired with the demonstration in ``D``). All rows are scored in one forward pass.
+        """
+        args = self.args
+        prompts: list[list[int]] = []
+        answers: list[list[int]] = []
+        n_p = 0
+        if preferences is not None:
+            n_p = len(preferences["prompt_ids"])
+            prompts += list(preferences["prompt_ids"]) * 2
+            answers += list(preferences["chosen_ids"]) + list(preferences["rejected_ids"])
+        n_d = n_s = 0
+        sample_owner: list[int] = []
+        if demonstrations is not None:
+            n_d = len(demonstrations["prompt_ids"])
+            prompts += list(demonstrations["prompt_ids"])
+            answers += list(demonstrations["completion_ids"])
+            for i, group in enumerate(samples):
+                prompts += [demonstrations["prompt_ids"][i]] * len(group)
+                answers += list(group)
+                sample_owner += [i] * len(group)
+            n_s = len(sample_owner)
+        scores = self._scores(prompts, answers)
+        metrics: dict[str, float] = {}
+        pref_term = demo_term = None
+        pairs_first, pairs_second = [], []
+        if n_p:
+            chosen, rejected = scores[:n_p], scores[n_p : 2 * n_p]
+            bt = losses.bradley_terry_loss(chosen, rejected)
+            pref_term = bt.loss
+            pairs_first.append(chosen), pairs_second.append(rejected)
+            metrics.update(
+                {
+                    "reward_model/loss_pref": bt.loss.item(),
+                    "reward_model/pref_accuracy": (bt.margins > 0).float().mean().item(),
+                    "reward_model/pref_margin": bt.margins.mean().item(),
+                }
+            )
+        if n_d:
+            demo_scores = scores[2 * n_p : 2 * n_p + n_d][torch.tensor(sample_owner, device=scores.device)]
+            sample_scores = scores[2 * n_p + n_d : 2 * n_p + n_d + n_s]
+            if args.demo_loss == "linear":
+                # The linear form is unbounded below: clamp the rewards, as the authors' code does.
+                c = args.reward_clamp
+                demo_scores, sample_scores = demo_scores.clamp(-c, c), sample_scores.clamp(-c, c)
+                d = losses.ml_irl_linear_loss(demo_scores, sample_scores)
+            else:
+                d = losses.ml_irl_logistic_loss(demo_scores, sample_scores)
+            demo_term = d.loss
+            pairs_first.append(demo_scores), pairs_second.append(sample_scores)
+            metrics.update(
+                {
+                    "reward_model/loss_demo": d.loss.item(),
+                    "reward_model/demo_accuracy": (d.margins > 0).float().mean().item(),
+                    "reward_model/demo_margin": d.margins.mean().item(),
+                }
+            )
+        loss = losses.aihf_loss(
+            demo_term,
+            pref_term,
+            args.demo_weight if demo_term is not None else 0.0,
+            args.pref_weight if pref_term is not None else 0.0,
+        )
+        if args.center_rewards_coefficient is not None:
+            loss = loss + args.center_rewards_coefficient * losses.center_rewards_loss(
+                torch.cat(pairs_first), torch.cat(pairs_second)
+            )
+        metrics["reward_model/loss"] = loss.item()
+        metrics["reward_model/mean_reward"] = scores.mean().item()
+        return loss, metrics
+
+    def _reward_update(self, loss: Tensor) -> None:
+        loss.backward()
+        self._sync_grads(self.reward_model)
+        if self.args.max_grad_norm:
+            torch.nn.utils.clip_grad_norm_(_trainable(self.reward_model).values(), self.args.max_grad_norm)
+        self.reward_optimizer.step()
+        self.reward_scheduler.step()
+        self.reward_optimizer.zero_grad(set_to_none=True)
+
+    def _pref_batch(self, size: int) -> dict[str, list]:
+        return self.preferences[self._samplers["pref"].take_shard(size, self.world, self.rank)]
+
+    def reward_step(self, demo_indices: list[int], samples: list[list[list[int]]]) -> dict[str, float]:
+        start = time.perf_counter()
+        self.reward_model.train()
+        prefs = self._pref_batch(self.args.reward_batch_size) if self.args.pref_weight > 0 else None
+        demos = self.demonstrations[demo_indices] if demo_indices and self.args.demo_weight > 0 else None
+        loss, metrics = self.reward_loss(prefs, demos, samples if demos is not None else None)
+        self._reward_update(loss)
+        self.timings["reward_step"] += time.perf_counter() - start
+        return metrics
+
+    def evaluate_reward(self, preferences: Any = None) -> dict[str, float]:
+        """``reward/eval_accuracy`` and ``reward/eval_margin`` on held-out pairs (default: eval_preferences)."""
+        prefs = self.eval_preferences if preferences is None else preferences
+        if prefs is None:
+            return {}
+        with self._autocast():
+            out = evaluate_reward_model(self.reward_model, prefs, self.pad, self.args.reward_batch_size)
+        return {"reward/eval_accuracy": out["accuracy"], "reward/eval_margin": out["margin"]}
+
+    def pretrain_reward(self) -> dict[str, float]:
+        """``reward_pretrain_steps`` Bradley-Terry steps on the preferences, early-stopped on held-out
+        pair accuracy when ``reward_pretrain_patience`` is set (the best reward model is kept)."""
+        args = self.args
+        best, best_state, waited = -1.0, None, 0
+        last: dict[str, float] = {}
+        bar = tqdm(range(args.reward_pretrain_steps), desc="reward model", disable=args.disable_tqdm or self.rank > 0)
+        for step in bar:
+            self.reward_model.train()
+            loss, metrics = self.reward_loss(self._pref_batch(args.reward_batch_size), None, None)
+            self._reward_update(loss)
+            last = {f"reward_pretrain/{k.split('/')[-1]}": v for k, v in self._average(metrics).items()}
+            if args.reward_pretrain_patience is None or (step + 1) % args.reward_pretrain_eval_steps:
+                continue
+            with self._autocast():
+                acc = evaluate_reward_model(self.reward_model, self.holdout, self.pad, args.reward_batch_size)
+            last["reward_pretrain/holdout_accuracy"] = acc["accuracy"]
+            bar.set_postfix(holdout_accuracy=acc["accuracy"])
+            if acc["accuracy"] > best:
+                best, waited = acc["accuracy"], 0
+                best_state = {n: p.detach().clone() for n, p in _trainable(self.reward_model).items()}
+            else:
+                waited += 1
+                if waited >= args.reward_pretrain_patience:
+                    break
+        if best_state is not None:
+            _load_params(self.reward_model, best_state)
+            last["reward_pretrain/best_holdout_accuracy"] = best
+        last["reward_pretrain/steps"] = step + 1 if args.reward_pretrain_steps else 0
+        self.pretrain_done = True
+        self._log(last, step=0)
+        return last
+
+    # ------------------------------------------------------------------ the round
+    def run_round(self) -> dict[str, float]:
+        """One round: policy steps, the demonstration prompts' samples, reward steps, evaluation."""
+        args, k = self.args, self.args.num_generations
+        collected: defaultdict[str, list[float]] = defaultdict(list)
+        demo_samples: dict[int, list[list[int]]] = {}
+        for s in range(args.policy_steps_per_round):
+            step = self.round * args.policy_steps_per_round + s
+            drawn = self._samplers["rl"].take_shard(args.per_device_train_batch_size, self.world, self.rank)
+            chosen = [self.rl_prompts[i] for i in drawn]
+            prompts = [p for p, _ in chosen for _ in range(k)]
+            completions = self._generate(prompts, _stable_seed(args.seed, 5, step, self.rank))
+            for name, value in self.policy_step(prompts, completions, step).items():
+                collected[name].append(value)
+            for i, (_, j) in enumerate(chosen):
+                if j >= 0:
+                    demo_samples[j] = completions[i * k : (i + 1) * k]
+
+        if not args.freeze_reward_model and args.reward_steps_per_round > 0:
+            indices: list[int] = []
+            samples: list[list[list[int]]] = []
+            if args.demo_weight > 0:
+                indices = list(demo_samples)
+                if not indices:  # the round's RL prompts held no demonstration: draw some
+                    size = args.per_device_train_batch_size
+                    indices = self._samplers["demo"].take_shard(size, self.world, self.rank)
+                if args.fresh_reward_samples or not demo_samples:
+                    prompts = [p for p in self.demonstrations[indices]["prompt_ids"] for _ in range(k)]
+                    fresh = self._generate(prompts, _stable_seed(args.seed, 6, self.round, self.rank))
+                    demo_samples = {j: fresh[i * k : (i + 1) * k] for i, j in enumerate(indices)}
+                samples = [demo_samples[j] for j in indices]
+            for _ in range(args.reward_steps_per_round):
+                for name, value in self.reward_step(indices, samples).items():
+                    collected[name].append(value)
+        metrics = self._average({name: _mean(v) for name, v in collected.items()})
+        metrics.update(self.evaluate_reward())
+        self.round += 1
+        metrics["round"] = self.round
+        return metrics
+
+    def train(self, resume_from_checkpoint: str | bool | None = None) -> dict[str, float]:
+        """Run the remaining rounds; returns the last round's metrics plus ``train_runtime`` and
+        the seconds spent per phase (``time/generation``, ``time/policy_step``, ``time/reward_step``)."""
+        args = self.args
+        start = time.perf_counter()
+        checkpoint = self._resolve_checkpoint(resume_from_checkpoint)
+        if checkpoint is not None:
+            self._load_checkpoint(checkpoint)
+        if not self.pretrain_done:
+            self.pretrain_reward()
+        bar = tqdm(
+            total=args.num_rounds, initial=self.round, desc="AIHF-RL rounds", disable=args.disable_tqdm or self.rank > 0
+        )
+        metrics: dict[str, float] = {}
+        while self.round < args.num_rounds:
+            metrics = self.run_round()
+            bar.update(1)
+            bar.set_postfix(reward=round(metrics.get("reward", float("nan")), 3))
+            if self.round % max(1, int(args.logging_steps)) == 0 or self.round == args.num_rounds:
+                self._log(metrics, step=self.round)
+            if args.save_strategy == "steps" and self.round % max(1, int(args.save_steps)) == 0:
+                self.save_checkpoint()
+        bar.close()
+        if args.save_strategy in ("steps", "epoch") and not self._has_checkpoint(self.round):
+            self.save_checkpoint()
+        metrics = dict(metrics)
+        metrics["train_runtime"] = time.perf_counter() - start
+        metrics.update({f"time/{name}": value for name, value in self.timings.items()})
+        if self._writer is not None:
+            self._writer.flush()
+        return metrics
+
+    # ------------------------------------------------------------------ logging
+    def _log(self, metrics: dict[str, float], step: int) -> None:
+        entry = {k: v for k, v in metrics.items()}
+        entry["step"] = step
+        self.log_history.append(entry)
+        if self.rank > 0:
+            return
+        report_to = self.args.report_to or []
+        if "tensorboard" in report_to:
+            if self._writer is None:
+                from torch.utils.tensorboard import SummaryWriter
+
+                from transformers.integrations.integration_utils import default_logdir
+
+                # Where transformers' TensorBoardCallback writes: $TENSORBOARD_LOGGING_DIR or <output_dir>/runs/...
+                log_dir = os.getenv("TENSORBOARD_LOGGING_DIR") or os.path.join(self.args.output_dir, default_logdir())
+                self._writer = SummaryWriter(log_dir=os.path.expanduser(log_dir))
+            for name, value in metrics.items():
+                if isinstance(value, (int, float)) and name not in ("round", "step"):
+                    self._writer.add_scalar(f"train/{name}", value, step)
+        if not self.args.disable_tqdm:
+            tqdm.write(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in entry.items()}))
+
+    # ------------------------------------------------------------------ saving
+    def save_model(self, output_dir: str | None = None) -> None:
+        """The policy (adapters only under PEFT, as ``save_pretrained`` does) and tokenizer in
+        ``output_dir``; the standalone reward model in ``output_dir/reward_model``."""
+        output_dir = output_dir or self.args.output_dir
+        if self.rank > 0:
+            self._barrier()
+            return
+        os.makedirs(output_dir, exist_ok=True)
+        self.policy.save_pretrained(output_dir)
+        self.tokenizer.save_pretrained(output_dir)
+        save_reward_model(self.reward_model, os.path.join(output_dir, "reward_model"), self.tokenizer)
+        with open(os.path.join(output_dir, "log_history.json"), "w") as f:
+            json.dump(self.log_history, f, indent=1)
+        self._barrier()
+
+    def _checkpoint_dirs(self) -> list[tuple[int, str]]:
+        root = self.args.output_dir
+        if not os.path.isdir(root):
+            return []
+        found = []
+        for name in os.listdir(root):
+            prefix, _, number = name.rpartition("-")
+            folder = os.path.join(root, name)
+            if prefix == CHECKPOINT_PREFIX and number.isdigit() and os.path.isfile(os.path.join(folder, STATE_FILE)):
+                found.append((int(number), folder))
+        return sorted(found)
+
+    def _has_checkpoint(self, round_: int) -> bool:
+        return any(n == round_ for n, _ in self._checkpoint_dirs())
+
+    def save_checkpoint(self) -> str:
+        """Write ``checkpoint-<round>`` atomically: staged in a hidden folder, then renamed into place.
+
+        It holds the trainable weights of policy and reward model, both optimizers and schedulers,
+        the samplers' positions, the log history and the torch RNG state. Process 0 writes it
+        (every process holds the same weights, optimizer states and sampler positions).
+        """
+        root = self.args.output_dir
+        name = f"{CHECKPOINT_PREFIX}-{self.round}"
+        final = os.path.join(root, name)
+        self._barrier()
+        if self.rank == 0:
+            self._write_checkpoint(os.path.join(root, STAGING_DIR, name), final)
+        self._barrier()
+        return final
+
+    def _write_checkpoint(self, staged: str, final: str) -> None:
+        root = self.args.output_dir
+        shutil.rmtree(staged, ignore_errors=True)  # left over by a crash
+        os.makedirs(staged)
+        _save_trainable(self.policy, os.path.join(staged, "policy.safetensors"))
+        _save_trainable(self.reward_model, os.path.join(staged, "reward_model.safetensors"))
+        for key, obj in (
+            ("policy_optimizer", self.policy_optimizer),
+            ("policy_scheduler", self.policy_scheduler),
+            ("reward_optimizer", self.reward_optimizer),
+            ("reward_scheduler", self.reward_scheduler),
+        ):
+            torch.save(obj.state_dict(), os.path.join(staged, f"{key}.pt"))
+        torch.save({"cpu": torch.get_rng_state()}, os.path.join(staged, "rng_state.pt"))
+        state = {
+            "round": self.round,
+            "pretrain_done": self.pretrain_done,
+            "samplers": {k: s.state() for k, s in self._samplers.items() if s is not None},
+            "log_history": self.log_history,
+            "timings": dict(self.timings),
+        }
+        with open(os.path.join(staged, STATE_FILE), "w") as f:
+            json.dump(state, f)
+        if os.path.isdir(final):
+            shutil.rmtree(final)
+        os.replace(staged, final)
+        shutil.rmtree(os.path.join(root, STAGING_DIR), ignore_errors=True)
+        limit = self.args.save_total_limit
+        if limit:
+            for _, old in self._checkpoint_dirs()[:-limit]:
+                shutil.rmtree(old)
+
+    def _resolve_checkpoint(self, resume: str | bool | None) -> str | None:
+        if isinstance(resume, str) and resume.lower() in ("true", "false"):
+            resume = resume.lower() == "true"
+        if not resume:
+            return None
+        if resume is True:
+            found = self._checkpoint_dirs()
+            if not found:
+                raise ConfigError(f"resume_from_checkpoint=True but {self.args.output_dir} holds no checkpoint")
+            return found[-1][1]
+        if not os.path.isfile(os.path.join(resume, STATE_FILE)):
+            raise ConfigError(f"resume_from_checkpoint={resume} is not an AIHF-RL checkpoint (no {STATE_FILE})")
+        return resume
+
+    def _load_checkpoint(self, folder: str) -> None:
+        _load_trainable(self.policy, os.path.join(folder, "policy.safetensors"))
+        _load_trainable(self.reward_model, os.path.join(folder, "reward_model.safetensors"))
+        for key, obj in (
+            ("policy_optimizer", self.policy_optimizer),
+            ("policy_scheduler", self.policy_scheduler),
+            ("reward_optimizer", self.reward_optimizer),
+            ("reward_scheduler", self.reward_scheduler),
+        ):
+            obj.load_state_dict(torch.load(os.path.join(folder, f"{key}.pt"), weights_only=True, map_location="cpu"))
+        torch.set_rng_state(torch.load(os.path.join(folder, "rng_state.pt"), weights_only=True)["cpu"])
+        with open(os.path.join(folder, STATE_FILE)) as f:
+            state = json.load(f)
+        self.round, self.pretrain_done = state["round"], state["pretrain_done"]
+        for key, value in state["samplers"].items():
+            self._samplers[key].load(value)
+        self.log_history = state["log_history"]
+        self.timings = defaultdict(float, state["timings"])
+
+
+def _load_params(model: nn.Module, state: dict[str, Tensor]) -> None:
+    params = _trainable(model)
+    with torch.no_grad():
+        for name, value in state.items():
+            params[name].copy_(value)
+
+
+# ---------------------------------------------------------------------------- the classic pipeline
+
+
+@dataclass
+class RLHFPipelineResult:
+    model: nn.Module
+    reward_model: nn.Module
+    sft_trainer: Any
+    rl_trainer: AIHFRLTrainer
+
+
+def sft_args_from_rl(args: AIHFRLConfig, **overrides: Any):
+    """An :class:`AIHFConfig` for the SFT stage that shares ``args``' common settings (batch size,
+    lengths, precision, logging/saving targets): ``<output_dir>/sft``, demonstration NLL only.
+    ``overrides`` (e.g. ``max_steps``, ``learning_rate``) win."""
+    from .config import AIHFConfig
+
+    rl_only = {"learning_rate", "logging_steps", "save_steps", "lr_scheduler_type", "beta", "demo_weight", "demo_loss"}
+    names = {f.name for f in dataclasses.fields(AIHFConfig) if f.init} & {
+        f.name for f in dataclasses.fields(AIHFRLConfig) if f.init
+    }
+    values = {n: getattr(args, n) for n in names - rl_only}
+    values.update(output_dir=os.path.join(args.output_dir, "sft"), pref_weight=0.0, demo_weight=1.0, demo_loss="nll")
+    values.update(overrides)
+    return AIHFConfig(**values)
+
+
+def rlhf_stage_args(args: AIHFRLConfig) -> AIHFRLConfig:
+    """``args`` turned into the RLHF stage's: ``<output_dir>/rlhf``, preferences only, the reward model
+    pretrained (``reward_pretrain_steps``, required > 0) and then frozen."""
+    if args.reward_pretrain_steps < 1:
+        raise ConfigError("sft_then_rlhf / rlhf needs reward_pretrain_steps > 0 to fit the reward model first")
+    return dataclasses.replace(
+        args,
+        output_dir=os.path.join(args.output_dir, "rlhf"),
+        demo_weight=0.0,
+        freeze_reward_model=True,
+    )
+
+
+def sft_then_rlhf(
+    model: nn.Module | str,
+    args: AIHFRLConfig,
+    demonstrations: Any,
+    preferences: Any,
+    processing_class: Any = None,
+    *,
+    sft_args: Any = None,
+    eval_preferences: Any = None,
+    peft_config: Any = None,
+    reward_peft_config: Any = None,
+    gold_reward: GoldReward | None = None,
+) -> RLHFPipelineResult:
+    """The classic pipeline in one call: SFT on the demonstrations (``sft_args``, an :class:`AIHFConfig`
+    with ``pref_weight=0``; default :func:`sft_args_from_rl` of ``args``), then a reward model
+    initialised from the SFT model and fitted on the preferences (``args.reward_pretrain_steps``,
+    early-stopped when ``reward_pretrain_patience`` is set), then KL-regularised RL on that frozen
+    reward with the SFT model as reference. Stages write to ``<output_dir>/sft`` (as set in
+    ``sft_args``) and ``<output_dir>/rlhf``.
+    """
+    from .pipelines import run_sft_stage
+
+    rl_args = rlhf_stage_args(args)  # checked before any training
+    sft_args = sft_args if sft_args is not None else sft_args_from_rl(args)
+    sft, sft_model = run_sft_stage(model, sft_args, demonstrations, preferences, processing_class, peft_config)
+    rl = AIHFRLTrainer(
+        sft_model,
+        args=rl_args,
+        preferences=preferences,
+        eval_preferences=eval_preferences,
+        processing_class=sft.processing_class,
+        peft_config=peft_config,
+        reward_peft_config=reward_peft_config,
+        gold_reward=gold_reward,
+    )
+    rl.train()
+    rl.save_model()
+    return RLHFPipelineResult(rl.policy, rl.reward_model, sft, rl)
