@@ -214,6 +214,7 @@ class RunContext:
             weight_decay=0.0,
             logging_strategy="no",
             save_strategy="no",
+            overwrite_output_dir=True,  # a run interrupted before its result file was written is redone
             report_to="none",
             use_cpu=True,
             seed=self.seed,
@@ -421,6 +422,8 @@ def do_run(args: BenchArguments, method: str, budget: int, seed: int, data_dir: 
     for lr in lrs:
         for beta in betas if spec.uses_beta else [None]:
             hp = {"learning_rate": lr} | ({"beta": beta} if beta is not None else {})
+            # A folder per grid point: trainers refuse an output_dir that holds another run.
+            ctx = dataclasses.replace(ctx, output_dir=os.path.join(run_dir, f"point-{len(points)}"))
             t0 = time.time()
             model = spec.train(ctx, hp).eval()
             train_seconds = time.time() - t0
