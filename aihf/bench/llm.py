@@ -12,8 +12,8 @@ finished runs are skipped, so an interrupted sweep resumes. ``--list`` prints ea
 one plain command (for a cluster scheduler); ``--jobs N`` runs N of them at once as processes.
 At the end the results are aggregated into ``results.json``, ``results.md`` and PNG plots.
 
-A method is one function ``train(ctx, hp) -> model`` in :data:`METHODS`; RLHF, AIHF-RL and RFT
-plug in the same way.
+A method is one function ``train(ctx, hp) -> model`` (or ``(model, info)``, e.g. a reward model's
+held-out pair accuracy) and one entry of :data:`METHODS`.
 """
 
 from __future__ import annotations
@@ -193,6 +193,7 @@ class RunContext:
     max_steps: int
     batch_size: int
     continuation_tokens: int
+    eval_preferences: list[dict] = field(default_factory=list)  # held-out pairs (reward models' accuracy)
 
     def load_base(self):
         import torch
@@ -225,6 +226,44 @@ class RunContext:
         )
         base.update(fields)
         return AIHFConfig(**base)
+
+    def rl_config(self, hp: dict[str, float], **fields):
+        """AIHF-RL settings at the same budget: ``max_steps`` rounds of one policy step on
+        ``batch_size`` samples (``batch_size / 4`` prompts x 4 samples, RLOO) and one reward step."""
+        from ..llm import AIHFRLConfig
+
+        base = dict(
+            output_dir=self.output_dir,
+            num_rounds=self.max_steps,
+            per_device_train_batch_size=max(1, self.batch_size // 4),
+            num_generations=4,
+            reward_batch_size=self.batch_size,
+            learning_rate=hp["learning_rate"],
+            reward_learning_rate=1e-3,
+            beta=hp.get("beta", 0.1),
+            max_new_tokens=self.continuation_tokens,
+            save_strategy="no",
+            report_to="none",
+            use_cpu=True,
+            seed=self.seed,
+            disable_tqdm=True,
+        )
+        base.update(fields)
+        return AIHFRLConfig(**base)
+
+    def train_rl(self, hp: dict[str, float], *, demonstrations: bool, preferences: bool, **fields):
+        from ..llm import AIHFRLTrainer
+
+        trainer = AIHFRLTrainer(
+            self.load_base(),
+            args=self.rl_config(hp, **fields),
+            demonstrations=self.demonstrations if demonstrations else None,
+            preferences=self.preferences if preferences else None,
+            eval_preferences=self.eval_preferences or None,
+            processing_class=self.tokenizer,
+        )
+        trainer.train()
+        return trainer.policy, _reward_info(trainer)
 
     def train(self, hp: dict[str, float], *, demonstrations: bool, preferences: bool, **fields):
         from ..llm import AIHFTrainer
@@ -270,6 +309,46 @@ def train_self_play_aihf(ctx: RunContext, hp: dict[str, float]):
     return ctx.train(hp, demonstrations=True, preferences=True, demo_loss="self_play")
 
 
+def _reward_info(trainer) -> dict[str, float]:
+    """The reward model's accuracy on held-out pairs labelled by the gold (higher gold wins)."""
+    found = trainer.evaluate_reward()
+    return {"reward_pair_accuracy": found["reward/eval_accuracy"]} if found else {}
+
+
+def train_rlhf(ctx: RunContext, hp: dict[str, float]):
+    """SFT (``max_steps``), a reward model fitted on the pairs (``max_steps``), then RL (``max_steps`` rounds)."""
+    from ..llm.rl_trainer import sft_args_from_rl, sft_then_rlhf
+
+    args = ctx.rl_config(hp, reward_pretrain_steps=ctx.max_steps)
+    sft_args = sft_args_from_rl(
+        args,
+        max_steps=ctx.max_steps,
+        learning_rate=hp["learning_rate"],
+        per_device_train_batch_size=ctx.batch_size,
+        save_strategy="no",
+        overwrite_output_dir=True,
+        logging_strategy="no",
+    )
+    result = sft_then_rlhf(
+        ctx.load_base(),
+        args,
+        ctx.demonstrations,
+        ctx.preferences,
+        ctx.tokenizer,
+        sft_args=sft_args,
+        eval_preferences=ctx.eval_preferences or None,
+    )
+    return result.model, _reward_info(result.rl_trainer)
+
+
+def train_aihf_rl(ctx: RunContext, hp: dict[str, float]):
+    return ctx.train_rl(hp, demonstrations=True, preferences=True)
+
+
+def train_rft(ctx: RunContext, hp: dict[str, float]):
+    return ctx.train_rl(hp, demonstrations=True, preferences=False, pref_weight=0.0)
+
+
 @dataclass(frozen=True)
 class Method:
     train: Callable[[RunContext, dict[str, float]], Any]
@@ -277,7 +356,7 @@ class Method:
     uses_beta: bool
 
 
-# The benchmark's methods, in table order. RLHF, AIHF-RL and RFT join as one entry each.
+# The benchmark's methods, in table order; a method is one function and one entry here.
 METHODS: dict[str, Method] = {
     "sft": Method(train_sft, uses_preferences=False, uses_beta=False),
     "dpo": Method(train_dpo, uses_preferences=True, uses_beta=True),
@@ -285,6 +364,9 @@ METHODS: dict[str, Method] = {
     "spin": Method(train_spin, uses_preferences=False, uses_beta=True),
     "aihf_dpo": Method(train_aihf_dpo, uses_preferences=True, uses_beta=True),
     "self_play_aihf": Method(train_self_play_aihf, uses_preferences=True, uses_beta=True),
+    "rlhf": Method(train_rlhf, uses_preferences=True, uses_beta=True),
+    "aihf_rl": Method(train_aihf_rl, uses_preferences=True, uses_beta=True),
+    "rft": Method(train_rft, uses_preferences=False, uses_beta=True),
 }
 REFERENCE_METHOD = "sft_then_dpo"  # the second opponent of win rates
 
@@ -405,6 +487,13 @@ def do_run(args: BenchArguments, method: str, budget: int, seed: int, data_dir: 
     chosen_prefs = random.Random(1000 + seed).sample(prefs, budget) if spec.uses_preferences else []
     refs = {s: read_jsonl(os.path.join(data_dir, f"references_{s}.jsonl")) for s in ("validation", "test")}
     lrs, betas = grid(args)
+    # Held-out pairs for reward models: two base samples of a validation prompt, the higher gold chosen.
+    held_out = [
+        {"prompt": r["prompt"], "chosen": r["base_completions"][i], "rejected": r["base_completions"][1 - i]}
+        for r in refs["validation"]
+        if len(r["base_gold"]) >= 2 and r["base_gold"][0] != r["base_gold"][1]
+        for i in [0 if r["base_gold"][0] > r["base_gold"][1] else 1]
+    ]
     points, best_state = [], None
     run_dir = os.path.join(args.output_dir, "tmp", run_name(method, budget, seed))
     ctx = RunContext(
@@ -417,6 +506,7 @@ def do_run(args: BenchArguments, method: str, budget: int, seed: int, data_dir: 
         max_steps=args.max_steps,
         batch_size=args.batch_size,
         continuation_tokens=args.continuation_tokens,
+        eval_preferences=held_out,
     )
     eval_kw = dict(samples=args.eval_samples, length=args.continuation_tokens)
     for lr in lrs:
@@ -425,12 +515,14 @@ def do_run(args: BenchArguments, method: str, budget: int, seed: int, data_dir: 
             # A folder per grid point: trainers refuse an output_dir that holds another run.
             ctx = dataclasses.replace(ctx, output_dir=os.path.join(run_dir, f"point-{len(points)}"))
             t0 = time.time()
-            model = spec.train(ctx, hp).eval()
+            trained = spec.train(ctx, hp)
+            model, info = trained if isinstance(trained, tuple) else (trained, {})
+            model.eval()
             train_seconds = time.time() - t0
             val = evaluate(model, base, tokenizer, refs["validation"], gold_fn, seed=seed * 100 + 1, **eval_kw)
             val.pop("per_prompt")
             val.pop("examples")
-            point = {"hp": hp, "validation": val, "train_seconds": round(train_seconds, 1)}
+            point = {"hp": hp, "validation": val, "train_seconds": round(train_seconds, 1), **info}
             points.append(point)
             if select(points, args.kl_cap) is point:
                 best_state = copy.deepcopy(model.state_dict())
@@ -445,6 +537,7 @@ def do_run(args: BenchArguments, method: str, budget: int, seed: int, data_dir: 
         "seed": seed,
         "num_demonstrations": len(demos) if method != "dpo" else 0,
         "selected": chosen["hp"],
+        "reward_pair_accuracy": chosen.get("reward_pair_accuracy"),
         "selected_within_kl_cap": chosen["validation"]["kl"] <= args.kl_cap,
         "grid": points,
         "test": test,
@@ -583,6 +676,7 @@ def aggregate(args: BenchArguments, data_dir: str) -> dict:
                         pairs = list(zip(p["gold"], q["gold"]))
                         wins_ref.append(sum(1.0 if a > b else 0.5 if a == b else 0.0 for a, b in pairs) / len(pairs))
             scale = r_demo - r_base
+            accuracies = [r["reward_pair_accuracy"] for r in runs if r.get("reward_pair_accuracy") is not None]
             rows.append(
                 {
                     "method": method,
@@ -596,6 +690,7 @@ def aggregate(args: BenchArguments, data_dir: str) -> dict:
                     "distinct_2": mean_ci([r["test"]["distinct_2"] for r in runs]),
                     "repetition_2": mean_ci([r["test"]["repetition_2"] for r in runs]),
                     "wall_seconds": mean_ci([r["wall_seconds"] for r in runs]),
+                    "reward_pair_accuracy": mean_ci(accuracies) if accuracies else None,
                     "selected": [r["selected"] for r in runs],
                 }
             )
@@ -626,16 +721,16 @@ def markdown(report: dict) -> str:
         f"{report['runs_finished']}/{report['runs_total']} runs; {report['ci']}.",
         "",
         "| method | prefs | seeds | gold | normalised | KL (nats) | win vs base | win vs SFT->DPO | distinct-2 | "
-        "rep-2 | wall s | selected |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "rep-2 | RM pair acc | wall s | selected |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in report["rows"]:
         selected = "; ".join(", ".join(f"{k}={v:g}" for k, v in hp.items()) for hp in r["selected"])
         lines.append(
             f"| {r['method']} | {r['budget'] or '-'} | {r['seeds']} | {_fmt(r['gold'])} | "
             f"{_fmt(r['gold_normalised'], 2)} | {_fmt(r['kl'], 2)} | {_fmt(r['win_vs_base'], 2)} | "
-            f"{_fmt(r['win_vs_sft_then_dpo'], 2)} | "
-            f"{_fmt(r['distinct_2'], 2)} | {_fmt(r['repetition_2'], 3)} | {r['wall_seconds'][0]:.0f} | {selected} |"
+            f"{_fmt(r['win_vs_sft_then_dpo'], 2)} | {_fmt(r['distinct_2'], 2)} | {_fmt(r['repetition_2'], 3)} | "
+            f"{_fmt(r.get('reward_pair_accuracy'), 2)} | {r['wall_seconds'][0]:.0f} | {selected} |"
         )
     return "\n".join(lines) + "\n"
 

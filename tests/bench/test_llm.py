@@ -80,8 +80,8 @@ def test_list_prints_each_run_as_one_command_that_parses_back(capsys, tmp_path):
     lines = capsys.readouterr().out.strip().splitlines()
     args = parse(["--output_dir", str(tmp_path)])
     runs = llm.all_runs(args)
-    # quick: 4 preference methods x 2 budgets + SFT and SPIN once, one seed
-    assert len(runs) == len(lines) == 10
+    # quick: 6 preference methods x 2 budgets + SFT, SPIN and RFT once, one seed
+    assert len(runs) == len(lines) == 15
     for line, (method, budget, seed) in zip(lines, runs):
         words = shlex.split(line)
         assert words[:3] == ["aihf", "bench", "llm"] and words[-2:] == ["--run", f"{method}:{budget}:{seed}"]
@@ -107,19 +107,27 @@ def test_bad_settings_exit_2_with_one_line_and_write_nothing(capsys, tmp_path):
     assert not os.path.exists(tmp_path / "out")
 
 
+@pytest.mark.slow
 def test_end_to_end_every_method_on_a_micro_model(micro, tmp_path, capsys):
     out = tmp_path / "bench"
-    assert main(micro_argv(micro, out)) == 0
+    # A plug-in gold that is rarely 0, so that the held-out pairs of the reward models exist.
+    assert main(micro_argv(micro, out, "--gold", "tests.tasks.helpers:count_e")) == 0
     report = json.loads((out / "results.json").read_text())
-    assert report["runs_finished"] == report["runs_total"] == 10
+    preference_methods = ("dpo", "sft_then_dpo", "aihf_dpo", "self_play_aihf", "rlhf", "aihf_rl")
+    assert report["runs_finished"] == report["runs_total"] == 3 + 2 * len(preference_methods)
     assert {(r["method"], r["budget"]) for r in report["rows"]} == {
         ("sft", 0),
         ("spin", 0),
-        *((m, b) for m in ("dpo", "sft_then_dpo", "aihf_dpo", "self_play_aihf") for b in (3, 6)),
+        ("rft", 0),
+        *((m, b) for m in preference_methods for b in (3, 6)),
     }
     for r in report["rows"]:
-        assert -1 <= r["gold"][0] <= 1 and math.isfinite(r["kl"][0]) and 0 <= r["win_vs_base"][0] <= 1
+        assert 0 <= r["gold"][0] <= 1 and math.isfinite(r["kl"][0]) and 0 <= r["win_vs_base"][0] <= 1
         assert r["win_vs_sft_then_dpo"] is not None and 0 <= r["distinct_2"][0] <= 1
+        explicit_reward = r["method"] in ("rlhf", "aihf_rl", "rft")
+        assert (r["reward_pair_accuracy"] is not None) == explicit_reward
+        if explicit_reward:
+            assert 0 <= r["reward_pair_accuracy"][0] <= 1
     assert next(r for r in report["rows"] if r["method"] == "sft_then_dpo")["win_vs_sft_then_dpo"][0] == 0.5
     run = json.loads((out / "runs" / "dpo__3__0.json").read_text())
     assert len(run["grid"]) == 2 and run["selected"] in [p["hp"] for p in run["grid"]]  # lr grid x one beta
