@@ -692,6 +692,7 @@ def aggregate(args: BenchArguments, data_dir: str) -> dict:
                     "wall_seconds": mean_ci([r["wall_seconds"] for r in runs]),
                     "reward_pair_accuracy": mean_ci(accuracies) if accuracies else None,
                     "selected": [r["selected"] for r in runs],
+                    "within_kl_cap": [r["selected_within_kl_cap"] for r in runs],
                 }
             )
     return {
@@ -725,7 +726,10 @@ def markdown(report: dict) -> str:
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in report["rows"]:
-        selected = "; ".join(", ".join(f"{k}={v:g}" for k, v in hp.items()) for hp in r["selected"])
+        selected = "; ".join(
+            ", ".join(f"{k}={v:g}" for k, v in hp.items()) + ("" if within else " (no grid point under the KL cap)")
+            for hp, within in zip(r["selected"], r["within_kl_cap"])
+        )
         lines.append(
             f"| {r['method']} | {r['budget'] or '-'} | {r['seeds']} | {_fmt(r['gold'])} | "
             f"{_fmt(r['gold_normalised'], 2)} | {_fmt(r['kl'], 2)} | {_fmt(r['win_vs_base'], 2)} | "
@@ -759,6 +763,8 @@ def plot(report: dict, output_dir: str) -> list[str]:
     ax.axhline(report["R_demo_test"], color="black", lw=1, ls=":", label="demonstrator")
     if pref_budgets:
         ax.set_xscale("log")
+        ax.set_xticks(pref_budgets, [str(b) for b in pref_budgets])
+        ax.minorticks_off()
     ax.set_xlabel("preference pairs")
     ax.set_ylabel("mean gold reward (test)")
     ax.set_title(report["command"], fontsize=8)

@@ -198,6 +198,7 @@ def test_aggregate_win_rates_against_sft_then_dpo_from_result_files(tmp_path):
             "seed": 0,
             "selected": {"learning_rate": 1e-3},
             "wall_seconds": 2.0,
+            "selected_within_kl_cap": method != "dpo",
             "test": {"per_prompt": per_prompt, "distinct_2": 0.9, "repetition_2": 0.1},
         }
         os.makedirs(tmp_path / "runs", exist_ok=True)
@@ -206,7 +207,8 @@ def test_aggregate_win_rates_against_sft_then_dpo_from_result_files(tmp_path):
     write("dpo", 5, [[0.5, 0.0], [0.2, 0.2]])
     write("sft_then_dpo", 5, [[0.1, 0.3], [0.2, 0.2]])
     write("sft", 0, [[0.2, 0.0], [0.2, 0.3]])
-    rows = {r["method"]: r for r in llm.aggregate(args, str(data))["rows"]}
+    report = llm.aggregate(args, str(data))
+    rows = {r["method"]: r for r in report["rows"]}
     # prompt 1: 0.5 > 0.1 wins, 0.0 < 0.3 loses -> 0.5; prompt 2: two ties -> 0.5
     assert rows["dpo"]["win_vs_sft_then_dpo"] == (0.5, 0.0)
     # prompt 1: 0.2 > 0.1 wins, 0.0 < 0.3 loses -> 0.5; prompt 2: a tie and a win -> 0.75
@@ -214,3 +216,6 @@ def test_aggregate_win_rates_against_sft_then_dpo_from_result_files(tmp_path):
     assert rows["dpo"]["gold"][0] == pytest.approx(0.225)
     assert rows["dpo"]["gold_normalised"][0] == pytest.approx(0.45)
     assert rows["dpo"]["kl"] == (2.0, 0.0)
+    table = llm.markdown(report)
+    assert "learning_rate=0.001 (no grid point under the KL cap)" in table.split("| dpo |")[1].splitlines()[0]
+    assert "KL cap" not in table.split("| sft |")[1]
