@@ -177,7 +177,7 @@ def read_and_validate(args: TrainArguments, tokenizer) -> Sources:
     from ..data import prepare_demonstrations, prepare_preferences, read_rows
 
     data, config = args.data, args.config
-    kw = dict(max_length=config.max_length, max_prompt_length=config.max_prompt_length)
+    kw = dict(max_length=config.max_length, max_prompt_length=config.max_prompt_length, eos_token=config.eos_token)
     uses_demos = config.demo_weight > 0  # sft_then_dpo's SFT stage: apply_method set it to 1
 
     def preferences(source, split):

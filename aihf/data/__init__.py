@@ -3,6 +3,7 @@
 from .collator import AIHFCollator, PairedDataset, concat_padded, pad_sequences
 from .formats import ROLES, DemonstrationText, PreferenceText, demonstration_texts, preference_texts
 from .sources import Rows, read_rows
+from .special_tokens import EndToken, end_token
 from .tokenize import (
     check_lengths,
     prepare_demonstrations,
@@ -16,10 +17,12 @@ __all__ = [
     "Rows",
     "ROLES",
     "DemonstrationText",
+    "EndToken",
     "PreferenceText",
     "check_lengths",
     "concat_padded",
     "demonstration_texts",
+    "end_token",
     "pad_sequences",
     "preference_texts",
     "prepare_demonstrations",

@@ -11,24 +11,34 @@ Preferences:
   * conversational: the same three fields as message lists;
   * implicit prompt: ``{"chosen": str, "rejected": str}`` full texts sharing a prefix (as in
     Anthropic-HH ``"\\n\\nHuman: ... \\n\\nAssistant: ..."``) or message lists sharing leading
-    messages; the shared part becomes the prompt;
+    messages; the shared part becomes the prompt. Texts are cut after the last Anthropic-HH
+    assistant marker in the shared part, else on the last token boundary that both texts
+    share (never inside a grapheme, in any script; see :func:`implicit_prompt_cut`);
   * any of the above with a gold ``reference`` answer beside ``chosen``/``rejected``; the
     trainer uses it as a demonstration.
 
 A message is ``{"role": one of ROLES, "content": str}``. Conversational rows are rendered with
-the tokenizer's chat template.
+the tokenizer's chat template; the prompt is the rendering of the prompt's messages with the
+generation prompt. A template whose generation prompt an answered turn does not repeat (the
+DeepSeek-R1 family opens it with ``<think>\\n``) is split at the longest common prefix of
+the two renderings, with one warning.
 """
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Any
+
+import regex
 
 from ..errors import DataError
 from .sources import Rows
 
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool"})
 HH_ASSISTANT_MARKER = "\n\nAssistant:"
+# Token-boundary candidates tried when cutting an implicit prompt (each costs one encoding).
+_MAX_CUT_TRIALS = 16
 
 
 @dataclass(frozen=True)
@@ -109,6 +119,7 @@ class _Row:
 def demonstration_texts(rows: Rows, tokenizer: Any = None) -> list[DemonstrationText]:
     """Validate every demonstration row and return its prompt and completion texts."""
     out = []
+    split_by_prefix: list[str] = []
     for where, record in rows:
         row = _Row(rows, where, record)
         if "messages" in row.record and "completion" not in row.record:
@@ -129,8 +140,9 @@ def demonstration_texts(rows: Rows, tokenizer: Any = None) -> list[Demonstration
         if isinstance(prompt, str):
             out.append(DemonstrationText(prompt, completion, False))
         else:
-            p, (c,) = _render(row, tokenizer, prompt, [completion], "completion")
+            p, (c,) = _render(row, tokenizer, prompt, [completion], "completion", split_by_prefix)
             out.append(DemonstrationText(p, c, True))
+    _warn_split_by_prefix(rows, split_by_prefix)
     return out
 
 
@@ -139,6 +151,7 @@ def preference_texts(
 ) -> list[PreferenceText]:
     """Validate every preference row and return prompt, chosen, rejected (and reference) texts."""
     out = []
+    split_by_prefix: list[str] = []
     for where, record in rows:
         row = _Row(rows, where, record)
         chosen = row.text_or_messages("chosen")
@@ -152,7 +165,7 @@ def preference_texts(
             prompt = row.text_or_messages("prompt", allow_empty=True)
             row.same_kind("chosen", chosen, "prompt", prompt)
         else:
-            prompt, chosen, rejected = _split_implicit_prompt(row, chosen, rejected, implicit_prompt_marker)
+            prompt, chosen, rejected = _split_implicit_prompt(row, chosen, rejected, implicit_prompt_marker, tokenizer)
             if reference is not None:
                 # An implicit-prompt reference is a full text too: it must continue the same prompt.
                 if reference[: len(prompt)] != prompt:
@@ -166,23 +179,23 @@ def preference_texts(
         if isinstance(prompt, str):
             conversational = False
         else:
-            prompt, answers = _render(row, tokenizer, prompt, answers, "chosen")
+            prompt, answers = _render(row, tokenizer, prompt, answers, "chosen", split_by_prefix)
             conversational = True
         ref_text = answers[2] if reference is not None else None
         out.append(PreferenceText(prompt, answers[0], answers[1], ref_text, conversational))
+    _warn_split_by_prefix(rows, split_by_prefix)
     return out
 
 
-def _split_implicit_prompt(row: _Row, chosen: Any, rejected: Any, marker: str | None) -> tuple[Any, Any, Any]:
+def _split_implicit_prompt(
+    row: _Row, chosen: Any, rejected: Any, marker: str | None, tokenizer: Any
+) -> tuple[Any, Any, Any]:
     if isinstance(chosen, str):
         shared = _common_prefix(chosen, rejected)
         if marker and marker in shared:
             cut = shared.rindex(marker) + len(marker)
         else:
-            # Back up to a word boundary so that both answers start with the whitespace token a
-            # tokenizer would have produced for the full text.
-            space = max(shared.rfind(" "), shared.rfind("\n"))
-            cut = space if space > 0 else len(shared)
+            cut = implicit_prompt_cut(chosen, rejected, tokenizer)
         prompt = chosen[:cut]
         if not prompt.strip():
             raise row.error(
@@ -204,20 +217,71 @@ def _split_implicit_prompt(row: _Row, chosen: Any, rejected: Any, marker: str | 
     return chosen[:n], chosen[n:], rejected[n:]
 
 
-def _render(row: _Row, tokenizer: Any, prompt: list[dict], answers: list[list[dict]], field: str):
-    """Render a conversation with the chat template; answers are what follows the prompt."""
+def implicit_prompt_cut(chosen: str, rejected: str, tokenizer: Any = None) -> int:
+    """Where the prompt shared by two full texts ends (a character offset into both).
+
+    The cut is a grapheme boundary of both texts (a flag, an emoji sequence or a letter with its
+    combining marks is never split) not preceded by whitespace (the answers start with their
+    space, as in Anthropic-HH), no later than their first difference. With a ``tokenizer``, it is
+    the last such position where both texts' tokens break: the prompt tokenised alone is a
+    prefix of each text tokenised whole (tried over the last few candidates). Without one, or if
+    none qualifies, it is the last shared whitespace, else the last shared grapheme boundary.
+    Returns 0 when the texts share nothing usable.
+    """
+    n = len(_common_prefix(chosen, rejected))
+    # Grapheme ends up to n are computed on texts cut one character after n: a boundary at or
+    # before n only depends on the characters up to n.
+    ends = _grapheme_ends(chosen[: n + 1]) & _grapheme_ends(rejected[: n + 1])
+    bounds = sorted(c for c in ends if 0 < c <= n)
+    if tokenizer is not None:
+        candidates = [c for c in reversed(bounds) if not chosen[c - 1].isspace()][:_MAX_CUT_TRIALS]
+        if candidates:
+            whole = [list(ids) for ids in tokenizer([chosen, rejected], add_special_tokens=False)["input_ids"]]
+            for c in candidates:
+                ids = list(tokenizer(chosen[:c], add_special_tokens=False)["input_ids"])
+                if all(w[: len(ids)] == ids for w in whole):
+                    return c
+    spaces = [c for c in bounds if c < n and chosen[c].isspace()]
+    return spaces[-1] if spaces else (bounds[-1] if bounds else 0)
+
+
+def _grapheme_ends(text: str) -> set[int]:
+    return {m.end() for m in regex.finditer(r"\X", text)}
+
+
+def _render(
+    row: _Row, tokenizer: Any, prompt: list[dict], answers: list[list[dict]], field: str, split_by_prefix: list[str]
+) -> tuple[str, list[str]]:
+    """Render a conversation with the chat template; answers are what follows the prompt.
+
+    Appends to ``split_by_prefix`` the generation-prompt text that an answered turn lacks,
+    when the rendering had to be split at the longest common prefix.
+    """
     if tokenizer is None or not getattr(tokenizer, "chat_template", None):
         raise row.error(field, "conversational row, but the tokenizer has no chat template to render it")
     prompt_text = tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
-    rendered = []
-    for answer in answers:
-        full = tokenizer.apply_chat_template(prompt + answer, tokenize=False)
-        if not full.startswith(prompt_text):
+    fulls = [tokenizer.apply_chat_template(prompt + answer, tokenize=False) for answer in answers]
+    cut = min(len(_common_prefix(prompt_text, full)) for full in fulls)
+    if cut < len(prompt_text):
+        # Tolerated only in the generation prompt itself: the prompt's messages must render alike.
+        messages_text = tokenizer.apply_chat_template(prompt, tokenize=False)
+        if not all(full.startswith(messages_text) for full in fulls) or cut < len(messages_text):
             raise row.error(
-                field, "the chat template renders the prompt differently when an answer follows it; cannot split"
+                field,
+                "the chat template renders the prompt's messages differently when an answer follows; cannot split",
             )
-        rendered.append(full[len(prompt_text) :])
-    return prompt_text, rendered
+        split_by_prefix.append(prompt_text[cut:])
+    return fulls[0][:cut], [full[cut:] for full in fulls]
+
+
+def _warn_split_by_prefix(rows: Rows, split_by_prefix: list[str]) -> None:
+    if split_by_prefix:
+        warnings.warn(
+            f"{rows.source}: the chat template's generation prompt ends with {split_by_prefix[0]!r}, which an answered "
+            f"turn does not repeat; {len(split_by_prefix)} of {len(rows)} rows were split at the longest common "
+            "prefix of the two renderings (the model trains without that text before its answers)",
+            stacklevel=3,
+        )
 
 
 def _common_prefix(a: str, b: str) -> str:

@@ -1,7 +1,9 @@
 """Reading raw rows from a ``datasets.Dataset`` or a local file, keeping where each row came from.
 
 Files are parsed here rather than through ``datasets.load_dataset`` so that a bad line can be
-reported by its line number (and so that nothing touches the network).
+reported by its line number (and so that nothing touches the network). Text files are UTF-8,
+with or without the byte-order mark Windows tools write; fields of any length are accepted in
+every format (long rows are truncated when tokenised, with a warning).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import csv
 import io
 import json
 import os
+import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +21,8 @@ from typing import Any
 from ..errors import DataError
 
 FILE_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
+# The largest value csv.field_size_limit accepts everywhere (it is a C long: 32 bits on Windows).
+_CSV_FIELD_SIZE_LIMIT = min(sys.maxsize, 2**31 - 1)
 
 
 @dataclass(frozen=True)
@@ -122,7 +127,7 @@ def _read_hub(dataset_id: str, *, split: str) -> Rows:
 
 def _read_text(path: Path) -> str:
     try:
-        return path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8-sig")  # drops a leading byte-order mark
     except UnicodeDecodeError as e:
         line = path.read_bytes()[: e.start].count(b"\n") + 1
         raise DataError(str(path), f"line {line}", None, f"not valid UTF-8 ({e.reason})") from e
@@ -169,7 +174,19 @@ def _read_json(path: Path) -> Rows:
 
 def _read_csv(path: Path) -> Rows:
     records, labels = [], []
-    reader = csv.DictReader(io.StringIO(_read_text(path), newline=""), strict=True)
+    lines_read = 0
+
+    def lines() -> Iterator[str]:
+        # reader.line_num lags by one line when the csv module raises; count the lines ourselves.
+        nonlocal lines_read
+        for line in io.StringIO(_read_text(path), newline=""):
+            lines_read += 1
+            yield line
+
+    reader = csv.DictReader(lines(), strict=True)
+    # The csv module refuses cells over 128 KiB by default; JSON has no such limit, so neither do
+    # we. The limit is process-wide state: restore it afterwards.
+    limit = csv.field_size_limit(_CSV_FIELD_SIZE_LIMIT)
     try:
         for record in reader:
             # line_num is the record's last line; a quoted cell may span several lines.
@@ -179,7 +196,9 @@ def _read_csv(path: Path) -> Rows:
             records.append(record)
             labels.append(f"line {first}")
     except csv.Error as e:
-        raise DataError(str(path), f"line {reader.line_num}", None, f"malformed CSV: {e}") from e
+        raise DataError(str(path), f"line {lines_read}", None, f"malformed CSV: {e}") from e
+    finally:
+        csv.field_size_limit(limit)
     return Rows(str(path), records, labels, empty_cells_are_missing=True)
 
 

@@ -1,14 +1,30 @@
 """Tokenisation: validated texts -> token ids, with the prompt kept apart so that losses can mask it.
 
-The prompt and each completion are tokenised separately (a completion's tokens never merge
-with the prompt's). EOS is appended to plain-text completions; a chat template already closes
-the turn, and what it writes after the turn's EOS is dropped. The prompt is truncated from the
-left to ``max_prompt_length`` (a leading BOS is kept) and completions from the right so that
-prompt + completion fits in ``max_length``.
+Each example is tokenised as one text, prompt + completion, exactly as a model reads it at
+inference; the prompt's ids are those of the prompt tokenised alone, and the completion's are
+the rest. Where the two disagree because a token straddles the boundary (a prompt ending in a
+space before a word, SentencePiece's word-start marker, ``":"`` merged with the symbol after
+it), the prompt ends at the last token the two encodings share and the completion starts with
+the straddling token: the sequence still equals the whole text's ids (the documented minimal
+deviation: the prompt lacks its last token or two; TRL's ``DPOTrainer`` makes the same cut).
+A warning counts such rows.
+
+Special tokens (:mod:`aihf.data.special_tokens`): every prompt starts with the BOS the tokenizer
+adds, once (a text or chat template that already starts with it gets none added), and never
+gets the EOS some tokenizers append to every encoding; other special tokens are those the
+text or the template holds. Every completion ends with exactly one
+end token: text after its last end token is dropped when a chat template wrote it or it is
+only whitespace (``"...<|im_end|>\n"``; a sampled answer stops at the end token, and
+self-play must not tell the two apart by that tail), and the end token is appended otherwise.
+
+The prompt is truncated from the left to ``max_prompt_length`` (a leading BOS is kept) and
+completions from the right so that prompt + completion fits in ``max_length``; one warning
+gives the number of truncated rows.
 """
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import datasets
@@ -16,6 +32,7 @@ import datasets
 from ..errors import DataError
 from .formats import HH_ASSISTANT_MARKER, demonstration_texts, preference_texts
 from .sources import Rows, read_rows
+from .special_tokens import EndToken, end_token, leading_special_ids
 
 
 def check_lengths(max_length: int | None, max_prompt_length: int | None) -> None:
@@ -35,27 +52,33 @@ def prepare_demonstrations(
     *,
     max_length: int | None = 1024,
     max_prompt_length: int | None = 512,
+    eos_token: str | None = None,
     split: str = "train",
     name: str | None = None,
 ) -> datasets.Dataset:
     """Read, validate and tokenise demonstrations.
 
+    ``eos_token`` overrides the end token (default: detected, see :func:`end_token`).
     Returns a ``datasets.Dataset`` with columns ``prompt_ids``, ``completion_ids`` and ``row``
     (where the example came from). Raises :class:`aihf.DataError` on the first bad row.
     """
     check_lengths(max_length, max_prompt_length)
     rows = read_rows(source, split=split, name=name)
     texts = demonstration_texts(rows, tokenizer)
-    prompts = _encode(tokenizer, [t.prompt for t in texts], [t.conversational for t in texts], special=True)
-    completions = _encode(tokenizer, [t.completion for t in texts], [t.conversational for t in texts], special=False)
+    encoder = _Encoder(tokenizer, end_token(tokenizer, eos_token), rows)
+    prompts, completions = encoder(
+        [t.prompt for t in texts], [[t.completion] for t in texts], [t.conversational for t in texts]
+    )
     columns: dict[str, list] = {"prompt_ids": [], "completion_ids": [], "row": []}
-    for i, text in enumerate(texts):
+    for i in range(len(texts)):
         where = rows.label(i)
         prompt = _fit_prompt(rows, where, tokenizer, prompts[i], max_length, max_prompt_length)
-        completion = _fit_completion(tokenizer, completions[i], text.conversational, len(prompt), max_length)
+        completion = _fit_completion(completions[i][0], len(prompt), max_length)
+        encoder.count_truncation(len(prompt) < len(prompts[i]) or len(completion) < len(completions[i][0]))
         columns["prompt_ids"].append(prompt)
         columns["completion_ids"].append(completion)
         columns["row"].append(f"{rows.source}, {where}")
+    encoder.warn(max_length, max_prompt_length)
     return datasets.Dataset.from_dict(columns)
 
 
@@ -66,37 +89,35 @@ def prepare_preferences(
     max_length: int | None = 1024,
     max_prompt_length: int | None = 512,
     implicit_prompt_marker: str | None = HH_ASSISTANT_MARKER,
+    eos_token: str | None = None,
     split: str = "train",
     name: str | None = None,
 ) -> datasets.Dataset:
     """Read, validate and tokenise preference pairs.
 
     Returns a ``datasets.Dataset`` with columns ``prompt_ids``, ``chosen_ids``, ``rejected_ids``,
-    ``reference_ids`` (empty where a row has no gold reference) and ``row``.
+    ``reference_ids`` (empty where a row has no gold reference) and ``row``. The prompt is
+    shared: where a token straddles the boundary, it ends before the first token on which any
+    answer's encoding departs from the prompt's.
     """
     check_lengths(max_length, max_prompt_length)
     rows = read_rows(source, split=split, name=name)
     texts = preference_texts(rows, tokenizer, implicit_prompt_marker)
-    conv = [t.conversational for t in texts]
-    prompts = _encode(tokenizer, [t.prompt for t in texts], conv, special=True)
-    encoded = {
-        field: _encode(tokenizer, [getattr(t, field) or "" for t in texts], conv, special=False)
-        for field in ("chosen", "rejected", "reference")
-    }
+    answers = [[t.chosen, t.rejected] + ([t.reference] if t.reference is not None else []) for t in texts]
+    encoder = _Encoder(tokenizer, end_token(tokenizer, eos_token), rows)
+    prompts, completions = encoder([t.prompt for t in texts], answers, [t.conversational for t in texts])
     columns: dict[str, list] = {"prompt_ids": [], "chosen_ids": [], "rejected_ids": [], "reference_ids": [], "row": []}
-    for i, text in enumerate(texts):
+    for i in range(len(texts)):
         where = rows.label(i)
         prompt = _fit_prompt(rows, where, tokenizer, prompts[i], max_length, max_prompt_length)
+        fitted = [_fit_completion(ids, len(prompt), max_length) for ids in completions[i]]
+        encoder.count_truncation(len(prompt) < len(prompts[i]) or fitted != completions[i])
         columns["prompt_ids"].append(prompt)
-        for field in ("chosen", "rejected", "reference"):
-            ids = encoded[field][i]
-            if field == "reference" and text.reference is None:
-                columns["reference_ids"].append([])
-                continue
-            columns[f"{field}_ids"].append(
-                _fit_completion(tokenizer, ids, text.conversational, len(prompt), max_length)
-            )
+        columns["chosen_ids"].append(fitted[0])
+        columns["rejected_ids"].append(fitted[1])
+        columns["reference_ids"].append(fitted[2] if len(fitted) > 2 else [])
         columns["row"].append(f"{rows.source}, {where}")
+    encoder.warn(max_length, max_prompt_length)
     return datasets.Dataset.from_dict(columns)
 
 
@@ -114,17 +135,95 @@ def references_as_demonstrations(preferences: datasets.Dataset) -> datasets.Data
     )
 
 
-def _encode(tokenizer: Any, texts: list[str], conversational: list[bool], *, special: bool) -> list[list[int]]:
-    """Batch-tokenise. A rendered chat template already holds its special tokens (BOS...)."""
-    out: list[list[int]] = [[] for _ in texts]
-    for conv in (False, True):
-        idx = [i for i, c in enumerate(conversational) if c == conv]
-        if not idx:
-            continue
-        ids = tokenizer([texts[i] for i in idx], add_special_tokens=special and not conv)["input_ids"]
-        for i, seq in zip(idx, ids):
-            out[i] = list(seq)
-    return out
+class _Encoder:
+    """Tokenises (prompt, answers) examples of one source and counts what had to be adjusted."""
+
+    def __init__(self, tokenizer: Any, end: EndToken, rows: Rows):
+        self.tokenizer, self.end, self.rows = tokenizer, end, rows
+        self.leading = leading_special_ids(tokenizer)
+        self.straddling = self.truncated = 0
+
+    def __call__(
+        self, prompts: list[str], answers: list[list[str]], conversational: list[bool]
+    ) -> tuple[list[list[int]], list[list[list[int]]]]:
+        """Prompt ids and, per example, the completion ids of each of its answers."""
+        prompt_ids = self._encode(prompts)
+        whole_ids = iter(self._encode([p + a for p, row in zip(prompts, answers) for a in row]))
+        out_prompts, out_completions = [], []
+        for row, conv, p_ids in zip(answers, conversational, prompt_ids):
+            p_ids = self._frame(p_ids)
+            wholes = [self._frame(next(whole_ids)) for _ in row]
+            shared = min(_common_prefix_length(p_ids, w) for w in wholes)
+            if shared == len(p_ids):
+                completions = [w[shared:] for w in wholes]
+            else:
+                self.straddling += 1
+                if shared == 0:
+                    # Nothing left of the prompt (its only token merges with the answer): keep the
+                    # prompt as tokenised alone and each answer as tokenised alone.
+                    completions = self._encode(row)
+                else:
+                    p_ids = p_ids[:shared]
+                    completions = [w[shared:] for w in wholes]
+            out_prompts.append(p_ids)
+            out_completions.append([self._close(c, conv) for c in completions])
+        return out_prompts, out_completions
+
+    def _encode(self, texts: list[str]) -> list[list[int]]:
+        if not texts:
+            return []
+        return [list(ids) for ids in self.tokenizer(texts, add_special_tokens=False)["input_ids"]]
+
+    def _frame(self, ids: list[int]) -> list[int]:
+        """Put the tokenizer's leading specials (BOS) in front, unless the text (or template) has them."""
+        lead = self.leading
+        if lead and ids[: len(lead)] != lead:
+            ids = lead + ids
+        bos = self.tokenizer.bos_token_id
+        n = 0
+        while bos is not None and n + 1 < len(ids) and ids[n] == ids[n + 1] == bos:
+            n += 1  # "<s><s>...": the text repeated the BOS the tokenizer or the template wrote
+        return ids[n:]
+
+    def _close(self, ids: list[int], conversational: bool) -> list[int]:
+        end = self.end.id if conversational else self.end.text_id
+        if end is None:
+            return ids
+        # Plain text may hold either end token: "...<|im_end|>\n" rendered by a chat template.
+        closers = {end} if conversational else {end, self.end.id}
+        last = max((i for i, token in enumerate(ids) if token in closers), default=None)
+        if last is not None and (conversational or not self.tokenizer.decode(ids[last + 1 :]).strip()):
+            return ids[: last + 1]
+        return ids + [end]
+
+    def count_truncation(self, truncated: bool) -> None:
+        self.truncated += truncated
+
+    def warn(self, max_length: int | None, max_prompt_length: int | None) -> None:
+        n, source = len(self.rows), self.rows.source
+        if self.straddling:
+            warnings.warn(
+                f"{source}: in {self.straddling} of {n} rows a token straddles the prompt/completion boundary when "
+                "prompt + completion is tokenised as one text; those prompts end before it and the completion starts "
+                "with it (to avoid this, end prompts without trailing whitespace and start completions with the "
+                "whitespace that separates them from the prompt)",
+                stacklevel=3,
+            )
+        if self.truncated:
+            warnings.warn(
+                f"{source}: {self.truncated} of {n} rows truncated to max_length={max_length}, "
+                f"max_prompt_length={max_prompt_length} (prompts lose their start, completions their end)",
+                stacklevel=3,
+            )
+
+
+def _common_prefix_length(a: list[int], b: list[int]) -> int:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
 
 
 def _fit_prompt(
@@ -153,16 +252,5 @@ def _fit_prompt(
     return prompt
 
 
-def _fit_completion(
-    tokenizer: Any, ids: list[int], conversational: bool, prompt_len: int, max_length: int | None
-) -> list[int]:
-    eos = tokenizer.eos_token_id
-    if conversational and eos is not None and eos in ids:
-        # Drop what a chat template writes after the answer's EOS (often a newline): a sampled
-        # answer stops at EOS, and self-play must not tell the two apart by that tail.
-        ids = ids[: len(ids) - ids[::-1].index(eos)]
-    elif not conversational and eos is not None and (not ids or ids[-1] != eos):
-        ids = ids + [eos]
-    if max_length is not None:
-        ids = ids[: max_length - prompt_len]
-    return ids
+def _fit_completion(ids: list[int], prompt_len: int, max_length: int | None) -> list[int]:
+    return ids[: max_length - prompt_len] if max_length is not None else ids

@@ -116,7 +116,14 @@ class AIHFConfig(TrainingArguments):
         default=HH_ASSISTANT_MARKER,
         metadata={
             "help": "For preference rows without 'prompt': cut the shared prefix of chosen/rejected after the last "
-            "occurrence of this marker (Anthropic-HH's assistant turn); else at the last word boundary."
+            "occurrence of this marker (Anthropic-HH's assistant turn); else at the last token boundary both share."
+        },
+    )
+    eos_token: str | None = field(
+        default=None,
+        metadata={
+            "help": "Token that ends every completion and stops self-play sampling. Default: conversations end with "
+            "the chat template's end-of-turn token (e.g. <|im_end|>), plain text with the tokenizer's EOS."
         },
     )
     pad_to_multiple_of: int | None = field(

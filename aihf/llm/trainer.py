@@ -36,6 +36,7 @@ from ..data import (
     AIHFCollator,
     PairedDataset,
     concat_padded,
+    end_token,
     pad_sequences,
     prepare_demonstrations,
     prepare_preferences,
@@ -75,9 +76,10 @@ def _frozen(model: nn.Module) -> nn.Module:
     return model
 
 
-def _stop_tokens(tokenizer: Any, model: nn.Module) -> list[int]:
-    """The tokenizer's EOS plus any end-of-turn ids the model's generation config lists."""
-    ids = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+def _stop_tokens(tokenizer: Any, model: nn.Module, eos_token: str | None = None) -> list[int]:
+    """The data's end token, the tokenizer's EOS and any end-of-turn ids the model's generation config lists."""
+    ids = [i for i in (end_token(tokenizer, eos_token).id, tokenizer.eos_token_id) if i is not None]
+    ids = list(dict.fromkeys(ids))
     config_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
     for i in config_eos if isinstance(config_eos, list) else [config_eos]:
         if i is not None and i not in ids:
@@ -291,7 +293,7 @@ class AIHFTrainer(Trainer):
             self._opponent = self._prepare_frozen(copy.deepcopy(self.model))
             self.generator = generator or HFGenerator(
                 pad_token_id=tokenizer.pad_token_id,
-                eos_token_id=_stop_tokens(tokenizer, self.model),
+                eos_token_id=_stop_tokens(tokenizer, self.model, args.eos_token),
                 max_new_tokens=args.max_new_tokens,
                 do_sample=args.do_sample,
                 temperature=args.temperature,
@@ -305,7 +307,7 @@ class AIHFTrainer(Trainer):
     def _prepare_sources(self, args, tokenizer, preferences, demonstrations, purpose, required=True):
         """Prepared (preferences, demonstrations) for ``purpose``. A source whose weight is 0 is
         dropped, except that preference rows still lend their gold references as demonstrations."""
-        kw = dict(max_length=args.max_length, max_prompt_length=args.max_prompt_length)
+        kw = dict(max_length=args.max_length, max_prompt_length=args.max_prompt_length, eos_token=args.eos_token)
         prefs = demos = refs = None
         if preferences is not None:
             prefs = prepare_preferences(
@@ -592,7 +594,8 @@ class AIHFTrainer(Trainer):
             samples = self.generator(self._opponent, [prompts[k] for k in todo], seed)
             limit = self.args.max_length
             samples = [s[: limit - len(prompts[k])] if limit else s for k, s in zip(todo, samples)]
-            samples = [s or [self.processing_class.eos_token_id] for s in samples]  # never an empty answer
+            end = end_token(self.processing_class, self.args.eos_token).id
+            samples = [s or [end] for s in samples]  # never an empty answer: the data's end token alone
             demo_rows = {
                 key: inputs[key][2 * n_p :][todo] for key in ("input_ids", "attention_mask", "completion_mask")
             }

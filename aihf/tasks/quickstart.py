@@ -65,6 +65,10 @@ def make_task(args: QuickstartArguments) -> dict[str, list[dict]]:
     def prompt(s: list[str]) -> str:
         return "reverse : " + " ".join(s) + " ="
 
+    def answer(letters) -> str:
+        # The space belongs to the answer: prompt + completion is read as one text ("= f a c").
+        return " " + " ".join(letters)
+
     def mistake(s: list[str]) -> list[str]:
         if rng.random() < 0.5:
             return list(s)
@@ -74,10 +78,10 @@ def make_task(args: QuickstartArguments) -> dict[str, list[dict]]:
         return r
 
     def pair(s: list[str]) -> dict:
-        return {"prompt": prompt(s), "chosen": " ".join(reversed(s)), "rejected": " ".join(mistake(s))}
+        return {"prompt": prompt(s), "chosen": answer(reversed(s)), "rejected": answer(mistake(s))}
 
     demos = [
-        {"prompt": prompt(s), "completion": " ".join(reversed(s))}
+        {"prompt": prompt(s), "completion": answer(reversed(s))}
         for s in (fresh() for _ in range(args.num_demonstrations))
     ]
     prefs = [pair(fresh()) for _ in range(args.num_preferences)]

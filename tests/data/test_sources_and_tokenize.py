@@ -231,10 +231,10 @@ def test_read_hub_dataset_id_with_owner(monkeypatch):
 
 
 def test_prepare_reads_every_file_type_identically(tmp_path, tokenizer):
-    records = [{"prompt": "hello", "completion": "good"}, {"prompt": "how are you", "completion": "fine"}]
+    records = [{"prompt": "hello", "completion": " good"}, {"prompt": "how are you", "completion": " fine"}]
     (tmp_path / "d.jsonl").write_text("\n".join(json.dumps(r) for r in records))
     (tmp_path / "d.json").write_text(json.dumps(records))
-    (tmp_path / "d.csv").write_text("prompt,completion\nhello,good\nhow are you,fine\n")
+    (tmp_path / "d.csv").write_text("prompt,completion\nhello, good\nhow are you, fine\n")
     pq.write_table(pa.Table.from_pylist(records), tmp_path / "d.parquet")
     sources = [tmp_path / f"d.{s}" for s in ("jsonl", "json", "csv", "parquet")] + [
         records,
@@ -265,7 +265,7 @@ def test_prepare_reads_every_file_type_identically(tmp_path, tokenizer):
 
 def test_standard_demonstration_ids(tokenizer):
     ds = prepare_demonstrations(
-        [{"prompt": "hello world", "completion": "good"}, {"prompt": "how", "completion": "yes no"}], tokenizer
+        [{"prompt": "hello world", "completion": " good"}, {"prompt": "how", "completion": " yes no"}], tokenizer
     )
     assert ds.column_names == ["prompt_ids", "completion_ids", "row"]
     assert ds["prompt_ids"] == [[HELLO, WORLD], [HOW]]
@@ -274,7 +274,7 @@ def test_standard_demonstration_ids(tokenizer):
 
 
 def test_standard_demonstration_with_bos_tokenizer(bos_tokenizer):
-    ds = prepare_demonstrations([{"prompt": "hello world", "completion": "good"}], bos_tokenizer)
+    ds = prepare_demonstrations([{"prompt": "hello world", "completion": " good"}], bos_tokenizer)
     assert ds["prompt_ids"] == [[BOS, HELLO, WORLD]]
     assert ds["completion_ids"] == [[GOOD, EOS]]  # no BOS in front of the completion
 
@@ -285,7 +285,7 @@ def test_eos_is_not_doubled(tokenizer):
 
 
 def test_unknown_words_map_to_unk(tokenizer):
-    ds = prepare_demonstrations([{"prompt": "hello stranger", "completion": "bye"}], tokenizer)
+    ds = prepare_demonstrations([{"prompt": "hello stranger", "completion": " bye"}], tokenizer)
     assert ds["prompt_ids"] == [[HELLO, UNK]]
     assert ds["completion_ids"] == [[UNK, EOS]]
 
@@ -305,20 +305,27 @@ def test_conversational_demonstration_through_chat_template(request, fixture):
     full_text = tok.apply_chat_template(prompt + completion, tokenize=False)
     assert prompt_text == "<system> be nice <eot> <user> hello <eot> <assistant> "
     assert full_text == prompt_text + "good <eot> <eos> "
-    # The rendered template holds every special token: nothing is added (no BOS, no extra EOS).
-    assert ds["prompt_ids"] == [[SYSTEM, UNK, UNK, EOT, USER, HELLO, EOT, ASSISTANT]]
+    # The template writes the turn's EOS: no other is added. The BOS the tokenizer adds leads the
+    # prompt (this template writes none), as it does for plain text.
+    lead = [BOS] if fixture == "bos_tokenizer" else []
+    assert ds["prompt_ids"] == [lead + [SYSTEM, UNK, UNK, EOT, USER, HELLO, EOT, ASSISTANT]]
     assert ds["completion_ids"] == [[GOOD, EOT, EOS]]
-    assert ds["prompt_ids"][0] + ds["completion_ids"][0] == tok(full_text, add_special_tokens=False)["input_ids"]
+    assert ds["prompt_ids"][0] + ds["completion_ids"][0] == tok(full_text)["input_ids"]
 
 
-def test_conversational_completion_without_eos_gets_none_appended(tokenizer):
-    # A template that closes the turn without EOS: the turn end is kept as is.
+def test_conversational_completion_closed_by_the_templates_end_of_turn_token(tokenizer):
+    # A template that closes the turn without EOS. Its <eot> is a plain vocabulary word here, so
+    # nothing marks it as the end of a turn: EOS is appended, as to any unclosed completion.
     tokenizer.chat_template = (
         "{% for m in messages %}<{{ m['role'] }}> {{ m['content'] }} <eot> {% endfor %}"
         "{% if add_generation_prompt %}<assistant> {% endif %}"
     )
-    ds = prepare_demonstrations([{"prompt": [user("hello")], "completion": [assistant("good")]}], tokenizer)
-    assert ds["completion_ids"] == [[GOOD, EOT]]
+    row = {"prompt": [user("hello")], "completion": [assistant("good")]}
+    assert prepare_demonstrations([row], tokenizer)["completion_ids"] == [[GOOD, EOT, EOS]]
+    # Registered as a special token (as real end-of-turn tokens are), <eot> is the end token.
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<eot>"]})
+    assert tokenizer.convert_tokens_to_ids("<eot>") == EOT
+    assert prepare_demonstrations([row], tokenizer)["completion_ids"] == [[GOOD, EOT]]
 
 
 def test_messages_format_equals_prompt_completion_format(tokenizer):
@@ -350,7 +357,7 @@ def test_mixed_standard_and_conversational_rows(tokenizer):
 
 
 def test_standard_preference_ids(tokenizer):
-    ds = prepare_preferences([{"prompt": "how are you", "chosen": "fine", "rejected": "bad"}], tokenizer)
+    ds = prepare_preferences([{"prompt": "how are you", "chosen": " fine", "rejected": " bad"}], tokenizer)
     assert ds.column_names == ["prompt_ids", "chosen_ids", "rejected_ids", "reference_ids", "row"]
     assert ds[0] == {
         "prompt_ids": [HOW, ARE, YOU],
@@ -363,7 +370,7 @@ def test_standard_preference_ids(tokenizer):
 
 def test_standard_preference_with_bos_tokenizer(bos_tokenizer):
     ds = prepare_preferences(
-        [{"prompt": "how are you", "chosen": "fine", "rejected": "bad", "reference": "yes"}], bos_tokenizer
+        [{"prompt": "how are you", "chosen": " fine", "rejected": " bad", "reference": " yes"}], bos_tokenizer
     )
     assert ds["prompt_ids"] == [[BOS, HOW, ARE, YOU]]
     assert ds["chosen_ids"] == [[FINE, EOS]]
@@ -517,7 +524,7 @@ def test_references_as_demonstrations_without_references(tokenizer):
 
 def test_prompt_truncated_from_the_left(tokenizer):
     ds = prepare_demonstrations(
-        [{"prompt": "the cat sat on the mat", "completion": "yes"}], tokenizer, max_prompt_length=3
+        [{"prompt": "the cat sat on the mat", "completion": " yes"}], tokenizer, max_prompt_length=3
     )
     assert ds["prompt_ids"] == [[ON, THE, MAT]]
     assert ds["completion_ids"] == [[YES, EOS]]
@@ -525,24 +532,24 @@ def test_prompt_truncated_from_the_left(tokenizer):
 
 def test_prompt_truncation_keeps_bos(bos_tokenizer):
     ds = prepare_demonstrations(
-        [{"prompt": "the cat sat on the mat", "completion": "yes"}], bos_tokenizer, max_prompt_length=3
+        [{"prompt": "the cat sat on the mat", "completion": " yes"}], bos_tokenizer, max_prompt_length=3
     )
     assert ds["prompt_ids"] == [[BOS, THE, MAT]]
     # A prompt that already fits is untouched.
-    ds = prepare_demonstrations([{"prompt": "the cat", "completion": "yes"}], bos_tokenizer, max_prompt_length=3)
+    ds = prepare_demonstrations([{"prompt": "the cat", "completion": " yes"}], bos_tokenizer, max_prompt_length=3)
     assert ds["prompt_ids"] == [[BOS, THE, CAT]]
 
 
 def test_prompt_truncated_to_one_token_with_bos(bos_tokenizer):
     # With room for a single token, the last prompt token is kept rather than BOS.
     ds = prepare_demonstrations(
-        [{"prompt": "the cat", "completion": "yes"}], bos_tokenizer, max_length=4, max_prompt_length=1
+        [{"prompt": "the cat", "completion": " yes"}], bos_tokenizer, max_length=4, max_prompt_length=1
     )
     assert ds["prompt_ids"] == [[CAT]]
 
 
 def test_completion_truncated_from_the_right(tokenizer, bos_tokenizer):
-    row = {"prompt": "how are you", "completion": "yes no maybe"}
+    row = {"prompt": "how are you", "completion": " yes no maybe"}
     ds = prepare_demonstrations([row], tokenizer, max_length=5, max_prompt_length=4)
     assert ds["prompt_ids"] == [[HOW, ARE, YOU]]
     assert ds["completion_ids"] == [[YES, NO]]  # 5 - 3 tokens; EOS is cut off with the tail
@@ -554,7 +561,7 @@ def test_completion_truncated_from_the_right(tokenizer, bos_tokenizer):
 
 
 def test_truncation_uses_the_truncated_prompt_length(bos_tokenizer):
-    row = {"prompt": "the cat sat on the mat", "completion": "yes no maybe"}
+    row = {"prompt": "the cat sat on the mat", "completion": " yes no maybe"}
     ds = prepare_demonstrations([row], bos_tokenizer, max_length=5, max_prompt_length=2)
     assert ds["prompt_ids"] == [[BOS, MAT]]
     assert ds["completion_ids"] == [[YES, NO, MAYBE]]
@@ -568,7 +575,8 @@ def test_no_truncation_without_limits(tokenizer):
 
 
 def test_preference_truncation(bos_tokenizer):
-    row = {"prompt": "the cat sat on the mat", "chosen": "yes no maybe", "rejected": "no", "reference": "maybe yes no"}
+    row = {"prompt": "the cat sat on the mat", "chosen": " yes no maybe", "rejected": " no"}
+    row["reference"] = " maybe yes no"
     ds = prepare_preferences([row], bos_tokenizer, max_length=5, max_prompt_length=3)
     assert ds["prompt_ids"] == [[BOS, THE, MAT]]
     assert ds["chosen_ids"] == [[YES, NO]]
@@ -595,7 +603,7 @@ def test_truncation_property(prompt, completion, max_prompt_length, extra):
     tok = _BOS_TOKENIZER
     max_length = max_prompt_length + extra
     ds = prepare_demonstrations(
-        [{"prompt": " ".join(prompt), "completion": " ".join(completion)}],
+        [{"prompt": " ".join(prompt), "completion": " " + " ".join(completion)}],
         tok,
         max_length=max_length,
         max_prompt_length=max_prompt_length,

@@ -23,8 +23,8 @@ from hypothesis import strategies as st
 import aihf
 from aihf.data import Rows, prepare_demonstrations, prepare_preferences, read_rows
 
-GOOD_DEMO = {"prompt": "hello", "completion": "good"}
-GOOD_PREF = {"prompt": "how are you", "chosen": "fine", "rejected": "bad"}
+GOOD_DEMO = {"prompt": "hello", "completion": " good"}
+GOOD_PREF = {"prompt": "how are you", "chosen": " fine", "rejected": " bad"}
 
 
 def user(content: str) -> dict:
@@ -241,7 +241,7 @@ def test_prompt_leaving_no_room_for_the_completion(tmp_path, tokenizer):
 
 
 def test_preference_prompt_leaving_no_room_for_the_answers(tokenizer):
-    rows = [GOOD_PREF, {"prompt": "how are you", "chosen": "fine", "rejected": "bad"}]
+    rows = [GOOD_PREF, {"prompt": "how are you", "chosen": " fine", "rejected": " bad"}]
     with pytest.raises(aihf.DataError) as e:
         prepare_preferences(rows, tokenizer, max_length=3, max_prompt_length=None, name="prefs")
     # Row 0 is first and equally long: the first bad row is reported.
@@ -252,7 +252,7 @@ def test_prompt_exactly_filling_max_length_is_rejected(tokenizer):
     # 3 prompt tokens with max_length=3: not a single completion token would fit.
     with pytest.raises(aihf.DataError) as e:
         prepare_demonstrations(
-            [{"prompt": "how are you", "completion": "fine"}], tokenizer, max_length=3, max_prompt_length=None
+            [{"prompt": "how are you", "completion": " fine"}], tokenizer, max_length=3, max_prompt_length=None
         )
     check(e.value, "list", "row 0", "prompt")
 
@@ -500,15 +500,19 @@ def test_csv_extra_cells(tmp_path, tokenizer):
     assert "more cells" in str(e.value)
 
 
-def test_csv_field_too_large(tmp_path, tokenizer):
+@pytest.mark.parametrize(
+    "content, line",
+    [
+        ('prompt,completion\nhello,good\nhow,"fine"x\n', 3),
+        ('prompt,completion\nhello,good\n"how\nare you","fine"x\n', 4),  # a cell spanning lines 3-4
+    ],
+)
+def test_malformed_csv_names_the_line_of_the_error(tmp_path, tokenizer, content, line):
     path = tmp_path / "data.csv"
-    path.write_text('prompt,completion\nhello,"' + "good " * 30000 + '"\n')
-    with pytest.raises(aihf.DataError) as e:
+    path.write_text(content)
+    with pytest.raises(aihf.DataError, match="malformed CSV") as e:
         prepare_demonstrations(path, tokenizer)
-    err = e.value
-    assert (err.source, err.field) == (str(path), None)
-    assert err.row is not None and err.row.startswith("line ")
-    assert "malformed CSV" in str(err)
+    check(e.value, str(path), f"line {line}", None)
 
 
 def test_csv_invalid_utf8_names_the_line(tmp_path, tokenizer):

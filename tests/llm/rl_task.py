@@ -35,7 +35,7 @@ def make_data(n_demos=24, n_prefs=48, n_eval=40, seed=0):
     def answer(n_good):
         words = rng.sample(GOOD, n_good) + rng.sample(BAD, 2 - n_good)
         rng.shuffle(words)
-        return " ".join(words)
+        return " " + " ".join(words)  # the space belongs to the answer: prompt + answer is one text
 
     def prompt():
         return "say : " + rng.choice(TOPICS)

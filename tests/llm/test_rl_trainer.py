@@ -38,7 +38,7 @@ def _first_token_prob(trainer, prompt_ids, word_id):
 @pytest.mark.learning
 def test_policy_learns_to_prefer_the_rewarded_answer(tmp_path):
     tok = rl_task.tokenizer()
-    demos = [{"prompt": f"say : {t}", "completion": "g1 g2"} for t in rl_task.TOPICS]
+    demos = [{"prompt": f"say : {t}", "completion": " g1 g2"} for t in rl_task.TOPICS]
     target = tok.convert_tokens_to_ids("b3")  # a word the demonstrations never use
     prompt = tok("say : t1")["input_ids"]
     t = AIHFRLTrainer(
