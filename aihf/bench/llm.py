@@ -847,9 +847,14 @@ def main(argv: list[str] | None = None, *, prog_argv: list[str] | None = None) -
             for r in pending:
                 print(run_command(args, *r))
             return 0
-        from ..tasks.sentiment.data import build_task_data
+        from ..tasks.sentiment.data import CARD, build_task_data
 
-        data_dir = build_task_data(task_config(args))
+        if args.report_only:
+            data_dir = task_config(args).output_dir
+            if not os.path.isfile(os.path.join(data_dir, CARD)):
+                raise ConfigError(f"--report_only: no task data in {data_dir} (run the sweep first)")
+        else:
+            data_dir = build_task_data(task_config(args))
         if args.run:
             if os.path.isfile(result_path(args, method, budget, seed)):
                 print(f"{args.run} already finished: {result_path(args, method, budget, seed)}")

@@ -1,7 +1,9 @@
+import dataclasses
 import json
 import math
 import os
 import random
+import shutil
 import subprocess
 import sys
 
@@ -165,6 +167,11 @@ def test_task_data_is_reused_when_the_configuration_matches(task_data):
     config, folder = task_data
     stamp = os.path.getmtime(os.path.join(folder, "preferences.jsonl"))
     assert build_task_data(config, log=lambda *_: None) == folder
+    assert os.path.getmtime(os.path.join(folder, "preferences.jsonl")) == stamp
+    # The same base model in another folder (e.g. another clone) is the same data.
+    moved = os.path.join(os.path.dirname(folder), "moved-base")
+    shutil.copytree(config.base_model, moved)
+    assert build_task_data(dataclasses.replace(config, base_model=moved), log=lambda *_: None) == folder
     assert os.path.getmtime(os.path.join(folder, "preferences.jsonl")) == stamp
 
 

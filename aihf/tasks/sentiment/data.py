@@ -88,11 +88,28 @@ def read_jsonl(path: str) -> list[dict]:
         return [json.loads(line) for line in f if line.strip()]
 
 
+def model_digest(folder: str) -> str:
+    """A digest of a model folder's weights and tokenizer: the data depend on these, not on where
+    the folder lies."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name in sorted(os.listdir(folder)):
+        if name.endswith(".safetensors") or name == "tokenizer.json":
+            with open(os.path.join(folder, name), "rb") as f:
+                h.update(name.encode() + f.read())
+    return h.hexdigest()[:16]
+
+
+def data_key(config: TaskConfig, base_dir: str) -> dict:
+    """What the data depend on: ``config`` without its folders, and the base model's digest."""
+    return dict(asdict(config), output_dir=None, base_model=model_digest(base_dir))
+
+
 def default_data_dir(config: TaskConfig, base_dir: str) -> str:
     import hashlib
 
-    key = dict(asdict(config), output_dir=None, base_model=os.path.abspath(base_dir))
-    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
+    digest = hashlib.sha256(json.dumps(data_key(config, base_dir), sort_keys=True).encode()).hexdigest()[:12]
     return os.path.join(cache_dir(), "sentiment", f"data-{digest}")
 
 
@@ -107,7 +124,7 @@ def build_task_data(config: TaskConfig, *, log=print) -> str:
     base_dir = config.base_model or base_model_dir(log=log)
     out = config.output_dir or default_data_dir(config, base_dir)
     card_path = os.path.join(out, CARD)
-    wanted = dict(asdict(config), output_dir=None, base_model=os.path.abspath(base_dir))
+    wanted = data_key(config, base_dir)
     if os.path.isfile(card_path):
         with open(card_path) as f:
             if json.load(f).get("config") == wanted:
