@@ -19,6 +19,7 @@ COMMANDS = {
     "train": "align a causal LM (see 'aihf train --help'; with a reward model: 'aihf train --method aihf_rl --help')",
     "eval-reward": "pairwise accuracy of a saved reward model on preference pairs (see 'aihf eval-reward --help')",
     "quickstart": "the built-in default task, offline, end to end (see 'aihf quickstart --help')",
+    "bench": "benchmarks: 'aihf bench llm --preset quick' compares every LLM method on the sentiment task",
     "env": "versions of aihf, python, the platform and the libraries it runs on (for bug reports)",
 }
 
@@ -79,6 +80,8 @@ def main(argv: list[str] | None = None) -> int:
             from .rl import run_eval_reward as run
         elif command == "quickstart":
             from .quickstart import run
+        elif command == "bench":
+            from .bench import run
         else:
             from .env import run
         return run(rest)
