@@ -131,8 +131,9 @@ def _child(kind, out, kill, result):
         torch.set_num_threads(1)
         history, weights = _rl(Path(out), kill) if kind == "rl" else _implicit(Path(out), kill, kind)
         save_file(weights, result + ".safetensors")
-        with open(result + ".json", "w") as f:
+        with open(result + ".json.tmp", "w") as f:
             json.dump(history, f)
+        os.replace(result + ".json.tmp", result + ".json")  # the outside kill may land here too
         code = 0
     except BaseException:
         traceback.print_exc()
