@@ -89,8 +89,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"aihf {command}: {_one_line(str(e))}", file=sys.stderr)
         return 2
     except TrainingError as e:
+        _close_progress_bars()
         print(f"aihf {command}: {_one_line(str(e))}", file=sys.stderr)
         return 3
+
+
+def _close_progress_bars() -> None:
+    """Close the progress bars a failed run left open, so that its error starts a line of its own."""
+    from tqdm import tqdm
+
+    for bar in list(getattr(tqdm, "_instances", ())):
+        bar.close()
 
 
 __all__ = ["COMMANDS", "main"]

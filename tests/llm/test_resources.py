@@ -77,5 +77,5 @@ def test_cli_reports_too_little_disk_in_one_line_with_status_3(workdir, capsys, 
     status = cli_train(workdir, workdir / "out", "--save_strategy", "steps", "--save_steps", "1")
     err = capsys.readouterr().err
     assert status == 3 and "Traceback" not in err
-    assert err.strip().splitlines()[-1].startswith("aihf train: not enough disk space for ")
+    assert err.splitlines()[-1].startswith("aihf train: not enough disk space for ")
     assert main(["env"]) == 0
