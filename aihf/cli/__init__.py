@@ -3,7 +3,9 @@ command; ``aihf train --method aihf_rl|rlhf|rft|sft_then_rlhf`` and ``aihf eval-
 
 ``main`` dispatches to the command's ``run(argv)``. A user error, :class:`aihf.ConfigError` or
 :class:`aihf.DataError`, is printed as one line, ``aihf <command>: <message>``, on stderr, and
-the exit status is 2; anything else is a bug and keeps its traceback.
+the exit status is 2. A run that cannot go on, :class:`aihf.TrainingError` (a NaN/inf in a loss term,
+gradient or reward; too little disk for its checkpoints), is printed the same way with exit status 3,
+its last checkpoint intact. Anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -68,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"aihf: unknown command '{command}': {hint}commands: {', '.join(COMMANDS)}", file=sys.stderr)
         return 2
 
-    from ..errors import ConfigError, DataError
+    from ..errors import ConfigError, DataError, TrainingError
 
     _show_info()
     try:
@@ -86,6 +88,18 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, DataError) as e:
         print(f"aihf {command}: {_one_line(str(e))}", file=sys.stderr)
         return 2
+    except TrainingError as e:
+        _close_progress_bars()
+        print(f"aihf {command}: {_one_line(str(e))}", file=sys.stderr)
+        return 3
+
+
+def _close_progress_bars() -> None:
+    """Close the progress bars a failed run left open, so that its error starts a line of its own."""
+    from tqdm import tqdm
+
+    for bar in list(getattr(tqdm, "_instances", ())):
+        bar.close()
 
 
 __all__ = ["COMMANDS", "main"]
