@@ -249,7 +249,11 @@ def test_reward_pair_accuracy_interval_is_over_held_out_pairs(tmp_path):
             "wall_seconds": 2.0,
             "selected_within_kl_cap": True,
             "reward_pair_accuracy": accuracy,
-            "test": {"per_prompt": [{"gold": [0.1], "kl": [1.0], "win_vs_base": 1.0}], "distinct_2": 1, "repetition_2": 0},
+            "test": {
+                "per_prompt": [{"gold": [0.1], "kl": [1.0], "win_vs_base": 1.0}],
+                "distinct_2": 1,
+                "repetition_2": 0,
+            },
         }
         (tmp_path / "runs" / f"{method}__0__0.json").write_text(json.dumps(run))
     report = llm.aggregate(args, str(data))
