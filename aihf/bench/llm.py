@@ -465,6 +465,17 @@ def all_runs(args: BenchArguments) -> list[tuple[str, int, int]]:
     return runs
 
 
+def held_out_pairs(references: list[dict]) -> list[dict]:
+    """The reward models' held-out pairs: the first two base samples of each reference prompt, the one
+    with the higher gold ``chosen``; prompts whose two samples tie on gold give none."""
+    return [
+        {"prompt": r["prompt"], "chosen": r["base_completions"][i], "rejected": r["base_completions"][1 - i]}
+        for r in references
+        if len(r["base_gold"]) >= 2 and r["base_gold"][0] != r["base_gold"][1]
+        for i in [0 if r["base_gold"][0] > r["base_gold"][1] else 1]
+    ]
+
+
 def do_run(args: BenchArguments, method: str, budget: int, seed: int, data_dir: str, *, log=print) -> dict:
     """Tune ``method`` on the grid, evaluate the chosen model on the test prompts, and write the
     run's result file (atomically). Returns the result."""
@@ -487,13 +498,7 @@ def do_run(args: BenchArguments, method: str, budget: int, seed: int, data_dir: 
     chosen_prefs = random.Random(1000 + seed).sample(prefs, budget) if spec.uses_preferences else []
     refs = {s: read_jsonl(os.path.join(data_dir, f"references_{s}.jsonl")) for s in ("validation", "test")}
     lrs, betas = grid(args)
-    # Held-out pairs for reward models: two base samples of a validation prompt, the higher gold chosen.
-    held_out = [
-        {"prompt": r["prompt"], "chosen": r["base_completions"][i], "rejected": r["base_completions"][1 - i]}
-        for r in refs["validation"]
-        if len(r["base_gold"]) >= 2 and r["base_gold"][0] != r["base_gold"][1]
-        for i in [0 if r["base_gold"][0] > r["base_gold"][1] else 1]
-    ]
+    held_out = held_out_pairs(refs["validation"])
     points, best_state = [], None
     run_dir = os.path.join(args.output_dir, "tmp", run_name(method, budget, seed))
     ctx = RunContext(
@@ -645,9 +650,22 @@ def mean_ci(values: list[float]) -> tuple[float, float]:
     return m, 1.96 * sd / math.sqrt(n)
 
 
+def pair_units(accuracies: list[float], num_pairs: int) -> list[float]:
+    """Each run's held-out pairs as 0/1 units (1: ranked right), rebuilt from its accuracy over ``num_pairs``
+    pairs, so that the interval is over (seed, pair) units as the gold's is over (seed, prompt) units."""
+    units = []
+    for accuracy in accuracies:
+        right = round(accuracy * num_pairs)
+        units += [1.0] * right + [0.0] * (num_pairs - right)
+    return units
+
+
 def aggregate(args: BenchArguments, data_dir: str) -> dict:
     """Per (method, budget): test metrics with 95 % CIs over (seed, prompt) units; win rates
-    against the base model's samples and against SFT -> DPO's (same budget and seed)."""
+    against the base model's samples and against SFT -> DPO's (same budget and seed); the reward
+    models' held-out pair accuracy with its CI over (seed, held-out pair) units."""
+    from ..tasks.sentiment.data import read_jsonl
+
     with open(os.path.join(data_dir, "card.json")) as f:
         card = json.load(f)
     r_base, r_demo = card["R_base_test"], card["R_demo_test"]
@@ -657,6 +675,9 @@ def aggregate(args: BenchArguments, data_dir: str) -> dict:
         if os.path.isfile(path):
             with open(path) as f:
                 results[(method, budget, seed)] = json.load(f)
+    num_pairs = None
+    if any(r.get("reward_pair_accuracy") is not None for r in results.values()):
+        num_pairs = len(held_out_pairs(read_jsonl(os.path.join(data_dir, "references_validation.jsonl"))))
     rows = []
     for method in method_names(args):
         for budget in budgets(args) if METHODS[method].uses_preferences else [0]:
@@ -690,7 +711,7 @@ def aggregate(args: BenchArguments, data_dir: str) -> dict:
                     "distinct_2": mean_ci([r["test"]["distinct_2"] for r in runs]),
                     "repetition_2": mean_ci([r["test"]["repetition_2"] for r in runs]),
                     "wall_seconds": mean_ci([r["wall_seconds"] for r in runs]),
-                    "reward_pair_accuracy": mean_ci(accuracies) if accuracies else None,
+                    "reward_pair_accuracy": mean_ci(pair_units(accuracies, num_pairs)) if accuracies else None,
                     "selected": [r["selected"] for r in runs],
                     "within_kl_cap": [r["selected_within_kl_cap"] for r in runs],
                 }
@@ -704,8 +725,10 @@ def aggregate(args: BenchArguments, data_dir: str) -> dict:
         "rows": rows,
         "runs_finished": len(results),
         "runs_total": len(all_runs(args)),
+        "held_out_pairs": num_pairs,
         "ci": "normal 95 % interval over (seed, test prompt) units; per-run values over seeds for distinct-2, "
-        "repetition and wall time",
+        "repetition and wall time"
+        + (f"; over (seed, held-out pair) units for RM pair acc ({num_pairs} pairs per seed)" if num_pairs else ""),
     }
 
 

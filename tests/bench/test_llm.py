@@ -219,3 +219,47 @@ def test_aggregate_win_rates_against_sft_then_dpo_from_result_files(tmp_path):
     table = llm.markdown(report)
     assert "learning_rate=0.001 (no grid point under the KL cap)" in table.split("| dpo |")[1].splitlines()[0]
     assert "KL cap" not in table.split("| sft |")[1]
+
+
+def test_reward_pair_accuracy_interval_is_over_held_out_pairs(tmp_path):
+    """One seed's reward accuracy on 3 held-out pairs is 1/3 +/- 0.65, not 1/3 +/- 0 (no seed variance)."""
+    refs = [
+        {"prompt": "a", "base_completions": ["x", "y"], "base_gold": [0.1, 0.5]},
+        {"prompt": "b", "base_completions": ["u", "v"], "base_gold": [0.2, 0.2]},  # a tie: no pair
+        {"prompt": "c", "base_completions": ["s", "t"], "base_gold": [0.9, -0.3]},
+        {"prompt": "d", "base_completions": ["p", "q"], "base_gold": [0.0, 0.4]},
+    ]
+    assert llm.held_out_pairs(refs) == [
+        {"prompt": "a", "chosen": "y", "rejected": "x"},
+        {"prompt": "c", "chosen": "s", "rejected": "t"},
+        {"prompt": "d", "chosen": "q", "rejected": "p"},
+    ]
+    args = parse(["--output_dir", str(tmp_path), "--methods", "rft,sft", "--seeds", "1"])
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "card.json").write_text(json.dumps({"R_base_test": 0.0, "R_demo_test": 0.5}))
+    (data / "references_validation.jsonl").write_text("".join(json.dumps(r) + "\n" for r in refs))
+    (tmp_path / "runs").mkdir()
+    for method, accuracy in (("rft", 0.3333333432674408), ("sft", None)):  # float32 1/3, as the trainer logs it
+        run = {
+            "method": method,
+            "budget": 0,
+            "seed": 0,
+            "selected": {"learning_rate": 1e-3},
+            "wall_seconds": 2.0,
+            "selected_within_kl_cap": True,
+            "reward_pair_accuracy": accuracy,
+            "test": {
+                "per_prompt": [{"gold": [0.1], "kl": [1.0], "win_vs_base": 1.0}],
+                "distinct_2": 1,
+                "repetition_2": 0,
+            },
+        }
+        (tmp_path / "runs" / f"{method}__0__0.json").write_text(json.dumps(run))
+    report = llm.aggregate(args, str(data))
+    rows = {r["method"]: r for r in report["rows"]}
+    mean, half = rows["rft"]["reward_pair_accuracy"]
+    # units 1, 0, 0: sd sqrt(1/3), half-width 1.96 * sqrt(1/3) / sqrt(3) = 1.96 / 3
+    assert mean == pytest.approx(1 / 3) and half == pytest.approx(1.96 / 3)
+    assert rows["sft"]["reward_pair_accuracy"] is None
+    assert report["held_out_pairs"] == 3 and "3 pairs per seed" in llm.markdown(report)
