@@ -26,3 +26,15 @@ class ConfigError(ValueError):
     The message is one line that names the setting (and the YAML file or flag it came from,
     where known) and says what is accepted. ``aihf`` commands print it and exit with status 2.
     """
+
+
+class TrainingError(RuntimeError):
+    """A run that cannot go on: a non-finite value, or not enough disk for its checkpoints.
+
+    Raised before the step at fault changes any weight or file, so the last checkpoint written
+    is intact and resumable. ``aihf`` commands print the one-line message and exit with status 3.
+    """
+
+
+class NonFiniteError(TrainingError):
+    """A NaN or infinity in a loss term, a gradient or a reward. The message names the step and the term."""

@@ -11,13 +11,13 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 
 
-def _python_example() -> str:
-    section = README.read_text().split("## In Python", 1)[1]
-    return re.search(r"```python\n(.*?)```", section, re.S).group(1)
+def _python_examples() -> list[str]:
+    section = README.read_text().split("## In Python", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"```python\n(.*?)```", section, re.S)
 
 
 def test_readme_python_example_trains_and_saves(tmp_path, monkeypatch):
-    code = _python_example()
+    code, use = _python_examples()
     assert HUB_ID in code and 'demonstrations="demos.jsonl"' in code and 'preferences="prefs.jsonl"' in code
     tok = task_tokenizer()
     build_model(tok, "llama", hidden_size=32, seed=0).save_pretrained(tmp_path / "model")
@@ -35,3 +35,7 @@ def test_readme_python_example_trains_and_saves(tmp_path, monkeypatch):
     assert trainer.state.global_step == 6  # 16 pairs, batch 8, 3 epochs (the Trainer defaults)
     assert 0 < trainer.state.log_history[-1]["train_loss"] < float("inf")
     assert (tmp_path / "runs" / "aihf" / "model.safetensors").exists()
+
+    # The second example loads the result with plain transformers calls and samples from it.
+    exec(compile(use, str(README), "exec"), {})
+    assert "tokenizer.decode" in use and (tmp_path / "runs" / "aihf" / "README.md").exists()

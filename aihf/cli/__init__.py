@@ -3,18 +3,23 @@ command; ``aihf train --method aihf_rl|rlhf|rft|sft_then_rlhf`` and ``aihf eval-
 
 ``main`` dispatches to the command's ``run(argv)``. A user error, :class:`aihf.ConfigError` or
 :class:`aihf.DataError`, is printed as one line, ``aihf <command>: <message>``, on stderr, and
-the exit status is 2; anything else is a bug and keeps its traceback.
+the exit status is 2. A run that cannot go on, :class:`aihf.TrainingError` (a NaN/inf in a loss term,
+gradient or reward; too little disk for its checkpoints), is printed the same way with exit status 3,
+its last checkpoint intact. Anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
 
 import difflib
+import logging
+import os
 import sys
 
 COMMANDS = {
     "train": "align a causal LM (see 'aihf train --help'; with a reward model: 'aihf train --method aihf_rl --help')",
     "eval-reward": "pairwise accuracy of a saved reward model on preference pairs (see 'aihf eval-reward --help')",
     "quickstart": "the built-in default task, offline, end to end (see 'aihf quickstart --help')",
+    "bench": "benchmarks: 'aihf bench llm --preset quick' compares every LLM method on the sentiment task",
     "env": "versions of aihf, python, the platform and the libraries it runs on (for bug reports)",
 }
 
@@ -28,6 +33,24 @@ def _usage() -> str:
 
 def _one_line(message: str) -> str:
     return " ".join(message.split())
+
+
+def _show_info() -> None:
+    """aihf's INFO lines (e.g. which end token closes completions) go to stdout on the main process,
+    so that stderr keeps only what went wrong."""
+    logger = logging.getLogger("aihf")
+    if any(isinstance(h, _Stdout) for h in logger.handlers) or int(os.environ.get("RANK", "0")) != 0:
+        return
+    handler = _Stdout()
+    handler.setFormatter(logging.Formatter("aihf: %(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+
+
+class _Stdout(logging.Handler):
+    # Looks sys.stdout up at each record, not once: callers (and pytest) may swap it between runs.
+    def emit(self, record: logging.LogRecord) -> None:
+        print(self.format(record), file=sys.stdout, flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -47,8 +70,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"aihf: unknown command '{command}': {hint}commands: {', '.join(COMMANDS)}", file=sys.stderr)
         return 2
 
-    from ..errors import ConfigError, DataError
+    from ..errors import ConfigError, DataError, TrainingError
 
+    _show_info()
     try:
         if command == "train":
             from .train import run
@@ -56,12 +80,26 @@ def main(argv: list[str] | None = None) -> int:
             from .rl import run_eval_reward as run
         elif command == "quickstart":
             from .quickstart import run
+        elif command == "bench":
+            from .bench import run
         else:
             from .env import run
         return run(rest)
     except (ConfigError, DataError) as e:
         print(f"aihf {command}: {_one_line(str(e))}", file=sys.stderr)
         return 2
+    except TrainingError as e:
+        _close_progress_bars()
+        print(f"aihf {command}: {_one_line(str(e))}", file=sys.stderr)
+        return 3
+
+
+def _close_progress_bars() -> None:
+    """Close the progress bars a failed run left open, so that its error starts a line of its own."""
+    from tqdm import tqdm
+
+    for bar in list(getattr(tqdm, "_instances", ())):
+        bar.close()
 
 
 __all__ = ["COMMANDS", "main"]

@@ -99,6 +99,13 @@ class ModelArguments:
         default=None, metadata={"help": "Modules to adapt, one or several names (default: all linear layers)."}
     )
 
+    def __post_init__(self):
+        if self.use_peft and (self.lora_r < 1 or self.lora_alpha <= 0 or not 0 <= self.lora_dropout < 1):
+            raise ConfigError(
+                f"LoRA needs lora_r >= 1, lora_alpha > 0 and lora_dropout in [0, 1), got lora_r={self.lora_r}, "
+                f"lora_alpha={self.lora_alpha}, lora_dropout={self.lora_dropout}"
+            )
+
 
 @dataclass
 class RLModelArguments(ModelArguments):
@@ -364,7 +371,10 @@ def _from_yaml(action: argparse.Action, value: Any, where: str) -> Any:
         items = value if isinstance(value, list) else [value]  # `lora_target_modules: q_proj` means one name
         return [_from_yaml_scalar(action, item, where) for item in items]
     if isinstance(value, (list, dict)) and action.type in (str, None):
-        return value  # report_to takes a list, lr_scheduler_kwargs/deepspeed/fsdp_config a mapping
+        # report_to takes a list, lr_scheduler_kwargs/deepspeed/fsdp_config a mapping; a string field does not.
+        kind = _field_types().get(action.dest, "")
+        if ("list" in kind.lower() and isinstance(value, list)) or ("dict" in kind.lower() and isinstance(value, dict)):
+            return value
     return _from_yaml_scalar(action, value, where)
 
 
@@ -407,6 +417,24 @@ def _from_yaml_scalar(action: argparse.Action, value: Any, where: str) -> Any:
         choices = ", ".join(str(c) for c in action.choices)
         raise ConfigError(f"{where}: {converted!r} is not one of {choices}")
     return converted
+
+
+def _field_types() -> dict[str, str]:
+    """Each field's declared type as text (``"int | None"``, ``"dict | str | None"``)."""
+    from ..llm.config import AIHFConfig
+
+    types = {}
+    for dtype in (RunArguments, ModelArguments, DataArguments, AIHFConfig):
+        for f in dataclasses.fields(dtype):
+            types[f.name] = (f.type if isinstance(f.type, str) else repr(f.type)) + (
+                " None" if f.default is None else ""
+            )
+    return types
+
+
+def _nullable_fields() -> set[str]:
+    """Fields that accept None (``x: int | None``), so that ``key: null`` in the YAML is meaningful."""
+    return {name for name, kind in _field_types().items() if "None" in kind or "Optional" in kind}
 
 
 def _did_you_mean(word: str, candidates: list[str]) -> str:
@@ -461,6 +489,9 @@ def parse_arguments(parser, argv: list[str], dataclass_types: tuple) -> tuple[li
             if key == "config" or key not in fields_by_name:
                 hint = _did_you_mean(key, [n for n in fields_by_name if n != "config"])
                 raise ConfigError(f"{where}: unknown key '{key}'{hint}")
+            if value is None and key not in _nullable_fields():
+                kind = _type_name(fields_by_name[key].type)
+                raise ConfigError(f"{where}: {key}: expected {kind}, got null (remove the line to keep the default)")
             converted[key] = _from_yaml(fields_by_name[key], value, f"{where}: {key}")
             origins[key] = config_path
         parser.set_defaults(**converted)

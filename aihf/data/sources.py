@@ -208,9 +208,13 @@ def _read_parquet(path: Path) -> Rows:
 
     try:
         table = pq.read_table(path)
-    except Exception as e:  # pyarrow raises ArrowInvalid, OSError...
+        # A damaged file can still parse: full validation finds invalid UTF-8 in string columns
+        # now, rather than as a UnicodeDecodeError when a row is read.
+        table.validate(full=True)
+        dataset = datasets.Dataset(table)  # decodes the schema's metadata
+    except Exception as e:  # pyarrow raises ArrowInvalid, OSError...; metadata UnicodeDecodeError
         raise DataError(str(path), None, None, f"unreadable Parquet file: {e}") from e
-    return Rows(str(path), datasets.Dataset(table))
+    return Rows(str(path), dataset)
 
 
 def _json_type(value: Any) -> str:

@@ -101,6 +101,13 @@ class AIHFConfig(TrainingArguments):
     disable_dropout: bool = field(
         default=True, metadata={"help": "Set every dropout probability of the policy (and copies) to 0."}
     )
+    skip_nonfinite_steps: bool = field(
+        default=False,
+        metadata={
+            "help": "A NaN/inf in a loss term, reward or gradient skips that update (counted as "
+            "nonfinite/skipped_steps) instead of stopping the run with an error naming the step and term."
+        },
+    )
 
     # Data.
     max_length: int | None = field(
@@ -168,25 +175,28 @@ class AIHFConfig(TrainingArguments):
         super().__post_init__()
         if self.dataloader_pin_memory and (self.use_cpu or not torch.cuda.is_available()):
             self.dataloader_pin_memory = False  # pinning needs an accelerator; torch warns on every epoch
+        check_common_settings(self)
+        if self.max_steps <= 0 and self.num_train_epochs <= 0:
+            raise ConfigError(f"num_train_epochs must be > 0 (or set max_steps), got {self.num_train_epochs}")
         if self.beta <= 0:
-            raise ValueError(f"beta must be > 0, got {self.beta}")
+            raise ConfigError(f"beta must be > 0, got {self.beta}")
         if self.demo_weight < 0 or self.pref_weight < 0:
-            raise ValueError(f"demo_weight and pref_weight must be >= 0, got {self.demo_weight}, {self.pref_weight}")
+            raise ConfigError(f"demo_weight and pref_weight must be >= 0, got {self.demo_weight}, {self.pref_weight}")
         if self.demo_weight == 0 and self.pref_weight == 0:
-            raise ValueError("demo_weight and pref_weight are both 0: nothing to learn from")
+            raise ConfigError("demo_weight and pref_weight are both 0: nothing to learn from")
         if self.demo_loss not in DEMO_LOSSES:
-            raise ValueError(f"demo_loss must be one of {DEMO_LOSSES}, got '{self.demo_loss}'")
+            raise ConfigError(f"demo_loss must be one of {DEMO_LOSSES}, got '{self.demo_loss}'")
         if self.max_prompt_length is None and self.max_length is not None:
             self.max_prompt_length = max(1, self.max_length // 2)
         check_lengths(self.max_length, self.max_prompt_length)
         if not 0.0 <= self.self_play_regen_prob <= 1.0:
-            raise ValueError(f"self_play_regen_prob must be in [0, 1], got {self.self_play_regen_prob}")
+            raise ConfigError(f"self_play_regen_prob must be in [0, 1], got {self.self_play_regen_prob}")
         if self.self_play_round_steps is not None and self.self_play_round_steps < 1:
-            raise ValueError(f"self_play_round_steps must be >= 1, got {self.self_play_round_steps}")
+            raise ConfigError(f"self_play_round_steps must be >= 1, got {self.self_play_round_steps}")
         if self.self_play_round_epochs <= 0:
-            raise ValueError(f"self_play_round_epochs must be > 0, got {self.self_play_round_epochs}")
+            raise ConfigError(f"self_play_round_epochs must be > 0, got {self.self_play_round_epochs}")
         if self.max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+            raise ConfigError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
         if self.loss_type not in PREFERENCE_LOSS_TYPES:
             raise ConfigError(f"loss_type must be one of {list(PREFERENCE_LOSS_TYPES)}, got '{self.loss_type}'")
         if not 0.0 <= self.label_smoothing <= 0.5 or (self.loss_type == "robust" and self.label_smoothing == 0.5):
@@ -195,6 +205,33 @@ class AIHFConfig(TrainingArguments):
             )
         if self.label_smoothing and self.loss_type in ("ipo", "hinge"):
             raise ConfigError(f"label_smoothing={self.label_smoothing} has no meaning for loss_type '{self.loss_type}'")
+
+
+def check_common_settings(args: TrainingArguments) -> None:
+    """Settings of ``TrainingArguments`` and of sampling that transformers or torch would only refuse
+    deep inside training (an optimizer, a dataloader, ``generate``), checked at start-up instead.
+    Raises :class:`aihf.ConfigError` naming the setting."""
+    if not str(args.output_dir or "").strip():
+        raise ConfigError("output_dir must be a folder path, got an empty one")
+    if args.learning_rate < 0:
+        raise ConfigError(f"learning_rate must be >= 0, got {args.learning_rate}")
+    for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps"):
+        if getattr(args, name) < 1:
+            raise ConfigError(f"{name} must be >= 1, got {getattr(args, name)}")
+    if not 0 <= args.seed < 2**32:
+        raise ConfigError(f"seed must be in [0, 2**32 - 1], got {args.seed}")
+    if args.save_strategy == "steps" and args.save_steps <= 0:
+        raise ConfigError(f"save_steps must be > 0 with save_strategy='steps', got {args.save_steps}")
+    if args.save_total_limit is not None and args.save_total_limit < 0:
+        raise ConfigError(f"save_total_limit must be >= 1 (or unset for no limit), got {args.save_total_limit}")
+    if args.temperature <= 0:
+        raise ConfigError(f"temperature must be > 0 (do_sample=False decodes greedily), got {args.temperature}")
+    if not 0 < args.top_p <= 1:
+        raise ConfigError(f"top_p must be in (0, 1], got {args.top_p}")
+    if args.top_k < 0:
+        raise ConfigError(f"top_k must be >= 0 (0 = all tokens), got {args.top_k}")
+    if args.generation_batch_size is not None and args.generation_batch_size < 1:
+        raise ConfigError(f"generation_batch_size must be >= 1 (or unset), got {args.generation_batch_size}")
 
 
 def _launched_data_parallel_on_cpu() -> bool:

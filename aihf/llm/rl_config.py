@@ -13,6 +13,7 @@ from transformers import TrainingArguments
 from ..data.formats import HH_ASSISTANT_MARKER
 from ..data.tokenize import check_lengths
 from ..errors import ConfigError
+from .config import check_common_settings
 
 RL_DEMO_LOSSES = ("logistic", "linear")
 RL_PROMPT_SOURCES = ("all", "demonstrations", "preferences")
@@ -85,6 +86,13 @@ class AIHFRLConfig(TrainingArguments):
         default=True, metadata={"help": "Add the gold 'reference' answers of preference rows to the demonstrations."}
     )
     disable_dropout: bool = field(default=True, metadata={"help": "Set every dropout probability to 0."})
+    skip_nonfinite_steps: bool = field(
+        default=False,
+        metadata={
+            "help": "A NaN/inf in a loss term, reward or gradient skips that update (counted as "
+            "nonfinite/skipped_steps) instead of stopping the run with an error naming the step and term."
+        },
+    )
 
     # Policy step.
     num_generations: int = field(default=4, metadata={"help": "Samples per prompt k (>= 2) for the RLOO baseline."})
@@ -156,6 +164,13 @@ class AIHFRLConfig(TrainingArguments):
         default=HH_ASSISTANT_MARKER,
         metadata={"help": "For preference rows without 'prompt': cut chosen/rejected after this marker."},
     )
+    eos_token: str | None = field(
+        default=None,
+        metadata={
+            "help": "Token that ends every completion and stops sampling. Default: conversations end with the chat "
+            "template's end-of-turn token (e.g. <|im_end|>), plain text with the tokenizer's EOS."
+        },
+    )
 
     # Generation.
     max_new_tokens: int = field(default=64, metadata={"help": "Tokens generated per sample at most."})
@@ -170,6 +185,7 @@ class AIHFRLConfig(TrainingArguments):
         super().__post_init__()
         if self.dataloader_pin_memory and (self.use_cpu or not torch.cuda.is_available()):
             self.dataloader_pin_memory = False
+        check_common_settings(self)
         positive_ints = (
             "num_rounds",
             "policy_steps_per_round",

@@ -44,6 +44,7 @@ from transformers import PreTrainedTokenizerBase, get_scheduler, set_seed
 from .. import losses
 from ..data import pad_sequences, prepare_demonstrations, prepare_preferences, references_as_demonstrations
 from ..errors import ConfigError
+from . import guards
 from .generation import HFGenerator, SampleGenerator
 from .loading import load_policy, load_policy_tokenizer
 from .logprobs import token_logps
@@ -56,7 +57,15 @@ from .reward_model import (
 )
 from .rl_config import AIHFRLConfig
 from .runs import check_output_dir
-from .trainer import STAGING_DIR, _frozen, _is_peft, _stable_seed, _stop_tokens, disable_dropout
+from .trainer import (
+    STAGING_DIR,
+    _frozen,
+    _is_peft,
+    _refusing_pickles,
+    _stable_seed,
+    _stop_tokens,
+    disable_dropout,
+)
 
 CHECKPOINT_PREFIX = "checkpoint"
 STATE_FILE = "rl_state.json"
@@ -222,7 +231,7 @@ class AIHFRLTrainer:
         # Every process starts from rank 0's weights (a new score head is randomly initialised).
         for m in (self.policy, self.reward_model):
             self._broadcast(m)
-        self.stop_tokens = _stop_tokens(tokenizer, self.policy)
+        self.stop_tokens = _stop_tokens(tokenizer, self.policy, args.eos_token)
         self.generator = generator or HFGenerator(
             pad_token_id=self.pad,
             eos_token_id=self.stop_tokens,
@@ -246,6 +255,7 @@ class AIHFRLTrainer:
 
         self.round = 0
         self.pretrain_done = args.reward_pretrain_steps == 0
+        self.nonfinite_skipped = 0
         self.log_history: list[dict[str, float]] = []
         self.timings: dict[str, float] = defaultdict(float)
         self._writer = None
@@ -253,7 +263,7 @@ class AIHFRLTrainer:
     # ------------------------------------------------------------------ setup
     def _prepare_data(self, preferences: Any, demonstrations: Any, eval_preferences: Any) -> None:
         args, tok = self.args, self.tokenizer
-        kw = dict(max_length=args.max_length, max_prompt_length=args.max_prompt_length)
+        kw = dict(max_length=args.max_length, max_prompt_length=args.max_prompt_length, eos_token=args.eos_token)
         uses_prefs = args.pref_weight > 0 or args.reward_pretrain_steps > 0
         prefs = demos = None
         if preferences is not None:
@@ -373,7 +383,7 @@ class AIHFRLTrainer:
         self.policy.train(was_training)
         limit = self.args.max_length
         completions = [c[: limit - len(p)] if limit else c for p, c in zip(prompts, completions)]
-        completions = [c or [self.tokenizer.eos_token_id] for c in completions]  # never an empty answer
+        completions = [c or self.stop_tokens[:1] for c in completions]  # never an empty answer: the end token alone
         self.timings["generation"] += time.perf_counter() - start
         return completions
 
@@ -452,14 +462,16 @@ class AIHFRLTrainer:
                 out = losses.clipped_policy_loss(tok, old_tok[idx], advantages[idx], sub_mask, args.cliprange)
                 out.loss.backward()
                 self._sync_grads(self.policy)
-                if args.max_grad_norm:
-                    torch.nn.utils.clip_grad_norm_(_trainable(self.policy).values(), args.max_grad_norm)
-                self.policy_optimizer.step()
+                where = f"round {self.round + 1}, policy step {step + 1}"
+                if self._update_is_finite(where, {"reward": raw_scores, "policy/loss": out.loss}, self.policy):
+                    if args.max_grad_norm:
+                        torch.nn.utils.clip_grad_norm_(_trainable(self.policy).values(), args.max_grad_norm)
+                    self.policy_optimizer.step()
+                    stats["policy/loss"].append(out.loss.item())
+                    stats["policy/clip_fraction"].append(out.clip_fraction.item())
+                    stats["policy/approx_kl"].append(out.approx_kl.item())
                 self.policy_scheduler.step()
                 self.policy_optimizer.zero_grad(set_to_none=True)
-                stats["policy/loss"].append(out.loss.item())
-                stats["policy/clip_fraction"].append(out.clip_fraction.item())
-                stats["policy/approx_kl"].append(out.approx_kl.item())
 
         lengths = fmask.sum(1)
         metrics = {
@@ -562,14 +574,41 @@ class AIHFRLTrainer:
         metrics["reward_model/mean_reward"] = scores.mean().item()
         return loss, metrics
 
-    def _reward_update(self, loss: Tensor) -> None:
+    def _reward_update(self, loss: Tensor, metrics: dict[str, float], where: str) -> None:
         loss.backward()
         self._sync_grads(self.reward_model)
-        if self.args.max_grad_norm:
-            torch.nn.utils.clip_grad_norm_(_trainable(self.reward_model).values(), self.args.max_grad_norm)
-        self.reward_optimizer.step()
+        terms = {k: v for k, v in metrics.items() if k.startswith("reward_model/loss") or k.endswith("mean_reward")}
+        terms["reward_model/loss"] = loss
+        if self._update_is_finite(where, terms, self.reward_model):
+            if self.args.max_grad_norm:
+                torch.nn.utils.clip_grad_norm_(_trainable(self.reward_model).values(), self.args.max_grad_norm)
+            self.reward_optimizer.step()
         self.reward_scheduler.step()
         self.reward_optimizer.zero_grad(set_to_none=True)
+
+    def _update_is_finite(self, where: str, terms: dict[str, Any], model: nn.Module) -> bool:
+        """Whether the update about to be applied to ``model`` is finite (after the gradients are
+        averaged over processes, so that every process decides alike). If not: raise
+        :class:`aihf.NonFiniteError`, or with ``skip_nonfinite_steps`` count it and return False."""
+        bad = guards.nonfinite_terms(terms)
+        reason = ", ".join(f"'{name}' is {guards.describe(terms[name])}" for name in bad) or None
+        if reason is None:
+            name = guards.nonfinite_gradient(_trainable(model).items())
+            reason = f"the gradient of '{name}' is not finite" if name is not None else None
+        if self.world > 1:
+            flag = torch.tensor([float(reason is not None)], device=self.device)
+            dist.all_reduce(flag)
+            if flag.item() > 0 and reason is None:
+                reason = "a non-finite value on another process"
+        if reason is None:
+            return True
+        if not self.args.skip_nonfinite_steps:
+            found = self._checkpoint_dirs()
+            raise guards.nonfinite_error(where, reason, found[-1][1] if found else None)
+        self.nonfinite_skipped += 1
+        if self.rank == 0:
+            guards.report_skip(where, reason, self.nonfinite_skipped)
+        return False
 
     def _pref_batch(self, size: int) -> dict[str, list]:
         return self.preferences[self._samplers["pref"].take_shard(size, self.world, self.rank)]
@@ -580,7 +619,7 @@ class AIHFRLTrainer:
         prefs = self._pref_batch(self.args.reward_batch_size) if self.args.pref_weight > 0 else None
         demos = self.demonstrations[demo_indices] if demo_indices and self.args.demo_weight > 0 else None
         loss, metrics = self.reward_loss(prefs, demos, samples if demos is not None else None)
-        self._reward_update(loss)
+        self._reward_update(loss, metrics, f"round {self.round + 1}, reward step")
         self.timings["reward_step"] += time.perf_counter() - start
         return metrics
 
@@ -603,7 +642,7 @@ class AIHFRLTrainer:
         for step in bar:
             self.reward_model.train()
             loss, metrics = self.reward_loss(self._pref_batch(args.reward_batch_size), None, None)
-            self._reward_update(loss)
+            self._reward_update(loss, metrics, f"reward pretraining step {step + 1}")
             last = {f"reward_pretrain/{k.split('/')[-1]}": v for k, v in self._average(metrics).items()}
             if args.reward_pretrain_patience is None or (step + 1) % args.reward_pretrain_eval_steps:
                 continue
@@ -662,6 +701,8 @@ class AIHFRLTrainer:
                     collected[name].append(value)
         metrics = self._average({name: _mean(v) for name, v in collected.items()})
         metrics.update(self.evaluate_reward())
+        if self.nonfinite_skipped:
+            metrics["nonfinite/skipped_steps"] = self.nonfinite_skipped
         self.round += 1
         metrics["round"] = self.round
         return metrics
@@ -679,6 +720,11 @@ class AIHFRLTrainer:
             self._load_checkpoint(checkpoint)
         elif not self.log_history:  # a fresh run, not a second train() call on this trainer
             self._claim_output_dir()
+        if args.save_strategy in ("steps", "epoch") and self.rank == 0:
+            # Trainable weights of both models, each with AdamW's two moments.
+            size = sum(guards.checkpoint_bytes(m, full_model=False) for m in (self.policy, self.reward_model))
+            saves = args.num_rounds // max(1, int(args.save_steps)) + 1 if args.save_strategy == "steps" else 1
+            guards.check_disk_space(args.output_dir, size, guards.checkpoints_at_once(saves, args.save_total_limit))
         if not self.pretrain_done:
             self.pretrain_reward()
         bar = tqdm(
@@ -776,10 +822,10 @@ class AIHFRLTrainer:
         """
         root = self.args.output_dir
         name = f"{CHECKPOINT_PREFIX}-{self.round}"
-        final = os.path.join(root, name)
+        final = guards.inside(root, name)
         self._barrier()
         if self.rank == 0:
-            self._write_checkpoint(os.path.join(root, STAGING_DIR, name), final)
+            self._write_checkpoint(guards.inside(root, STAGING_DIR, name), final)
         self._barrier()
         return final
 
@@ -800,6 +846,7 @@ class AIHFRLTrainer:
         state = {
             "round": self.round,
             "pretrain_done": self.pretrain_done,
+            "nonfinite_skipped": self.nonfinite_skipped,
             "samplers": {k: s.state() for k, s in self._samplers.items() if s is not None},
             "log_history": self.log_history,
             "timings": dict(self.timings),
@@ -838,13 +885,22 @@ class AIHFRLTrainer:
             ("reward_optimizer", self.reward_optimizer),
             ("reward_scheduler", self.reward_scheduler),
         ):
-            obj.load_state_dict(torch.load(os.path.join(folder, f"{key}.pt"), weights_only=True, map_location="cpu"))
-        torch.set_rng_state(torch.load(os.path.join(folder, "rng_state.pt"), weights_only=True)["cpu"])
-        with open(os.path.join(folder, STATE_FILE)) as f:
+            with _refusing_pickles(folder, key.replace("_", " ")):
+                state = torch.load(os.path.join(folder, f"{key}.pt"), weights_only=True, map_location="cpu")
+            obj.load_state_dict(state)
+        with _refusing_pickles(folder, "RNG state"):
+            torch.set_rng_state(torch.load(os.path.join(folder, "rng_state.pt"), weights_only=True)["cpu"])
+        state_file = os.path.join(folder, STATE_FILE)
+        with open(state_file) as f:
             state = json.load(f)
-        self.round, self.pretrain_done = state["round"], state["pretrain_done"]
+        # Checkpoint names and sampler positions come from this file: numbers only.
+        self.round = guards.check_int(state.get("round"), "round", state_file)
+        self.pretrain_done = bool(state["pretrain_done"])
+        self.nonfinite_skipped = guards.check_int(state.get("nonfinite_skipped", 0), "nonfinite_skipped", state_file)
         for key, value in state["samplers"].items():
-            self._samplers[key].load(value)
+            if key not in self._samplers or not isinstance(value, list) or len(value) != 2:
+                raise ConfigError(f"{state_file}: bad sampler state {key!r}: {value!r}")
+            self._samplers[key].load([guards.check_int(v, f"samplers.{key}", state_file) for v in value])
         self.log_history = state["log_history"]
         self.timings = defaultdict(float, state["timings"])
 

@@ -14,6 +14,7 @@ import itertools
 import json
 import math
 import os
+import pickle
 import random
 import shutil
 import sys
@@ -27,7 +28,7 @@ import torch
 from safetensors.torch import load_model, save_model
 from torch import nn
 from tqdm.auto import tqdm
-from transformers import PreTrainedTokenizerBase, Trainer, set_seed
+from transformers import PreTrainedTokenizerBase, Trainer, TrainerCallback, set_seed
 from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint, rotate_checkpoints
 
@@ -43,7 +44,7 @@ from ..data import (
     references_as_demonstrations,
 )
 from ..errors import ConfigError
-from . import card, runs
+from . import card, guards, runs
 from .config import AIHFConfig
 from .generation import HFGenerator, SampleGenerator
 from .loading import is_loadable, load_policy
@@ -52,6 +53,7 @@ from .logprobs import sequence_logps
 SELF_PLAY_STATE = "aihf_self_play.json"
 SELF_PLAY_SAMPLES = "aihf_self_play_samples_rank{rank}.json"
 OPPONENT_WEIGHTS = "aihf_opponent.safetensors"
+RUN_STATE = "aihf_state.json"  # running totals that the logs continue after a resume
 STAGING_DIR = ".aihf-staging"
 BASE_MODEL_DIR = "base_model"
 
@@ -109,6 +111,26 @@ def _stable_seed(*parts: int) -> int:
     return zlib.crc32(repr(parts).encode()) & 0x7FFFFFFF
 
 
+class _refusing_pickles:
+    """Turns torch.load(weights_only=True)'s refusal of a file that would run code on loading
+    into a one-line :class:`aihf.ConfigError` naming the checkpoint."""
+
+    def __init__(self, checkpoint: str | None, what: str):
+        self.checkpoint, self.what = checkpoint, what
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, error, tb):
+        if kind is not None and issubclass(kind, pickle.UnpicklingError):
+            first = str(error).strip().splitlines()[0] if str(error).strip() else kind.__name__
+            raise ConfigError(
+                f"resume_from_checkpoint: {self.checkpoint}: the {self.what} is not a plain tensor file and was not "
+                f"unpickled ({first})"
+            ) from error
+        return False
+
+
 class _IndexedPairs(PairedDataset):
     """:class:`PairedDataset` whose items also say which preference row of which dataset they
     hold, so that precomputed reference log-probs can be looked up (``token`` survives pickling
@@ -133,6 +155,16 @@ class _IndexedCollator(AIHFCollator):
         batch["pref_index"] = [it["pref_index"] for it in items if it["pref"] is not None]
         batch["pref_source"] = items[0]["pref_source"]
         return batch
+
+
+class _NonFiniteGuard(TrainerCallback):
+    """Checks each update just before the optimizer applies it (after clipping)."""
+
+    def __init__(self, trainer: AIHFTrainer):
+        self.trainer = trainer
+
+    def on_pre_optimizer_step(self, args, state, control, **kwargs):
+        self.trainer._guard_update()
 
 
 class AIHFTrainer(Trainer):
@@ -302,6 +334,9 @@ class AIHFTrainer(Trainer):
                 batch_size=args.generation_batch_size,
             )
         self._metrics: dict[str, dict[str, list[float]]] = {"train": defaultdict(list), "eval": defaultdict(list)}
+        self._nonfinite: str | None = None  # what was not finite in the update being accumulated
+        self._nonfinite_skipped = 0
+        self.add_callback(_NonFiniteGuard(self))
 
     # ------------------------------------------------------------------ data
     def _prepare_sources(self, args, tokenizer, preferences, demonstrations, purpose, required=True):
@@ -314,7 +349,7 @@ class AIHFTrainer(Trainer):
                 preferences, tokenizer, implicit_prompt_marker=args.implicit_prompt_marker, **kw
             )
         elif args.pref_weight > 0 and required:
-            raise ValueError(f"pref_weight={args.pref_weight} but no {purpose} preferences were given")
+            raise ConfigError(f"pref_weight={args.pref_weight} but no {purpose} preferences were given")
         if args.demo_weight > 0:
             if demonstrations is not None:
                 demos = prepare_demonstrations(demonstrations, tokenizer, **kw)
@@ -323,7 +358,7 @@ class AIHFTrainer(Trainer):
             if refs is not None:
                 demos = refs if demos is None else datasets.concatenate_datasets([demos, refs])
             if demos is None and required:
-                raise ValueError(
+                raise ConfigError(
                     f"demo_weight={args.demo_weight} but no {purpose} demonstrations were given "
                     "(nor preference rows with a 'reference')"
                 )
@@ -433,6 +468,10 @@ class AIHFTrainer(Trainer):
             self.demo_weight if demo_term is not None else 0.0,
             self.pref_weight if pref_term is not None else 0.0,
         )
+        if mode == "train" and self._check_terms({"loss/pref": pref_term, "loss/demo": demo_term}):
+            # A skipped micro-batch's metrics would be NaN: count them 0 times (every process
+            # still joins _record's collective).
+            stats = {name: (torch.zeros((), device=loss.device), 0) for name in stats}
         if mode == "train":
             real_rows = [*range(r_p), *range(n_p, n_p + r_p), *range(2 * n_p, 2 * n_p + r_d)]
             if self_play:
@@ -442,6 +481,55 @@ class AIHFTrainer(Trainer):
         if self_play and mode == "train":
             self._metrics[mode]["self_play/round"].append(float(self._round))
         return (loss, {"logps": logps.detach()}) if return_outputs else loss
+
+    # ------------------------------------------------------------------ non-finite values
+    def _check_terms(self, terms: dict[str, torch.Tensor | None]) -> bool:
+        """Whether a loss term is not finite: raises :class:`aihf.NonFiniteError`, or with
+        ``skip_nonfinite_steps`` marks the update to be dropped and returns True."""
+        bad = guards.nonfinite_terms(terms)
+        if not bad:
+            return False
+        what = ", ".join(f"loss term '{name}' is {guards.describe(terms[name])}" for name in bad)
+        if not self.args.skip_nonfinite_steps:
+            raise guards.nonfinite_error(f"step {self.state.global_step + 1}", what, self._last_checkpoint())
+        self._nonfinite = self._nonfinite or what
+        return True
+
+    def training_step(self, *args, **kwargs):
+        loss = super().training_step(*args, **kwargs)
+        # Checked after each micro-batch's backward, before clipping (which spreads one inf to
+        # every gradient) so the message can name the parameter. Under fp16 the GradScaler skips
+        # steps with inf gradients itself (it meets them while calibrating its scale); DeepSpeed
+        # keeps gradients out of p.grad.
+        if self._nonfinite is None and not self.args.fp16 and not self.is_deepspeed_enabled:
+            name = guards.nonfinite_gradient(self.model.named_parameters())
+            if name is not None:
+                self._nonfinite = f"the gradient of '{name}' is not finite"
+        return loss
+
+    def _guard_update(self) -> None:
+        """Before each optimizer step: stop, or drop the update, if a loss term or a gradient
+        was not finite (every process takes the same decision)."""
+        reason, self._nonfinite = self._nonfinite, None
+        if self.accelerator.num_processes > 1:
+            flag = torch.tensor([float(reason is not None)], device=self.accelerator.device)
+            if self.accelerator.reduce(flag, reduction="sum").item() > 0 and reason is None:
+                reason = "a non-finite value on another process"
+        if reason is None:
+            return
+        where = f"step {self.state.global_step + 1}"
+        if not self.args.skip_nonfinite_steps:
+            raise guards.nonfinite_error(where, reason, self._last_checkpoint())
+        if not self.args.fp16:
+            # AdamW leaves parameters without a gradient alone: no update, no moment change.
+            self.model.zero_grad(set_to_none=True)
+        self._nonfinite_skipped += 1
+        if self.is_world_process_zero():
+            guards.report_skip(where, reason, self._nonfinite_skipped)
+
+    def _last_checkpoint(self) -> str | None:
+        out = self.args.output_dir
+        return get_last_checkpoint(out) if os.path.isdir(out) else None
 
     def get_batch_samples(self, epoch_iterator, num_batches, device):
         batch_samples = []
@@ -620,6 +708,8 @@ class AIHFTrainer(Trainer):
             averaged["self_play/round"] = self._metrics[mode]["self_play/round"][-1]
         if mode == "eval":
             averaged = {f"eval_{name}": value for name, value in averaged.items()}
+        elif self._nonfinite_skipped:
+            averaged["nonfinite/skipped_steps"] = self._nonfinite_skipped
         logs.update(averaged)
         super().log(logs, start_time)
         self._metrics[mode].clear()
@@ -648,7 +738,30 @@ class AIHFTrainer(Trainer):
         else:
             resume_from_checkpoint = None
             self._claim_output_dir()
+        self._check_disk_space()
         return super().train(resume_from_checkpoint=resume_from_checkpoint, trial=trial, **kwargs)
+
+    def _check_disk_space(self) -> None:
+        """Fail before the first step when the checkpoints this run keeps cannot fit on disk."""
+        args = self.args
+        if args.save_strategy == "no" or not args.should_save:
+            return
+        per_step = args.train_batch_size * args.gradient_accumulation_steps * args.world_size
+        steps = (
+            args.max_steps
+            if args.max_steps > 0
+            else math.ceil(math.ceil(len(self.train_dataset) / per_step) * args.num_train_epochs)
+        )
+        if args.save_strategy == "epoch":
+            saves = math.ceil(args.num_train_epochs) if args.max_steps <= 0 else 1
+        else:
+            every = args.save_steps if args.save_steps >= 1 else math.ceil(args.save_steps * steps)
+            saves = steps // max(1, int(every)) + 1  # and the final step's
+        policy = self._policy()
+        size = guards.checkpoint_bytes(policy, full_model=not _is_peft(policy))
+        if self.self_play:
+            size += sum(p.numel() * p.element_size() for p in self._opponent.parameters())
+        guards.check_disk_space(args.output_dir, size, guards.checkpoints_at_once(saves, args.save_total_limit))
 
     def _run_fingerprint(self) -> dict[str, Any]:
         if self._fingerprint is None:
@@ -682,6 +795,11 @@ class AIHFTrainer(Trainer):
             checkpoint = found
         if not os.path.isdir(checkpoint):
             raise ConfigError(f"resume_from_checkpoint: {checkpoint} is not a checkpoint folder")
+        state_file = os.path.join(checkpoint, "trainer_state.json")
+        if os.path.isfile(state_file):
+            # The resumed run names its next checkpoints after this step: it must be a number.
+            with open(state_file) as f:
+                guards.check_int(json.load(f).get("global_step"), "global_step", state_file)
         saved = runs.read_fingerprint(checkpoint)
         if saved is None:
             warnings.warn(
@@ -762,7 +880,7 @@ class AIHFTrainer(Trainer):
         run_dir = super()._get_output_dir(trial)
         name = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
         staging_root = os.path.join(run_dir, STAGING_DIR)
-        staged, final = os.path.join(staging_root, name), os.path.join(run_dir, name)
+        staged, final = guards.inside(staging_root, name), guards.inside(run_dir, name)
         if self.args.should_save and os.path.isdir(staged):
             shutil.rmtree(staged)  # left over by a crash
         self.accelerator.wait_for_everyone()
@@ -782,6 +900,8 @@ class AIHFTrainer(Trainer):
         if self.args.should_save:
             os.makedirs(staged, exist_ok=True)
             runs.write_fingerprint(staged, self._run_fingerprint())
+            with open(os.path.join(staged, RUN_STATE), "w") as f:
+                json.dump({"nonfinite_skipped": self._nonfinite_skipped, "num_tokens": self._total_tokens}, f)
         self.accelerator.wait_for_everyone()
         if self.args.should_save:
             if os.path.isdir(final):
@@ -811,9 +931,25 @@ class AIHFTrainer(Trainer):
     def _load_rng_state(self, checkpoint):
         # Every resume path (plain, FSDP, DeepSpeed) calls this before the first resumed step,
         # unlike _load_from_checkpoint, so the self-play state is restored here.
-        super()._load_rng_state(checkpoint)
-        if checkpoint is not None and self.self_play:
+        with _refusing_pickles(checkpoint, "RNG state"):
+            super()._load_rng_state(checkpoint)
+        if checkpoint is None:
+            return
+        state_file = os.path.join(checkpoint, RUN_STATE)
+        if os.path.isfile(state_file):
+            with open(state_file) as f:
+                state = json.load(f)
+            self._nonfinite_skipped = guards.check_int(
+                state.get("nonfinite_skipped", 0), "nonfinite_skipped", state_file
+            )
+            self._total_tokens = guards.check_int(state.get("num_tokens", 0), "num_tokens", state_file)
+        if self.self_play:
             self._load_self_play_state(checkpoint)
+
+    def _load_optimizer_and_scheduler(self, checkpoint):
+        # transformers 5 loads optimizer.pt / scheduler.pt with torch.load(weights_only=True).
+        with _refusing_pickles(checkpoint, "optimizer or scheduler state"):
+            super()._load_optimizer_and_scheduler(checkpoint)
 
     def _load_self_play_state(self, checkpoint: str) -> None:
         state_file = os.path.join(checkpoint, SELF_PLAY_STATE)
@@ -823,10 +959,15 @@ class AIHFTrainer(Trainer):
             return
         with open(state_file) as f:
             state = json.load(f)
+        gen_calls = state.get("gen_calls")
+        if not isinstance(gen_calls, list) or len(gen_calls) != 2:
+            raise ConfigError(f"{state_file}: 'gen_calls' must be a list of two integers, got {gen_calls!r}")
+        gen_calls = tuple(guards.check_int(v, "gen_calls", state_file, minimum=-1) for v in gen_calls)
+        round_ = guards.check_int(state.get("round"), "round", state_file)
         # Loaded on the CPU, then copied into the opponent's parameters wherever they live.
         load_model(self._opponent, weights, device="cpu")
-        self._round = state["round"]
-        self._gen_calls = tuple(state["gen_calls"])
+        self._round = round_
+        self._gen_calls = gen_calls
         self._samples = {}
         samples_file = os.path.join(checkpoint, SELF_PLAY_SAMPLES.format(rank=self.args.process_index))
         if os.path.isfile(samples_file):  # absent when resuming on more processes: those resample

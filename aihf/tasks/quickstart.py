@@ -43,6 +43,21 @@ class QuickstartArguments:
     batch_size: int = field(default=32, metadata={"help": "Items per step (each: one demonstration and one pair)."})
     seed: int = field(default=0, metadata={"help": "Seed for data, model and training."})
 
+    def __post_init__(self):
+        # Checked before the task's files are written.
+        for name in ("num_demonstrations", "num_eval", "max_steps", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"--{name} must be >= 1, got {getattr(self, name)}")
+        if self.learning_rate <= 0:
+            raise ConfigError(f"--learning_rate must be > 0, got {self.learning_rate}")
+        if not 0 <= self.seed < 2**32:
+            raise ConfigError(f"--seed must be in [0, 2**32 - 1], got {self.seed}")
+        least = 0 if self.method in ("sft", "spin") else 1
+        if self.num_preferences < least:
+            raise ConfigError(
+                f"--num_preferences must be >= {least} for --method {self.method}, got {self.num_preferences}"
+            )
+
 
 def make_task(args: QuickstartArguments) -> dict[str, list[dict]]:
     distinct = sum(math.perm(len(LETTERS), n) for n in (3, 4, 5))

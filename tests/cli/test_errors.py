@@ -188,7 +188,7 @@ def test_yaml_scalar_where_a_list_is_expected_just_works(workdir):
 
 def test_unknown_command(capsys):
     line = user_error(capsys, ["trian"])
-    assert line == "aihf: unknown command 'trian': did you mean 'train'? commands: train, eval-reward, quickstart, env"
+    assert line == "aihf: unknown command 'trian': did you mean 'train'? commands: train, eval-reward, quickstart, bench, env"
 
 
 def test_user_error_from_the_real_command_line(workdir):
@@ -292,3 +292,7 @@ def test_reused_output_dir_is_refused_before_loading_the_model(workdir, capsys, 
     assert len(lines) == 1 and lines[0].startswith(f"aihf train: output_dir {out} already holds another run (")
     assert "--overwrite_output_dir true" in lines[0]
     assert sorted(p.name for p in out.iterdir()) == before  # nothing lost or written
+
+
+def test_unknown_benchmark(capsys):
+    assert user_error(capsys, ["bench", "speed"]) == "aihf bench: unknown benchmark 'speed': choose one of llm"

@@ -1,0 +1,1 @@
+"""Benchmarks: every method on the same data, measured against an external gold reward."""

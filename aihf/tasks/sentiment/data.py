@@ -1,0 +1,322 @@
+"""The sentiment task's data: prompts, demonstrations, preference pairs and a data card.
+
+- prompts: a speaker line and the first words of a speech from the held-out plays
+  (:mod:`.corpus`), split into train / validation / test;
+- demonstrations: for each demonstration prompt, the best of ``best_of`` base-model samples under
+  the gold reward (a stronger generator than the base, as in the DPO paper's sentiment task);
+- preferences: for each preference prompt, two base-model samples labelled by one
+  Bradley-Terry draw on their gold rewards with temperature ``bt_temperature * std(gold)``;
+- references for evaluation: ``eval_samples`` base samples per validation/test prompt (the
+  base model's reward and the opponent of win rates) and the best of ``best_of`` (the
+  demonstrator's reward R_demo of the normalised score).
+
+Everything is written as JSONL in the formats ``aihf train`` reads, with ``card.json`` and
+``card.md`` (sizes, gold statistics, seed). The folder is reused when its card matches.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import time
+from dataclasses import asdict, dataclass, field
+
+from ...errors import ConfigError
+from .base import base_model_dir, cache_dir
+from .corpus import load_plays, make_prompts, split_corpus
+from .gold import DEFAULT_GOLD, gold_statistics, label_pairs, load_gold
+from .sampling import sample_continuations
+
+CARD = "card.json"
+# The continuation length: 32 tokens (about 25 words) makes the gold informative for the
+# shipped base -- see docs/benchmark.md for the measured fraction of non-zero gold per length.
+DEFAULT_LENGTH = 32
+
+
+@dataclass
+class TaskConfig:
+    output_dir: str | None = field(
+        default=None, metadata={"help": "Data folder (default: a folder per configuration under the aihf cache)."}
+    )
+    base_model: str | None = field(
+        default=None, metadata={"help": "Base model folder (default: the shipped Shakespeare base)."}
+    )
+    gold: str = field(default=DEFAULT_GOLD, metadata={"help": "Gold reward, 'module:function' mapping str -> float."})
+    continuation_tokens: int = field(default=DEFAULT_LENGTH, metadata={"help": "Tokens per continuation."})
+    prefix_words: int = field(default=6, metadata={"help": "Words of the speech in each prompt."})
+    num_demonstrations: int = field(default=200, metadata={"help": "Demonstrations (one per prompt)."})
+    num_preferences: int = field(default=400, metadata={"help": "Preference pairs (one per prompt)."})
+    num_validation: int = field(default=64, metadata={"help": "Validation prompts."})
+    num_test: int = field(default=128, metadata={"help": "Test prompts."})
+    best_of: int = field(default=16, metadata={"help": "Base samples per demonstration; the best under the gold wins."})
+    eval_samples: int = field(default=2, metadata={"help": "Base samples per validation/test prompt."})
+    bt_temperature: float = field(
+        default=0.25,
+        metadata={"help": "Bradley-Terry temperature of the preference labels, in units of the gold's std."},
+    )
+    seed: int = field(default=0, metadata={"help": "Seed of the prompt split, sampling and labels."})
+    batch_size: int = field(default=64, metadata={"help": "Sequences per generate() call."})
+
+    def check(self) -> None:
+        positive = (
+            "continuation_tokens",
+            "prefix_words",
+            "num_demonstrations",
+            "num_preferences",
+            "num_validation",
+            "num_test",
+            "best_of",
+            "eval_samples",
+            "batch_size",
+        )
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ConfigError(f"--{name} must be >= 1, got {getattr(self, name)}")
+        if self.bt_temperature <= 0:
+            raise ConfigError(f"--bt_temperature must be > 0, got {self.bt_temperature}")
+
+
+def _write_jsonl(path: str, rows: list[dict]) -> None:
+    with open(path, "w") as f:
+        for row in rows:
+            f.write(json.dumps(row) + "\n")
+
+
+def read_jsonl(path: str) -> list[dict]:
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def model_digest(folder: str) -> str:
+    """A digest of a model folder's weights and tokenizer: the data depend on these, not on where
+    the folder lies."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name in sorted(os.listdir(folder)):
+        if name.endswith(".safetensors") or name == "tokenizer.json":
+            with open(os.path.join(folder, name), "rb") as f:
+                h.update(name.encode() + f.read())
+    return h.hexdigest()[:16]
+
+
+def data_key(config: TaskConfig, base_dir: str) -> dict:
+    """What the data depend on: ``config`` without its folders, and the base model's digest."""
+    return dict(asdict(config), output_dir=None, base_model=model_digest(base_dir))
+
+
+def default_data_dir(config: TaskConfig, base_dir: str) -> str:
+    import hashlib
+
+    digest = hashlib.sha256(json.dumps(data_key(config, base_dir), sort_keys=True).encode()).hexdigest()[:12]
+    return os.path.join(cache_dir(), "sentiment", f"data-{digest}")
+
+
+def build_task_data(config: TaskConfig, *, log=print) -> str:
+    """Write the task's data for ``config`` (see the module docstring) and return its folder.
+    An existing folder whose card has the same configuration is returned as is."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    config.check()
+    gold_fn = load_gold(config.gold)
+    base_dir = config.base_model or base_model_dir(log=log)
+    out = config.output_dir or default_data_dir(config, base_dir)
+    card_path = os.path.join(out, CARD)
+    wanted = data_key(config, base_dir)
+    if os.path.isfile(card_path):
+        with open(card_path) as f:
+            if json.load(f).get("config") == wanted:
+                return out
+
+    start = time.time()
+    _, held_out = split_corpus(load_plays())
+    prompts = make_prompts(held_out, prefix_words=config.prefix_words, seed=config.seed)
+    sizes = [config.num_test, config.num_validation, config.num_demonstrations, config.num_preferences]
+    if sum(sizes) > len(prompts):
+        raise ConfigError(
+            f"the held-out plays give {len(prompts)} prompts, but test + validation + demonstrations + "
+            f"preferences ask for {sum(sizes)}"
+        )
+    bounds = [sum(sizes[:i]) for i in range(5)]
+    test, val, demo_prompts, pref_prompts = (prompts[bounds[i] : bounds[i + 1]] for i in range(4))
+
+    tokenizer = AutoTokenizer.from_pretrained(base_dir)
+    model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32).eval()
+    kw = dict(
+        length=config.continuation_tokens,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        batch_size=config.batch_size,
+    )
+
+    def draw(texts: list[str], n: int, seed: int) -> list[list[str]]:
+        ids = [tokenizer(t)["input_ids"] for t in texts]
+        samples = sample_continuations(model, ids, num_samples=n, seed=seed, **kw)
+        return [[tokenizer.decode(s, skip_special_tokens=True) for s in per] for per in samples]
+
+    def score(samples: list[list[str]]) -> list[list[float]]:
+        return [[float(gold_fn(s)) for s in per] for per in samples]
+
+    log(f"sampling {len(pref_prompts) * 2 + len(demo_prompts) * config.best_of:,} training continuations")
+    pref_samples = draw(pref_prompts, 2, config.seed * 10 + 1)
+    pref_gold = score(pref_samples)
+    flat_gold = [g for per in pref_gold for g in per]
+    spread = gold_statistics(flat_gold)["std"]
+    temperature = config.bt_temperature * (spread if spread > 0 else 1.0)
+    labels = label_pairs(
+        [g[0] for g in pref_gold], [g[1] for g in pref_gold], temperature, random.Random(config.seed * 10 + 2)
+    )
+    preferences = []
+    for prompt, (a, b), (ga, gb), (a_wins, p) in zip(pref_prompts, pref_samples, pref_gold, labels):
+        chosen, rejected, g_c, g_r = (a, b, ga, gb) if a_wins else (b, a, gb, ga)
+        preferences.append(
+            {
+                "prompt": prompt,
+                "chosen": chosen,
+                "rejected": rejected,
+                "gold_chosen": g_c,
+                "gold_rejected": g_r,
+                "p_chosen": p if a_wins else 1 - p,
+            }
+        )
+
+    def best_of(texts: list[str], seed: int) -> tuple[list[str], list[float]]:
+        samples = draw(texts, config.best_of, seed)
+        golds = score(samples)
+        best = [max(range(len(g)), key=g.__getitem__) for g in golds]
+        return [s[i] for s, i in zip(samples, best)], [g[i] for g, i in zip(golds, best)]
+
+    demo_texts, demo_gold = best_of(demo_prompts, config.seed * 10 + 3)
+    demonstrations = [{"prompt": p, "completion": c, "gold": g} for p, c, g in zip(demo_prompts, demo_texts, demo_gold)]
+
+    log(f"sampling base and best-of-{config.best_of} references for {len(val) + len(test)} evaluation prompts")
+    references = {}
+    for split, texts, seed in (("validation", val, 4), ("test", test, 5)):
+        base_samples = draw(texts, config.eval_samples, config.seed * 10 + seed)
+        base_gold = score(base_samples)
+        best_texts, best_gold = best_of(texts, config.seed * 10 + seed + 2)
+        references[split] = [
+            {"prompt": p, "base_completions": s, "base_gold": g, "best_completion": bt, "best_gold": bg}
+            for p, s, g, bt, bg in zip(texts, base_samples, base_gold, best_texts, best_gold)
+        ]
+
+    os.makedirs(out, exist_ok=True)
+    for name, rows in (
+        ("prompts_train", [{"prompt": p} for p in demo_prompts + pref_prompts]),
+        ("prompts_validation", [{"prompt": p} for p in val]),
+        ("prompts_test", [{"prompt": p} for p in test]),
+        ("demonstrations", demonstrations),
+        ("preferences", preferences),
+        ("references_validation", references["validation"]),
+        ("references_test", references["test"]),
+    ):
+        _write_jsonl(os.path.join(out, f"{name}.jsonl"), rows)
+
+    test_base = [g for r in references["test"] for g in r["base_gold"]]
+    card = {
+        "task": "Shakespeare continuation, gold = " + config.gold,
+        "config": wanted,
+        "sizes": {
+            "prompts_train": len(demo_prompts) + len(pref_prompts),
+            "prompts_validation": len(val),
+            "prompts_test": len(test),
+            "demonstrations": len(demonstrations),
+            "preferences": len(preferences),
+            "prompts_available": len(prompts),
+        },
+        "gold": {
+            "base_samples": gold_statistics(flat_gold),
+            "demonstrations": gold_statistics(demo_gold),
+            "test_base_samples": gold_statistics(test_base),
+            "test_best_of": gold_statistics([r["best_gold"] for r in references["test"]]),
+        },
+        "preferences": {
+            "bt_temperature": temperature,
+            "fraction_both_zero": sum(g[0] == 0 and g[1] == 0 for g in pref_gold) / len(pref_gold),
+            "fraction_chosen_higher_gold": sum(r["gold_chosen"] > r["gold_rejected"] for r in preferences)
+            / len(preferences),
+            "fraction_tied_gold": sum(r["gold_chosen"] == r["gold_rejected"] for r in preferences) / len(preferences),
+        },
+        "R_base_test": sum(test_base) / len(test_base),
+        "R_demo_test": gold_statistics([r["best_gold"] for r in references["test"]])["mean"],
+        "seed": config.seed,
+        "seconds": round(time.time() - start, 1),
+    }
+    with open(os.path.join(out, "card.md"), "w") as f:
+        f.write(card_markdown(card))
+    tmp = card_path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(card, f, indent=2)
+    os.replace(tmp, card_path)  # the card last: a folder without it is incomplete
+    log(f"task data in {out} ({card['seconds']:.0f} s)")
+    return out
+
+
+def card_markdown(card: dict) -> str:
+    g = card["gold"]
+    lines = [
+        f"# Data card: {card['task']}",
+        "",
+        "| split | size |",
+        "|---|---|",
+        *(f"| {k} | {v} |" for k, v in card["sizes"].items()),
+        "",
+        "| gold of | n | mean | std | non-zero | positive | min | max |",
+        "|---|---|---|---|---|---|---|---|",
+        *(
+            f"| {k} | {s['n']} | {s['mean']:.3f} | {s['std']:.3f} | {s['fraction_nonzero']:.2f} | "
+            f"{s['fraction_positive']:.2f} | {s['min']:.3f} | {s['max']:.3f} |"
+            for k, s in g.items()
+        ),
+        "",
+        f"Preference labels: one Bradley-Terry draw per pair at temperature {card['preferences']['bt_temperature']:.4f}"
+        f"; both samples gold 0 in {card['preferences']['fraction_both_zero']:.2f} of pairs; chosen has the higher "
+        f"gold in {card['preferences']['fraction_chosen_higher_gold']:.2f}, ties in "
+        f"{card['preferences']['fraction_tied_gold']:.2f}.",
+        "",
+        f"R_base (test) = {card['R_base_test']:.4f}; R_demo (test, best-of-n) = {card['R_demo_test']:.4f}; "
+        f"seed {card['seed']}; built in {card['seconds']:.0f} s.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def gold_profile(
+    lengths: list[int],
+    *,
+    base_model: str | None = None,
+    gold: str = DEFAULT_GOLD,
+    num_prompts: int = 200,
+    samples: int = 2,
+    seed: int = 0,
+    log=print,
+) -> list[dict]:
+    """Gold statistics of base-model continuations of each length in ``lengths`` on the first
+    ``num_prompts`` training prompts: how informative the gold is at that length."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gold_fn = load_gold(gold)
+    base_dir = base_model or base_model_dir(log=log)
+    tokenizer = AutoTokenizer.from_pretrained(base_dir)
+    model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32).eval()
+    _, held_out = split_corpus(load_plays())
+    prompts = make_prompts(held_out, prefix_words=6, seed=seed)[-num_prompts:]  # never a test prompt
+    ids = [tokenizer(p)["input_ids"] for p in prompts]
+    rows = []
+    for length in lengths:
+        drawn = sample_continuations(
+            model,
+            ids,
+            num_samples=samples,
+            length=length,
+            seed=seed,
+            pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+        )
+        values = [float(gold_fn(tokenizer.decode(s, skip_special_tokens=True))) for per in drawn for s in per]
+        rows.append({"continuation_tokens": length, **gold_statistics(values)})
+        log(json.dumps(rows[-1]))
+    return rows

@@ -1,0 +1,265 @@
+import json
+import math
+import os
+import shlex
+import sys
+
+import pytest
+
+from aihf.bench import llm
+from aihf.bench.llm import distinct_n, main, mean_ci, parse, repetition_rate, select
+from tests.tasks.helpers import micro_base
+
+
+@pytest.fixture(scope="module")
+def micro(tmp_path_factory):
+    return micro_base(str(tmp_path_factory.mktemp("base")))
+
+
+def micro_argv(base, out, *extra):
+    """A sweep small enough for seconds: a random micro model, a handful of prompts and steps."""
+    return [
+        "--base_model",
+        base,
+        "--output_dir",
+        str(out),
+        "--num_demonstrations",
+        "6",
+        "--num_preferences",
+        "6",
+        "--num_validation",
+        "3",
+        "--num_test",
+        "4",
+        "--best_of",
+        "2",
+        "--eval_samples",
+        "2",
+        "--continuation_tokens",
+        "6",
+        "--max_steps",
+        "2",
+        "--batch_size",
+        "2",
+        "--learning_rates",
+        "1e-3,1e-2",
+        "--budgets",
+        "3,all",
+        *extra,
+    ]
+
+
+# ----------------------------------------------------------------------------- metrics
+def test_distinct_n_and_repetition_rate_exact_values():
+    assert distinct_n(["a b a b", "a b c"], 2) == pytest.approx(3 / 5)  # ab ba ab | ab bc
+    assert distinct_n(["a"], 2) == 0.0
+    assert repetition_rate("a b a b") == pytest.approx(1 - 2 / 3)  # ab ba ab: one repeat of three
+    assert repetition_rate("to be or not") == 0.0
+
+
+def test_mean_ci_is_the_normal_interval():
+    m, h = mean_ci([1.0, 2.0, 3.0, 4.0])
+    assert m == 2.5 and h == pytest.approx(1.96 * math.sqrt(5 / 3) / 2)
+    assert mean_ci([0.3]) == (0.3, 0.0)
+
+
+def test_selection_takes_the_best_gold_under_the_kl_cap():
+    points = [
+        {"hp": "a", "validation": {"gold": 0.9, "kl": 12.0}},
+        {"hp": "b", "validation": {"gold": 0.5, "kl": 3.0}},
+        {"hp": "c", "validation": {"gold": 0.4, "kl": 1.0}},
+    ]
+    assert select(points, 8.0)["hp"] == "b"
+    assert select(points, 20.0)["hp"] == "a"
+    assert select(points, 0.5)["hp"] == "c"  # none within the cap: the closest to the base
+
+
+# ----------------------------------------------------------------------------- the sweep
+def test_list_prints_each_run_as_one_command_that_parses_back(capsys, tmp_path):
+    assert main(["--output_dir", str(tmp_path), "--list"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    args = parse(["--output_dir", str(tmp_path)])
+    runs = llm.all_runs(args)
+    # quick: 6 preference methods x 2 budgets + SFT, SPIN and RFT once, one seed
+    assert len(runs) == len(lines) == 15
+    for line, (method, budget, seed) in zip(lines, runs):
+        words = shlex.split(line)
+        assert words[:3] == ["aihf", "bench", "llm"] and words[-2:] == ["--run", f"{method}:{budget}:{seed}"]
+        again = parse(words[3:])
+        assert again.run == f"{method}:{budget}:{seed}"
+        assert llm.run_args(again, method, budget, seed) == words[3:]  # the same settings round-trip
+    assert not os.listdir(tmp_path)  # --list writes nothing
+
+
+def test_bad_settings_exit_2_with_one_line_and_write_nothing(capsys, tmp_path):
+    for argv, needle in (
+        (["--methods", "sft,ppo"], "--methods"),
+        (["--budgets", "50,many"], "--budgets"),
+        (["--budgets", "5000"], "--budgets"),
+        (["--learning_rates", "0"], "--learning_rates"),
+        (["--run", "sft:3"], "--run"),
+        (["--run", "dpo:7:0"], "--run"),
+        (["--gold", "nope"], "--gold"),
+    ):
+        assert main(["--output_dir", str(tmp_path / "out"), *argv]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and needle in err
+    assert not os.path.exists(tmp_path / "out")
+
+
+@pytest.mark.slow
+def test_end_to_end_every_method_on_a_micro_model(micro, tmp_path, capsys):
+    out = tmp_path / "bench"
+    # A plug-in gold that is rarely 0, so that the held-out pairs of the reward models exist.
+    assert main(micro_argv(micro, out, "--gold", "tests.tasks.helpers:count_e")) == 0
+    report = json.loads((out / "results.json").read_text())
+    preference_methods = ("dpo", "sft_then_dpo", "aihf_dpo", "self_play_aihf", "rlhf", "aihf_rl")
+    assert report["runs_finished"] == report["runs_total"] == 3 + 2 * len(preference_methods)
+    assert {(r["method"], r["budget"]) for r in report["rows"]} == {
+        ("sft", 0),
+        ("spin", 0),
+        ("rft", 0),
+        *((m, b) for m in preference_methods for b in (3, 6)),
+    }
+    for r in report["rows"]:
+        assert 0 <= r["gold"][0] <= 1 and math.isfinite(r["kl"][0]) and 0 <= r["win_vs_base"][0] <= 1
+        assert r["win_vs_sft_then_dpo"] is not None and 0 <= r["distinct_2"][0] <= 1
+        explicit_reward = r["method"] in ("rlhf", "aihf_rl", "rft")
+        assert (r["reward_pair_accuracy"] is not None) == explicit_reward
+        if explicit_reward:
+            assert 0 <= r["reward_pair_accuracy"][0] <= 1
+    assert next(r for r in report["rows"] if r["method"] == "sft_then_dpo")["win_vs_sft_then_dpo"][0] == 0.5
+    run = json.loads((out / "runs" / "dpo__3__0.json").read_text())
+    assert len(run["grid"]) == 2 and run["selected"] in [p["hp"] for p in run["grid"]]  # lr grid x one beta
+    assert len(run["test"]["per_prompt"]) == 4 and all(len(p["gold"]) == 2 for p in run["test"]["per_prompt"])
+    assert run["command"].endswith("--run dpo:3:0")
+    assert (out / "gold_vs_preferences.png").stat().st_size > 0 and (out / "gold_vs_kl.png").stat().st_size > 0
+    table = (out / "results.md").read_text()
+    assert "| aihf_dpo | 3 | 1 |" in table and table in capsys.readouterr().out
+
+
+def test_an_interrupted_sweep_resumes_without_running_anything_twice(micro, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "bench"
+    argv = micro_argv(micro, out, "--methods", "sft,dpo")
+    calls = []
+    real = llm.do_run
+    monkeypatch.setattr(llm, "do_run", lambda args, *run, **kw: calls.append(run[:3]) or real(args, *run, **kw))
+    assert main(argv) == 0
+    assert sorted(c for c in calls) == [("dpo", 3, 0), ("dpo", 6, 0), ("sft", 0, 0)]
+    # Interrupt: one result lost (and a half-written file, which never counts as finished).
+    os.remove(out / "runs" / "dpo__6__0.json")
+    (out / "runs" / "dpo__6__0.json.tmp").write_text("{")
+    calls.clear()
+    assert main(argv) == 0
+    assert calls == [("dpo", 6, 0)]
+    assert "2 of 3 runs already finished; 1 to do" in capsys.readouterr().out
+    calls.clear()
+    assert main(argv) == 0 and calls == []
+    assert main([*argv, "--run", "sft:0:0"]) == 0 and calls == []  # a finished run is not redone
+    capsys.readouterr()
+    assert main([*argv, "--list"]) == 0 and capsys.readouterr().out == ""
+    report = json.loads((out / "results.json").read_text())
+    assert report["runs_finished"] == 3 and all(r["seeds"] == 1 for r in report["rows"])
+
+
+@pytest.mark.slow
+def test_parallel_jobs_run_each_run_as_its_own_command(micro, tmp_path):
+    out = tmp_path / "bench"
+    argv = micro_argv(micro, out, "--methods", "sft,dpo", "--budgets", "3", "--jobs", "2")
+    assert main(argv, prog_argv=[sys.executable, "-m", "aihf.bench.llm"]) == 0
+    assert sorted(os.listdir(out / "runs")) == ["dpo__3__0.json", "sft__0__0.json"]
+    assert sorted(os.listdir(out / "logs")) == ["dpo__3__0.log", "sft__0__0.log"]
+
+
+def test_aggregate_win_rates_against_sft_then_dpo_from_result_files(tmp_path):
+    args = parse(
+        [
+            "--output_dir",
+            str(tmp_path),
+            "--methods",
+            "dpo,sft_then_dpo,sft",
+            "--budgets",
+            "5",
+            "--seeds",
+            "1",
+            "--num_preferences",
+            "5",
+        ]
+    )
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "card.json").write_text(json.dumps({"R_base_test": 0.0, "R_demo_test": 0.5}))
+
+    def write(method, budget, golds):
+        per_prompt = [{"gold": g, "kl": [1.0, 3.0], "win_vs_base": 1.0} for g in golds]
+        run = {
+            "method": method,
+            "budget": budget,
+            "seed": 0,
+            "selected": {"learning_rate": 1e-3},
+            "wall_seconds": 2.0,
+            "selected_within_kl_cap": method != "dpo",
+            "test": {"per_prompt": per_prompt, "distinct_2": 0.9, "repetition_2": 0.1},
+        }
+        os.makedirs(tmp_path / "runs", exist_ok=True)
+        (tmp_path / "runs" / f"{method}__{budget}__0.json").write_text(json.dumps(run))
+
+    write("dpo", 5, [[0.5, 0.0], [0.2, 0.2]])
+    write("sft_then_dpo", 5, [[0.1, 0.3], [0.2, 0.2]])
+    write("sft", 0, [[0.2, 0.0], [0.2, 0.3]])
+    report = llm.aggregate(args, str(data))
+    rows = {r["method"]: r for r in report["rows"]}
+    # prompt 1: 0.5 > 0.1 wins, 0.0 < 0.3 loses -> 0.5; prompt 2: two ties -> 0.5
+    assert rows["dpo"]["win_vs_sft_then_dpo"] == (0.5, 0.0)
+    # prompt 1: 0.2 > 0.1 wins, 0.0 < 0.3 loses -> 0.5; prompt 2: a tie and a win -> 0.75
+    assert rows["sft"]["win_vs_sft_then_dpo"][0] == pytest.approx((0.5 + 0.75) / 2)
+    assert rows["dpo"]["gold"][0] == pytest.approx(0.225)
+    assert rows["dpo"]["gold_normalised"][0] == pytest.approx(0.45)
+    assert rows["dpo"]["kl"] == (2.0, 0.0)
+    table = llm.markdown(report)
+    assert "learning_rate=0.001 (no grid point under the KL cap)" in table.split("| dpo |")[1].splitlines()[0]
+    assert "KL cap" not in table.split("| sft |")[1]
+
+
+def test_reward_pair_accuracy_interval_is_over_held_out_pairs(tmp_path):
+    """One seed's reward accuracy on 3 held-out pairs is 1/3 +/- 0.65, not 1/3 +/- 0 (no seed variance)."""
+    refs = [
+        {"prompt": "a", "base_completions": ["x", "y"], "base_gold": [0.1, 0.5]},
+        {"prompt": "b", "base_completions": ["u", "v"], "base_gold": [0.2, 0.2]},  # a tie: no pair
+        {"prompt": "c", "base_completions": ["s", "t"], "base_gold": [0.9, -0.3]},
+        {"prompt": "d", "base_completions": ["p", "q"], "base_gold": [0.0, 0.4]},
+    ]
+    assert llm.held_out_pairs(refs) == [
+        {"prompt": "a", "chosen": "y", "rejected": "x"},
+        {"prompt": "c", "chosen": "s", "rejected": "t"},
+        {"prompt": "d", "chosen": "q", "rejected": "p"},
+    ]
+    args = parse(["--output_dir", str(tmp_path), "--methods", "rft,sft", "--seeds", "1"])
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "card.json").write_text(json.dumps({"R_base_test": 0.0, "R_demo_test": 0.5}))
+    (data / "references_validation.jsonl").write_text("".join(json.dumps(r) + "\n" for r in refs))
+    (tmp_path / "runs").mkdir()
+    for method, accuracy in (("rft", 0.3333333432674408), ("sft", None)):  # float32 1/3, as the trainer logs it
+        run = {
+            "method": method,
+            "budget": 0,
+            "seed": 0,
+            "selected": {"learning_rate": 1e-3},
+            "wall_seconds": 2.0,
+            "selected_within_kl_cap": True,
+            "reward_pair_accuracy": accuracy,
+            "test": {
+                "per_prompt": [{"gold": [0.1], "kl": [1.0], "win_vs_base": 1.0}],
+                "distinct_2": 1,
+                "repetition_2": 0,
+            },
+        }
+        (tmp_path / "runs" / f"{method}__0__0.json").write_text(json.dumps(run))
+    report = llm.aggregate(args, str(data))
+    rows = {r["method"]: r for r in report["rows"]}
+    mean, half = rows["rft"]["reward_pair_accuracy"]
+    # units 1, 0, 0: sd sqrt(1/3), half-width 1.96 * sqrt(1/3) / sqrt(3) = 1.96 / 3
+    assert mean == pytest.approx(1 / 3) and half == pytest.approx(1.96 / 3)
+    assert rows["sft"]["reward_pair_accuracy"] is None
+    assert report["held_out_pairs"] == 3 and "3 pairs per seed" in llm.markdown(report)
