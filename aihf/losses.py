@@ -11,6 +11,8 @@ Equations are cited from ``shared/docs/method.md`` (copied to ``docs/method.md``
 * **(ML-IRL)** the gradient's demonstration term, reward of the demonstration minus reward of a
   policy sample, and its logistic form (method.md, "Instantiations", 1);
 * **(DPO)** the implicit-reward preference term, ``r = beta log(pi/pi_ref)`` ("Instantiations", 2);
+* **(BT-label)** the synthetic labeller of the control experiments ("Control specifics"): the
+  Bradley-Terry probability of a preference at a temperature scaled to the spread of returns;
 * **(SP)** the self-play demonstration term against a frozen opponent ("Instantiations", 3);
 * **(L)** the lower level, KL-regularised RL ``max_pi E[r(x,y)] - beta KL(pi || pi_ref)``, optimised
   by AIHF-RL ("Instantiations", 1) with RLOO (Ahmadian et al. 2024, arXiv 2402.14740) or PPO-clip
@@ -53,6 +55,7 @@ __all__ = [
     "clipped_policy_loss",
     "ClippedPolicyLoss",
     "center_rewards_loss",
+    "bradley_terry_preference_probability",
 ]
 
 
@@ -485,3 +488,21 @@ def clipped_policy_loss(
         clip_fraction = (was_clipped.to(mask.dtype) * mask).sum() / tokens
         approx_kl = (0.5 * log_ratio.detach() ** 2 * mask).sum() / tokens
     return ClippedPolicyLoss(loss, clip_fraction, approx_kl)
+
+
+def bradley_terry_preference_probability(
+    returns_a: Tensor, returns_b: Tensor, temperature: float, label_noise: float = 0.0
+) -> Tensor:
+    """Probability that a synthetic labeller prefers ``a`` over ``b``, method.md (BT-label):
+    ``P(a > b) = (1 - eps) * sigmoid((R_a - R_b) / T) + eps / 2``.
+
+    ``returns_*`` have shape ``(B,)`` (ground-truth returns of the two segments), ``T > 0`` is the
+    temperature in return units and ``eps = label_noise`` in [0, 1] the chance that a label is a
+    coin flip. Returns shape ``(B,)``.
+    """
+    _check_pair(returns_a, returns_b, None, ("returns_a", "returns_b"))
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    if not 0.0 <= label_noise <= 1.0:
+        raise ValueError(f"label_noise must be in [0, 1], got {label_noise}")
+    return (1.0 - label_noise) * torch.sigmoid((returns_a - returns_b) / temperature) + label_noise / 2.0

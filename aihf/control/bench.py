@@ -1,0 +1,467 @@
+"""``aihf control bench``: the control benchmark table.
+
+For each env: ``collect`` once (demonstrator, demonstrations, pool, labelled pairs), then one
+``train`` run per (setting, method, seed). A setting is a demonstration source and count
+(``expert1``: one expert demonstration, ``low1``: one demonstration of the middle-quality
+snapshot) and a number of preference pairs; at 0 pairs AIHF is ML-IRL. Methods per setting:
+``ml_irl`` and ``bc`` at 0 pairs; ``aihf`` and ``two_stage`` above 0; ``pref_rl`` (which ignores
+demonstrations) once per pair count, in the first demonstration setting.
+
+Every run is one plain command (``--list`` prints them) that writes one result file
+``<results>/runs/<env>/<setting>__<method>__seed<k>.json``; runs whose file exists are skipped,
+and a killed run resumes from its checkpoint in ``<work>``. ``--report`` (also run at the end)
+writes ``results.json``, ``results.md`` and ``curves_<env>.png`` into ``<results>``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+PLANS = {
+    "ci": dict(envs=["Pendulum-v1"], seeds=[0], demos={"expert1": [0, 10]}),
+    "cpu": dict(
+        envs=["HalfCheetah-v5", "Hopper-v5"],
+        seeds=[0, 1, 2],
+        demos={"expert1": [0, 10, 100], "expert4": [0, 100], "low1": [0, 100]},
+    ),
+    "paper": dict(
+        envs=["HalfCheetah-v5", "Hopper-v5", "Walker2d-v5", "Ant-v5"],
+        seeds=[0, 1, 2, 3, 4],
+        demos={
+            "expert1": [0, 10, 50, 200, 1000],
+            "expert4": [0, 10, 50, 200, 1000],
+            "expert16": [0, 200],
+            "low1": [0, 200],
+        },
+    ),
+}
+METHOD_ORDER = ("aihf", "pref_rl", "ml_irl", "two_stage", "bc")
+PYTHON = "python"  # as printed; runs use sys.executable
+
+
+@dataclass(frozen=True)
+class Run:
+    env_id: str
+    setting: str  # e.g. expert1_p10
+    method: str
+    seed: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.setting}__{self.method}__seed{self.seed}"
+
+    @property
+    def demos(self) -> tuple[str, int]:
+        source, count = self.setting.split("_")[0].rstrip("0123456789"), self.setting.split("_")[0]
+        return ("demos_low.npz" if source == "low" else "demos.npz"), int(count[len(source) :])
+
+    @property
+    def num_preferences(self) -> int:
+        return int(self.setting.split("_p")[1])
+
+
+def plan(preset: str, envs: list[str] | None = None, seeds: list[int] | None = None) -> list[Run]:
+    spec = PLANS[preset]
+    runs = []
+    for env_id in envs or spec["envs"]:
+        for seed in seeds if seeds is not None else spec["seeds"]:
+            for k, (demo_setting, pref_counts) in enumerate(spec["demos"].items()):
+                for p in pref_counts:
+                    setting = f"{demo_setting}_p{p}"
+                    methods = ["ml_irl", "bc"] if p == 0 else ["aihf", "two_stage"] + (["pref_rl"] if k == 0 else [])
+                    runs += [Run(env_id, setting, m, seed) for m in methods]
+    return runs
+
+
+def collect_argv(preset: str, env_id: str, data_root: str) -> list[str]:
+    return [
+        "collect",
+        "--preset",
+        preset,
+        "--env_id",
+        env_id,
+        "--output_dir",
+        os.path.join(data_root, env_id),
+        "--progress",
+        "false",
+    ]
+
+
+def train_argv(run: Run, preset: str, data_root: str, results: str, work: str) -> list[str]:
+    data = os.path.join(data_root, run.env_id)
+    demo_file, n_demos = run.demos
+    return [
+        "train",
+        "--preset",
+        preset,
+        "--env_id",
+        run.env_id,
+        "--method",
+        run.method,
+        "--seed",
+        str(run.seed),
+        "--demonstrations",
+        os.path.join(data, demo_file),
+        "--num_demonstrations",
+        str(n_demos),
+        "--preferences",
+        os.path.join(data, "preferences.npz"),
+        "--num_preferences",
+        str(run.num_preferences),
+        "--reference_returns",
+        os.path.join(data, "meta.json"),
+        "--output_dir",
+        os.path.join(work, run.env_id, run.name),
+        "--result_file",
+        result_path(results, run),
+        "--progress",
+        "false",
+    ]
+
+
+def result_path(results: str, run: Run) -> str:
+    return os.path.join(results, "runs", run.env_id, run.name + ".json")
+
+
+def _command(argv: list[str], python: str = PYTHON) -> str:
+    return shlex.join([python, "-m", "aihf.control.cli", *argv])
+
+
+def _execute(jobs: list[tuple[str, list[str], str]], parallel: int, nice: int, log_dir: str) -> list[str]:
+    """Run (label, argv, done_file) jobs, ``parallel`` at a time; returns the labels that failed."""
+    from tqdm.auto import tqdm
+
+    os.makedirs(log_dir, exist_ok=True)
+    pending, running, failed = list(jobs), [], []
+    bar = tqdm(total=len(jobs), desc="control bench", unit="run")
+    while pending or running:
+        while pending and len(running) < parallel:
+            label, argv, _ = pending.pop(0)
+            cmd = [sys.executable, "-m", "aihf.control.cli", *argv]
+            if nice:
+                cmd = ["nice", "-n", str(nice), *cmd]
+            log = open(os.path.join(log_dir, label.replace("/", "__") + ".log"), "w")
+            env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+            running.append(
+                (label, subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env), log, time.time())
+            )
+            bar.set_postfix_str(f"running: {', '.join(r[0] for r in running)}"[:120])
+        time.sleep(2)
+        for item in list(running):
+            label, proc, log, started = item
+            if proc.poll() is None:
+                continue
+            running.remove(item)
+            log.close()
+            status = "ok" if proc.returncode == 0 else f"FAILED (exit {proc.returncode}, see {log.name})"
+            if proc.returncode != 0:
+                failed.append(label)
+            bar.write(f"{label}: {status} in {time.time() - started:.0f}s")
+            bar.update(1)
+    bar.close()
+    return failed
+
+
+# ------------------------------------------------------------------------------------------ report
+def _load_results(results: str) -> list[dict]:
+    rows = []
+    root = os.path.join(results, "runs")
+    for env_id in sorted(os.listdir(root)) if os.path.isdir(root) else []:
+        for name in sorted(os.listdir(os.path.join(root, env_id))):
+            if name.endswith(".json"):
+                with open(os.path.join(root, env_id, name)) as f:
+                    r = json.load(f)
+                setting, method, _ = name[: -len(".json")].split("__")
+                rows.append(
+                    {
+                        "env_id": env_id,
+                        "setting": setting,
+                        "method": method,
+                        "seed": r["seed"],
+                        "final": r["final"]["normalized_return"],
+                        "return": r["final"]["return_mean"],
+                        "history": [(h["env_steps"], h["normalized_return"]) for h in r["history"]],
+                        "timing": r["timing"],
+                    }
+                )
+    return rows
+
+
+def _cell(values: list[float]) -> str:
+    if not values:
+        return "–"
+    return f"{np.mean(values):.2f} ± {np.std(values):.2f} ({len(values)})"
+
+
+def report(results: str, command: str) -> dict:
+    """Aggregate the per-run files into results.json, results.md and learning-curve PNGs."""
+    rows = _load_results(results)
+    table: dict = {}
+    for r in rows:
+        table.setdefault(r["env_id"], {}).setdefault(r["setting"], {}).setdefault(r["method"], []).append(r["final"])
+    lines = [
+        "# Control benchmark: normalised return (R - R_random) / (R_expert - R_random)",
+        "",
+        "Mean ± std over seeds (number of seeds) of the final deterministic evaluation. At 0 preference pairs",
+        "AIHF is ML-IRL; pref_rl ignores demonstrations, so its value is repeated across demonstration settings;",
+        "ml_irl and bc ignore preferences, so theirs is repeated across pair counts. `–`: not run (yet).",
+        "",
+        f"Aggregated from every result file under `runs/` by `{command}`; "
+        "`aihf control bench --preset <preset> --list` prints every run's command.",
+        "",
+    ]
+    for env_id, settings in table.items():
+        demo_settings = sorted({s.split("_p")[0] for s in settings}, key=lambda s: (s.startswith("low"), len(s), s))
+        lines += [
+            f"## {env_id}",
+            "",
+            "| demos | pairs | " + " | ".join(METHOD_ORDER) + " |",
+            "|---|---|" + "---|" * len(METHOD_ORDER),
+        ]
+        for d in demo_settings:
+            counts = sorted({int(s.split("_p")[1]) for s in settings if s.startswith(d + "_p")})
+            for p in counts:
+                cells = []
+                for m in METHOD_ORDER:
+                    if m in ("ml_irl", "bc"):
+                        values = settings.get(f"{d}_p0", {}).get(m, [])
+                    elif m == "pref_rl":
+                        values = next((v[m] for s, v in settings.items() if s.endswith(f"_p{p}") and m in v), [])
+                    elif m == "aihf" and p == 0:
+                        values = settings.get(f"{d}_p0", {}).get("ml_irl", [])
+                    else:
+                        values = settings.get(f"{d}_p{p}", {}).get(m, [])
+                    cells.append(_cell(values) if not (m in ("pref_rl", "two_stage") and p == 0) else "n/a")
+                lines.append(f"| {d} | {p} | " + " | ".join(cells) + " |")
+        lines.append("")
+        _plot(env_id, [r for r in rows if r["env_id"] == env_id], os.path.join(results, f"curves_{env_id}.png"))
+        lines += [f"![learning curves](curves_{env_id}.png)", ""]
+    summary = {
+        "command": command,
+        "table": {
+            e: {
+                s: {m: {"mean": float(np.mean(v)), "std": float(np.std(v)), "seeds": len(v)} for m, v in ms.items()}
+                for s, ms in ss.items()
+            }
+            for e, ss in table.items()
+        },
+        "runs": [{k: v for k, v in r.items() if k != "history"} for r in rows],
+    }
+    os.makedirs(results, exist_ok=True)
+    with open(os.path.join(results, "results.json"), "w") as f:
+        json.dump(summary, f, indent=1)
+    with open(os.path.join(results, "results.md"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+    return summary
+
+
+def _plot(env_id: str, rows: list[dict], path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    settings = sorted({r["setting"] for r in rows if r["method"] != "bc"})
+    if not settings:
+        return
+    fig, axes = plt.subplots(1, len(settings), figsize=(4 * len(settings), 3.2), squeeze=False, sharey=True)
+    for ax, setting in zip(axes[0], settings):
+        for method in METHOD_ORDER:
+            # ML-IRL ignores preferences: its curve (from 0 pairs) is the reference in every panel.
+            source = setting.split("_p")[0] + "_p0" if method == "ml_irl" else setting
+            curves = [r["history"] for r in rows if r["setting"] == source and r["method"] == method]
+            if not curves or method == "bc":
+                continue
+            n = min(len(c) for c in curves)
+            steps = [c[0] for c in curves[0][:n]]
+            values = np.array([[c[i][1] for i in range(n)] for c in curves])
+            ax.plot(steps, values.mean(0), label=f"{method} ({len(curves)})")
+            ax.fill_between(steps, values.mean(0) - values.std(0), values.mean(0) + values.std(0), alpha=0.2)
+        ax.set_title(setting, fontsize=9)
+        ax.set_xlabel("env steps")
+        ax.axhline(1.0, color="grey", lw=0.5, ls="--")
+        ax.legend(fontsize=7)
+    axes[0][0].set_ylabel(f"{env_id} normalised return")
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+# ------------------------------------------------------------------------------------------ speed
+def speed(preset: str, env_id: str, data_dir: str, steps: int, repeats: int, out: str, command: str) -> dict:
+    """Env steps/s of the AIHF loop (1 demonstration, up to 100 pairs) against plain SB3 SAC on the
+    true reward, same env, network, batch and update schedule (the preset's), alternated
+    ``repeats`` times, by wall clock and by this process's CPU time. Returns and writes ``out`` (JSON)."""
+    import dataclasses
+    import tempfile
+
+    import torch
+    from stable_baselines3 import SAC
+
+    from .config import ControlConfig, parse_sizes, with_preset
+    from .trainer import ControlTrainer, make_env
+
+    base = with_preset(ControlConfig, preset, "train")
+    rounds = max(1, steps // base.sac_steps_per_round)
+    steps_per_run = rounds * base.sac_steps_per_round
+    wall: dict[str, list[float]] = {"sac": [], "aihf": []}
+    cpu: dict[str, list[float]] = {"sac": [], "aihf": []}
+
+    def plain_sac(k):
+        model = SAC(
+            "MlpPolicy",
+            make_env(env_id),
+            learning_rate=base.sac_learning_rate,
+            batch_size=base.batch_size,
+            learning_starts=base.learning_starts,
+            train_freq=base.train_freq,
+            gradient_steps=base.gradient_steps,
+            policy_kwargs={"net_arch": parse_sizes(base.net_arch)},
+            seed=k,
+            device="cpu",
+            verbose=0,
+        )
+        model.learn(steps_per_run)
+
+    def aihf_loop(k):
+        with np.load(os.path.join(data_dir, "preferences.npz"), allow_pickle=False) as f:
+            n_pairs = len(f["chosen_actions"])
+        with tempfile.TemporaryDirectory() as tmp:
+            config = dataclasses.replace(
+                base,
+                env_id=env_id,
+                method="aihf",
+                seed=k,
+                rounds=rounds,
+                eval_every=rounds,
+                eval_episodes=1,
+                demonstrations=os.path.join(data_dir, "demos.npz"),
+                num_demonstrations=1,
+                preferences=os.path.join(data_dir, "preferences.npz"),
+                num_preferences=min(100, n_pairs),
+                output_dir=tmp,
+                progress=False,
+            )
+            ControlTrainer(config).train()
+
+    torch.set_num_threads(1)
+    for k in range(repeats):
+        # ABBA order, so a load that drifts during the measurement hits both alike.
+        for name in ("sac", "aihf") if k % 2 == 0 else ("aihf", "sac"):
+            t0, c0 = time.perf_counter(), time.process_time()
+            (plain_sac if name == "sac" else aihf_loop)(k)
+            wall[name].append(steps_per_run / (time.perf_counter() - t0))
+            cpu[name].append(steps_per_run / (time.process_time() - c0))
+        print(f"repeat {k}: CPU-time steps/s SAC {cpu['sac'][-1]:.0f}, AIHF loop {cpu['aihf'][-1]:.0f}", flush=True)
+    result = {
+        "env_id": env_id,
+        "preset": preset,
+        "env_steps_per_run": steps_per_run,
+        "net_arch": base.net_arch,
+        "batch_size": base.batch_size,
+        "train_freq": base.train_freq,
+        "cpu_time_steps_per_s": cpu,
+        "wall_steps_per_s": wall,
+        "overhead_cpu_time": 1.0 - float(np.mean(cpu["aihf"]) / np.mean(cpu["sac"])),
+        "overhead_wall": 1.0 - float(np.mean(wall["aihf"]) / np.mean(wall["sac"])),
+        "command": command,
+        "note": "AIHF figures include building the run, checkpoints after every round and one evaluation "
+        "episode; alternated (ABBA) single-threaded runs on a shared 2-core machine: wall-clock figures are "
+        "noisy, process CPU time less so",
+    }
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    with open(out, "w") as f:
+        json.dump(result, f, indent=1)
+    return result
+
+
+# ------------------------------------------------------------------------------------------ main
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="aihf control bench", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--preset", choices=list(PLANS), default="cpu", help="Budgets and the table's settings.")
+    parser.add_argument("--envs", default=None, help="Comma-separated env ids (default: the preset's).")
+    parser.add_argument("--seeds", default=None, help="Comma-separated seeds (default: the preset's).")
+    parser.add_argument("--only", default=None, help="Run only runs whose name contains this (e.g. __aihf__).")
+    parser.add_argument("--data_root", default="benchmarks/data/control", help="Collected data, one folder per env.")
+    parser.add_argument("--results", default="benchmarks/results/control", help="Result files and the table.")
+    parser.add_argument("--work", default="runs/control-bench", help="Checkpoints of unfinished runs.")
+    parser.add_argument("--jobs", type=int, default=1, help="Runs in parallel (one core each).")
+    parser.add_argument("--nice", type=int, default=0, help="Run each command under nice -n N.")
+    parser.add_argument("--list", action="store_true", help="Print every run's command (done ones commented out).")
+    parser.add_argument("--report", action="store_true", help="Only aggregate the finished runs.")
+    parser.add_argument(
+        "--speed",
+        action="store_true",
+        help="Instead: env steps/s of the AIHF loop vs plain SAC on the first env (alternated runs).",
+    )
+    parser.add_argument("--speed_steps", type=int, default=10_000, help="--speed: env steps per run.")
+    parser.add_argument("--speed_repeats", type=int, default=2, help="--speed: runs of each.")
+    args = parser.parse_args(argv)
+    envs = args.envs.split(",") if args.envs else None
+    seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else None
+    runs = [r for r in plan(args.preset, envs, seeds) if not args.only or args.only in f"{r.env_id}/{r.name}"]
+    this = shlex.join(["aihf", "control", "bench", *(argv if argv is not None else sys.argv[1:])])
+    if args.report:
+        report(args.results, this)
+        return 0
+    if args.speed:
+        env_id = (envs or PLANS[args.preset]["envs"])[0]
+        result = speed(
+            args.preset,
+            env_id,
+            os.path.join(args.data_root, env_id),
+            args.speed_steps,
+            args.speed_repeats,
+            os.path.join(args.results, f"speed_{env_id}.json"),
+            this,
+        )
+        print(json.dumps(result, indent=1))
+        return 0
+    envs_needed = sorted({r.env_id for r in runs})
+    collects = [
+        (f"collect {e}", collect_argv(args.preset, e, args.data_root), os.path.join(args.data_root, e, "meta.json"))
+        for e in envs_needed
+    ]
+    trains = [
+        (
+            f"{r.env_id}/{r.name}",
+            train_argv(r, args.preset, args.data_root, args.results, args.work),
+            result_path(args.results, r),
+        )
+        for r in runs
+    ]
+    if args.list:
+        for _, run_argv, done in collects + trains:
+            print(("# done: " if os.path.exists(done) else "") + _command(run_argv))
+        return 0
+    todo_collect = [j for j in collects if not os.path.exists(j[2])]
+    todo_train = [j for j in trains if not os.path.exists(j[2])]
+    print(
+        f"{len(collects) - len(todo_collect)}/{len(collects)} data sets and {len(trains) - len(todo_train)}/"
+        f"{len(trains)} runs already done"
+    )
+    log_dir = os.path.join(args.work, "logs")
+    failed = _execute(todo_collect, args.jobs, args.nice, log_dir) if todo_collect else []
+    if failed:
+        print(f"data collection failed: {failed}", file=sys.stderr)
+        return 1
+    failed = _execute(todo_train, args.jobs, args.nice, log_dir) if todo_train else []
+    report(args.results, this)
+    print(f"wrote {os.path.join(args.results, 'results.md')}")
+    if failed:
+        print(f"{len(failed)} runs failed: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,139 @@
+"""``aihf control collect|train|eval|bench``.
+
+Every field of :class:`~aihf.control.config.ControlConfig` (``train``) and
+:class:`~aihf.control.config.CollectConfig` (``collect``) is a flag whose help is the field's;
+``--preset ci|cpu|paper`` replaces the defaults first. Bad data or settings print one line and
+exit with status 2 before anything is written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import shlex
+import sys
+
+from ..errors import ConfigError, DataError
+from .config import PRESETS, CollectConfig, ControlConfig, with_preset
+
+COMMANDS = {
+    "collect": "train a SAC demonstrator and write demonstrations, a pool and labelled pairs",
+    "train": "one run: aihf, pref_rl, ml_irl, bc or two_stage",
+    "eval": "ground-truth and normalised return of a finished run's policy",
+    "bench": "the benchmark table (one result file per run; see 'aihf control bench --help')",
+}
+
+
+def _to_bool(text: str) -> bool:
+    if text.lower() in ("1", "true", "yes"):
+        return True
+    if text.lower() in ("0", "false", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def _parser_for(cls, prog: str, description: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("--preset", choices=list(PRESETS), default=None, help="Replace the defaults with a preset.")
+    for f in dataclasses.fields(cls):
+        # Annotations are strings under `from __future__ import annotations`.
+        kind = str(f.type)
+        conv = (
+            _to_bool
+            if kind.startswith("bool")
+            else int
+            if kind.startswith("int")
+            else float
+            if kind.startswith("float")
+            else str
+        )
+        parser.add_argument(
+            f"--{f.name}",
+            type=conv,
+            default=None,
+            choices=f.metadata.get("choices"),
+            help=f"{f.metadata.get('help', '')} (default: {f.default})",
+        )
+    return parser
+
+
+def parse_config(cls, argv: list[str], prog: str, description: str):
+    """Flags -> ``cls`` (preset defaults first, then the flags that were given)."""
+    args = _parser_for(cls, prog, description).parse_args(argv)
+    config = with_preset(cls, args.preset, "collect" if cls is CollectConfig else "train")
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if getattr(args, f.name) is not None}
+    return dataclasses.replace(config, **given)
+
+
+def train(argv: list[str]) -> dict:
+    from .trainer import ControlTrainer
+
+    config = parse_config(ControlConfig, argv, "aihf control train", "One AIHF (or baseline) control run.")
+    result = ControlTrainer(config).train()
+    return {k: result[k] for k in ("env_id", "method", "seed", "num_demonstrations", "num_preferences", "final")}
+
+
+def collect(argv: list[str]) -> dict:
+    from .collect import collect as run
+
+    config = parse_config(CollectConfig, argv, "aihf control collect", "Demonstrations and preferences for one env.")
+    meta = run(config, command="aihf control collect " + shlex.join(argv))
+    return {k: v for k, v in meta.items() if k != "config"}
+
+
+def evaluate(argv: list[str]) -> dict:
+    import numpy as np
+
+    from .trainer import ControlTrainer, evaluate_policy, normalized_score
+
+    parser = argparse.ArgumentParser(prog="aihf control eval", description=COMMANDS["eval"])
+    parser.add_argument("--run_dir", required=True, help="output_dir of a finished 'aihf control train' run.")
+    parser.add_argument("--episodes", type=int, default=10, help="Deterministic episodes.")
+    parser.add_argument("--seed", type=int, default=12345, help="Seed of the first episode.")
+    args = parser.parse_args(argv)
+    path = os.path.join(args.run_dir, "result.json")
+    try:
+        with open(path) as f:
+            saved = json.load(f)["config"]
+    except (OSError, ValueError, KeyError) as e:
+        raise ConfigError(f"run_dir={args.run_dir!r}: no finished run there ({e})") from None
+    config = dataclasses.replace(ControlConfig(), **saved)
+    trainer = ControlTrainer(config, source=path)
+    act = trainer.load_policy(os.path.join(args.run_dir, "policy.safetensors"))
+    returns = evaluate_policy(act, config.env_id, args.episodes, args.seed)
+    return {
+        "env_id": config.env_id,
+        "method": config.method,
+        "episodes": args.episodes,
+        "return_mean": float(np.mean(returns)),
+        "return_std": float(np.std(returns)),
+        "normalized_return": normalized_score(returns, trainer.random_return, trainer.expert_return),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``aihf control ...``; returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
+        print("usage: aihf control <command> [options]\n\ncommands:")
+        for name, text in COMMANDS.items():
+            print(f"  {name:<8} {text}")
+        return 0 if not argv or argv[0] in ("-h", "--help") else 2
+    command, rest = argv[0], argv[1:]
+    try:
+        if command == "bench":
+            from .bench import main as bench_main
+
+            return bench_main(rest)
+        out = {"collect": collect, "train": train, "eval": evaluate}[command](rest)
+    except (ConfigError, DataError) as e:
+        print(f"aihf control {command}: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps(out, indent=1, default=float))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,306 @@
+"""Configuration of control runs. Each field's ``help`` is its ``aihf control`` CLI help.
+
+Presets (``--preset``) replace the defaults; flags still win:
+
+* ``ci``: seconds-sized runs for tests (tiny nets, few steps);
+* ``cpu``: the CPU benchmark table (64x64 SAC nets, batch 128, one gradient step per two env
+  steps, 60k env steps per run; a run takes ~5-10 min on one quiet core);
+* ``paper``: the authors' budgets (256x256 SAC, batch 256, one gradient step per env step,
+  1M env steps per run, 5000 SAC steps per round).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from ..errors import ConfigError
+
+METHODS = ("aihf", "pref_rl", "ml_irl", "bc", "two_stage")
+
+
+@dataclass
+class ControlConfig:
+    """One control run: ``aihf control train``."""
+
+    env_id: str = field(default="HalfCheetah-v5", metadata={"help": "Any Gymnasium id with Box spaces."})
+    method: str = field(
+        default="aihf",
+        metadata={
+            "help": "aihf: demo_weight/pref_weight as set; pref_rl: demo_weight=0 (reward from preferences, "
+            "SAC on it); ml_irl: pref_weight=0; bc: behaviour cloning of the demonstrations; two_stage: reward "
+            "fitted on preferences first (reward_pretrain_steps), then ML-IRL from it.",
+            "choices": list(METHODS),
+        },
+    )
+    demonstrations: str | None = field(default=None, metadata={"help": "Trajectory .npz of expert demonstrations."})
+    preferences: str | None = field(default=None, metadata={"help": "Preference-pair .npz (segment pairs)."})
+    num_demonstrations: int | None = field(
+        default=None, metadata={"help": "Use the first N demonstration episodes (default: all)."}
+    )
+    num_preferences: int | None = field(
+        default=None, metadata={"help": "Use the first N preference pairs (default: all; 0: none)."}
+    )
+    reference_returns: str | None = field(
+        default=None,
+        metadata={
+            "help": "JSON with random_return and expert_return for normalised scores "
+            "(default: meta.json beside the demonstrations, if present)."
+        },
+    )
+    output_dir: str = field(default="runs/control", metadata={"help": "Where checkpoints and result.json go."})
+    result_file: str | None = field(
+        default=None, metadata={"help": "Also write the result JSON to this path (the benchmark's per-run file)."}
+    )
+    seed: int = field(default=0, metadata={"help": "Seed of torch, NumPy, the envs and SAC."})
+    resume: bool = field(
+        default=True, metadata={"help": "Continue from output_dir/checkpoint if this run wrote one there."}
+    )
+    # Budget
+    rounds: int = field(default=12, metadata={"help": "Rounds of (SAC steps, reward steps)."})
+    sac_steps_per_round: int = field(default=5000, metadata={"help": "Env steps of SAC per round."})
+    # SAC (stable-baselines3)
+    net_arch: str = field(default="64,64", metadata={"help": "SAC actor and critic hidden sizes, comma-separated."})
+    sac_learning_rate: float = field(default=3e-4, metadata={"help": "SAC learning rate."})
+    batch_size: int = field(default=128, metadata={"help": "SAC minibatch size."})
+    buffer_size: int = field(default=1_000_000, metadata={"help": "SAC replay buffer size."})
+    learning_starts: int = field(default=1000, metadata={"help": "Random-action env steps before SAC updates."})
+    train_freq: int = field(default=2, metadata={"help": "Env steps between SAC updates."})
+    gradient_steps: int = field(default=1, metadata={"help": "SAC gradient steps per update."})
+    gamma: float = field(default=0.99, metadata={"help": "Discount."})
+    tau: float = field(default=0.005, metadata={"help": "Target network soft-update rate."})
+    # Reward
+    demo_weight: float = field(default=1.0, metadata={"help": "w_D: weight of the ML-IRL demonstration term."})
+    pref_weight: float = field(default=1.0, metadata={"help": "w_P: weight of the Bradley-Terry preference term."})
+    reward_net_arch: str = field(default="64,64", metadata={"help": "Reward MLP hidden sizes, comma-separated."})
+    reward_input: str = field(
+        default="state",
+        metadata={"help": "Reward over the state or state and action.", "choices": ["state", "state_action"]},
+    )
+    reward_bound: float = field(default=10.0, metadata={"help": "The reward lies in (-bound, bound)."})
+    sac_reward_scale: float = field(
+        default=1.0, metadata={"help": "SAC is trained on this multiple of the (shifted) learned reward."}
+    )
+    survival_bonus: bool = field(
+        default=True,
+        metadata={
+            "help": "Train SAC on r + reward_bound >= 0, so that ending an episode early never pays (envs that "
+            "terminate, e.g. Hopper); false: on r itself (a constant shift only matters where episodes can end early)."
+        },
+    )
+    reward_learning_rate: float = field(default=1e-3, metadata={"help": "Adam learning rate of the reward."})
+    reward_steps_per_round: int = field(default=20, metadata={"help": "Reward gradient steps per round."})
+    reward_batch_size: int = field(
+        default=256, metadata={"help": "States per side of the ML-IRL term and pairs of the BT term per step."}
+    )
+    policy_sample_steps: int | None = field(
+        default=None,
+        metadata={
+            "help": "Policy samples of the ML-IRL term: the last N transitions SAC collected (fresh rollouts of "
+            "the current policy; default: sac_steps_per_round)."
+        },
+    )
+    reward_pretrain_steps: int = field(
+        default=500, metadata={"help": "Reward steps on preferences alone before round 1 (two_stage and pref_rl)."}
+    )
+    # Behaviour cloning
+    bc_steps: int = field(default=5000, metadata={"help": "bc: gradient steps."})
+    bc_learning_rate: float = field(default=1e-3, metadata={"help": "bc: Adam learning rate."})
+    # Evaluation
+    eval_every: int = field(default=1, metadata={"help": "Evaluate every N rounds (and after the last)."})
+    eval_episodes: int = field(default=5, metadata={"help": "Deterministic episodes per evaluation."})
+    torch_threads: int = field(default=1, metadata={"help": "torch.set_num_threads (1: one core per run)."})
+    progress: bool = field(default=True, metadata={"help": "Show a progress bar."})
+
+    def validate(self, source: str = "the flags") -> ControlConfig:
+        """Raise :class:`aihf.ConfigError` naming the first bad setting; returns self."""
+        if self.method not in METHODS:
+            raise ConfigError(f"method={self.method!r} (from {source}) is not one of {list(METHODS)}")
+        if self.demonstrations is None and self.method != "pref_rl":
+            raise ConfigError(f"demonstrations (from {source}) is required for method={self.method}")
+        uses_prefs = self.method in ("pref_rl", "two_stage") or (self.method == "aihf" and self.pref_weight > 0)
+        if uses_prefs and (self.preferences is None or self.num_preferences == 0) and self.method != "aihf":
+            raise ConfigError(f"preferences (from {source}) are required for method={self.method}")
+        for name in (
+            "rounds",
+            "sac_steps_per_round",
+            "batch_size",
+            "reward_batch_size",
+            "eval_episodes",
+            "train_freq",
+            "eval_every",
+            "torch_threads",
+        ):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name}={getattr(self, name)} (from {source}) must be >= 1")
+        for name in (
+            "demo_weight",
+            "pref_weight",
+            "reward_steps_per_round",
+            "reward_pretrain_steps",
+            "bc_steps",
+            "learning_starts",
+            "gradient_steps",
+        ):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name}={getattr(self, name)} (from {source}) must be >= 0")
+        if self.reward_bound <= 0:
+            raise ConfigError(f"reward_bound={self.reward_bound} (from {source}) must be > 0")
+        if self.sac_reward_scale <= 0:
+            raise ConfigError(f"sac_reward_scale={self.sac_reward_scale} (from {source}) must be > 0")
+        for name in ("net_arch", "reward_net_arch"):
+            try:
+                sizes = parse_sizes(getattr(self, name))
+            except ValueError:
+                sizes = []
+            if not sizes or min(sizes) < 1:
+                raise ConfigError(
+                    f"{name}={getattr(self, name)!r} (from {source}) must be positive integers like 64,64"
+                )
+        return self
+
+    @property
+    def effective_weights(self) -> tuple[float, float]:
+        """(w_D, w_P) after the method's reduction (method.md, "Reductions")."""
+        if self.method == "bc":
+            return 0.0, 0.0  # no reward is learned
+        if self.method == "pref_rl":
+            return 0.0, 1.0
+        if self.method in ("ml_irl", "two_stage"):
+            return 1.0 if self.demo_weight == 0 else self.demo_weight, 0.0
+        return self.demo_weight, self.pref_weight
+
+
+def parse_sizes(text: str) -> list[int]:
+    return [int(x) for x in str(text).split(",") if x.strip()]
+
+
+@dataclass
+class CollectConfig:
+    """Data for one env: ``aihf control collect``."""
+
+    env_id: str = field(default="HalfCheetah-v5", metadata={"help": "Any Gymnasium id with Box spaces."})
+    output_dir: str = field(default="data/control", metadata={"help": "Folder for demos.npz, preferences.npz, ..."})
+    seed: int = field(default=0, metadata={"help": "Seed of the demonstrator and the labeller."})
+    expert_steps: int = field(default=100_000, metadata={"help": "Env steps of SAC on the true reward."})
+    net_arch: str = field(default="64,64", metadata={"help": "Demonstrator SAC hidden sizes."})
+    batch_size: int = field(default=128, metadata={"help": "Demonstrator SAC minibatch size."})
+    train_freq: int = field(default=2, metadata={"help": "Demonstrator SAC env steps between updates."})
+    snapshots: int = field(
+        default=5, metadata={"help": "Policies of increasing quality kept along the demonstrator's training."}
+    )
+    num_demonstrations: int = field(default=10, metadata={"help": "Expert episodes (deterministic policy)."})
+    pool_episodes_per_snapshot: int = field(
+        default=8, metadata={"help": "Stochastic episodes per snapshot (and of the random policy) for the pool."}
+    )
+    num_preferences: int = field(default=1000, metadata={"help": "Labelled pairs written (runs take the first N)."})
+    segment_length: int = field(default=50, metadata={"help": "Steps per preference segment."})
+    temperature_scale: float = field(
+        default=0.1, metadata={"help": "Labeller temperature as a fraction of the std of segment returns."}
+    )
+    label_noise: float = field(default=0.0, metadata={"help": "Chance that a label is a coin flip."})
+    eval_episodes: int = field(default=10, metadata={"help": "Episodes to measure the random and expert returns."})
+    torch_threads: int = field(default=1, metadata={"help": "torch.set_num_threads."})
+    progress: bool = field(default=True, metadata={"help": "Show a progress bar."})
+
+    def validate(self, source: str = "the flags") -> CollectConfig:
+        """Raise :class:`aihf.ConfigError` naming the first bad setting; returns self."""
+        for name in (
+            "expert_steps",
+            "batch_size",
+            "train_freq",
+            "snapshots",
+            "num_demonstrations",
+            "pool_episodes_per_snapshot",
+            "num_preferences",
+            "segment_length",
+            "eval_episodes",
+        ):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name}={getattr(self, name)} (from {source}) must be >= 1")
+        if self.temperature_scale <= 0:
+            raise ConfigError(f"temperature_scale={self.temperature_scale} (from {source}) must be > 0")
+        if not 0 <= self.label_noise <= 1:
+            raise ConfigError(f"label_noise={self.label_noise} (from {source}) must be between 0 and 1")
+        return self
+
+
+PRESETS: dict[str, dict[str, dict]] = {
+    "ci": {
+        "train": dict(
+            rounds=6,
+            sac_steps_per_round=1000,
+            learning_starts=500,
+            net_arch="32,32",
+            batch_size=64,
+            reward_net_arch="32,32",
+            reward_pretrain_steps=100,
+            bc_steps=500,
+            eval_episodes=2,
+        ),
+        "collect": dict(
+            expert_steps=5000,
+            net_arch="32,32",
+            batch_size=64,
+            snapshots=3,
+            num_demonstrations=2,
+            pool_episodes_per_snapshot=2,
+            num_preferences=100,
+            eval_episodes=2,
+        ),
+    },
+    "cpu": {
+        "train": dict(
+            rounds=12,
+            sac_steps_per_round=5000,
+            learning_starts=1000,
+            net_arch="64,64",
+            batch_size=128,
+            train_freq=2,
+            reward_steps_per_round=20,
+            eval_episodes=5,
+        ),
+        "collect": dict(
+            expert_steps=150_000,
+            net_arch="64,64",
+            batch_size=128,
+            train_freq=2,
+            snapshots=5,
+            num_demonstrations=4,
+            pool_episodes_per_snapshot=6,
+            num_preferences=200,
+        ),
+    },
+    "paper": {
+        "train": dict(
+            rounds=200,
+            sac_steps_per_round=5000,
+            learning_starts=10_000,
+            net_arch="256,256",
+            batch_size=256,
+            train_freq=1,
+            reward_steps_per_round=1,
+            reward_learning_rate=1e-4,
+            eval_episodes=10,
+        ),
+        "collect": dict(
+            expert_steps=1_000_000,
+            net_arch="256,256",
+            batch_size=256,
+            train_freq=1,
+            snapshots=8,
+            num_demonstrations=16,
+            pool_episodes_per_snapshot=16,
+            num_preferences=5000,
+        ),
+    },
+}
+
+
+def with_preset(cls, preset: str | None, kind: str):
+    """A ``cls`` whose defaults are the preset's (``kind`` is "train" or "collect")."""
+    if preset is None:
+        return cls()
+    if preset not in PRESETS:
+        raise ConfigError(f"preset={preset!r} (from the flags) is not one of {list(PRESETS)}")
+    return dataclasses.replace(cls(), **PRESETS[preset][kind])

@@ -1,0 +1,61 @@
+"""The learned reward for control: an MLP over the state (or state and action) with normalised
+inputs and a bounded output (method.md, "Control specifics": state-only 2x64 MLP, output within
++/-10)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+__all__ = ["RewardNet", "segment_returns"]
+
+
+class RewardNet(nn.Module):
+    """``r(s)`` or ``r(s, a)``: ``bound * tanh(mlp(normalise(x)) / bound)``.
+
+    ``tanh`` rather than the authors' hard clamp keeps a gradient at the bound. Inputs are
+    standardised with a fixed mean and std (``set_normalization``, from the training data), stored
+    as buffers so they travel with ``state_dict``.
+
+    Args:
+        obs_dim, act_dim: sizes of the flat observation and action.
+        hidden: hidden layer sizes, e.g. ``(64, 64)``.
+        use_actions: ``True`` for ``r(s, a)``, ``False`` for the state-only ``r(s)``.
+        bound: the output lies in ``(-bound, bound)``.
+    """
+
+    def __init__(self, obs_dim: int, act_dim: int, hidden=(64, 64), use_actions: bool = False, bound: float = 10.0):
+        super().__init__()
+        self.use_actions, self.bound = use_actions, float(bound)
+        in_dim = obs_dim + (act_dim if use_actions else 0)
+        layers: list[nn.Module] = []
+        for h in hidden:
+            layers += [nn.Linear(in_dim, h), nn.ReLU()]
+            in_dim = h
+        layers.append(nn.Linear(in_dim, 1))
+        self.mlp = nn.Sequential(*layers)
+        self.register_buffer("mean", torch.zeros(obs_dim + (act_dim if use_actions else 0)))
+        self.register_buffer("std", torch.ones(obs_dim + (act_dim if use_actions else 0)))
+
+    def set_normalization(self, observations: np.ndarray, actions: np.ndarray | None = None) -> None:
+        """Standardise inputs with the mean and std of these rows (std floored at 1e-3)."""
+        x = observations if not self.use_actions else np.concatenate([observations, actions], axis=-1)
+        x = torch.as_tensor(x, dtype=torch.float32).reshape(-1, self.mean.shape[0])
+        self.mean.copy_(x.mean(0))
+        self.std.copy_(x.std(0).clamp_min(1e-3) if len(x) > 1 else torch.ones_like(self.std))
+
+    def forward(self, observations: Tensor, actions: Tensor | None = None) -> Tensor:
+        """Rewards of shape ``observations.shape[:-1]``."""
+        x = torch.cat([observations, actions], dim=-1) if self.use_actions else observations
+        out = self.mlp((x - self.mean) / self.std).squeeze(-1)
+        return self.bound * torch.tanh(out / self.bound)
+
+
+def segment_returns(rewards: Tensor, lengths: Tensor) -> Tensor:
+    """Sum of per-step rewards ``(P, L)`` over the first ``lengths[p]`` steps of each segment: ``(P,)``.
+
+    These are the ``r(x, y)`` of a trajectory in method.md (BT).
+    """
+    mask = torch.arange(rewards.shape[1], device=rewards.device)[None, :] < lengths[:, None]
+    return (rewards * mask).sum(1)
