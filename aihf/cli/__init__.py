@@ -20,6 +20,7 @@ COMMANDS = {
     "eval-reward": "pairwise accuracy of a saved reward model on preference pairs (see 'aihf eval-reward --help')",
     "quickstart": "the built-in default task, offline, end to end (see 'aihf quickstart --help')",
     "bench": "benchmarks: 'aihf bench llm --preset quick' compares every LLM method on the sentiment task",
+    "control": "MuJoCo control: collect demonstrations and preferences, train, eval, bench (see 'aihf control')",
     "env": "versions of aihf, python, the platform and the libraries it runs on (for bug reports)",
 }
 
@@ -82,6 +83,8 @@ def main(argv: list[str] | None = None) -> int:
             from .quickstart import run
         elif command == "bench":
             from .bench import run
+        elif command == "control":
+            from ..control.cli import main as run
         else:
             from .env import run
         return run(rest)

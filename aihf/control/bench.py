@@ -15,7 +15,6 @@ writes ``results.json``, ``results.md`` and ``curves_<env>.png`` into ``<results
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shlex
@@ -386,7 +385,9 @@ def speed(preset: str, env_id: str, data_dir: str, steps: int, repeats: int, out
 
 # ------------------------------------------------------------------------------------------ main
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="aihf control bench", description=__doc__.split("\n\n")[0])
+    from .config import OneLineParser
+
+    parser = OneLineParser(prog="aihf control bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--preset", choices=list(PLANS), default="cpu", help="Budgets and the table's settings.")
     parser.add_argument("--envs", default=None, help="Comma-separated env ids (default: the preset's).")
     parser.add_argument("--seeds", default=None, help="Comma-separated seeds (default: the preset's).")

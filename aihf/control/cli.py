@@ -16,7 +16,7 @@ import shlex
 import sys
 
 from ..errors import ConfigError, DataError
-from .config import PRESETS, CollectConfig, ControlConfig, with_preset
+from .config import PRESETS, CollectConfig, ControlConfig, OneLineParser, with_preset
 
 COMMANDS = {
     "collect": "train a SAC demonstrator and write demonstrations, a pool and labelled pairs",
@@ -35,7 +35,7 @@ def _to_bool(text: str) -> bool:
 
 
 def _parser_for(cls, prog: str, description: str) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser = OneLineParser(prog=prog, description=description)
     parser.add_argument("--preset", choices=list(PRESETS), default=None, help="Replace the defaults with a preset.")
     for f in dataclasses.fields(cls):
         # Annotations are strings under `from __future__ import annotations`.
@@ -88,7 +88,7 @@ def evaluate(argv: list[str]) -> dict:
 
     from .trainer import ControlTrainer, evaluate_policy, normalized_score
 
-    parser = argparse.ArgumentParser(prog="aihf control eval", description=COMMANDS["eval"])
+    parser = OneLineParser(prog="aihf control eval", description=COMMANDS["eval"])
     parser.add_argument("--run_dir", required=True, help="output_dir of a finished 'aihf control train' run.")
     parser.add_argument("--episodes", type=int, default=10, help="Deterministic episodes.")
     parser.add_argument("--seed", type=int, default=12345, help="Seed of the first episode.")

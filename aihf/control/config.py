@@ -11,6 +11,7 @@ Presets (``--preset``) replace the defaults; flags still win:
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 from dataclasses import dataclass, field
 
@@ -304,3 +305,13 @@ def with_preset(cls, preset: str | None, kind: str):
     if preset not in PRESETS:
         raise ConfigError(f"preset={preset!r} (from the flags) is not one of {list(PRESETS)}")
     return dataclasses.replace(cls(), **PRESETS[preset][kind])
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse with one-line errors (printed by :func:`main`, exit 2) and no prefix matching."""
+
+    def __init__(self, **kwargs):
+        super().__init__(allow_abbrev=False, **kwargs)
+
+    def error(self, message: str):
+        raise ConfigError(message)

@@ -130,9 +130,7 @@ def evaluate_reward_model(
     for start in range(0, len(preferences), batch_size):
         rows = preferences[start : start + batch_size]
         prompts = list(rows["prompt_ids"])
-        scores = reward_scores(
-            model, prompts * 2, list(rows["chosen_ids"]) + list(rows["rejected_ids"]), pad_token_id
-        )
+        scores = reward_scores(model, prompts * 2, list(rows["chosen_ids"]) + list(rows["rejected_ids"]), pad_token_id)
         chosen, rejected = scores.chunk(2)
         margins.append(chosen - rejected)
     model.train(was_training)

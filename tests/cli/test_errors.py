@@ -188,7 +188,8 @@ def test_yaml_scalar_where_a_list_is_expected_just_works(workdir):
 
 def test_unknown_command(capsys):
     line = user_error(capsys, ["trian"])
-    assert line == "aihf: unknown command 'trian': did you mean 'train'? commands: train, eval-reward, quickstart, bench, env"
+    commands = "train, eval-reward, quickstart, bench, control, env"
+    assert line == f"aihf: unknown command 'trian': did you mean 'train'? commands: {commands}"
 
 
 def test_user_error_from_the_real_command_line(workdir):
@@ -296,3 +297,7 @@ def test_reused_output_dir_is_refused_before_loading_the_model(workdir, capsys, 
 
 def test_unknown_benchmark(capsys):
     assert user_error(capsys, ["bench", "speed"]) == "aihf bench: unknown benchmark 'speed': choose one of llm"
+
+
+def test_control_flag_errors_are_one_line(capsys):
+    assert user_error(capsys, ["control", "train", "--nope"]) == "aihf control train: unrecognized arguments: --nope"

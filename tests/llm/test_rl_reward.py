@@ -95,7 +95,11 @@ def test_reward_loss_with_demonstrations_equals_formula(tmp_path, demo_loss):
         build_model(tok, "llama", hidden_size=32, seed=0),
         reward_model=rm,
         args=rl_args(
-            tmp_path, demo_weight=0.7, pref_weight=0.4, demo_loss=demo_loss, reward_clamp=0.05,
+            tmp_path,
+            demo_weight=0.7,
+            pref_weight=0.4,
+            demo_loss=demo_loss,
+            reward_clamp=0.05,
             use_references_as_demonstrations=False,
         ),
         demonstrations=demos,
