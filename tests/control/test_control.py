@@ -242,6 +242,7 @@ def _config(data_dir, out, **kw):
 
 
 @pytest.mark.slow
+@pytest.mark.learning
 def test_aihf_learns_pendulum_from_one_demonstration_and_preferences(data_dir, tmp_path):
     """One 200-step demonstration + 60 labelled segment pairs, 7000 env steps of SAC: the policy's
     true return goes from random (~-1400, normalised 0) to at least half of the expert's

@@ -155,6 +155,7 @@ def test_reward_model_save_load_freeze_and_evaluate(tmp_path):
     torch.testing.assert_close(short[0], padded[0], rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.learning
 def test_preferences_steer_the_reward_model_during_rounds(tmp_path):
     """The Bradley-Terry term reaches the reward model in AIHF-RL rounds, against the demonstration term.
 
