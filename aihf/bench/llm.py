@@ -7,7 +7,7 @@ chosen from the same grid (learning rate x beta) on the validation prompts: the 
 reward among the grid points whose KL to the base stays under ``kl_cap``. The chosen model is
 then evaluated on the test prompts.
 
-One run = one (method, budget, seed) = one result file ``runs/<method>__<budget>__<seed>.json``;
+One run = one (method, budget, seed) = one result file ``run_results/<method>__<budget>__<seed>.json``;
 finished runs are skipped, so an interrupted sweep resumes. ``--list`` prints each pending run as
 one plain command (for a cluster scheduler); ``--jobs N`` runs N of them at once as processes.
 At the end the results are aggregated into ``results.json``, ``results.md`` and PNG plots.
@@ -452,7 +452,7 @@ def run_name(method: str, budget: int, seed: int) -> str:
 
 
 def result_path(args: BenchArguments, method: str, budget: int, seed: int) -> str:
-    return os.path.join(args.output_dir, "runs", run_name(method, budget, seed) + ".json")
+    return os.path.join(args.output_dir, "run_results", run_name(method, budget, seed) + ".json")
 
 
 def all_runs(args: BenchArguments) -> list[tuple[str, int, int]]:

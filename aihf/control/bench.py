@@ -8,7 +8,7 @@ snapshot) and a number of preference pairs; at 0 pairs AIHF is ML-IRL. Methods p
 demonstrations) once per pair count, in the first demonstration setting.
 
 Every run is one plain command (``--list`` prints them) that writes one result file
-``<results>/runs/<env>/<setting>__<method>__seed<k>.json``; runs whose file exists are skipped,
+``<results>/run_results/<env>/<setting>__<method>__seed<k>.json``; runs whose file exists are skipped,
 and a killed run resumes from its checkpoint in ``<work>``. ``--report`` (also run at the end)
 writes ``results.json``, ``results.md`` and ``curves_<env>.png`` into ``<results>``.
 """
@@ -128,7 +128,7 @@ def train_argv(run: Run, preset: str, data_root: str, results: str, work: str) -
 
 
 def result_path(results: str, run: Run) -> str:
-    return os.path.join(results, "runs", run.env_id, run.name + ".json")
+    return os.path.join(results, "run_results", run.env_id, run.name + ".json")
 
 
 def _command(argv: list[str], python: str = PYTHON) -> str:
@@ -173,7 +173,7 @@ def _execute(jobs: list[tuple[str, list[str], str]], parallel: int, nice: int, l
 # ------------------------------------------------------------------------------------------ report
 def _load_results(results: str) -> list[dict]:
     rows = []
-    root = os.path.join(results, "runs")
+    root = os.path.join(results, "run_results")
     for env_id in sorted(os.listdir(root)) if os.path.isdir(root) else []:
         for name in sorted(os.listdir(os.path.join(root, env_id))):
             if name.endswith(".json"):
@@ -214,7 +214,7 @@ def report(results: str, command: str) -> dict:
         "AIHF is ML-IRL; pref_rl ignores demonstrations, so its value is repeated across demonstration settings;",
         "ml_irl and bc ignore preferences, so theirs is repeated across pair counts. `–`: not run (yet).",
         "",
-        f"Aggregated from every result file under `runs/` by `{command}`; "
+        f"Aggregated from every result file under `run_results/` by `{command}`; "
         "`aihf control bench --preset <preset> --list` prints every run's command.",
         "",
     ]

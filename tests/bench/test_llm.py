@@ -129,7 +129,7 @@ def test_end_to_end_every_method_on_a_micro_model(micro, tmp_path, capsys):
         if explicit_reward:
             assert 0 <= r["reward_pair_accuracy"][0] <= 1
     assert next(r for r in report["rows"] if r["method"] == "sft_then_dpo")["win_vs_sft_then_dpo"][0] == 0.5
-    run = json.loads((out / "runs" / "dpo__3__0.json").read_text())
+    run = json.loads((out / "run_results" / "dpo__3__0.json").read_text())
     assert len(run["grid"]) == 2 and run["selected"] in [p["hp"] for p in run["grid"]]  # lr grid x one beta
     assert len(run["test"]["per_prompt"]) == 4 and all(len(p["gold"]) == 2 for p in run["test"]["per_prompt"])
     assert run["command"].endswith("--run dpo:3:0")
@@ -147,8 +147,8 @@ def test_an_interrupted_sweep_resumes_without_running_anything_twice(micro, tmp_
     assert main(argv) == 0
     assert sorted(c for c in calls) == [("dpo", 3, 0), ("dpo", 6, 0), ("sft", 0, 0)]
     # Interrupt: one result lost (and a half-written file, which never counts as finished).
-    os.remove(out / "runs" / "dpo__6__0.json")
-    (out / "runs" / "dpo__6__0.json.tmp").write_text("{")
+    os.remove(out / "run_results" / "dpo__6__0.json")
+    (out / "run_results" / "dpo__6__0.json.tmp").write_text("{")
     calls.clear()
     assert main(argv) == 0
     assert calls == [("dpo", 6, 0)]
@@ -167,7 +167,7 @@ def test_parallel_jobs_run_each_run_as_its_own_command(micro, tmp_path):
     out = tmp_path / "bench"
     argv = micro_argv(micro, out, "--methods", "sft,dpo", "--budgets", "3", "--jobs", "2")
     assert main(argv, prog_argv=[sys.executable, "-m", "aihf.bench.llm"]) == 0
-    assert sorted(os.listdir(out / "runs")) == ["dpo__3__0.json", "sft__0__0.json"]
+    assert sorted(os.listdir(out / "run_results")) == ["dpo__3__0.json", "sft__0__0.json"]
     assert sorted(os.listdir(out / "logs")) == ["dpo__3__0.log", "sft__0__0.log"]
 
 
@@ -201,8 +201,8 @@ def test_aggregate_win_rates_against_sft_then_dpo_from_result_files(tmp_path):
             "selected_within_kl_cap": method != "dpo",
             "test": {"per_prompt": per_prompt, "distinct_2": 0.9, "repetition_2": 0.1},
         }
-        os.makedirs(tmp_path / "runs", exist_ok=True)
-        (tmp_path / "runs" / f"{method}__{budget}__0.json").write_text(json.dumps(run))
+        os.makedirs(tmp_path / "run_results", exist_ok=True)
+        (tmp_path / "run_results" / f"{method}__{budget}__0.json").write_text(json.dumps(run))
 
     write("dpo", 5, [[0.5, 0.0], [0.2, 0.2]])
     write("sft_then_dpo", 5, [[0.1, 0.3], [0.2, 0.2]])
@@ -239,7 +239,7 @@ def test_reward_pair_accuracy_interval_is_over_held_out_pairs(tmp_path):
     data.mkdir()
     (data / "card.json").write_text(json.dumps({"R_base_test": 0.0, "R_demo_test": 0.5}))
     (data / "references_validation.jsonl").write_text("".join(json.dumps(r) + "\n" for r in refs))
-    (tmp_path / "runs").mkdir()
+    (tmp_path / "run_results").mkdir()
     for method, accuracy in (("rft", 0.3333333432674408), ("sft", None)):  # float32 1/3, as the trainer logs it
         run = {
             "method": method,
@@ -255,7 +255,7 @@ def test_reward_pair_accuracy_interval_is_over_held_out_pairs(tmp_path):
                 "repetition_2": 0,
             },
         }
-        (tmp_path / "runs" / f"{method}__0__0.json").write_text(json.dumps(run))
+        (tmp_path / "run_results" / f"{method}__0__0.json").write_text(json.dumps(run))
     report = llm.aggregate(args, str(data))
     rows = {r["method"]: r for r in report["rows"]}
     mean, half = rows["rft"]["reward_pair_accuracy"]
