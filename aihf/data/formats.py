@@ -259,6 +259,10 @@ def _render(
     """
     if tokenizer is None or not getattr(tokenizer, "chat_template", None):
         raise row.error(field, "conversational row, but the tokenizer has no chat template to render it")
+    if not prompt:
+        # Chat templates refuse an empty conversation, and an answer needs a turn to answer.
+        where = "messages" if "messages" in row.record and "completion" not in row.record else "prompt"
+        raise row.error(where, "no message before the answer: a conversation needs at least one prompt message")
     prompt_text = tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
     fulls = [tokenizer.apply_chat_template(prompt + answer, tokenize=False) for answer in answers]
     cut = min(len(_common_prefix(prompt_text, full)) for full in fulls)

@@ -114,6 +114,9 @@ BAD_DEMOS = {
         "messages[0].role",
     ),
     "messages-null": ({"messages": None}, "messages"),
+    # Found by the Parquet fuzz test: chat templates refuse an empty conversation.
+    "messages-only-the-answer": ({"messages": [assistant("good")]}, "messages"),
+    "conv-empty-prompt-list": ({"prompt": [], "completion": [assistant("good")]}, "prompt"),
 }
 
 
@@ -199,6 +202,10 @@ BAD_PREFS = {
             "reference": [user("how"), assistant("fine")],
         },
         "reference",
+    ),
+    "conv-empty-prompt-list": (
+        {"prompt": [], "chosen": [assistant("good")], "rejected": [assistant("bad")]},
+        "prompt",
     ),
     "conv-implicit-reference-is-only-prompt": (
         {
