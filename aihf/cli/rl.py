@@ -156,6 +156,8 @@ def eval_reward(argv: list[str]) -> dict:
     for name in ("reward_model", "preferences"):
         if not getattr(args, name):
             raise ConfigError(f"--{name} is required (in the --config file or as a flag)")
+    if args.batch_size < 1:
+        raise ConfigError(f"{describe('batch_size', args.batch_size, origins)}: must be >= 1")
     where = describe("reward_model", args.reward_model, origins)
     path = os.path.expanduser(args.reward_model)
     if os.path.isdir(path):
@@ -172,6 +174,15 @@ def eval_reward(argv: list[str]) -> dict:
         tokenizer.pad_token = tokenizer.eos_token
     rows = read_rows(args.preferences, split=args.preferences_split)
     data = prepare_preferences(rows, tokenizer, max_length=args.max_length, max_prompt_length=args.max_prompt_length)
+    if os.path.isdir(path):
+        with open(os.path.join(path, "config.json")) as f:
+            architectures = json.load(f).get("architectures") or []
+        if not any(a.endswith("ForSequenceClassification") for a in architectures):
+            # A policy folder would load with a fresh, random score head and report a meaningless accuracy.
+            raise ConfigError(
+                f"{where}: not a reward model (architectures {architectures}); an aihf_rl, rlhf or rft run saves "
+                "its reward model in <output_dir>/reward_model"
+            )
     model = load_reward_model(args.reward_model, tokenizer.pad_token_id, trust_remote_code=args.trust_remote_code)
     return evaluate_reward_model(model, data, tokenizer.pad_token_id, args.batch_size)
 

@@ -115,9 +115,12 @@ def _read_npz(path: str) -> dict[str, np.ndarray]:
     try:
         with np.load(path, allow_pickle=False) as f:
             return {k: f[k] for k in f.files}
-    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as e:
-        # allow_pickle=False turns object arrays into a ValueError: we never unpickle data files.
-        raise DataError(str(path), None, None, f"not a readable .npz file of numeric arrays ({e})") from None
+    except (ValueError, OSError, zipfile.BadZipFile, EOFError):
+        # allow_pickle=False turns object arrays into a ValueError: we never unpickle data files, so
+        # numpy's message (which suggests allow_pickle=True) is not passed on.
+        raise DataError(
+            str(path), None, None, "not a readable .npz file of numeric arrays (format: docs/control.md)"
+        ) from None
 
 
 def _require(data: dict, path: str, key: str, ndim: int) -> np.ndarray:

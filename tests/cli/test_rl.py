@@ -404,3 +404,8 @@ def test_eval_reward_errors_are_one_line(workdir, capsys):
     assert line == f"aihf eval-reward: {workdir / 'nope.jsonl'}: file not found"
     line = user_error(capsys, ["eval-reward", "--reward_model", model, "--preferences", prefs, "--batch_size", "x"])
     assert line == "aihf eval-reward: --batch_size: expected an integer, got 'x'"
+    line = user_error(capsys, ["eval-reward", "--reward_model", model, "--preferences", prefs, "--batch_size", "0"])
+    assert line == "aihf eval-reward: --batch_size 0: must be >= 1"
+    # A policy folder is no reward model: scored with a random head, its "accuracy" would mean nothing.
+    line = user_error(capsys, ["eval-reward", "--reward_model", model, "--preferences", prefs])
+    assert line.startswith(f"aihf eval-reward: --reward_model {model}: not a reward model (architectures [")
