@@ -40,7 +40,9 @@ PROG = "aihf bench llm"
 # --------------------------------------------------------------------------- arguments
 @dataclass
 class BenchArguments:
-    preset: str = field(default="quick", metadata={"help": "Sizes and grid preset.", "choices": ["quick", "full", "smollm2"]})
+    preset: str = field(
+        default="quick", metadata={"help": "Sizes and grid preset.", "choices": ["quick", "full", "smollm2"]}
+    )
     output_dir: str | None = field(
         default=None, metadata={"help": "Results folder (default: benchmarks/results/llm/<preset>)."}
     )

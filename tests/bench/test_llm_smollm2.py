@@ -34,7 +34,9 @@ def test_smollm2_preset_trains_lora_adapters_on_chat_prompts_and_other_presets_d
     lora = llm.peft_config(smol)
     assert lora.r == 16 and lora.lora_alpha == 32 and lora.target_modules == "all-linear"
     assert llm.peft_config(parse(["--output_dir", str(tmp_path)])) is None
-    custom = llm.peft_config(parse(["--output_dir", str(tmp_path), "--lora_r", "4", "--lora_target_modules", "q_proj,v_proj"]))
+    custom = llm.peft_config(
+        parse(["--output_dir", str(tmp_path), "--lora_r", "4", "--lora_target_modules", "q_proj,v_proj"])
+    )
     assert custom.lora_alpha == 8 and set(custom.target_modules) == {"q_proj", "v_proj"}
 
 
