@@ -152,7 +152,9 @@ def prepare_hh(args) -> dict[str, Any]:
     demos = _Kept("demonstrations", args.num_demonstrations)
 
     def convert(record, label):
-        row = _validate_preference({"chosen": record["chosen"], "rejected": record["rejected"]}, label, args.dataset, tokenizer)
+        row = _validate_preference(
+            {"chosen": record["chosen"], "rejected": record["rejected"]}, label, args.dataset, tokenizer
+        )
         demo = {"prompt": row["prompt"], "completion": row["chosen"]}
         if args.disjoint and not prefs.full:
             return [row, None]
@@ -165,7 +167,9 @@ def prepare_hh(args) -> dict[str, Any]:
         test,
         f"{args.dataset}[{args.eval_split}]",
         [evals],
-        lambda r, lab: [_validate_preference({"chosen": r["chosen"], "rejected": r["rejected"]}, lab, args.dataset, tokenizer)],
+        lambda r, lab: [
+            _validate_preference({"chosen": r["chosen"], "rejected": r["rejected"]}, lab, args.dataset, tokenizer)
+        ],
         args.seed,
         "HH test",
     )
@@ -246,7 +250,8 @@ def _finish(args, targets: dict[str, _Kept]) -> dict[str, Any]:
     with open(os.path.join(args.output_dir, "prepare.json"), "w", encoding="utf-8") as f:
         json.dump(summary, f, indent=2)
     for name, info in summary["files"].items():
-        print(f"prepare: {os.path.join(args.output_dir, name)}: {info['rows_written']} rows ({info['rows_dropped']} dropped)")
+        path = os.path.join(args.output_dir, name)
+        print(f"prepare: {path}: {info['rows_written']} rows ({info['rows_dropped']} dropped)")
     return summary
 
 
@@ -266,7 +271,9 @@ def build_parser() -> argparse.ArgumentParser:
     hh.add_argument("--dataset", default=HH_DATASET, help="Hub id or local folder laid out as Anthropic/hh-rlhf.")
     hh.add_argument("--train_split", default="train")
     hh.add_argument("--eval_split", default="test")
-    hh.add_argument("--num_eval_preferences", type=int, default=500, help="Held-out pairs (AIHF-RL scores all each round).")
+    hh.add_argument(
+        "--num_eval_preferences", type=int, default=500, help="Held-out pairs (AIHF-RL scores all each round)."
+    )
     hh.add_argument(
         "--disjoint",
         action="store_true",
