@@ -99,14 +99,16 @@ def _validate_demonstration(record: dict, label: str, source: str, tokenizer) ->
     return record
 
 
-def _select(dataset, source: str, kept: list[_Kept], convert, seed: int, progress: str) -> None:
-    """Walk ``dataset`` in a seeded random order; each row converted by ``convert(record, label)``
-    into one row per ``kept`` target (``None`` for none), until every target is full."""
+def _select(dataset_id: str, split: str, kept: list[_Kept], convert, seed: int) -> None:
+    """Walk the split in a seeded random order; each row becomes one row per ``kept`` target
+    (``None`` for none) through ``convert(record, source, label)``, until every target is full."""
     from tqdm.auto import tqdm
 
     from aihf.errors import DataError
 
-    for index in tqdm(_shuffled(dataset, seed), desc=progress, mininterval=5):
+    dataset = _load(dataset_id, split)
+    source = f"{dataset_id}[{split}]"
+    for index in tqdm(_shuffled(dataset, seed), desc=source, mininterval=5):
         if all(k.full for k in kept):
             break
         label = f"row {index}"
@@ -114,7 +116,7 @@ def _select(dataset, source: str, kept: list[_Kept], convert, seed: int, progres
         for k in kept:
             k.seen += 1
         try:
-            rows = convert(record, label)
+            rows = convert(record, source, label)
         except DataError as e:
             for k in kept:
                 k.drop(label, e)
@@ -146,82 +148,63 @@ def _write(output_dir: str, name: str, kept: _Kept) -> str:
 def prepare_hh(args) -> dict[str, Any]:
     """Anthropic-HH: preference pairs, their chosen answers as demonstrations, held-out pairs."""
     tokenizer = _tokenizer(args.tokenizer)
-    train = _load(args.dataset, args.train_split)
     prefs = _Kept("preferences", args.num_preferences)
-    # --disjoint: demonstrations come from pairs not used as preferences (no shared prompts).
     demos = _Kept("demonstrations", args.num_demonstrations)
-
-    def convert(record, label):
-        row = _validate_preference(
-            {"chosen": record["chosen"], "rejected": record["rejected"]}, label, args.dataset, tokenizer
-        )
-        demo = {"prompt": row["prompt"], "completion": row["chosen"]}
-        if args.disjoint and not prefs.full:
-            return [row, None]
-        return [row, demo]
-
-    _select(train, f"{args.dataset}[{args.train_split}]", [prefs, demos], convert, args.seed, "HH train")
-    test = _load(args.dataset, args.eval_split)
     evals = _Kept("eval_preferences", args.num_eval_preferences)
-    _select(
-        test,
-        f"{args.dataset}[{args.eval_split}]",
-        [evals],
-        lambda r, lab: [
-            _validate_preference({"chosen": r["chosen"], "rejected": r["rejected"]}, lab, args.dataset, tokenizer)
-        ],
-        args.seed,
-        "HH test",
-    )
+
+    def pair(record, source, label):
+        return _validate_preference(
+            {"chosen": record["chosen"], "rejected": record["rejected"]}, label, source, tokenizer
+        )
+
+    def pair_and_demo(record, source, label):
+        row = pair(record, source, label)
+        if args.disjoint and not prefs.full:  # demonstrations only from pairs not kept as preferences
+            return [row, None]
+        return [row, {"prompt": row["prompt"], "completion": row["chosen"]}]
+
+    _select(args.dataset, args.train_split, [prefs, demos], pair_and_demo, args.seed)
+    _select(args.dataset, args.eval_split, [evals], lambda *row: [pair(*row)], args.seed)
     return _finish(args, {"preferences.jsonl": prefs, "demonstrations.jsonl": demos, "eval_preferences.jsonl": evals})
 
 
-def _split_ultrafeedback(record: dict) -> dict:
-    """An ultrafeedback_binarized row (``chosen``/``rejected``: the user turn(s) then the answer) as
-    explicit ``prompt`` messages and one-message answers; the string ``prompt`` column is dropped."""
-    chosen, rejected = record["chosen"], record["rejected"]
-    return {"prompt": list(chosen[:-1]), "chosen": list(chosen[-1:]), "rejected": list(rejected[-1:])}, (
-        list(chosen[:-1]) == list(rejected[:-1])
-    )
+def _ultrafeedback_pair(record: dict, source: str, label: str) -> dict:
+    """An ultrafeedback_binarized row (``chosen``/``rejected``: the user turn(s), then the answer) as
+    explicit ``prompt`` messages and one-message answers; its string ``prompt`` column is not used."""
+    from aihf.errors import DataError
+
+    chosen, rejected = list(record["chosen"]), list(record["rejected"])
+    if chosen[:-1] != rejected[:-1]:
+        raise DataError(source, label, "rejected", "its prompt messages differ from those of 'chosen'")
+    return {"prompt": chosen[:-1], "chosen": chosen[-1:], "rejected": rejected[-1:]}
 
 
 def prepare_ultra(args) -> dict[str, Any]:
     """UltraChat-200k demonstrations and UltraFeedback-binarized pairs, train and held-out."""
-    from aihf.errors import DataError
-
     tokenizer = _tokenizer(args.tokenizer)
-    targets: dict[str, _Kept] = {}
-    for name, split, limit in (
-        ("demonstrations.jsonl", args.demonstrations_split, args.num_demonstrations),
-        ("eval_demonstrations.jsonl", args.eval_demonstrations_split, args.num_eval_demonstrations),
-    ):
-        data = _load(args.demonstrations_dataset, split)
-        kept = targets[name] = _Kept(name, limit)
-        source = f"{args.demonstrations_dataset}[{split}]"
-        _select(
-            data,
-            source,
-            [kept],
-            lambda r, lab, s=source: [_validate_demonstration({"messages": r["messages"]}, lab, s, tokenizer)],
-            args.seed,
-            f"UltraChat {split}",
-        )
 
-    for name, split, limit in (
-        ("preferences.jsonl", args.preferences_split, args.num_preferences),
-        ("eval_preferences.jsonl", args.eval_preferences_split, args.num_eval_preferences),
-    ):
-        data = _load(args.preferences_dataset, split)
-        kept = targets[name] = _Kept(name, limit)
-        source = f"{args.preferences_dataset}[{split}]"
+    def demonstration(record, source, label):
+        return [_validate_demonstration({"messages": record["messages"]}, label, source, tokenizer)]
 
-        def convert(record, label, source=source):
-            row, same_prompt = _split_ultrafeedback(record)
-            if not same_prompt:
-                raise DataError(source, label, "rejected", "its prompt messages differ from those of 'chosen'")
-            return [_validate_preference(row, label, source, tokenizer)]
+    def preference(record, source, label):
+        return [_validate_preference(_ultrafeedback_pair(record, source, label), label, source, tokenizer)]
 
-        _select(data, source, [kept], convert, args.seed, f"UltraFeedback {split}")
+    demos, prefs = args.demonstrations_dataset, args.preferences_dataset
+    jobs = {
+        "demonstrations.jsonl": (demos, args.demonstrations_split, args.num_demonstrations, demonstration),
+        "eval_demonstrations.jsonl": (
+            demos,
+            args.eval_demonstrations_split,
+            args.num_eval_demonstrations,
+            demonstration,
+        ),
+        "preferences.jsonl": (prefs, args.preferences_split, args.num_preferences, preference),
+        "eval_preferences.jsonl": (prefs, args.eval_preferences_split, args.num_eval_preferences, preference),
+    }
+    targets = {}
+    for name, (dataset_id, split, limit, convert) in jobs.items():
+        targets[name] = _Kept(name, limit)
+        _select(dataset_id, split, [targets[name]], convert, args.seed)
     return _finish(args, targets)
 
 
