@@ -53,8 +53,8 @@ def _shuffled(dataset, seed: int) -> list[int]:
 class _Kept:
     """Rows that pass aihf's validation, up to ``limit``; drops counted by reason."""
 
-    def __init__(self, name: str, limit: int | None):
-        self.name, self.limit = name, limit
+    def __init__(self, limit: int | None):
+        self.limit = limit
         self.rows: list[dict] = []
         self.seen = 0
         self.dropped: Counter[str] = Counter()
@@ -119,7 +119,7 @@ def _select(dataset_id: str, split: str, kept: list[_Kept], convert, seed: int) 
             rows = convert(record, source, label)
         except DataError as e:
             for k in kept:
-                k.drop(label, e)
+                k.drop(f"{source}, {label}", e)
             continue
         for k, row in zip(kept, rows):
             if row is not None and not k.full:
@@ -148,9 +148,9 @@ def _write(output_dir: str, name: str, kept: _Kept) -> str:
 def prepare_hh(args) -> dict[str, Any]:
     """Anthropic-HH: preference pairs, their chosen answers as demonstrations, held-out pairs."""
     tokenizer = _tokenizer(args.tokenizer)
-    prefs = _Kept("preferences", args.num_preferences)
-    demos = _Kept("demonstrations", args.num_demonstrations)
-    evals = _Kept("eval_preferences", args.num_eval_preferences)
+    prefs = _Kept(args.num_preferences)
+    demos = _Kept(args.num_demonstrations)
+    evals = _Kept(args.num_eval_preferences)
 
     def pair(record, source, label):
         return _validate_preference(
@@ -203,7 +203,7 @@ def prepare_ultra(args) -> dict[str, Any]:
     }
     targets = {}
     for name, (dataset_id, split, limit, convert) in jobs.items():
-        targets[name] = _Kept(name, limit)
+        targets[name] = _Kept(limit)
         _select(dataset_id, split, [targets[name]], convert, args.seed)
     return _finish(args, targets)
 
