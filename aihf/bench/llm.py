@@ -840,10 +840,11 @@ def write_report(args: BenchArguments, data_dir: str) -> dict:
 
 # --------------------------------------------------------------------------- entry point
 def parse(argv: list[str]) -> BenchArguments:
-    from transformers import HfArgumentParser
+    from ..cli.args import argument_parser
 
-    (args,) = HfArgumentParser(BenchArguments, prog=PROG).parse_args_into_dataclasses(argv)
-    return resolve(args)
+    # One-line errors (exit 2) with "did you mean", as every aihf command.
+    namespace = argument_parser(BenchArguments, prog=PROG).parse_args(argv)
+    return resolve(BenchArguments(**vars(namespace)))
 
 
 def main(argv: list[str] | None = None, *, prog_argv: list[str] | None = None) -> int:
@@ -889,7 +890,7 @@ def main(argv: list[str] | None = None, *, prog_argv: list[str] | None = None) -
             sweep(args, prog_argv, pending, data_dir)
         write_report(args, data_dir)
     except ConfigError as e:
-        print(f"{PROG}: error: {e}", file=sys.stderr)
+        print(f"{PROG}: {e}", file=sys.stderr)
         return 2
     return 0
 

@@ -39,6 +39,16 @@ def check_settings(args: TrainArguments) -> None:
     options the method cannot take, the data sources it needs and the reward model's path."""
     apply_method(args)
     method, config, data = args.run.method, args.config, args.data
+    if method != "sft_then_rlhf":  # there they size the SFT stage
+        for name in ("max_steps", "num_train_epochs"):
+            if name in args.origins:
+                # Not mapped onto num_rounds: a round is several optimizer steps (policy and reward), and
+                # training silently longer or shorter than asked is worse than one line now.
+                raise ConfigError(
+                    f"{args.describe(name)}: --method {method} trains in rounds, not in steps or epochs: set "
+                    "num_rounds (each round: policy_steps_per_round policy steps, then reward_steps_per_round "
+                    "reward steps)"
+                )
     if method in ("rlhf", "sft_then_rlhf") and config.reward_pretrain_steps < 1:
         raise ConfigError(
             f"--method {method} fits the reward model on the preferences before RL, but "

@@ -116,11 +116,16 @@ def evaluate(argv: list[str]) -> dict:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``aihf control ...``; returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
+    if not argv or argv[0] in ("-h", "--help"):
         print("usage: aihf control <command> [options]\n\ncommands:")
         for name, text in COMMANDS.items():
             print(f"  {name:<8} {text}")
-        return 0 if not argv or argv[0] in ("-h", "--help") else 2
+        return 0
+    if argv[0] not in COMMANDS:
+        from ..cli.args import unknown_command
+
+        print(unknown_command("aihf control", argv[0], list(COMMANDS)), file=sys.stderr)
+        return 2
     command, rest = argv[0], argv[1:]
     try:
         if command == "bench":
