@@ -36,19 +36,10 @@ _UNSUPPORTED = {"sft_then_rlhf": ("ref_model_name_or_path", "reward_model_name_o
 
 def check_settings(args: TrainArguments) -> None:
     """What ``--method`` sets (refusing contradictions, as :func:`aihf.cli.train.apply_method`), the
-    options the method cannot take, the data sources it needs and the reward model's path."""
+    options the method cannot take, the data sources it needs, the reward model's path, and max_steps or
+    num_train_epochs, which the rounds would ignore (but for sft_then_rlhf's SFT stage)."""
     apply_method(args)
     method, config, data = args.run.method, args.config, args.data
-    if method != "sft_then_rlhf":  # there they size the SFT stage
-        for name in ("max_steps", "num_train_epochs"):
-            if name in args.origins:
-                # Not mapped onto num_rounds: a round is several optimizer steps (policy and reward), and
-                # training silently longer or shorter than asked is worse than one line now.
-                raise ConfigError(
-                    f"{args.describe(name)}: --method {method} trains in rounds, not in steps or epochs: set "
-                    "num_rounds (each round: policy_steps_per_round policy steps, then reward_steps_per_round "
-                    "reward steps)"
-                )
     if method in ("rlhf", "sft_then_rlhf") and config.reward_pretrain_steps < 1:
         raise ConfigError(
             f"--method {method} fits the reward model on the preferences before RL, but "
@@ -74,6 +65,16 @@ def check_settings(args: TrainArguments) -> None:
     if config.demo_weight > 0 and not data.demonstrations and not data.preferences:
         raise ConfigError(_no_demonstrations(args))
     _check_model_path(args, "reward_model_name_or_path")
+    if method != "sft_then_rlhf":  # there they size the SFT stage
+        for name in ("max_steps", "num_train_epochs"):
+            if name in args.origins:
+                # Not mapped onto num_rounds: a round is several optimizer steps (policy and reward), and
+                # training silently longer or shorter than asked is worse than one line now.
+                raise ConfigError(
+                    f"{args.describe(name)}: --method {method} trains in rounds, not in steps or epochs: set "
+                    "num_rounds (each round: policy_steps_per_round policy steps, then reward_steps_per_round "
+                    "reward steps)"
+                )
 
 
 def fit(args: TrainArguments, model, ref, tokenizer, sources: Sources) -> TrainResult:
