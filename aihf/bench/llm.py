@@ -840,10 +840,18 @@ def write_report(args: BenchArguments, data_dir: str) -> dict:
 
 # --------------------------------------------------------------------------- entry point
 def parse(argv: list[str]) -> BenchArguments:
-    from ..cli.args import argument_parser
+    from ..cli.args import _HelpFormatter, argument_parser
 
-    # One-line errors (exit 2) with "did you mean", as every aihf command.
-    namespace = argument_parser(BenchArguments, prog=PROG).parse_args(argv)
+    # One-line errors (exit 2) with "did you mean", and the help, as every aihf command.
+    description = "Every LLM alignment method on the built-in sentiment task, scored by a gold reward."
+    parser = argument_parser(
+        BenchArguments,
+        prog=PROG,
+        usage=f"{PROG} [--preset quick|full] [--field value ...]",
+        description=description,
+        formatter_class=_HelpFormatter,
+    )
+    namespace = parser.parse_args(argv)
     return resolve(BenchArguments(**vars(namespace)))
 
 
