@@ -249,20 +249,22 @@ def argument_parser(dataclass_types, **kwargs):
 
 _TRAIN_DESCRIPTION = {
     "aihf": "Align a causal LM with demonstrations and preferences in one stage (AIHF). Any field can be set in "
-    "the --config YAML file or as a flag; flags win. The methods with an explicit reward model (--method aihf_rl, "
-    "rlhf, rft, sft_then_rlhf) take other options: see 'aihf train --method aihf_rl --help'.",
+    "the --config YAML file or as a flag; flags win; model_name_or_path and output_dir are required. The methods "
+    "with an explicit reward model (--method aihf_rl, rlhf, rft, sft_then_rlhf) take other options: see "
+    "'aihf train --method aihf_rl --help'.",
     "rl": "Align a causal LM with an explicit reward model learned from demonstrations and preferences, in "
     "rounds of RL steps on the policy and steps on the reward model (AIHF-RL). Any field can be set in the "
-    "--config YAML file or as a flag; flags win. The implicit-reward methods (--method aihf, dpo, sft, spin, "
-    "sft_then_dpo) take other options: see 'aihf train --help'.",
+    "--config YAML file or as a flag; flags win; model_name_or_path and output_dir are required. The "
+    "implicit-reward methods (--method aihf, dpo, sft, spin, sft_then_dpo) take other options: see "
+    "'aihf train --help'.",
 }
 _INHERITED = {
     "aihf": "Inherited by aihf.llm.AIHFConfig, which changes the defaults of learning_rate (1e-6), logging_steps (10) "
     "and remove_unused_columns (false).",
     "rl": "Inherited by aihf.llm.AIHFRLConfig, which changes the defaults of learning_rate (the policy's, 1e-6), "
     "logging_steps (1) and save_steps (10), both counted in rounds, lr_scheduler_type (constant) and "
-    "remove_unused_columns (false). max_steps and num_train_epochs are not used by the rounds (set num_rounds); "
-    "under sft_then_rlhf they size the SFT stage.",
+    "remove_unused_columns (false). max_steps and num_train_epochs are refused by aihf_rl, rlhf and rft, which count "
+    "rounds (set num_rounds); under sft_then_rlhf they size the SFT stage.",
 }
 
 
@@ -302,6 +304,8 @@ def build_parser(method: str = "aihf"):
             )
         elif action.nargs == 0 and action.option_strings[0].startswith("--no_"):
             action.help = f"Set {action.dest} to false."
+        elif action.dest == "output_dir":
+            action.help = "Required (no default folder): where the model, its checkpoints and all_results.json go."
         elif action.dest == "method":
             action.default = method  # this parser serves only `method` (and its kind)
 

@@ -67,7 +67,8 @@ def check_settings(args: TrainArguments) -> None:
     _check_model_path(args, "reward_model_name_or_path")
     if method != "sft_then_rlhf":  # there they size the SFT stage
         for name in ("max_steps", "num_train_epochs"):
-            if name in args.origins:
+            # max_steps <= 0 means "not set" (transformers' convention), e.g. --max_steps -1 over a shared YAML.
+            if name in args.origins and not (name == "max_steps" and config.max_steps <= 0):
                 # Not mapped onto num_rounds: a round is several optimizer steps (policy and reward), and
                 # training silently longer or shorter than asked is worse than one line now.
                 raise ConfigError(

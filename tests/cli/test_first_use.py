@@ -42,6 +42,9 @@ def test_rl_methods_refuse_max_steps_and_point_to_num_rounds(workdir, capsys):
     )
     assert line.startswith("aihf train: --num_train_epochs 3.0: --method aihf_rl trains in rounds"), line
     assert "set num_rounds" in line
+    # --max_steps -1 (transformers' "not set") over a YAML shared with the other methods is fine.
+    args = parse_train_args(["--config", str(_yaml(workdir, method="rft")), "--output_dir", str(out), "--max_steps", "-1"])
+    rl_cli.check_settings(args)
     # Under sft_then_rlhf max_steps sizes the SFT stage (its help says so): accepted.
     config = _yaml(workdir, method="sft_then_rlhf", reward_pretrain_steps=2)
     args = parse_train_args(["--config", str(config), "--output_dir", str(out)])
