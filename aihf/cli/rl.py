@@ -22,6 +22,7 @@ from .train import (
     Sources,
     TrainResult,
     _check_model_path,
+    _info_after_checks,
     _looks_local,
     _no_demonstrations,
     _resume,
@@ -159,10 +160,19 @@ def _eval_parser():
 def eval_reward(argv: list[str]) -> dict:
     """``aihf eval-reward``: ``{"accuracy", "margin", "num_pairs"}`` of the reward model on the pairs.
     Bad settings raise :class:`aihf.ConfigError`, bad rows :class:`aihf.DataError`, before the model loads."""
+    from ..llm.reward_model import evaluate_reward_model
+
+    with _info_after_checks():
+        model, data, pad_token_id, batch_size = _load_for_eval(argv)
+    return evaluate_reward_model(model, data, pad_token_id, batch_size)
+
+
+def _load_for_eval(argv: list[str]):
+    """eval-reward's checks and loading: ``(reward model, tokenised pairs, pad id, batch size)``."""
     from transformers import AutoTokenizer
 
     from ..data import prepare_preferences, read_rows
-    from ..llm.reward_model import evaluate_reward_model, load_reward_model
+    from ..llm.reward_model import load_reward_model
 
     (args,), origins = parse_arguments(_eval_parser(), argv, (EvalRewardArguments,))
     for name in ("reward_model", "preferences"):
@@ -196,7 +206,7 @@ def eval_reward(argv: list[str]) -> dict:
                 "its reward model in <output_dir>/reward_model"
             )
     model = load_reward_model(args.reward_model, tokenizer.pad_token_id, trust_remote_code=args.trust_remote_code)
-    return evaluate_reward_model(model, data, tokenizer.pad_token_id, args.batch_size)
+    return model, data, tokenizer.pad_token_id, args.batch_size
 
 
 def run_eval_reward(argv: list[str]) -> int:

@@ -43,7 +43,8 @@ def test_rl_methods_refuse_max_steps_and_point_to_num_rounds(workdir, capsys):
     assert line.startswith("aihf train: --num_train_epochs 3.0: --method aihf_rl trains in rounds"), line
     assert "set num_rounds" in line
     # --max_steps -1 (transformers' "not set") over a YAML shared with the other methods is fine.
-    args = parse_train_args(["--config", str(_yaml(workdir, method="rft")), "--output_dir", str(out), "--max_steps", "-1"])
+    flags = ["--output_dir", str(out), "--max_steps", "-1"]
+    args = parse_train_args(["--config", str(_yaml(workdir, method="rft")), *flags])
     rl_cli.check_settings(args)
     # Under sft_then_rlhf max_steps sizes the SFT stage (its help says so): accepted.
     config = _yaml(workdir, method="sft_then_rlhf", reward_pretrain_steps=2)
@@ -141,9 +142,8 @@ def test_unknown_control_command_is_one_line(capsys):
 def test_missing_model_folder_that_looks_like_a_path(workdir, capsys, monkeypatch, model):
     monkeypatch.chdir(workdir)
     out = workdir / "out"
-    line = user_error(
-        capsys, ["train", "--config", str(workdir / "run.yaml"), "--output_dir", str(out), "--model_name_or_path", model]
-    )
+    argv = ["train", "--config", str(workdir / "run.yaml"), "--output_dir", str(out)]
+    line = user_error(capsys, [*argv, "--model_name_or_path", model], out)
     assert line == f"aihf train: --model_name_or_path {model}: no such folder"
 
 
@@ -171,6 +171,12 @@ def test_info_lines_only_after_the_start_up_checks(workdir, capsys, monkeypatch)
     captured = capsys.readouterr()
     assert "already holds another run" in captured.err
     assert captured.out == ""  # the data were read (the end token was chosen), but the run was refused
+    # eval-reward alike: a policy folder is refused after the pairs were tokenised; stdout stays empty.
+    monkeypatch.setattr(special_tokens, "_announced", set())
+    argv = ["eval-reward", "--reward_model", str(workdir / "model"), "--preferences", str(workdir / "prefs.jsonl")]
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    assert "not a reward model" in captured.err and captured.out == ""
     monkeypatch.setattr(special_tokens, "_announced", set())
     capsys.readouterr()
     assert train(workdir, workdir / "out") == 0
