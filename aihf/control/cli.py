@@ -35,7 +35,8 @@ def _to_bool(text: str) -> bool:
 
 
 def _parser_for(cls, prog: str, description: str) -> argparse.ArgumentParser:
-    parser = OneLineParser(prog=prog, description=description)
+    usage = f"{prog} [--preset {'|'.join(PRESETS)}] [--field value ...]"
+    parser = OneLineParser(prog=prog, usage=usage, description=description)
     parser.add_argument("--preset", choices=list(PRESETS), default=None, help="Replace the defaults with a preset.")
     for f in dataclasses.fields(cls):
         # Annotations are strings under `from __future__ import annotations`.
@@ -54,9 +55,14 @@ def _parser_for(cls, prog: str, description: str) -> argparse.ArgumentParser:
             type=conv,
             default=None,
             choices=f.metadata.get("choices"),
-            help=f"{f.metadata.get('help', '')} (default: {f.default})",
+            help=_with_default(f.metadata.get("help", ""), f.default),
         )
     return parser
+
+
+def _with_default(text: str, default) -> str:
+    # A help text that already says its default ("default: all") is not followed by "(default: None)".
+    return text if "default" in text.lower() else f"{text} (default: {default})"
 
 
 def parse_config(cls, argv: list[str], prog: str, description: str):
@@ -116,11 +122,16 @@ def evaluate(argv: list[str]) -> dict:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``aihf control ...``; returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
+    if not argv or argv[0] in ("-h", "--help"):
         print("usage: aihf control <command> [options]\n\ncommands:")
         for name, text in COMMANDS.items():
             print(f"  {name:<8} {text}")
-        return 0 if not argv or argv[0] in ("-h", "--help") else 2
+        return 0
+    if argv[0] not in COMMANDS:
+        from ..cli.args import unknown_command
+
+        print(unknown_command("aihf control", argv[0], list(COMMANDS)), file=sys.stderr)
+        return 2
     command, rest = argv[0], argv[1:]
     try:
         if command == "bench":
