@@ -25,6 +25,7 @@ import math
 import os
 import random
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -501,6 +502,8 @@ def do_run(args: BenchArguments, method: str, budget: int, seed: int, data_dir: 
     held_out = held_out_pairs(refs["validation"])
     points, best_state = [], None
     run_dir = os.path.join(args.output_dir, "tmp", run_name(method, budget, seed))
+    # A run restarts from scratch: what a killed attempt left must not be taken for this one's.
+    shutil.rmtree(run_dir, ignore_errors=True)
     ctx = RunContext(
         base_dir=base_dir,
         tokenizer=tokenizer,
@@ -554,8 +557,6 @@ def do_run(args: BenchArguments, method: str, budget: int, seed: int, data_dir: 
     with open(path + ".tmp", "w") as f:
         json.dump(result, f, indent=1)
     os.replace(path + ".tmp", path)  # a result file exists only once complete
-    import shutil
-
     shutil.rmtree(run_dir, ignore_errors=True)
     return result
 

@@ -391,9 +391,7 @@ class ControlTrainer:
 
     def _skip_or_stop(self, step: str, problem: str) -> None:
         if not self.config.skip_nonfinite_steps:
-            raise self._nonfinite_error(
-                f"{problem}; set skip_nonfinite_steps=true to skip such steps instead", step
-            )
+            raise self._nonfinite_error(f"{problem}; set skip_nonfinite_steps=true to skip such steps instead", step)
         self.nonfinite_skipped += 1
         print(
             f"aihf: {self._where(step)}: {problem}: update skipped (skip_nonfinite_steps; "
@@ -588,7 +586,7 @@ class ControlTrainer:
                 for k in _BUFFER_ARRAYS:
                     getattr(buf, k)[: len(arrays[k])] = arrays[k]
         except ValueError:  # numpy refuses an object array (it would unpickle); its message suggests allowing it
-            raise ConfigError(f"{path}/buffer.npz: refused to load (it holds an object array, stored pickled)") from None
+            raise ConfigError(f"{path}/buffer.npz: refused to load (it holds a pickled object array)") from None
         except (OSError, KeyError) as e:
             raise ConfigError(f"{path}/buffer.npz: refused to load ({e})") from None
         buf.pos, buf.full = meta["buffer_pos"], meta["buffer_full"]

@@ -1,6 +1,7 @@
 """``aihf control bench`` killed (SIGKILL to the sweep's whole process group) at seeded random
 moments and rerun: every run is done exactly once and the table equals an uninterrupted sweep's."""
 
+import glob
 import json
 import os
 import random
@@ -55,13 +56,20 @@ def test_control_bench_survives_sigkill_of_the_sweep(tmp_path):
     log = open(tmp_path / "sweeps.log", "w")
     assert run_sweep(_sweep(tmp_path, "reference", data_root), log) == 0
 
+    work, done = tmp_path / "killed" / "work" / ENV, tmp_path / "killed" / "results" / "run_results" / ENV
+    checkpointed = lambda: bool(glob.glob(str(work / "*" / "checkpoint")))  # noqa: E731
+    one_done = lambda: bool(glob.glob(str(done / "*.json"))) and checkpointed()  # noqa: E731
     rng = random.Random(3)
-    delays = [rng.uniform(3, 15) for _ in range(3)]
-    print(f"control bench: kills after {[round(d, 1) for d in delays]} s")
-    killed = 0
-    for delay in delays:
-        killed += run_sweep(_sweep(tmp_path, "killed", data_root), log, kill_after=delay) is None
-    assert killed >= 1, "no kill landed: the sweep finished first"
+    kills = [  # (condition, seeded delay after it holds)
+        (checkpointed, rng.uniform(0, 1)),  # runs under way, one past its first round
+        (one_done, rng.uniform(0, 1)),  # a run finished, another one under way
+        (lambda: True, rng.uniform(1, 20)),  # any moment
+    ]
+    print(f"control bench: kill delays {[round(d, 1) for _, d in kills]} s")
+    landed = [
+        run_sweep(_sweep(tmp_path, "killed", data_root), log, kill_when=when, delay=d) is None for when, d in kills
+    ]
+    assert landed[:2] == [True, True], landed
     assert run_sweep(_sweep(tmp_path, "killed", data_root), log) == 0
 
     folder = tmp_path / "killed" / "results" / "run_results" / ENV

@@ -287,8 +287,11 @@ def test_inf_reward_gradient_stops_the_run_naming_the_parameter(data_dir, tmp_pa
         return steps
 
     _poison_after_round_1(monkeypatch, "_reward_steps", poisoned)
-    with pytest.raises(NonFiniteError, match=r"^round 2, reward step 1, env step \d+: the gradient of reward "
-                       r"parameter mlp\.0\.weight is (-?inf|nan)"):
+    with pytest.raises(
+        NonFiniteError,
+        match=r"^round 2, reward step 1, env step \d+: the gradient of reward "
+        r"parameter mlp\.0\.weight is (-?inf|nan)",
+    ):
         ControlTrainer(_config(data_dir, tmp_path / "run", rounds=3)).train()
 
 
@@ -303,7 +306,8 @@ def test_nan_learned_reward_fed_to_sac_stops_the_run(data_dir, tmp_path, monkeyp
     monkeypatch.setattr(RewardNet, "forward", forward_nan_when_relabelling)
     out = tmp_path / "run"
     trainer = ControlTrainer(_config(data_dir, out, rounds=3))
-    with pytest.raises(NonFiniteError, match=r"^round 2, SAC minibatch, env step \d+: the learned reward fed to SAC is nan"):
+    expected = r"^round 2, SAC minibatch, env step \d+: the learned reward fed to SAC is nan"
+    with pytest.raises(NonFiniteError, match=expected):
         trainer.train()
     with open(out / "checkpoint" / "meta.json") as f:
         assert json.load(f)["round"] == 1
@@ -383,8 +387,19 @@ def test_cli_prints_the_nonfinite_error_in_one_line_with_status_3(data_dir, tmp_
     _poison_after_round_1(monkeypatch, "_reward_batch", _nan_demo_batch)
     c = _config(data_dir, tmp_path / "run", rounds=2)
     argv = ["train", "--env_id", ENV, "--progress", "false"]
-    for name in ("demonstrations", "preferences", "output_dir", "rounds", "sac_steps_per_round", "learning_starts",
-                 "net_arch", "batch_size", "reward_net_arch", "reward_batch_size", "eval_episodes"):
+    for name in (
+        "demonstrations",
+        "preferences",
+        "output_dir",
+        "rounds",
+        "sac_steps_per_round",
+        "learning_starts",
+        "net_arch",
+        "batch_size",
+        "reward_net_arch",
+        "reward_batch_size",
+        "eval_episodes",
+    ):
         argv += [f"--{name}", str(getattr(c, name))]
     assert cli.main(argv) == 3
     err = capsys.readouterr().err.strip()
