@@ -230,7 +230,7 @@ class ControlTrainer:
         self.random_return, self.expert_return = self._reference_returns()
         self.rng = np.random.default_rng(c.seed)
         self.nonfinite_skipped = 0  # reward steps dropped for a non-finite value (skip_nonfinite_steps)
-        self.round = 0  # rounds finished
+        self.round = 0  # rounds finished before the current one (0-based index of the current round)
         self.checkpoint_dir = os.path.join(c.output_dir, "checkpoint")
 
     def _reference_returns(self):
