@@ -25,7 +25,6 @@ import math
 import os
 import random
 import shlex
-import shutil
 import subprocess
 import sys
 import time
@@ -502,8 +501,6 @@ def do_run(args: BenchArguments, method: str, budget: int, seed: int, data_dir: 
     held_out = held_out_pairs(refs["validation"])
     points, best_state = [], None
     run_dir = os.path.join(args.output_dir, "tmp", run_name(method, budget, seed))
-    # A run restarts from scratch: what a killed attempt left must not be taken for this one's.
-    shutil.rmtree(run_dir, ignore_errors=True)
     ctx = RunContext(
         base_dir=base_dir,
         tokenizer=tokenizer,
@@ -557,6 +554,8 @@ def do_run(args: BenchArguments, method: str, budget: int, seed: int, data_dir: 
     with open(path + ".tmp", "w") as f:
         json.dump(result, f, indent=1)
     os.replace(path + ".tmp", path)  # a result file exists only once complete
+    import shutil
+
     shutil.rmtree(run_dir, ignore_errors=True)
     return result
 
@@ -841,10 +840,19 @@ def write_report(args: BenchArguments, data_dir: str) -> dict:
 
 # --------------------------------------------------------------------------- entry point
 def parse(argv: list[str]) -> BenchArguments:
-    from transformers import HfArgumentParser
+    from ..cli.args import _HelpFormatter, argument_parser
 
-    (args,) = HfArgumentParser(BenchArguments, prog=PROG).parse_args_into_dataclasses(argv)
-    return resolve(args)
+    # One-line errors (exit 2) with "did you mean", and the help, as every aihf command.
+    description = "Every LLM alignment method on the built-in sentiment task, scored by a gold reward."
+    parser = argument_parser(
+        BenchArguments,
+        prog=PROG,
+        usage=f"{PROG} [--preset quick|full] [--field value ...]",
+        description=description,
+        formatter_class=_HelpFormatter,
+    )
+    namespace = parser.parse_args(argv)
+    return resolve(BenchArguments(**vars(namespace)))
 
 
 def main(argv: list[str] | None = None, *, prog_argv: list[str] | None = None) -> int:
@@ -890,7 +898,7 @@ def main(argv: list[str] | None = None, *, prog_argv: list[str] | None = None) -
             sweep(args, prog_argv, pending, data_dir)
         write_report(args, data_dir)
     except ConfigError as e:
-        print(f"{PROG}: error: {e}", file=sys.stderr)
+        print(f"{PROG}: {e}", file=sys.stderr)
         return 2
     return 0
 
