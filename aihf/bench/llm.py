@@ -840,19 +840,10 @@ def write_report(args: BenchArguments, data_dir: str) -> dict:
 
 # --------------------------------------------------------------------------- entry point
 def parse(argv: list[str]) -> BenchArguments:
-    from ..cli.args import _HelpFormatter, argument_parser
+    from transformers import HfArgumentParser
 
-    # One-line errors (exit 2) with "did you mean", and the help, as every aihf command.
-    description = "Every LLM alignment method on the built-in sentiment task, scored by a gold reward."
-    parser = argument_parser(
-        BenchArguments,
-        prog=PROG,
-        usage=f"{PROG} [--preset quick|full] [--field value ...]",
-        description=description,
-        formatter_class=_HelpFormatter,
-    )
-    namespace = parser.parse_args(argv)
-    return resolve(BenchArguments(**vars(namespace)))
+    (args,) = HfArgumentParser(BenchArguments, prog=PROG).parse_args_into_dataclasses(argv)
+    return resolve(args)
 
 
 def main(argv: list[str] | None = None, *, prog_argv: list[str] | None = None) -> int:
@@ -898,7 +889,7 @@ def main(argv: list[str] | None = None, *, prog_argv: list[str] | None = None) -
             sweep(args, prog_argv, pending, data_dir)
         write_report(args, data_dir)
     except ConfigError as e:
-        print(f"{PROG}: {e}", file=sys.stderr)
+        print(f"{PROG}: error: {e}", file=sys.stderr)
         return 2
     return 0
 
