@@ -9,7 +9,8 @@ demonstrations) once per pair count, in the first demonstration setting.
 
 Every run is one plain command (``--list`` prints them) that writes one result file
 ``<results>/run_results/<env>/<setting>__<method>__seed<k>.json``; runs whose file exists are skipped,
-and a killed run resumes from its checkpoint in ``<work>``. ``--report`` (also run at the end)
+and a killed run resumes from its checkpoint in ``<work>`` (exactly: it ends as if never stopped).
+``--train_flags`` adds flags to every run's command. ``--report`` (also run at the end)
 writes ``results.json``, ``results.md`` and ``curves_<env>.png`` into ``<results>``.
 """
 
