@@ -3,7 +3,8 @@
 Every field of :class:`~aihf.control.config.ControlConfig` (``train``) and
 :class:`~aihf.control.config.CollectConfig` (``collect``) is a flag whose help is the field's;
 ``--preset ci|cpu|paper`` replaces the defaults first. Bad data or settings print one line and
-exit with status 2 before anything is written.
+exit with status 2 before anything is written; a run stopped by a NaN/inf (:class:`aihf.TrainingError`)
+prints one line and exits with status 3, its last checkpoint intact.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import os
 import shlex
 import sys
 
-from ..errors import ConfigError, DataError
+from ..errors import ConfigError, DataError, TrainingError
 from .config import PRESETS, CollectConfig, ControlConfig, OneLineParser, with_preset
 
 COMMANDS = {
@@ -142,6 +143,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, DataError) as e:
         print(f"aihf control {command}: {e}", file=sys.stderr)
         return 2
+    except TrainingError as e:  # a non-finite value; the run's last checkpoint is intact
+        print(f"aihf control {command}: {e}", file=sys.stderr)
+        return 3
     print(json.dumps(out, indent=1, default=float))
     return 0
 
