@@ -88,7 +88,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         max_steps=32,
         batch_size=16,
         # A one-point grid (the point every method chose in the two-point quick sweep): the quick
-        # sweep fits ~12 CPU-minutes; the full preset tunes.
+        # sweep takes ~9 CPU-minutes (docs/benchmark.md, "Run time"); the full preset tunes.
         learning_rates="3e-4",
         betas="0.1",
         kl_cap=8.0,
