@@ -10,7 +10,6 @@ its last checkpoint intact. Anything else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
-import difflib
 import logging
 import os
 import sys
@@ -66,9 +65,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     command, rest = argv[0], argv[1:]
     if command not in COMMANDS:
-        match = difflib.get_close_matches(command, list(COMMANDS), n=1)
-        hint = f"did you mean '{match[0]}'? " if match else ""
-        print(f"aihf: unknown command '{command}': {hint}commands: {', '.join(COMMANDS)}", file=sys.stderr)
+        from .args import unknown_command
+
+        print(unknown_command("aihf", command, list(COMMANDS)), file=sys.stderr)
         return 2
 
     from ..errors import ConfigError, DataError, TrainingError

@@ -238,7 +238,7 @@ def argument_parser(dataclass_types, **kwargs):
         def error(self, message):
             # "argument --max_steps/--max-steps: invalid int value: 'two'" -> "--max_steps: expected an
             # integer, got 'two'", as the same mistake in the YAML file reads.
-            message = re.sub(r"^argument (--[\w]+)(/--[\w-]+)*: ", r"\1: ", message)
+            message = re.sub(r"^argument (--[\w]+)(/--[\w-]+)*: ", r"\1: ", one_line_error(message, self))
             bad = re.match(r"^(--\w+): invalid (int|float) value: (.*)$", message)
             if bad:
                 message = f"{bad[1]}: expected {_type_name(int if bad[2] == 'int' else float)}, got {bad[3]}"
@@ -249,20 +249,22 @@ def argument_parser(dataclass_types, **kwargs):
 
 _TRAIN_DESCRIPTION = {
     "aihf": "Align a causal LM with demonstrations and preferences in one stage (AIHF). Any field can be set in "
-    "the --config YAML file or as a flag; flags win. The methods with an explicit reward model (--method aihf_rl, "
-    "rlhf, rft, sft_then_rlhf) take other options: see 'aihf train --method aihf_rl --help'.",
+    "the --config YAML file or as a flag; flags win; model_name_or_path and output_dir are required. The methods "
+    "with an explicit reward model (--method aihf_rl, rlhf, rft, sft_then_rlhf) take other options: see "
+    "'aihf train --method aihf_rl --help'.",
     "rl": "Align a causal LM with an explicit reward model learned from demonstrations and preferences, in "
     "rounds of RL steps on the policy and steps on the reward model (AIHF-RL). Any field can be set in the "
-    "--config YAML file or as a flag; flags win. The implicit-reward methods (--method aihf, dpo, sft, spin, "
-    "sft_then_dpo) take other options: see 'aihf train --help'.",
+    "--config YAML file or as a flag; flags win; model_name_or_path and output_dir are required. The "
+    "implicit-reward methods (--method aihf, dpo, sft, spin, sft_then_dpo) take other options: see "
+    "'aihf train --help'.",
 }
 _INHERITED = {
     "aihf": "Inherited by aihf.llm.AIHFConfig, which changes the defaults of learning_rate (1e-6), logging_steps (10) "
     "and remove_unused_columns (false).",
     "rl": "Inherited by aihf.llm.AIHFRLConfig, which changes the defaults of learning_rate (the policy's, 1e-6), "
     "logging_steps (1) and save_steps (10), both counted in rounds, lr_scheduler_type (constant) and "
-    "remove_unused_columns (false). max_steps and num_train_epochs are not used by the rounds (set num_rounds); "
-    "under sft_then_rlhf they size the SFT stage.",
+    "remove_unused_columns (false). max_steps and num_train_epochs are refused by aihf_rl, rlhf and rft, which count "
+    "rounds (set num_rounds); under sft_then_rlhf they size the SFT stage.",
 }
 
 
@@ -302,6 +304,8 @@ def build_parser(method: str = "aihf"):
             )
         elif action.nargs == 0 and action.option_strings[0].startswith("--no_"):
             action.help = f"Set {action.dest} to false."
+        elif action.dest == "output_dir":
+            action.help = "Required (no default folder): where the model, its checkpoints and all_results.json go."
         elif action.dest == "method":
             action.default = method  # this parser serves only `method` (and its kind)
 
@@ -442,6 +446,34 @@ def _did_you_mean(word: str, candidates: list[str]) -> str:
     return f" (did you mean {match[0]}?)" if match else ""
 
 
+def unknown_command(prog: str, command: str, commands: list[str]) -> str:
+    """``aihf: unknown command 'trian': did you mean 'train'? commands: train, ...`` (``prog`` is ``aihf``,
+    ``aihf control``, ...)."""
+    match = difflib.get_close_matches(command, commands, n=1)
+    hint = f"did you mean '{match[0]}'? " if match else ""
+    return f"{prog}: unknown command '{command}': {hint}commands: {', '.join(commands)}"
+
+
+def unknown_arguments(remaining: list[str], parser: argparse.ArgumentParser) -> str:
+    """The one line for arguments ``parser`` does not take: ``unknown option --max_step (did you mean
+    --max_steps?)``, or for a stray value ``unexpected argument '5': options are written --name value``.
+    Every ``aihf`` command's parser words it so (its ``error`` for argparse's "unrecognized arguments")."""
+    unknown = next((t for t in remaining if t.startswith("-")), None)
+    if unknown is None:
+        return f"unexpected argument {remaining[0]!r}: options are written --name value"
+    name = unknown.split("=", 1)[0]
+    # Only the --snake_case spelling is suggested (HfArgumentParser also accepts --kebab-case).
+    flags = sorted(o for o in parser._option_string_actions if o.startswith("--") and "-" not in o[2:])
+    return f"unknown option {name}{_did_you_mean(name, flags)}"
+
+
+def one_line_error(message: str, parser: argparse.ArgumentParser) -> str:
+    """argparse's complaint as the line an ``aihf`` command prints (see :func:`unknown_arguments`)."""
+    if message.startswith("unrecognized arguments: "):
+        return unknown_arguments(message.split(": ", 1)[1].split(), parser)
+    return message
+
+
 def _flag_value(argv: list[str], name: str) -> str | None:
     """The value of the last ``--name value`` or ``--name=value`` in ``argv`` (as argparse takes it)."""
     value = None
@@ -476,7 +508,6 @@ def parse_arguments(parser, argv: list[str], dataclass_types: tuple) -> tuple[li
 
     by_option = {opt: a for a in parser._actions for opt in a.option_strings}
     fields_by_name = {a.dest: a for a in reversed(parser._actions) if a.option_strings and a.dest != "help"}
-    flag_names = sorted({a.option_strings[0] for a in fields_by_name.values()})
 
     config_path = _flag_value(argv, "config")
     origins: dict[str, str] = {}
@@ -498,11 +529,7 @@ def parse_arguments(parser, argv: list[str], dataclass_types: tuple) -> tuple[li
 
     namespace, remaining = parser.parse_known_args(argv)
     if remaining:
-        unknown = next((t for t in remaining if t.startswith("-")), None)
-        if unknown is None:
-            raise ConfigError(f"unexpected argument {remaining[0]!r}: options are written --name value")
-        name = unknown.split("=", 1)[0]
-        raise ConfigError(f"unknown option {name}{_did_you_mean(name, flag_names)}")
+        raise ConfigError(unknown_arguments(remaining, parser))
     for token in argv:
         action = by_option.get(token.split("=", 1)[0]) if token.startswith("--") else None
         if action is not None:
@@ -527,7 +554,7 @@ def parse_arguments(parser, argv: list[str], dataclass_types: tuple) -> tuple[li
 def parse_train_args(argv: list[str]) -> TrainArguments:
     """Parse ``--config file.yaml`` plus flag overrides into the four argument dataclasses of the
     ``--method`` asked for (:func:`train_method`). Raises :class:`ConfigError` as
-    :func:`parse_arguments` does, and when no model is given."""
+    :func:`parse_arguments` does, and when no model or no output_dir is given."""
     method = train_method(argv)
     built, origins = parse_arguments(build_parser(method), argv, train_dataclasses(method))
     args = TrainArguments(*built, origins=origins)
@@ -536,6 +563,13 @@ def parse_train_args(argv: list[str]) -> TrainArguments:
         raise ConfigError(
             "model_name_or_path is required: a local model folder or a Hub id, in the --config file or as "
             "--model_name_or_path"
+        )
+    if "output_dir" not in origins:
+        # Not transformers' ./trainer_output, nor a fresh timestamped folder: a run's folder is where
+        # resume_from_checkpoint looks and what the used-folder check guards, so the user names it.
+        raise ConfigError(
+            "output_dir is required: the folder for the model and its checkpoints, in the --config file or as "
+            "--output_dir"
         )
     if model.model_name_or_path.endswith(".gguf") and not model.gguf_file:
         # A path to the .gguf file itself means its folder and that file, as in AIHFTrainer.

@@ -22,6 +22,7 @@ from .train import (
     Sources,
     TrainResult,
     _check_model_path,
+    _info_after_checks,
     _looks_local,
     _no_demonstrations,
     _resume,
@@ -36,7 +37,8 @@ _UNSUPPORTED = {"sft_then_rlhf": ("ref_model_name_or_path", "reward_model_name_o
 
 def check_settings(args: TrainArguments) -> None:
     """What ``--method`` sets (refusing contradictions, as :func:`aihf.cli.train.apply_method`), the
-    options the method cannot take, the data sources it needs and the reward model's path."""
+    options the method cannot take, the data sources it needs, the reward model's path, and max_steps or
+    num_train_epochs, which the rounds would ignore (but for sft_then_rlhf's SFT stage)."""
     apply_method(args)
     method, config, data = args.run.method, args.config, args.data
     if method in ("rlhf", "sft_then_rlhf") and config.reward_pretrain_steps < 1:
@@ -64,6 +66,17 @@ def check_settings(args: TrainArguments) -> None:
     if config.demo_weight > 0 and not data.demonstrations and not data.preferences:
         raise ConfigError(_no_demonstrations(args))
     _check_model_path(args, "reward_model_name_or_path")
+    if method != "sft_then_rlhf":  # there they size the SFT stage
+        for name in ("max_steps", "num_train_epochs"):
+            # max_steps <= 0 means "not set" (transformers' convention), e.g. --max_steps -1 over a shared YAML.
+            if name in args.origins and not (name == "max_steps" and config.max_steps <= 0):
+                # Not mapped onto num_rounds: a round is several optimizer steps (policy and reward), and
+                # training silently longer or shorter than asked is worse than one line now.
+                raise ConfigError(
+                    f"{args.describe(name)}: --method {method} trains in rounds, not in steps or epochs: set "
+                    "num_rounds (each round: policy_steps_per_round policy steps, then reward_steps_per_round "
+                    "reward steps)"
+                )
 
 
 def fit(args: TrainArguments, model, ref, tokenizer, sources: Sources) -> TrainResult:
@@ -147,10 +160,19 @@ def _eval_parser():
 def eval_reward(argv: list[str]) -> dict:
     """``aihf eval-reward``: ``{"accuracy", "margin", "num_pairs"}`` of the reward model on the pairs.
     Bad settings raise :class:`aihf.ConfigError`, bad rows :class:`aihf.DataError`, before the model loads."""
+    from ..llm.reward_model import evaluate_reward_model
+
+    with _info_after_checks():
+        model, data, pad_token_id, batch_size = _load_for_eval(argv)
+    return evaluate_reward_model(model, data, pad_token_id, batch_size)
+
+
+def _load_for_eval(argv: list[str]):
+    """eval-reward's checks and loading: ``(reward model, tokenised pairs, pad id, batch size)``."""
     from transformers import AutoTokenizer
 
     from ..data import prepare_preferences, read_rows
-    from ..llm.reward_model import evaluate_reward_model, load_reward_model
+    from ..llm.reward_model import load_reward_model
 
     (args,), origins = parse_arguments(_eval_parser(), argv, (EvalRewardArguments,))
     for name in ("reward_model", "preferences"):
@@ -184,7 +206,7 @@ def eval_reward(argv: list[str]) -> dict:
                 "its reward model in <output_dir>/reward_model"
             )
     model = load_reward_model(args.reward_model, tokenizer.pad_token_id, trust_remote_code=args.trust_remote_code)
-    return evaluate_reward_model(model, data, tokenizer.pad_token_id, args.batch_size)
+    return model, data, tokenizer.pad_token_id, args.batch_size
 
 
 def run_eval_reward(argv: list[str]) -> int:

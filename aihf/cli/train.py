@@ -12,8 +12,11 @@ the same checks and loading, with their own settings checks and trainer (:mod:`a
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
+import re
 import warnings
 from dataclasses import dataclass
 from typing import Any
@@ -87,8 +90,9 @@ def apply_method(args: TrainArguments):
 
 
 def _looks_local(path: str) -> bool:
-    """A Hub id is ``name`` or ``owner/name``; anything else not on disk is a missing local path."""
-    return os.path.isabs(path) or path.startswith((".", "~")) or path.count("/") > 1 or "\\" in path
+    """A Hub id is ``name`` or ``owner/name`` (letters, digits, ``-_.``); anything else not on disk
+    (``./m``, ``~/m``, ``/m``, ``a/b/c``, ``m/``, ``a\\b``) is a missing local path."""
+    return path.startswith((".", "~")) or not re.fullmatch(r"[\w.-]+(/[\w.-]+)?", path)
 
 
 def _check_model_path(args: TrainArguments, name: str, gguf_file: str | None = None) -> None:
@@ -293,7 +297,11 @@ def _loading(args: TrainArguments, what: str, load):
     except (OSError, ValueError) as e:
         first = next((line.strip() for line in str(e).splitlines() if line.strip()), type(e).__name__)
         name = "tokenizer_name_or_path" if what == "tokenizer" and args.model.tokenizer_name_or_path else None
-        raise ConfigError(f"{args.describe(name or 'model_name_or_path')}: cannot load the {what}: {first}") from e
+        name = name or "model_name_or_path"
+        if not os.path.exists(os.path.expanduser(getattr(args.model, name))):
+            # `models/my-model` may be a folder the user mistyped as well as a Hub id: say both.
+            first = f"no such local folder, and as a Hub id: {first}"
+        raise ConfigError(f"{args.describe(name)}: cannot load the {what}: {first}") from e
 
 
 # ---------------------------------------------------------------------------------- training
@@ -306,15 +314,49 @@ def train(argv: list[str]) -> TrainResult:
         check_settings, fit = rl.check_settings, rl.fit
     else:
         check_settings, fit = _check_settings, _train
-    check_settings(args)
-    _check_paths(args)
-    tokenizer = _loading(args, "tokenizer", lambda: load_tokenizer(args.model))
-    sources = read_and_validate(args, tokenizer)
-    _check_output_dirs(args)
-    model, ref = _loading(args, "model", lambda: load_models(args.model))
+    with _info_after_checks():
+        check_settings(args)
+        _check_paths(args)
+        tokenizer = _loading(args, "tokenizer", lambda: load_tokenizer(args.model))
+        sources = read_and_validate(args, tokenizer)
+        _check_output_dirs(args)
+        model, ref = _loading(args, "model", lambda: load_models(args.model))
     with warnings.catch_warnings():
         _silence_noise(args)
         return fit(args, model, ref, tokenizer, sources)
+
+
+@contextlib.contextmanager
+def _info_after_checks():
+    """Hold aihf's INFO lines (which end token closes completions...) while the start-up checks run,
+    and show them only once every check passed: a refused run prints its one error line, nothing else.
+    Warnings pass at once."""
+    held: list[tuple[logging.Handler, logging.LogRecord]] = []
+    handlers, logger = [], logging.getLogger("aihf")
+    while logger is not None:  # the handlers an aihf record reaches: aihf's own, then its parents'
+        handlers += logger.handlers
+        logger = logger.parent if logger.propagate else None
+
+    def holder(handler):
+        def hold(record: logging.LogRecord) -> bool:
+            if record.name.split(".")[0] == "aihf" and record.levelno < logging.WARNING:
+                held.append((handler, record))
+                return False
+            return True
+
+        return hold
+
+    filters = [(h, holder(h)) for h in handlers]
+    for handler, hold in filters:
+        handler.addFilter(hold)
+    try:
+        yield
+    finally:
+        for handler, hold in filters:
+            handler.removeFilter(hold)
+    # Reached only when the checks passed (an exception skips it and the held lines are dropped).
+    for handler, record in held:
+        handler.handle(record)
 
 
 def _check_settings(args: TrainArguments) -> None:

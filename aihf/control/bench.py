@@ -9,7 +9,8 @@ demonstrations) once per pair count, in the first demonstration setting.
 
 Every run is one plain command (``--list`` prints them) that writes one result file
 ``<results>/run_results/<env>/<setting>__<method>__seed<k>.json``; runs whose file exists are skipped,
-and a killed run resumes from its checkpoint in ``<work>``. ``--report`` (also run at the end)
+and a killed run resumes from its checkpoint in ``<work>`` (exactly: it ends as if never stopped).
+``--train_flags`` adds flags to every run's command. ``--report`` (also run at the end)
 writes ``results.json``, ``results.md`` and ``curves_<env>.png`` into ``<results>``.
 """
 
@@ -95,7 +96,9 @@ def collect_argv(preset: str, env_id: str, data_root: str) -> list[str]:
     ]
 
 
-def train_argv(run: Run, preset: str, data_root: str, results: str, work: str) -> list[str]:
+def train_argv(
+    run: Run, preset: str, data_root: str, results: str, work: str, extra: list[str] | None = None
+) -> list[str]:
     data = os.path.join(data_root, run.env_id)
     demo_file, n_demos = run.demos
     return [
@@ -124,6 +127,7 @@ def train_argv(run: Run, preset: str, data_root: str, results: str, work: str) -
         result_path(results, run),
         "--progress",
         "false",
+        *(extra or []),
     ]
 
 
@@ -256,11 +260,25 @@ def report(results: str, command: str) -> dict:
         "runs": [{k: v for k, v in r.items() if k != "history"} for r in rows],
     }
     os.makedirs(results, exist_ok=True)
-    with open(os.path.join(results, "results.json"), "w") as f:
-        json.dump(summary, f, indent=1)
-    with open(os.path.join(results, "results.md"), "w") as f:
-        f.write("\n".join(lines) + "\n")
+    _write_atomically(os.path.join(results, "results.json"), json.dumps(summary, indent=1))
+    _write_atomically(os.path.join(results, "results.md"), "\n".join(lines) + "\n")
     return summary
+
+
+def _write_atomically(path: str, text: str) -> None:
+    with open(path + ".tmp", "w") as f:
+        f.write(text)
+    os.replace(path + ".tmp", path)
+
+
+def _remove_partial_results(results: str) -> None:
+    """Delete the ``.tmp`` files a killed sweep left (a result is renamed into place only once
+    complete, so they never count; this keeps the folder clean)."""
+    root = os.path.join(results, "run_results")
+    for folder, _, names in os.walk(root):
+        for name in names:
+            if name.endswith(".tmp"):
+                os.remove(os.path.join(folder, name))
 
 
 def _plot(env_id: str, rows: list[dict], path: str) -> None:
@@ -397,6 +415,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", default="runs/control-bench", help="Checkpoints of unfinished runs.")
     parser.add_argument("--jobs", type=int, default=1, help="Runs in parallel (one core each).")
     parser.add_argument("--nice", type=int, default=0, help="Run each command under nice -n N.")
+    parser.add_argument(
+        "--train_flags",
+        default="",
+        help="Extra 'aihf control train' flags for every run, e.g. '--eval_episodes 10' (part of each run's command).",
+    )
     parser.add_argument("--list", action="store_true", help="Print every run's command (done ones commented out).")
     parser.add_argument("--report", action="store_true", help="Only aggregate the finished runs.")
     parser.add_argument(
@@ -435,7 +458,7 @@ def main(argv: list[str] | None = None) -> int:
     trains = [
         (
             f"{r.env_id}/{r.name}",
-            train_argv(r, args.preset, args.data_root, args.results, args.work),
+            train_argv(r, args.preset, args.data_root, args.results, args.work, shlex.split(args.train_flags)),
             result_path(args.results, r),
         )
         for r in runs
@@ -444,6 +467,7 @@ def main(argv: list[str] | None = None) -> int:
         for _, run_argv, done in collects + trains:
             print(("# done: " if os.path.exists(done) else "") + _command(run_argv))
         return 0
+    _remove_partial_results(args.results)
     todo_collect = [j for j in collects if not os.path.exists(j[2])]
     todo_train = [j for j in trains if not os.path.exists(j[2])]
     print(

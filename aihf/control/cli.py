@@ -3,7 +3,8 @@
 Every field of :class:`~aihf.control.config.ControlConfig` (``train``) and
 :class:`~aihf.control.config.CollectConfig` (``collect``) is a flag whose help is the field's;
 ``--preset ci|cpu|paper`` replaces the defaults first. Bad data or settings print one line and
-exit with status 2 before anything is written.
+exit with status 2 before anything is written; a run stopped by a NaN/inf (:class:`aihf.TrainingError`)
+prints one line and exits with status 3, its last checkpoint intact.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import os
 import shlex
 import sys
 
-from ..errors import ConfigError, DataError
+from ..errors import ConfigError, DataError, TrainingError
 from .config import PRESETS, CollectConfig, ControlConfig, OneLineParser, with_preset
 
 COMMANDS = {
@@ -35,7 +36,8 @@ def _to_bool(text: str) -> bool:
 
 
 def _parser_for(cls, prog: str, description: str) -> argparse.ArgumentParser:
-    parser = OneLineParser(prog=prog, description=description)
+    usage = f"{prog} [--preset {'|'.join(PRESETS)}] [--field value ...]"
+    parser = OneLineParser(prog=prog, usage=usage, description=description)
     parser.add_argument("--preset", choices=list(PRESETS), default=None, help="Replace the defaults with a preset.")
     for f in dataclasses.fields(cls):
         # Annotations are strings under `from __future__ import annotations`.
@@ -54,9 +56,14 @@ def _parser_for(cls, prog: str, description: str) -> argparse.ArgumentParser:
             type=conv,
             default=None,
             choices=f.metadata.get("choices"),
-            help=f"{f.metadata.get('help', '')} (default: {f.default})",
+            help=_with_default(f.metadata.get("help", ""), f.default),
         )
     return parser
+
+
+def _with_default(text: str, default) -> str:
+    # A help text that already says its default ("default: all") is not followed by "(default: None)".
+    return text if "default" in text.lower() else f"{text} (default: {default})"
 
 
 def parse_config(cls, argv: list[str], prog: str, description: str):
@@ -116,11 +123,16 @@ def evaluate(argv: list[str]) -> dict:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``aihf control ...``; returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
+    if not argv or argv[0] in ("-h", "--help"):
         print("usage: aihf control <command> [options]\n\ncommands:")
         for name, text in COMMANDS.items():
             print(f"  {name:<8} {text}")
-        return 0 if not argv or argv[0] in ("-h", "--help") else 2
+        return 0
+    if argv[0] not in COMMANDS:
+        from ..cli.args import unknown_command
+
+        print(unknown_command("aihf control", argv[0], list(COMMANDS)), file=sys.stderr)
+        return 2
     command, rest = argv[0], argv[1:]
     try:
         if command == "bench":
@@ -131,6 +143,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, DataError) as e:
         print(f"aihf control {command}: {e}", file=sys.stderr)
         return 2
+    except TrainingError as e:  # a non-finite value; the run's last checkpoint is intact
+        print(f"aihf control {command}: {e}", file=sys.stderr)
+        return 3
     print(json.dumps(out, indent=1, default=float))
     return 0
 

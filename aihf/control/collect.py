@@ -99,8 +99,11 @@ def write_dataset(config: CollectConfig, expert, low_quality, pool_policies: lis
         "config": dataclasses.asdict(c),
         "command": command,
     }
-    with open(os.path.join(c.output_dir, "meta.json"), "w") as f:
+    # meta.json last and atomically: the benchmark takes a folder with it as complete.
+    path = os.path.join(c.output_dir, "meta.json")
+    with open(path + ".tmp", "w") as f:
         json.dump(meta, f, indent=1)
+    os.replace(path + ".tmp", path)
     return meta
 
 

@@ -112,6 +112,13 @@ class ControlConfig:
     eval_episodes: int = field(default=5, metadata={"help": "Deterministic episodes per evaluation."})
     torch_threads: int = field(default=1, metadata={"help": "torch.set_num_threads (1: one core per run)."})
     progress: bool = field(default=True, metadata={"help": "Show a progress bar."})
+    skip_nonfinite_steps: bool = field(
+        default=False,
+        metadata={
+            "help": "Skip a reward step whose loss term or gradient is NaN/inf (counted in nonfinite/skipped_steps, "
+            "one line on stderr each) instead of stopping the run with an error naming the round, step and term."
+        },
+    )
 
     def validate(self, source: str = "the flags") -> ControlConfig:
         """Raise :class:`aihf.ConfigError` naming the first bad setting; returns self."""
@@ -314,4 +321,6 @@ class OneLineParser(argparse.ArgumentParser):
         super().__init__(allow_abbrev=False, **kwargs)
 
     def error(self, message: str):
-        raise ConfigError(message)
+        from ..cli.args import one_line_error  # the wording (and "did you mean") of every aihf command
+
+        raise ConfigError(one_line_error(message, self))

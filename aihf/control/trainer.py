@@ -15,14 +15,30 @@ tensors and optimiser states in ``state.pt`` (read back with ``torch.load(weight
 the replay buffer as ``buffer.npz`` (``allow_pickle=False``) and counters, RNG states and the
 run's configuration in ``meta.json``. A run resumes only from its own ``output_dir`` and only
 when the configuration matches.
+
+Resuming is exact: a run killed at any moment and resumed from its last checkpoint ends with the
+same metrics and weights as one never stopped. For that, every round's SAC phase starts a fresh
+episode from an env reset seeded from ``(seed, round)``, in uninterrupted and resumed runs alike
+(the episode in progress at a round's end is cut there; its last stored transition is not
+terminal, so SAC bootstraps from it as from a time limit), and the checkpoint holds every RNG
+state that the rest of the run draws from (torch, NumPy's global, Python's, the reward steps').
+
+Non-finite values (a NaN or infinity in a reward loss term, a reward gradient, a learned reward
+fed to SAC, or a SAC loss) stop the run with :class:`aihf.NonFiniteError`, one line naming the
+round, the step and the term; the last checkpoint stays intact. With ``skip_nonfinite_steps``
+a reward step with a non-finite loss term or gradient is dropped instead (counted in
+``nonfinite/skipped_steps``, one line on stderr each); the other two always stop the run.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
+import random
 import shutil
+import sys
 import time
 from dataclasses import dataclass
 
@@ -31,7 +47,7 @@ import torch
 from torch import nn
 
 from .. import losses
-from ..errors import ConfigError
+from ..errors import ConfigError, NonFiniteError
 from .config import ControlConfig, parse_sizes
 from .data import Preferences, Trajectories, load_preferences, load_trajectories
 from .reward import RewardNet, segment_returns
@@ -153,7 +169,21 @@ _RESUMABLE = {
     "eval_episodes",
     "output_dir",
     "result_file",
+    "skip_nonfinite_steps",
 }
+_SAC_LOSSES = ("train/critic_loss", "train/actor_loss", "train/ent_coef_loss")
+
+
+def _episode_seed(seed: int, round_: int) -> int:
+    """The seed of the env reset that starts round ``round_``'s SAC phase (0-based round)."""
+    return int(np.random.SeedSequence([seed, round_]).generate_state(1)[0])
+
+
+def _first_nonfinite(value) -> str:
+    """``nan``, ``inf`` or ``-inf``: the first non-finite entry of ``value``."""
+    t = torch.as_tensor(value).detach().float().flatten()
+    bad = t[~torch.isfinite(t)]
+    return str(bad[0].item()) if bad.numel() else "finite"
 
 
 class ControlTrainer:
@@ -199,6 +229,9 @@ class ControlTrainer:
             raise ConfigError(f"method={c.method} (from {source}) has no data to learn a reward from")
         self.random_return, self.expert_return = self._reference_returns()
         self.rng = np.random.default_rng(c.seed)
+        self.nonfinite_skipped = 0  # reward steps dropped for a non-finite value (skip_nonfinite_steps)
+        self.round = 0  # rounds finished before the current one (0-based index of the current round)
+        self.checkpoint_dir = os.path.join(c.output_dir, "checkpoint")
 
     def _reference_returns(self):
         c = self.config
@@ -222,6 +255,7 @@ class ControlTrainer:
         c = self.config
         obs_dim = int(np.prod(self.env.observation_space.shape))
         act_dim = int(np.prod(self.env.action_space.shape))
+        torch.manual_seed(c.seed)  # the reward net is built before SAC seeds the global RNGs
         self.reward_net = RewardNet(
             obs_dim, act_dim, parse_sizes(c.reward_net_arch), c.reward_input == "state_action", c.reward_bound
         )
@@ -259,9 +293,48 @@ class ControlTrainer:
         shift = self.reward_net.bound if c.survival_bonus else 0.0
 
         def sac_reward(obs, act):
-            return c.sac_reward_scale * (self.reward_net(obs.float(), act.float()) + shift)
+            rewards = c.sac_reward_scale * (self.reward_net(obs.float(), act.float()) + shift)
+            if not bool(torch.isfinite(rewards).all()):
+                raise self._nonfinite_error(
+                    f"the learned reward fed to SAC is {_first_nonfinite(rewards)}", "SAC minibatch"
+                )
+            return rewards
 
         self.model.replay_buffer.reward_fn = sac_reward
+        sac_train = self.model.train
+
+        def checked_sac_train(*args, **kwargs):
+            # SB3 records the mean of each loss over the call's gradient steps just before returning.
+            try:
+                sac_train(*args, **kwargs)
+            except ValueError as e:
+                raise self._nonfinite_distribution(e, "SAC update") from None
+            values = self.model.logger.name_to_value
+            for term in _SAC_LOSSES:
+                if term in values and not math.isfinite(values[term]):
+                    raise self._nonfinite_error(f"SAC's {term[len('train/') :]} is {values[term]}", "SAC update")
+
+        self.model.train = checked_sac_train
+
+    def _nonfinite_distribution(self, error: ValueError, step: str) -> Exception:
+        """torch's check of the actor's Normal(mean, std) is where non-finite SAC weights or inputs
+        first show; anything else passes through."""
+        if "invalid values" not in str(error):
+            return error
+        return self._nonfinite_error("SAC's action distribution has non-finite parameters", step)
+
+    def _where(self, step: str) -> str:
+        if step.startswith("reward pretraining"):
+            return step
+        return f"round {self.round + 1}, {step}, env step {int(self.model.num_timesteps)}"
+
+    def _nonfinite_error(self, what: str, step: str) -> NonFiniteError:
+        kept = (
+            f"the last checkpoint, {self.checkpoint_dir}, is intact"
+            if os.path.isdir(self.checkpoint_dir)
+            else "no checkpoint was written yet"
+        )
+        return NonFiniteError(f"{self._where(step)}: {what}; run stopped ({kept})")
 
     # ----------------------------------------------------------------------------------------
     def _reward_batch(self, demo_weight: float, pref_weight: float) -> RewardBatch:
@@ -288,15 +361,44 @@ class ControlTrainer:
             batch.rejected_len = torch.as_tensor(p.rejected_lengths[idx])
         return batch
 
-    def _reward_steps(self, steps: int, demo_weight: float, pref_weight: float) -> dict:
+    def _reward_steps(self, steps: int, demo_weight: float, pref_weight: float, label: str = "reward step") -> dict:
         logs: dict = {}
-        for _ in range(steps):
+        for i in range(steps):
             batch = self._reward_batch(demo_weight, pref_weight)
-            loss, logs = reward_loss(self.reward_net, batch, demo_weight, pref_weight)
+            loss, step_logs = reward_loss(self.reward_net, batch, demo_weight, pref_weight)
             self.reward_optimizer.zero_grad()
-            loss.backward()
+            problem = self._nonfinite_reward_step(step_logs, loss)
+            if problem is not None:
+                self.reward_optimizer.zero_grad()
+                self._skip_or_stop(f"{label} {i + 1}", problem)
+                continue
             self.reward_optimizer.step()
+            logs = step_logs
+        if self.nonfinite_skipped:
+            logs = {**logs, "nonfinite/skipped_steps": self.nonfinite_skipped}
         return logs
+
+    def _nonfinite_reward_step(self, logs: dict, loss: torch.Tensor) -> str | None:
+        """What is non-finite in this reward step (a loss term, else a gradient after backward), or None."""
+        for name, value in logs.items():
+            if name.startswith("loss") and not math.isfinite(value):
+                return f"{name} is {value}"
+        loss.backward()
+        for name, p in self.reward_net.named_parameters():
+            if p.grad is not None and not bool(torch.isfinite(p.grad).all()):
+                return f"the gradient of reward parameter {name} is {_first_nonfinite(p.grad)}"
+        return None
+
+    def _skip_or_stop(self, step: str, problem: str) -> None:
+        if not self.config.skip_nonfinite_steps:
+            raise self._nonfinite_error(f"{problem}; set skip_nonfinite_steps=true to skip such steps instead", step)
+        self.nonfinite_skipped += 1
+        print(
+            f"aihf: {self._where(step)}: {problem}: update skipped (skip_nonfinite_steps; "
+            f"{self.nonfinite_skipped} so far)",
+            file=sys.stderr,
+            flush=True,
+        )
 
     def _evaluate(self, round_: int) -> dict:
         c = self.config
@@ -320,31 +422,52 @@ class ControlTrainer:
 
         self._build()
         start_round, history, timing = 0, [], {"sac_s": 0.0, "reward_s": 0.0, "eval_s": 0.0, "checkpoint_s": 0.0}
-        ckpt = os.path.join(c.output_dir, "checkpoint")
+        ckpt = self.checkpoint_dir
+        if c.resume:
+            _recover_checkpoint(ckpt)
         if c.resume and os.path.isdir(ckpt):
             start_round, history, timing = self._load_checkpoint(ckpt)
         elif c.method in ("pref_rl", "two_stage") and self.prefs is not None:
             t0 = time.perf_counter()
-            self._reward_steps(c.reward_pretrain_steps, 0.0, 1.0)
+            self._reward_steps(c.reward_pretrain_steps, 0.0, 1.0, label="reward pretraining step")
             timing["reward_s"] += time.perf_counter() - t0
         bar = tqdm(total=c.rounds, initial=start_round, desc=f"{c.method} {c.env_id}", disable=not c.progress)
-        for r in range(start_round, c.rounds):
-            t0 = time.perf_counter()
-            self.model.learn(c.sac_steps_per_round, reset_num_timesteps=False, progress_bar=False)
-            t1 = time.perf_counter()
-            logs = self._reward_steps(c.reward_steps_per_round, self.demo_weight, self.pref_weight)
-            t2 = time.perf_counter()
-            if (r + 1) % c.eval_every == 0 or r + 1 == c.rounds:
-                history.append({**self._evaluate(r + 1), **logs})
-                bar.set_postfix(ret=f"{history[-1]['return_mean']:.0f}")
-            t3 = time.perf_counter()
-            for key, seconds in (("sac_s", t1 - t0), ("reward_s", t2 - t1), ("eval_s", t3 - t2)):
-                timing[key] = timing.get(key, 0.0) + seconds
-            self._save_checkpoint(ckpt, r + 1, history, timing)
-            timing["checkpoint_s"] = timing.get("checkpoint_s", 0.0) + time.perf_counter() - t3
-            bar.update(1)
-        bar.close()
+        try:
+            for r in range(start_round, c.rounds):
+                self.round = r
+                t0 = time.perf_counter()
+                self._start_episode(r)
+                try:
+                    self.model.learn(c.sac_steps_per_round, reset_num_timesteps=False, progress_bar=False)
+                except ValueError as e:  # acting on the env, outside an update
+                    raise self._nonfinite_distribution(e, "SAC rollout") from None
+                t1 = time.perf_counter()
+                logs = self._reward_steps(c.reward_steps_per_round, self.demo_weight, self.pref_weight)
+                t2 = time.perf_counter()
+                if (r + 1) % c.eval_every == 0 or r + 1 == c.rounds:
+                    history.append({**self._evaluate(r + 1), **logs})
+                    bar.set_postfix(ret=f"{history[-1]['return_mean']:.0f}")
+                t3 = time.perf_counter()
+                for key, seconds in (("sac_s", t1 - t0), ("reward_s", t2 - t1), ("eval_s", t3 - t2)):
+                    timing[key] = timing.get(key, 0.0) + seconds
+                self._save_checkpoint(ckpt, r + 1, history, timing)
+                timing["checkpoint_s"] = timing.get("checkpoint_s", 0.0) + time.perf_counter() - t3
+                bar.update(1)
+        finally:
+            bar.close()
         return self._finish(history, timing)
+
+    def _start_episode(self, round_: int) -> None:
+        """Start round ``round_``'s SAC phase (0-based) with an env reset seeded from (seed, round), so
+        that a resumed run collects exactly what an uninterrupted one does. The episode in progress,
+        if any, is cut here: its last stored transition is not terminal, so SAC bootstraps from it
+        as it does after a time limit. The action space (SAC's random actions before
+        ``learning_starts``) is reseeded too."""
+        model, seed = self.model, _episode_seed(self.config.seed, round_)
+        model.action_space.seed(seed)
+        model.env.seed(seed)
+        model._last_obs = model.env.reset()
+        model._last_episode_starts = np.ones((model.env.num_envs,), dtype=bool)
 
     def _finish(self, history: list, timing: dict) -> dict:
         c = self.config
@@ -409,6 +532,8 @@ class ControlTrainer:
             "buffer_full": bool(buf.full),
             "rng": self.rng.bit_generator.state,
             "np_global_rng": [np_state[0], np_state[1].tolist(), *np_state[2:]],
+            "python_rng": random.getstate(),
+            "nonfinite_skipped": self.nonfinite_skipped,
             "history": history,
             "timing": timing,
             "config": dataclasses.asdict(self.config),
@@ -422,8 +547,14 @@ class ControlTrainer:
         shutil.rmtree(old, ignore_errors=True)
 
     def _load_checkpoint(self, path: str):
-        with open(os.path.join(path, "meta.json")) as f:
-            meta = json.load(f)
+        try:
+            with open(os.path.join(path, "meta.json")) as f:
+                meta = json.load(f)
+            for key in ("round", "num_timesteps", "n_updates", "buffer_pos"):
+                if isinstance(meta[key], bool) or not isinstance(meta[key], int) or meta[key] < 0:
+                    raise ValueError(f"'{key}' must be an integer >= 0, got {meta[key]!r}")
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise ConfigError(f"{path}: not a checkpoint this version can resume ({e}); use a new output_dir") from None
         mine = {k: v for k, v in dataclasses.asdict(self.config).items() if k not in _RESUMABLE}
         # A setting added after the checkpoint was written had its default then.
         defaults = dataclasses.asdict(ControlConfig())
@@ -435,7 +566,11 @@ class ControlTrainer:
                 "--resume false"
             )
         model, buf = self.model, self.model.replay_buffer
-        state = torch.load(os.path.join(path, "state.pt"), weights_only=True)
+        try:
+            state = torch.load(os.path.join(path, "state.pt"), weights_only=True)
+        except Exception as e:  # weights_only refuses anything but tensors and plain containers
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ConfigError(f"{path}/state.pt: refused to load ({first})") from None
         model.policy.load_state_dict(state["policy"])
         model.actor.optimizer.load_state_dict(state["actor_optimizer"])
         model.critic.optimizer.load_state_dict(state["critic_optimizer"])
@@ -446,14 +581,24 @@ class ControlTrainer:
         self.reward_net.load_state_dict(state["reward"])
         self.reward_optimizer.load_state_dict(state["reward_optimizer"])
         torch.set_rng_state(state["torch_rng"])
-        with np.load(os.path.join(path, "buffer.npz"), allow_pickle=False) as arrays:
-            for k in _BUFFER_ARRAYS:
-                getattr(buf, k)[: len(arrays[k])] = arrays[k]
+        try:
+            with np.load(os.path.join(path, "buffer.npz"), allow_pickle=False) as arrays:
+                for k in _BUFFER_ARRAYS:
+                    getattr(buf, k)[: len(arrays[k])] = arrays[k]
+        except ValueError:  # numpy refuses an object array (it would unpickle); its message suggests allowing it
+            raise ConfigError(f"{path}/buffer.npz: refused to load (it holds a pickled object array)") from None
+        except (OSError, KeyError) as e:
+            raise ConfigError(f"{path}/buffer.npz: refused to load ({e})") from None
         buf.pos, buf.full = meta["buffer_pos"], meta["buffer_full"]
         model.num_timesteps, model._n_updates = meta["num_timesteps"], meta["n_updates"]
         self.rng.bit_generator.state = meta["rng"]
         g = meta["np_global_rng"]
         np.random.set_state((g[0], np.asarray(g[1], dtype=np.uint32), *g[2:]))
+        if "python_rng" in meta:
+            version, internal, gauss = meta["python_rng"]
+            random.setstate((version, tuple(internal), gauss))
+        self.nonfinite_skipped = int(meta.get("nonfinite_skipped", 0))
+        self.round = meta["round"]
         return meta["round"], meta["history"], meta["timing"]
 
     # ----------------------------------------------------------------------------------------
@@ -515,6 +660,14 @@ class ControlTrainer:
         self._build()
         self.model.actor.load_state_dict(weights)
         return lambda o: self.model.predict(o, deterministic=True)[0]
+
+
+def _recover_checkpoint(path: str) -> None:
+    """A run killed between the two renames of ``_save_checkpoint`` left its last complete
+    checkpoint at ``path + ".old"`` (and the next one, perhaps incomplete, at ``path + ".tmp"``,
+    which the next save replaces): put the complete one back."""
+    if not os.path.isdir(path) and os.path.isdir(path + ".old"):
+        os.replace(path + ".old", path)
 
 
 class BCPolicy(nn.Module):

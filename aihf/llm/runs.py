@@ -116,15 +116,16 @@ def previous_run(output_dir: str) -> list[str]:
     return found
 
 
-def check_output_dir(output_dir: str, overwrite: bool) -> list[str]:
+def check_output_dir(output_dir: str, overwrite: bool, remedy: str | None = None) -> list[str]:
     """What :func:`previous_run` finds in ``output_dir``; raises :class:`aihf.ConfigError` if it
-    finds anything and ``overwrite`` is off. Cheap, so callers run it before loading a model."""
+    finds anything and ``overwrite`` is off. Cheap, so callers run it before loading a model.
+    ``remedy`` replaces the error's advice (default: a trainer's options)."""
     found = previous_run(output_dir)
     if found and not overwrite:
         shown = ", ".join(found[:4]) + (", ..." if len(found) > 4 else "")
-        raise ConfigError(
-            f"output_dir {output_dir} already holds another run ({shown}): set overwrite_output_dir=True "
-            "(--overwrite_output_dir true) to replace it, resume_from_checkpoint to continue it, "
-            "or choose another output_dir"
+        remedy = remedy or (
+            "set overwrite_output_dir=True (--overwrite_output_dir true) to replace it, resume_from_checkpoint to "
+            "continue it, or choose another output_dir"
         )
+        raise ConfigError(f"output_dir {output_dir} already holds another run ({shown}): {remedy}")
     return found

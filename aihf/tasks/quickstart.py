@@ -28,6 +28,13 @@ LETTERS = "a b c d e f g h".split()
 @dataclass
 class QuickstartArguments:
     output_dir: str = field(default="runs/quickstart", metadata={"help": "Where data, model and results go."})
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={
+            "help": "Write into an output_dir that holds another run (an 'aihf train' output: checkpoints or a "
+            "model). A previous quickstart's data, models and results there are replaced either way."
+        },
+    )
     method: str = field(
         default="aihf",
         metadata={"help": "Method to train with.", "choices": ["aihf", "dpo", "sft", "spin", "sft_then_dpo"]},
@@ -148,11 +155,23 @@ def evaluate(model_dir: str, task: dict) -> dict[str, float]:
 
 
 def main(argv: list[str]) -> int:
-    from ..cli.args import argument_parser
+    from ..cli.args import _HelpFormatter, argument_parser
     from ..cli.train import train
+    from ..llm.runs import check_output_dir
     from .tiny import build_model, build_word_tokenizer
 
-    args = QuickstartArguments(**vars(argument_parser(QuickstartArguments, prog="aihf quickstart").parse_args(argv)))
+    parser = argument_parser(
+        QuickstartArguments,
+        prog="aihf quickstart",
+        usage="aihf quickstart [--method NAME] [--output_dir PATH] [--field value ...]",
+        description="The built-in task, offline, end to end: writes demonstrations, preference pairs and a tiny "
+        "Llama under output_dir, trains it through 'aihf train' and reports held-out exact match and preference "
+        "accuracy before and after (results.json, results.md).",
+        formatter_class=_HelpFormatter,
+    )
+    args = QuickstartArguments(**vars(parser.parse_args(argv)))
+    remedy = "choose another --output_dir, or add --overwrite_output_dir to write the quickstart into it"
+    check_output_dir(args.output_dir, args.overwrite_output_dir, remedy)
     task = make_task(args)  # checks the sizes before anything is written
     os.makedirs(args.output_dir, exist_ok=True)
     data_dir = os.path.join(args.output_dir, "data")

@@ -134,8 +134,11 @@ def test_end_to_end_every_method_on_a_micro_model(micro, tmp_path, capsys):
     assert len(run["test"]["per_prompt"]) == 4 and all(len(p["gold"]) == 2 for p in run["test"]["per_prompt"])
     assert run["command"].endswith("--run dpo:3:0")
     assert (out / "gold_vs_preferences.png").stat().st_size > 0 and (out / "gold_vs_kl.png").stat().st_size > 0
+    assert 0 < run["cpu_seconds"] and math.isfinite(run["cpu_seconds"])
     table = (out / "results.md").read_text()
-    assert "| aihf_dpo | 3 | 1 |" in table and table in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "| aihf_dpo | 3 | 1 |" in table and table in printed
+    assert f"Plot: {out / 'gold_vs_preferences.png'}" in printed and f"Plot: {out / 'gold_vs_kl.png'}" in printed
 
 
 def test_an_interrupted_sweep_resumes_without_running_anything_twice(micro, tmp_path, monkeypatch, capsys):

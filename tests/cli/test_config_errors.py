@@ -68,7 +68,10 @@ def test_train_flag_errors_are_one_line(workdir, capsys, flags, expected):
 )
 def test_rl_train_flag_errors_are_one_line(workdir, capsys, flags, expected):
     out = workdir / "out"
-    args = ["train", "--config", str(workdir / "run.yaml"), "--output_dir", str(out)]
+    config = yaml.safe_load((workdir / "run.yaml").read_text())
+    del config["max_steps"]  # the RL methods count rounds and refuse it
+    (workdir / "rl.yaml").write_text(yaml.safe_dump(config))
+    args = ["train", "--config", str(workdir / "rl.yaml"), "--output_dir", str(out)]
     line = user_error(capsys, [*args, *(["--method", "aihf_rl"] if "--method" not in flags else []), *flags], out)
     assert line.startswith("aihf train: ") and expected in line, line
 

@@ -182,7 +182,8 @@ def test_yaml_scalar_where_a_list_is_expected_just_works(workdir):
     out = workdir / "out"
     assert main(["train", "--config", str(config), "--output_dir", str(out)]) == 0
     assert json.loads((out / "adapter_config.json").read_text())["target_modules"] == ["q_proj"]
-    args = parse_train_args(["--config", str(_run_yaml(workdir, lora_target_modules=["q_proj", "v_proj"]))])
+    config = _run_yaml(workdir, lora_target_modules=["q_proj", "v_proj"])
+    args = parse_train_args(["--config", str(config), "--output_dir", str(out)])
     assert args.model.lora_target_modules == ["q_proj", "v_proj"]
 
 
@@ -300,4 +301,4 @@ def test_unknown_benchmark(capsys):
 
 
 def test_control_flag_errors_are_one_line(capsys):
-    assert user_error(capsys, ["control", "train", "--nope"]) == "aihf control train: unrecognized arguments: --nope"
+    assert user_error(capsys, ["control", "train", "--nope"]) == "aihf control train: unknown option --nope"

@@ -40,7 +40,7 @@ def test_quickstart_user_errors_are_one_line(tmp_path, capsys):
 
     out = tmp_path / "qs"
     line = user_error(capsys, ["quickstart", "--output_dir", str(out), "--max_step", "5"], out)
-    assert line == "aihf quickstart: unrecognized arguments: --max_step 5"
+    assert line == "aihf quickstart: unknown option --max_step (did you mean --max_steps?)"
     line = user_error(capsys, ["quickstart", "--output_dir", str(out), "--num_demonstrations", "99999"], out)
     assert line == (
         "aihf quickstart: num_demonstrations + num_preferences + num_eval = 101199 examples, but the task has only "

@@ -257,7 +257,8 @@ def test_bad_input_refused_before_any_model_is_loaded(workspace, tmp_path, monke
 def _rl_yaml(workdir, **changes):
     """conftest's run.yaml for an RL method: some keys changed (None removes a key)."""
     config = yaml.safe_load((workdir / "run.yaml").read_text())
-    config.update({"method": "aihf_rl", "num_rounds": 1, **changes})
+    # max_steps sizes the implicit-reward runs of run.yaml; the RL methods refuse it (they count rounds).
+    config.update({"method": "aihf_rl", "num_rounds": 1, "max_steps": None, **changes})
     config = {k: v for k, v in config.items() if v is not None}
     path = workdir / "rl.yaml"
     path.write_text(yaml.safe_dump(config))

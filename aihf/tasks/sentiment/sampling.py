@@ -19,7 +19,7 @@ def sample_continuations(
     seed: int,
     pad_token_id: int,
     eos_token_id: int | None,
-    batch_size: int = 64,
+    batch_size: int = 256,
 ) -> list[list[list[int]]]:
     """``num_samples`` continuations of exactly ``length`` tokens per prompt, drawn at
     temperature 1 from the full distribution (so log-prob differences estimate KL without bias,
