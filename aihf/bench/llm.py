@@ -934,7 +934,7 @@ def parse(argv: list[str]) -> BenchArguments:
     parser = argument_parser(
         BenchArguments,
         prog=PROG,
-        usage=f"{PROG} [--preset quick|full] [--field value ...]",
+        usage=f"{PROG} [--preset quick|full|smollm2] [--field value ...]",
         description=description,
         formatter_class=_HelpFormatter,
     )

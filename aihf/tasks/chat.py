@@ -90,9 +90,9 @@ def resolve_base_model(name: str | None, *, log=print) -> str | None:
     return name
 
 
-def load_chat_prompts() -> list[str]:
-    """The distinct first user turns of the English ``chatterbot-corpus`` dialogues, sorted.
-    Raises :class:`ConfigError` if the package is not installed."""
+def load_chat_prompts(seed: int | None = None) -> list[str]:
+    """The distinct first user turns of the English ``chatterbot-corpus`` dialogues: sorted, or in
+    an order shuffled by ``seed``. Raises :class:`ConfigError` if the package is not installed."""
     folder = _package_dir("chatterbot_corpus")
     english = os.path.join(folder, "data", "english") if folder else None
     if not english or not os.path.isdir(english):
@@ -106,18 +106,19 @@ def load_chat_prompts() -> list[str]:
                 for dialogue in yaml.safe_load(f).get("conversations") or []:
                     if dialogue and isinstance(dialogue[0], str) and dialogue[0].strip():
                         firsts.add(dialogue[0].strip())
-    return sorted(firsts)
+    prompts = sorted(firsts)
+    if seed is not None:
+        random.Random(seed).shuffle(prompts)
+    return prompts
 
 
-def chat_prompts(tokenizer, *, seed: int) -> list[str]:
-    """:func:`load_chat_prompts` in a seeded order, each rendered as one user turn with
-    ``tokenizer``'s chat template and the assistant's generation prompt (a string that the
-    tokenizer encodes without adding special tokens of its own)."""
+def render_chat_prompts(tokenizer, texts: list[str]) -> list[str]:
+    """Each of ``texts`` as one user turn in ``tokenizer``'s chat template, followed by the
+    assistant's generation prompt: a string that the tokenizer encodes without adding special
+    tokens of its own. Raises :class:`ConfigError` if the tokenizer has no chat template."""
     if not getattr(tokenizer, "chat_template", None):
         raise ConfigError("--prompt_source chatterbot: the base model's tokenizer has no chat template")
-    prompts = load_chat_prompts()
-    random.Random(seed).shuffle(prompts)
     return [
-        tokenizer.apply_chat_template([{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True)
-        for p in prompts
+        tokenizer.apply_chat_template([{"role": "user", "content": t}], tokenize=False, add_generation_prompt=True)
+        for t in texts
     ]

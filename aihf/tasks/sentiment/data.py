@@ -146,11 +146,10 @@ def build_task_data(config: TaskConfig, *, log=print) -> str:
                 return out
 
     start = time.time()
-    tokenizer = AutoTokenizer.from_pretrained(base_dir)
     if config.prompt_source == "chatterbot":
-        from ..chat import chat_prompts
+        from ..chat import load_chat_prompts
 
-        prompts, source = chat_prompts(tokenizer, seed=config.seed), "the chatterbot-corpus dialogues"
+        prompts, source = load_chat_prompts(seed=config.seed), "the chatterbot-corpus dialogues"
     else:
         _, held_out = split_corpus(load_plays())
         prompts = make_prompts(held_out, prefix_words=config.prefix_words, seed=config.seed)
@@ -164,6 +163,13 @@ def build_task_data(config: TaskConfig, *, log=print) -> str:
     bounds = [sum(sizes[:i]) for i in range(5)]
     test, val, demo_prompts, pref_prompts = (prompts[bounds[i] : bounds[i + 1]] for i in range(4))
 
+    tokenizer = AutoTokenizer.from_pretrained(base_dir)
+    if config.prompt_source == "chatterbot":
+        from ..chat import render_chat_prompts
+
+        test, val, demo_prompts, pref_prompts = (
+            render_chat_prompts(tokenizer, split) for split in (test, val, demo_prompts, pref_prompts)
+        )
     model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32).eval()
     kw = dict(
         length=config.continuation_tokens,
