@@ -133,6 +133,15 @@ class AIHFConfig(TrainingArguments):
             "the chat template's end-of-turn token (e.g. <|im_end|>), plain text with the tokenizer's EOS."
         },
     )
+    padding_free: bool = field(
+        default=False,
+        metadata={
+            "help": "Pack each batch's sequences end to end into fewer rows (as wide as its longest sequence, "
+            "position ids restarting per sequence) so that no compute goes to padding. Same losses up to float "
+            "rounding; checked at start-up to work with the model (Llama, Qwen2, GPT-2 and most transformers "
+            "decoders do)."
+        },
+    )
     pad_to_multiple_of: int | None = field(
         default=None, metadata={"help": "Pad batches to a multiple of this length (helps GPU kernels)."}
     )
