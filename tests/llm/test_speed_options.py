@@ -77,7 +77,7 @@ def test_padding_free_aihf_dpo_step_equals_padded(tmp_path):
         t = trainer(tmp_path / str(padding_free), tokenizer=tok, demos=demos, prefs=prefs, padding_free=padding_free)
         batch = t.data_collator([t.train_dataset[i] for i in range(8)])
         if padding_free:  # the packed pass really runs on fewer rows
-            assert len(pack_rows(batch["input_ids"], batch["attention_mask"]).input_ids) < 20
+            assert len(pack_rows(batch["input_ids"], batch["attention_mask"]).input_ids) < len(batch["input_ids"])
         t.model.train()
         loss = t.compute_loss(t.model, batch)
         loss.backward()
