@@ -142,6 +142,14 @@ class AIHFConfig(TrainingArguments):
             "decoders do)."
         },
     )
+    prefix_sharing: bool = field(
+        default=False,
+        metadata={
+            "help": "Run each preference pair's prompt once for both answers: one packed sequence prompt + chosen + "
+            "rejected, the rejected answer masked from the chosen one (a 4D attention mask). Implies packing. Same "
+            "losses up to float rounding; checked at start-up to work with the model."
+        },
+    )
     pad_to_multiple_of: int | None = field(
         default=None, metadata={"help": "Pad batches to a multiple of this length (helps GPU kernels)."}
     )

@@ -16,15 +16,17 @@ from .test_reductions import _assert_same, _grads, _ours_and_trl
 
 
 def _ragged_batch(tok, seed=0):
-    """Rows of very unequal lengths (prompt, completion): 7 rows pack into 4."""
+    """Rows of very unequal lengths; rows 2 and 3 repeat the prompts of rows 0 and 1 (two pairs)."""
     g = torch.Generator().manual_seed(seed)
     lo = len(tok) - 6  # the task's letters
 
     def draw(k):
         return (lo + torch.randint(0, 6, (k,), generator=g)).tolist()
 
-    shapes = [(6, 10), (1, 3), (2, 3), (4, 6), (2, 1), (3, 4), (5, 1)]
-    return pad_sequences([draw(p) for p, _ in shapes], [draw(c) for _, c in shapes], tok.pad_token_id)
+    prompts = [draw(k) for k in (6, 1, 2, 4, 2, 3, 5)]
+    prompts[2:4] = prompts[0:2]
+    completions = [draw(k) for k in (10, 3, 3, 6, 1, 4, 1)]
+    return pad_sequences(prompts, completions, tok.pad_token_id)
 
 
 def test_pack_rows_layout():
@@ -40,7 +42,9 @@ def test_pack_rows_layout():
 
 
 @pytest.mark.parametrize("arch", ["llama", "gpt2", "qwen2"])
-def test_padding_free_logps_and_grads_equal_padded(arch):
+@pytest.mark.parametrize("fast", [{"padding_free": True}, {"shared_prompt_pairs": 2}], ids=["packed", "shared"])
+def test_fast_logps_and_grads_equal_padded(arch, fast):
+    """Packed rows, or the first two pairs' prompts run once: same log-probs and gradients."""
     tok = task_tokenizer()
     batch = _ragged_batch(tok)
     model = build_model(tok, arch, hidden_size=32, seed=1)
@@ -48,9 +52,8 @@ def test_padding_free_logps_and_grads_equal_padded(arch):
     padded[0].square().sum().backward()
     grads = _grads(model)
     model.zero_grad()
-    packed = sequence_logps(model, **batch, return_logits_sums=True, padding_free=True)
+    packed = sequence_logps(model, **batch, return_logits_sums=True, **fast)
     packed[0].square().sum().backward()
-    assert len(pack_rows(batch["input_ids"], batch["attention_mask"]).input_ids) == 4
     torch.testing.assert_close(packed[0], padded[0], rtol=1e-5, atol=1e-5)
     assert torch.equal(packed[1], padded[1])
     torch.testing.assert_close(packed[2], padded[2], rtol=1e-5, atol=1e-5)
@@ -60,11 +63,18 @@ def test_padding_free_logps_and_grads_equal_padded(arch):
         torch.testing.assert_close(g, grads[name], rtol=1e-4, atol=1e-5 * scale + 1e-7, msg=name)
 
 
-def test_padding_free_dpo_still_equals_trl(tmp_path):
-    _assert_same(*_ours_and_trl(tmp_path, ours=dict(padding_free=True)))
+@pytest.mark.parametrize("option", ["padding_free", "prefix_sharing"])
+def test_fast_dpo_still_equals_trl(tmp_path, option):
+    _assert_same(*_ours_and_trl(tmp_path, ours={option: True}))
 
 
-def test_padding_free_aihf_dpo_step_equals_padded(tmp_path):
+def test_prefix_sharing_with_precomputed_reference_equals_trl(tmp_path):
+    settings = dict(precompute_ref_log_probs=True)
+    _assert_same(*_ours_and_trl(tmp_path, ours=dict(settings, prefix_sharing=True), theirs=settings))
+
+
+@pytest.mark.parametrize("option", ["padding_free", "prefix_sharing"])
+def test_fast_aihf_dpo_step_equals_padded(tmp_path, option):
     """Demonstrations and pairs of very unequal lengths: one AIHF-DPO step, loss and gradients."""
     tok = task_tokenizer()
     demos, prefs = reverse_task(n_demos=8, n_prefs=8, seed=3)
@@ -73,10 +83,10 @@ def test_padding_free_aihf_dpo_step_equals_padded(tmp_path):
         p["chosen"] += " b" * (i * 5 % 9)
         p["rejected"] += " c" * (i % 4)
     results = []
-    for padding_free in (False, True):
-        t = trainer(tmp_path / str(padding_free), tokenizer=tok, demos=demos, prefs=prefs, padding_free=padding_free)
+    for fast in (False, True):
+        t = trainer(tmp_path / str(fast), tokenizer=tok, demos=demos, prefs=prefs, **{option: fast})
         batch = t.data_collator([t.train_dataset[i] for i in range(8)])
-        if padding_free:  # the packed pass really runs on fewer rows
+        if fast:  # the packed pass really runs on fewer rows
             assert len(pack_rows(batch["input_ids"], batch["attention_mask"]).input_ids) < len(batch["input_ids"])
         t.model.train()
         loss = t.compute_loss(t.model, batch)
@@ -102,8 +112,9 @@ class _SeesEverything(nn.Module):
         return self.inner(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), **kw)
 
 
-def test_padding_free_is_refused_for_a_model_that_mixes_packed_sequences(tmp_path):
+@pytest.mark.parametrize("option", ["padding_free", "prefix_sharing"])
+def test_fast_options_are_refused_for_a_model_that_mixes_packed_sequences(tmp_path, option):
     tok = task_tokenizer()
     model = _SeesEverything(build_model(tok, "llama", hidden_size=32, seed=0))
-    with pytest.raises(ConfigError, match="padding_free=True: this llama model cannot run packed sequences"):
-        trainer(tmp_path, tokenizer=tok, model=copy.deepcopy(model), padding_free=True, demo_weight=0.0)
+    with pytest.raises(ConfigError, match=f"{option}=True: this llama model cannot run packed sequences"):
+        trainer(tmp_path, tokenizer=tok, model=copy.deepcopy(model), demo_weight=0.0, **{option: True})
