@@ -601,11 +601,14 @@ class AIHFTrainer(Trainer):
     @torch.no_grad()
     def _reference_logps(self, batch: dict[str, torch.Tensor], rows: int) -> torch.Tensor:
         part = {k: v[:rows] for k, v in batch.items()}
+        # Under mixed precision the reference runs in the policy's autocast (as TRL does), so that
+        # the implicit rewards are exactly 0 while the policy still equals the reference.
         if self.ref_model is not None:
-            return sequence_logps(self.ref_model, **part, **self._fast(rows // 2))[0]
+            with self.accelerator.autocast():
+                return sequence_logps(self.ref_model, **part, **self._fast(rows // 2))[0]
         # PEFT: the reference is the base model, i.e. the policy with its adapters switched off.
         unwrapped = self.accelerator.unwrap_model(self.model)
-        with unwrapped.disable_adapter():
+        with unwrapped.disable_adapter(), self.accelerator.autocast():
             return sequence_logps(unwrapped, **part, **self._fast(rows // 2))[0]
 
     @torch.no_grad()
@@ -700,7 +703,8 @@ class AIHFTrainer(Trainer):
             sample_rows = pad_sequences([prompts[k] for k in todo], samples, pad)
             sample_rows = {k: v.to(self.accelerator.device) for k, v in sample_rows.items()}
             both = concat_padded(demo_rows, sample_rows, pad)
-            scored = sequence_logps(self._opponent, **both, **self._fast(0))[0].tolist()
+            with self.accelerator.autocast():
+                scored = sequence_logps(self._opponent, **both, **self._fast(0))[0].tolist()
             for i, (k, sample) in enumerate(zip(todo, samples)):
                 self._samples[indices[k]] = (sample, scored[i], scored[len(todo) + i])
         cached = [self._samples[j] for j in indices]

@@ -118,3 +118,31 @@ def test_fast_options_are_refused_for_a_model_that_mixes_packed_sequences(tmp_pa
     model = _SeesEverything(build_model(tok, "llama", hidden_size=32, seed=0))
     with pytest.raises(ConfigError, match=f"{option}=True: this llama model cannot run packed sequences"):
         trainer(tmp_path, tokenizer=tok, model=copy.deepcopy(model), demo_weight=0.0, **{option: True})
+
+
+def test_bf16_reference_runs_under_the_policy_autocast(tmp_path):
+    """With bf16 autocast and a policy still equal to its reference, the rewards are exactly 0
+    (a float32 reference pass would differ from the bf16 policy pass by rounding)."""
+    t = trainer(tmp_path, demo_weight=0.0, bf16=True, learning_rate=0.0, max_steps=1)
+    t.train()
+    logged = next(h for h in t.state.log_history if "rewards/chosen" in h)
+    assert logged["rewards/chosen"] == 0.0 and logged["rewards/rejected"] == 0.0
+    assert logged["logps/chosen"] != 0.0
+
+
+def test_bf16_loss_within_tolerance_of_float32(tmp_path):
+    """bf16 autocast keeps an AIHF-DPO step's loss and gradient direction close to float32's."""
+    tok = task_tokenizer()
+    results = []
+    for bf16 in (False, True):
+        t = trainer(tmp_path / str(bf16), tokenizer=tok, bf16=bf16, beta=0.5)
+        batch = t.data_collator([t.train_dataset[i] for i in range(8)])
+        t.model.train()
+        with t.accelerator.autocast():
+            loss = t.compute_loss(t.model, batch)
+        loss.backward()
+        flat = torch.cat([g.flatten() for g in _grads(t.model).values()])
+        results.append((loss.item(), flat))
+    (loss32, g32), (loss16, g16) = results
+    assert loss16 == pytest.approx(loss32, rel=0.05)
+    assert torch.nn.functional.cosine_similarity(g16, g32, dim=0) > 0.95
