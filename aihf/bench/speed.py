@@ -442,19 +442,34 @@ def ratios(table: dict[str, Any], sizes: list[str]) -> list[dict[str, Any]]:
     """The issue's targets as ratios of medians (wall and CPU time)."""
     pairs = [
         ("aihf DPO / TRL DPOTrainer (defaults), tokens/s", "aihf_dpo", "trl_dpo", "tokens", ">= 2"),
-        ("aihf DPO fast (prefix sharing + precomputed ref) / TRL defaults", "aihf_dpo_fast", "trl_dpo", "tokens",
-         ">= 2"),
+        (
+            "aihf DPO fast (prefix sharing + precomputed ref) / TRL defaults",
+            "aihf_dpo_fast",
+            "trl_dpo",
+            "tokens",
+            ">= 2",
+        ),
         ("aihf DPO fast / TRL with its speed options", "aihf_dpo_fast", "trl_dpo_fast", "tokens", ">= 1.3"),
-        ("aihf DPO fast + bf16 / TRL defaults (within tolerance, not equal)", "aihf_dpo_fast_bf16", "trl_dpo",
-         "tokens", "(>= 2)"),
+        (
+            "aihf DPO fast + bf16 / TRL defaults (within tolerance, not equal)",
+            "aihf_dpo_fast_bf16",
+            "trl_dpo",
+            "tokens",
+            "(>= 2)",
+        ),
         ("aihf DPO packed / aihf DPO", "aihf_dpo_packed", "aihf_dpo", "tokens", "(> 1 to help)"),
         ("aihf DPO prefix sharing / aihf DPO", "aihf_dpo_shared", "aihf_dpo", "tokens", "(> 1 to help)"),
         ("aihf DPO bf16 autocast / fp32", "aihf_dpo_bf16", "aihf_dpo", "tokens", "(> 1 to help)"),
         ("aihf DPO / TRL DPOTrainer, peak RSS", "aihf_dpo", "trl_dpo", "rss", "<= 0.7"),
         ("aihf DPO fast / TRL with speed options, peak RSS", "aihf_dpo_fast", "trl_dpo_fast", "rss", "<= 0.7"),
         ("AIHF-DPO / aihf DPO, per token", "aihf_aihf_dpo", "aihf_dpo", "tokens", ">= 0.9"),
-        ("AIHF-DPO prefix sharing / aihf DPO prefix sharing, per token", "aihf_aihf_dpo_fast", "aihf_dpo_shared",
-         "tokens", ">= 0.9"),
+        (
+            "AIHF-DPO prefix sharing / aihf DPO prefix sharing, per token",
+            "aihf_aihf_dpo_fast",
+            "aihf_dpo_shared",
+            "tokens",
+            ">= 0.9",
+        ),
         ("aihf generation / plain generate loop, tokens/s", "generate_aihf", "generate_plain", "tokens", ">= 2"),
     ]
     out = []
