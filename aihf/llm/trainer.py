@@ -305,8 +305,9 @@ class AIHFTrainer(Trainer):
         )
         if self.ref_model is not None:
             self.ref_model = self._prepare_frozen(self.ref_model)
+        vocab_size = self.model.get_input_embeddings().weight.shape[0]
         for option in ("padding_free", "prefix_sharing"):
-            reason = getattr(args, option) and check_packing(self.model, len(tokenizer), option == "prefix_sharing")
+            reason = getattr(args, option) and check_packing(self.model, vocab_size, option == "prefix_sharing")
             if reason:
                 kind = getattr(getattr(self.model, "config", None), "model_type", type(self.model).__name__)
                 raise ConfigError(f"{option}=True: this {kind} model cannot run packed sequences ({reason})")
