@@ -108,6 +108,9 @@ class _SeesEverything(nn.Module):
         super().__init__()
         self.inner, self.config = inner, inner.config
 
+    def get_input_embeddings(self):
+        return self.inner.get_input_embeddings()
+
     def forward(self, input_ids, attention_mask=None, position_ids=None, **kw):
         return self.inner(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), **kw)
 
