@@ -44,6 +44,17 @@ VOCAB = 2000
 BATCH = 8
 MAX_LENGTH = 256
 
+# TrainingArguments of every run: quiet, on the CPU, nothing saved.
+QUIET = dict(
+    learning_rate=1e-6,
+    max_length=MAX_LENGTH,
+    save_strategy="no",
+    report_to="none",
+    use_cpu=True,
+    disable_tqdm=True,
+    seed=0,
+)
+
 # Training variants: (trainer, options). Each becomes one process per repeat.
 TRAIN_VARIANTS: dict[str, dict[str, Any]] = {
     "trl_dpo": {"trainer": "trl", "options": {}},
@@ -162,17 +173,11 @@ def train_worker(spec: dict[str, Any]) -> dict[str, Any]:
     pairs = random_pairs(spec["pairs"], seed=1)
     max_steps = spec["warmup"] + spec["steps"] + 1  # step 0's end starts the first timed step
     common = dict(
+        QUIET,
         per_device_train_batch_size=BATCH,
         max_steps=max_steps,
-        learning_rate=1e-6,
         beta=0.1,
-        max_length=MAX_LENGTH,
         logging_steps=10_000,
-        save_strategy="no",
-        report_to="none",
-        use_cpu=True,
-        disable_tqdm=True,
-        seed=0,
         bf16=False,
         gradient_checkpointing=False,
     )
@@ -302,17 +307,7 @@ def share_worker(spec: dict[str, Any]) -> dict[str, Any]:
     demos = [{"prompt": p["prompt"], "completion": p["chosen"]} for p in pairs]
     new = spec["max_new_tokens"]
     with tempfile.TemporaryDirectory() as out:
-        common = dict(
-            output_dir=out,
-            learning_rate=1e-6,
-            max_length=MAX_LENGTH,
-            save_strategy="no",
-            report_to="none",
-            use_cpu=True,
-            disable_tqdm=True,
-            seed=0,
-            max_new_tokens=new,
-        )
+        common = dict(QUIET, output_dir=out, max_new_tokens=new)
         if spec["variant"] == "share_self_play":
             from ..llm import AIHFConfig, AIHFTrainer
             from ..llm.generation import HFGenerator
@@ -508,6 +503,7 @@ def markdown(report: dict[str, Any]) -> str:
         cpu = f"{r['cpu']:.2f}" if "cpu" in r else ""
         lines.append(f"| {r['size']} | {r['ratio']} | {r['wall']:.2f} | {cpu} | {r['target']} |")
     peak = report.get("matmul_peak", {})
+    peak = peak if "fp32_flops_per_cpu_s" in peak else {}  # the matmul run failed
     lines += ["", "## Per variant (median [min-max] over runs)", ""]
     lines += [
         "| model / variant | tokens/s | tokens/CPU-s | peak RSS MiB | setup s | train FLOP/CPU-s | of fp32 peak "
@@ -598,11 +594,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
     return args
 
 
-def main(argv: list[str] | None = None, *, prog_argv: list[str] | None = None) -> int:
-    args = parse(sys.argv[1:] if argv is None else argv)
-    if args.worker:
-        print(json.dumps(run_worker(json.loads(args.worker))), flush=True)
-        return 0
+def write_report(args: argparse.Namespace, argv: list[str], runs: list[dict[str, Any]], load_before) -> str:
+    """Write ``speed.json`` and ``speed.md`` for the runs so far; returns the markdown."""
     import torch
     import transformers
 
@@ -613,30 +606,16 @@ def main(argv: list[str] | None = None, *, prog_argv: list[str] | None = None) -
     except ImportError:
         trl_version = "not installed"
     sizes, variants = args.sizes.split(","), args.variants.split(",")
-    load_before = os.getloadavg()
-    log = lambda text: print(text, file=sys.stderr, flush=True)  # noqa: E731
-    runs = [launch({"variant": "matmul", "size": "-", "repeats": 8}, log)]
-    for repeat in range(args.repeats):
-        log(f"repeat {repeat + 1}/{args.repeats}")
-        for size in sizes:
-            shift = repeat % len(variants)
-            for variant in variants[shift:] + variants[:shift]:  # rotate the order each repeat
-                spec = {"variant": variant, "size": size, "warmup": args.warmup, "steps": args.steps}
-                spec.update(pairs=args.pairs, max_new_tokens=args.max_new_tokens)
-                if variant in SHARE_VARIANTS:
-                    spec["steps"] = min(args.steps, 3)  # rounds or steps, each with fresh samples
-                runs.append(launch(spec, log))
     peak = next((r for r in runs if r.get("spec", {}).get("variant") == "matmul" and "error" not in r), {})
     prefix = [f"OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']}"] if "OMP_NUM_THREADS" in os.environ else []
     if os.nice(0):
         prefix += ["nice", "-n", str(os.nice(0))]
-    prog = ["aihf", "bench", "speed"]
     table = summarise(runs)
     report = {
-        "command": " ".join([*prefix, *prog, *(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))]),
+        "command": " ".join([*prefix, "aihf", "bench", "speed", *(shlex.quote(a) for a in argv)]),
         "machine": {
             "cpus": os.cpu_count(),
-            "threads": torch.get_num_threads(),
+            "threads": peak.get("threads", torch.get_num_threads()),  # what a worker process used
             "load_before": load_before,
             "load_after": os.getloadavg(),
             "platform": platform.platform(),
@@ -664,9 +643,32 @@ def main(argv: list[str] | None = None, *, prog_argv: list[str] | None = None) -
     text = markdown(report)
     with open(os.path.join(args.out, "speed.md"), "w") as f:
         f.write(text)
+    return text
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse(argv)
+    if args.worker:
+        print(json.dumps(run_worker(json.loads(args.worker))), flush=True)
+        return 0
+    sizes, variants = args.sizes.split(","), args.variants.split(",")
+    load_before = os.getloadavg()
+    log = lambda text: print(text, file=sys.stderr, flush=True)  # noqa: E731
+    runs = [launch({"variant": "matmul", "size": "-", "repeats": 8}, log)]
+    for repeat in range(args.repeats):
+        log(f"repeat {repeat + 1}/{args.repeats}")
+        for size in sizes:
+            shift = repeat % len(variants)
+            for variant in variants[shift:] + variants[:shift]:  # rotate the order each repeat
+                spec = {"variant": variant, "size": size, "warmup": args.warmup, "steps": args.steps}
+                spec.update(pairs=args.pairs, max_new_tokens=args.max_new_tokens)
+                if variant in SHARE_VARIANTS:
+                    spec["steps"] = min(args.steps, 3)  # rounds or steps, each with fresh samples
+                runs.append(launch(spec, log))
+                text = write_report(args, argv, runs, load_before)  # partial results survive an interruption
     print(text)
-    failed = [r for r in runs if "error" in r]
-    return 1 if failed else 0
+    return 1 if any("error" in r for r in runs) else 0
 
 
 if __name__ == "__main__":
