@@ -6,7 +6,10 @@ import sys
 
 from ..errors import ConfigError
 
-BENCHMARKS = {"llm": "every LLM method on the built-in sentiment task (see 'aihf bench llm --help')"}
+BENCHMARKS = {
+    "llm": "every LLM method on the built-in sentiment task (see 'aihf bench llm --help')",
+    "speed": "training and generation throughput against TRL (see 'aihf bench speed --help')",
+}
 
 
 def run(argv: list[str]) -> int:
@@ -17,6 +20,10 @@ def run(argv: list[str]) -> int:
         return 0
     if argv[0] not in BENCHMARKS:
         raise ConfigError(f"unknown benchmark '{argv[0]}': choose one of {', '.join(BENCHMARKS)}")
+    if argv[0] == "speed":
+        from ..bench.speed import main as speed_main
+
+        return speed_main(argv[1:])
     from ..bench.llm import main
 
     # Runs launched as subprocesses (--jobs) and the commands --list prints go through `aihf` too.

@@ -133,6 +133,23 @@ class AIHFConfig(TrainingArguments):
             "the chat template's end-of-turn token (e.g. <|im_end|>), plain text with the tokenizer's EOS."
         },
     )
+    padding_free: bool = field(
+        default=False,
+        metadata={
+            "help": "Pack each batch's sequences end to end into fewer rows (as wide as its longest sequence, "
+            "position ids restarting per sequence) so that no compute goes to padding. Same losses up to float "
+            "rounding; checked at start-up to work with the model (Llama, Qwen2, GPT-2 and most transformers "
+            "decoders do)."
+        },
+    )
+    prefix_sharing: bool = field(
+        default=False,
+        metadata={
+            "help": "Run each preference pair's prompt once for both answers: one packed sequence prompt + chosen + "
+            "rejected, the rejected answer masked from the chosen one (a 4D attention mask). Implies packing. Same "
+            "losses up to float rounding; checked at start-up to work with the model."
+        },
+    )
     pad_to_multiple_of: int | None = field(
         default=None, metadata={"help": "Pad batches to a multiple of this length (helps GPU kernels)."}
     )

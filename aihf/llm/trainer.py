@@ -48,7 +48,7 @@ from . import card, guards, runs
 from .config import AIHFConfig
 from .generation import HFGenerator, SampleGenerator
 from .loading import is_loadable, load_policy
-from .logprobs import sequence_logps
+from .logprobs import check_packing, sequence_logps
 
 SELF_PLAY_STATE = "aihf_self_play.json"
 SELF_PLAY_SAMPLES = "aihf_self_play_samples_rank{rank}.json"
@@ -305,6 +305,12 @@ class AIHFTrainer(Trainer):
         )
         if self.ref_model is not None:
             self.ref_model = self._prepare_frozen(self.ref_model)
+        vocab_size = self.model.get_input_embeddings().weight.shape[0]
+        for option in ("padding_free", "prefix_sharing"):
+            reason = getattr(args, option) and check_packing(self.model, vocab_size, option == "prefix_sharing")
+            if reason:
+                kind = getattr(getattr(self.model, "config", None), "model_type", type(self.model).__name__)
+                raise ConfigError(f"{option}=True: this {kind} model cannot run packed sequences ({reason})")
         self._precomputed_ref: dict[int, torch.Tensor] = {}
         if args.precompute_ref_log_probs:
             for dataset in (self.train_dataset, self.eval_dataset):
@@ -398,7 +404,7 @@ class AIHFTrainer(Trainer):
             opponent_demo, opponent_sample, sample_rows = self._self_play_samples(inputs)
             batch = concat_padded(batch, sample_rows, self.processing_class.pad_token_id)
 
-        logps, num_tokens, logits_sums = sequence_logps(model, **batch, return_logits_sums=True)
+        logps, num_tokens, logits_sums = sequence_logps(model, **batch, return_logits_sums=True, **self._fast(n_p))
         demo_rows = slice(2 * n_p, 2 * n_p + n_d)
         shares = self._loss_shares(inputs, r_p, r_d, int(num_tokens[demo_rows][:r_d].sum()))
         stats: dict[str, tuple[torch.Tensor, Any]] = {}
@@ -588,15 +594,23 @@ class AIHFTrainer(Trainer):
             )
         return self._reference_logps(batch, 2 * n_p).chunk(2)
 
+    def _fast(self, num_pairs: int) -> dict[str, Any]:
+        """``sequence_logps`` speed options for a batch whose first ``2 * num_pairs`` rows are pairs."""
+        shared = num_pairs if self.args.prefix_sharing else 0
+        return {"padding_free": self.args.padding_free or self.args.prefix_sharing, "shared_prompt_pairs": shared}
+
     @torch.no_grad()
     def _reference_logps(self, batch: dict[str, torch.Tensor], rows: int) -> torch.Tensor:
         part = {k: v[:rows] for k, v in batch.items()}
+        # Under mixed precision the reference runs in the policy's autocast (as TRL does), so that
+        # the implicit rewards are exactly 0 while the policy still equals the reference.
         if self.ref_model is not None:
-            return sequence_logps(self.ref_model, **part)[0]
+            with self.accelerator.autocast():
+                return sequence_logps(self.ref_model, **part, **self._fast(rows // 2))[0]
         # PEFT: the reference is the base model, i.e. the policy with its adapters switched off.
         unwrapped = self.accelerator.unwrap_model(self.model)
-        with unwrapped.disable_adapter():
-            return sequence_logps(unwrapped, **part)[0]
+        with unwrapped.disable_adapter(), self.accelerator.autocast():
+            return sequence_logps(unwrapped, **part, **self._fast(rows // 2))[0]
 
     @torch.no_grad()
     def _precompute_reference(self, prefs: Any) -> torch.Tensor:
@@ -689,7 +703,9 @@ class AIHFTrainer(Trainer):
             }
             sample_rows = pad_sequences([prompts[k] for k in todo], samples, pad)
             sample_rows = {k: v.to(self.accelerator.device) for k, v in sample_rows.items()}
-            scored = sequence_logps(self._opponent, **concat_padded(demo_rows, sample_rows, pad))[0].tolist()
+            both = concat_padded(demo_rows, sample_rows, pad)
+            with self.accelerator.autocast():
+                scored = sequence_logps(self._opponent, **both, **self._fast(0))[0].tolist()
             for i, (k, sample) in enumerate(zip(todo, samples)):
                 self._samples[indices[k]] = (sample, scored[i], scored[len(todo) + i])
         cached = [self._samples[j] for j in indices]

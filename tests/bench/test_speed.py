@@ -1,0 +1,96 @@
+"""``aihf bench speed``: its data, its workers (in-process, tiny), its summary and its CLI."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from aihf import ConfigError
+from aihf.bench import speed
+
+
+def test_random_pairs_follow_the_issue_lengths():
+    pairs = speed.random_pairs(50, seed=0)
+    assert pairs == speed.random_pairs(50, seed=0)  # reproducible: every process sees the same data
+    for p in pairs:
+        assert 16 <= len(p["prompt"].split()) <= 48
+        assert all(16 <= len(p[k].split()) <= 96 for k in ("chosen", "rejected"))
+
+
+def test_model_sizes_are_about_what_they_say():
+    for name, low, high in (("1m", 0.8e6, 1.6e6), ("10m", 8e6, 12e6)):
+        model, _ = speed.build(name)
+        assert low <= sum(p.numel() for p in model.parameters()) <= high, name
+
+
+def _spec(variant, **kw):
+    return {"variant": variant, "size": "1m", "warmup": 1, "steps": 2, "pairs": 32, "max_new_tokens": 4, **kw}
+
+
+@pytest.mark.parametrize("variant", ["aihf_dpo_fast", pytest.param("trl_dpo", marks=pytest.mark.slow)])
+def test_train_worker_times_the_steps_after_warmup(variant):
+    result = speed.run_worker(_spec(variant))
+    assert len(result["steps"]) == 2
+    # Both trainers see the same batches in the same order: the token counts match the data.
+    assert all(1000 < s["tokens"] < 3500 for s in result["steps"])
+    assert result["tokens_per_s"] > 0 and result["tokens_per_cpu_s"] > 0 and result["peak_rss_mib"] > 100
+
+
+def test_generation_workers_generate_max_new_tokens_per_sample():
+    for variant in speed.GENERATION_VARIANTS:
+        result = speed.run_worker(_spec(variant, steps=1))
+        assert result["tokens_per_s"] > 0
+        assert len(result["batch_s"]) == 1
+
+
+def _fake_run(variant, tokens_per_s, cpu, rss):
+    return {
+        "spec": {"variant": variant, "size": "1m"},
+        "tokens_per_s": tokens_per_s,
+        "tokens_per_cpu_s": cpu,
+        "peak_rss_mib": rss,
+    }
+
+
+def test_summary_and_ratios_use_medians():
+    runs = [
+        _fake_run("aihf_dpo", 300, 600, 500),
+        _fake_run("aihf_dpo", 100, 400, 700),
+        _fake_run("aihf_dpo", 200, 500, 600),
+        _fake_run("trl_dpo", 100, 250, 1000),
+        _fake_run("trl_dpo", 100, 250, 1000),
+        {"spec": {"variant": "trl_dpo_fast", "size": "1m"}, "error": "boom"},
+    ]
+    table = speed.summarise(runs)
+    assert table["1m/aihf_dpo"]["tokens_per_s"] == {"median": 200, "min": 100, "max": 300, "n": 3}
+    assert "1m/trl_dpo_fast" not in table
+    rows = {r["ratio"]: r for r in speed.ratios(table, ["1m"])}
+    first = rows["aihf DPO / TRL DPOTrainer (defaults), tokens/s"]
+    assert first["wall"] == pytest.approx(2.0) and first["cpu"] == pytest.approx(2.0)
+    assert rows["aihf DPO / TRL DPOTrainer, peak RSS"]["wall"] == pytest.approx(0.6)
+    assert not any("speed options" in name for name in rows)  # its runs failed: no ratio
+
+
+def test_bad_settings_are_config_errors_naming_the_setting():
+    for argv, name in ((["--sizes", "5m"], "--sizes"), (["--steps", "0"], "--steps"), (["--pairs", "8"], "--pairs")):
+        with pytest.raises(ConfigError, match=name):
+            speed.parse(argv)
+    proc = subprocess.run(
+        [sys.executable, "-m", "aihf", "bench", "speed", "--sizes", "5m"], capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 2 and "--sizes: unknown '5m'" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.slow
+def test_cli_writes_json_and_markdown(tmp_path):
+    out = tmp_path / "speed"
+    argv = ["--sizes", "1m", "--variants", "aihf_dpo_packed", "--repeats", "1", "--warmup", "1"]
+    argv += ["--steps", "1", "--pairs", "24", "--out", str(out)]
+    proc = subprocess.run([sys.executable, "-m", "aihf", "bench", "speed", *argv], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = json.loads((out / "speed.json").read_text())
+    assert report["command"].endswith(" ".join(argv))
+    assert set(report["variants"]) == {"1m/aihf_dpo_packed"}
+    assert report["matmul_peak"]["fp32_flops_per_cpu_s"] > 0
+    assert "| 1m/aihf_dpo_packed |" in (out / "speed.md").read_text()
