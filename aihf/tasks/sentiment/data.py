@@ -45,6 +45,14 @@ class TaskConfig:
     gold: str = field(default=DEFAULT_GOLD, metadata={"help": "Gold reward, 'module:function' mapping str -> float."})
     continuation_tokens: int = field(default=DEFAULT_LENGTH, metadata={"help": "Tokens per continuation."})
     prefix_words: int = field(default=6, metadata={"help": "Words of the speech in each prompt."})
+    prompt_source: str = field(
+        default="shakespeare",
+        metadata={
+            "help": "Prompts: 'shakespeare' (held-out plays) or 'chatterbot' (first user turns of the "
+            "chatterbot-corpus dialogues in the base model's chat template; see aihf.tasks.chat).",
+            "choices": ["shakespeare", "chatterbot"],
+        },
+    )
     num_demonstrations: int = field(default=200, metadata={"help": "Demonstrations (one per prompt)."})
     num_preferences: int = field(default=400, metadata={"help": "Preference pairs (one per prompt)."})
     num_validation: int = field(default=64, metadata={"help": "Validation prompts."})
@@ -77,6 +85,8 @@ class TaskConfig:
                 raise ConfigError(f"--{name} must be >= 1, got {getattr(self, name)}")
         if self.bt_temperature <= 0:
             raise ConfigError(f"--bt_temperature must be > 0, got {self.bt_temperature}")
+        if self.prompt_source not in ("shakespeare", "chatterbot"):
+            raise ConfigError(f"--prompt_source must be 'shakespeare' or 'chatterbot', got '{self.prompt_source}'")
 
 
 def _write_jsonl(path: str, rows: list[dict]) -> None:
@@ -105,7 +115,10 @@ def model_digest(folder: str) -> str:
 
 def data_key(config: TaskConfig, base_dir: str) -> dict:
     """What the data depend on: ``config`` without its folders, and the base model's digest."""
-    return dict(asdict(config), output_dir=None, base_model=model_digest(base_dir))
+    key = dict(asdict(config), output_dir=None, base_model=model_digest(base_dir))
+    if key["prompt_source"] == "shakespeare":
+        del key["prompt_source"]  # the key of data built before the setting existed, so that they are reused
+    return key
 
 
 def default_data_dir(config: TaskConfig, base_dir: str) -> str:
@@ -133,18 +146,30 @@ def build_task_data(config: TaskConfig, *, log=print) -> str:
                 return out
 
     start = time.time()
-    _, held_out = split_corpus(load_plays())
-    prompts = make_prompts(held_out, prefix_words=config.prefix_words, seed=config.seed)
+    if config.prompt_source == "chatterbot":
+        from ..chat import load_chat_prompts
+
+        prompts, source = load_chat_prompts(seed=config.seed), "the chatterbot-corpus dialogues"
+    else:
+        _, held_out = split_corpus(load_plays())
+        prompts = make_prompts(held_out, prefix_words=config.prefix_words, seed=config.seed)
+        source = "the held-out plays"
     sizes = [config.num_test, config.num_validation, config.num_demonstrations, config.num_preferences]
     if sum(sizes) > len(prompts):
         raise ConfigError(
-            f"the held-out plays give {len(prompts)} prompts, but test + validation + demonstrations + "
+            f"{source} give {len(prompts)} prompts, but test + validation + demonstrations + "
             f"preferences ask for {sum(sizes)}"
         )
     bounds = [sum(sizes[:i]) for i in range(5)]
     test, val, demo_prompts, pref_prompts = (prompts[bounds[i] : bounds[i + 1]] for i in range(4))
 
     tokenizer = AutoTokenizer.from_pretrained(base_dir)
+    if config.prompt_source == "chatterbot":
+        from ..chat import render_chat_prompts
+
+        test, val, demo_prompts, pref_prompts = (
+            render_chat_prompts(tokenizer, split) for split in (test, val, demo_prompts, pref_prompts)
+        )
     model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32).eval()
     kw = dict(
         length=config.continuation_tokens,
@@ -218,7 +243,9 @@ def build_task_data(config: TaskConfig, *, log=print) -> str:
 
     test_base = [g for r in references["test"] for g in r["base_gold"]]
     card = {
-        "task": "Shakespeare continuation, gold = " + config.gold,
+        "task": ("Chat answer" if config.prompt_source == "chatterbot" else "Shakespeare continuation")
+        + ", gold = "
+        + config.gold,
         "config": wanted,
         "sizes": {
             "prompts_train": len(demo_prompts) + len(pref_prompts),
