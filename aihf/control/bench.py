@@ -480,6 +480,11 @@ def main(argv: list[str] | None = None) -> int:
         )
         for r in runs
     ]
+    from .cli import parse_config
+    from .config import ControlConfig
+
+    for label, run_argv, _ in trains:  # a bad --train_flags fails here, not once per run
+        parse_config(ControlConfig, run_argv[1:], "aihf control train", "").validate(f"the flags of run {label}")
     if args.list:
         for _, run_argv, done in collects + trains:
             print(("# done: " if os.path.exists(done) else "") + _command(run_argv))

@@ -100,6 +100,8 @@ def evaluate(argv: list[str]) -> dict:
     parser.add_argument("--episodes", type=int, default=10, help="Deterministic episodes.")
     parser.add_argument("--seed", type=int, default=12345, help="Seed of the first episode.")
     args = parser.parse_args(argv)
+    if args.episodes < 1:
+        parser.error(f"argument --episodes: must be >= 1, got {args.episodes}")
     path = os.path.join(args.run_dir, "result.json")
     try:
         with open(path) as f:

@@ -60,8 +60,9 @@ def make_env(env_id: str):
 
     try:
         env = gym.make(env_id)
-    except gym.error.Error as e:
-        raise ConfigError(f"env_id={env_id!r}: {e}") from None
+    except (gym.error.Error, ImportError, AttributeError, ValueError, TypeError) as e:
+        # "module:Env-v0" ids import a module; a missing one must not become a traceback
+        raise ConfigError(f"env_id={env_id!r}: {' '.join(str(e).split())}") from None
     if not isinstance(env.action_space, gym.spaces.Box) or not isinstance(env.observation_space, gym.spaces.Box):
         raise ConfigError(f"env_id={env_id!r}: needs Box observation and action spaces")
     return env
