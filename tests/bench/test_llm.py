@@ -170,10 +170,15 @@ def test_a_run_whose_lock_is_held_is_skipped_not_started_twice(micro, tmp_path, 
     out = tmp_path / "bench"
     argv = micro_argv(micro, out, "--methods", "sft,dpo", "--budgets", "3")
     holder = subprocess.Popen(  # stands in for the orphaned run: it holds the lock until killed
-        [sys.executable, "-c", "import sys, time; from aihf.bench.runlock import try_lock_run; "
-         "fd = try_lock_run(sys.argv[1]); print(fd is not None, flush=True); time.sleep(600)",
-         str(out / "locks" / "dpo__3__0.lock")],
-        stdout=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from aihf.bench.runlock import try_lock_run; "
+            "fd = try_lock_run(sys.argv[1]); print(fd is not None, flush=True); time.sleep(600)",
+            str(out / "locks" / "dpo__3__0.lock"),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         assert holder.stdout.readline().strip() == "True"

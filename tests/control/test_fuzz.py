@@ -141,10 +141,46 @@ NAMES = {"train": [f.name for f in __import__("dataclasses").fields(ControlConfi
 UNSAFE = {"output_dir", "result_file", "torch_threads"}  # never written to a random path; threads are global
 VALUES = st.one_of(
     st.integers(-(2**40), 2**40).map(str),
-    st.sampled_from(["0", "1", "2", "5", "100", "0.5", "-1", "nan", "inf", "-inf", "1e309", "", " ", "true", "no", "64,64", "0,8", "a,b",
-                     "[64]", "aihf", "bc", "pref_rl", "two_stage", "ml_irl", "state_action", "CartPole-v1",
-                     "NoSuchEnv-v0", "x:Y-v0", "ci", "paper", "DATA/demos.npz", "DATA/preferences.npz",
-                     "DATA/meta.json", "DATA/missing.npz", "\x00", "é"]),  # fmt: skip
+    st.sampled_from(
+        [
+            "0",
+            "1",
+            "2",
+            "5",
+            "100",
+            "0.5",
+            "-1",
+            "nan",
+            "inf",
+            "-inf",
+            "1e309",
+            "",
+            " ",
+            "true",
+            "no",
+            "64,64",
+            "0,8",
+            "a,b",
+            "[64]",
+            "aihf",
+            "bc",
+            "pref_rl",
+            "two_stage",
+            "ml_irl",
+            "state_action",
+            "CartPole-v1",
+            "NoSuchEnv-v0",
+            "x:Y-v0",
+            "ci",
+            "paper",
+            "DATA/demos.npz",
+            "DATA/preferences.npz",
+            "DATA/meta.json",
+            "DATA/missing.npz",
+            "\x00",
+            "é",
+        ]
+    ),  # fmt: skip
     st.floats(allow_nan=True, allow_infinity=True).map(repr),
     st.text(max_size=8),
 )
@@ -196,4 +232,6 @@ def test_collect_flag_fuzz(data, tmp_path_factory, monkeypatch, capsys, extra):
         raise _WouldRun()
 
     monkeypatch.setattr(stable_baselines3, "SAC", would_run)  # collect's first work: the demonstrator
-    _run_fuzzed(tmp_path_factory.mktemp("c"), monkeypatch, capsys, data, ["collect", "--env_id", ENV, *extra], "collect")
+    _run_fuzzed(
+        tmp_path_factory.mktemp("c"), monkeypatch, capsys, data, ["collect", "--env_id", ENV, *extra], "collect"
+    )
