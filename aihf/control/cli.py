@@ -17,7 +17,7 @@ import shlex
 import sys
 
 from ..errors import ConfigError, DataError, TrainingError
-from .config import PRESETS, CollectConfig, ControlConfig, OneLineParser, with_preset
+from .config import PRESETS, CollectConfig, ControlConfig, OneLineParser, config_from_dict, with_preset
 
 COMMANDS = {
     "collect": "train a SAC demonstrator and write demonstrations, a pool and labelled pairs",
@@ -102,13 +102,15 @@ def evaluate(argv: list[str]) -> dict:
     args = parser.parse_args(argv)
     if args.episodes < 1:
         parser.error(f"argument --episodes: must be >= 1, got {args.episodes}")
+    if not 0 <= args.seed <= 2**32 - 1:
+        parser.error(f"argument --seed: must be in [0, 2**32 - 1], got {args.seed}")
     path = os.path.join(args.run_dir, "result.json")
     try:
         with open(path) as f:
             saved = json.load(f)["config"]
     except (OSError, ValueError, KeyError) as e:
         raise ConfigError(f"run_dir={args.run_dir!r}: no finished run there ({e})") from None
-    config = dataclasses.replace(ControlConfig(), **saved)
+    config = config_from_dict(ControlConfig, saved, path)
     trainer = ControlTrainer(config, source=path)
     act = trainer.load_policy(os.path.join(args.run_dir, "policy.safetensors"))
     returns = evaluate_policy(act, config.env_id, args.episodes, args.seed)

@@ -245,6 +245,28 @@ def check_settings(config, source: str = "the flags") -> None:
             raise bad("net_arch", "must be positive integers like 64,64")
 
 
+def config_from_dict(cls, values, source: str):
+    """``cls`` with the settings in ``values`` (a run's saved ``config``, read from ``source``):
+    an unknown key or a value of the wrong type is a one-line :class:`aihf.ConfigError`."""
+    if not isinstance(values, dict):
+        raise ConfigError(f"{source}: 'config' must be a mapping of settings, got {type(values).__name__}")
+    fields = {f.name: str(f.type) for f in dataclasses.fields(cls)}  # annotations are strings here
+    for key, value in values.items():
+        if key not in fields:
+            raise ConfigError(f"{key}={value!r} (from {source}) is not a setting of {cls.__name__}")
+        kind, number = fields[key], isinstance(value, (int, float)) and not isinstance(value, bool)
+        ok = (
+            (value is None and "None" in kind)
+            or (kind.startswith("bool") and isinstance(value, bool))
+            or (kind.startswith("int") and number and isinstance(value, int))
+            or (kind.startswith("float") and number)
+            or (kind.startswith("str") and isinstance(value, str))
+        )
+        if not ok:
+            raise ConfigError(f"{key}={value!r} (from {source}) must be of type {kind}")
+    return dataclasses.replace(cls(), **values)
+
+
 def parse_sizes(text: str) -> list[int]:
     return [int(x) for x in str(text).split(",") if x.strip()]
 

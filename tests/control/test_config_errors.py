@@ -156,6 +156,7 @@ OTHER_CASES = [
     (["eval"], "aihf control eval: the following arguments are required: --run_dir"),
     (["eval", "--run_dir", "DATA"], "aihf control eval: run_dir="),
     (["eval", "--run_dir", "DATA", "--episodes", "0"], "argument --episodes: must be >= 1, got 0"),
+    (["eval", "--run_dir", "DATA", "--seed", "-1"], "argument --seed: must be in [0, 2**32 - 1], got -1"),
     (["bench", "--jobs", "0"], "aihf control bench: argument --jobs: must be >= 1, got 0"),
     (["bench", "--preset", "huge"], "aihf control bench: argument --preset: invalid choice: 'huge'"),
     (["bench", "--nonsense"], "aihf control bench: unknown option --nonsense"),
@@ -168,3 +169,30 @@ OTHER_CASES = [
 def test_eval_and_bench_config_errors_are_one_line(tmp_path, monkeypatch, capsys, data, argv, expected):
     line = _user_error(tmp_path, monkeypatch, capsys, data, argv)
     assert expected in line, line
+
+
+RESULT_CASES = [
+    ({"bogus": 1}, "bogus=1 (from RUN/result.json) is not a setting of ControlConfig"),
+    ({"rounds": "x"}, "rounds='x' (from RUN/result.json) must be of type int"),
+    ({"seed": None}, "seed=None (from RUN/result.json) must be of type int"),
+    ({"progress": 1}, "progress=1 (from RUN/result.json) must be of type bool"),
+    ({"gamma": [0.9]}, "gamma=[0.9] (from RUN/result.json) must be of type float"),
+    ({"rounds": 0}, "rounds=0 (from RUN/result.json) must be >= 1"),
+    ([1, 2], "RUN/result.json: 'config' must be a mapping of settings, got list"),
+]
+
+
+@pytest.mark.parametrize("config, expected", RESULT_CASES, ids=[str(c) for c, _ in RESULT_CASES])
+def test_eval_refuses_a_tampered_result_file_in_one_line(tmp_path, monkeypatch, capsys, data, config, expected):
+    import dataclasses
+    import json
+
+    from aihf.control.config import ControlConfig
+
+    run = tmp_path / "run"
+    run.mkdir()
+    good = ControlConfig(env_id=ENV, demonstrations=str(data / "demos.npz"))
+    saved = {**dataclasses.asdict(good), **config} if isinstance(config, dict) else config
+    (run / "result.json").write_text(json.dumps({"config": saved}))
+    line = _user_error(tmp_path, monkeypatch, capsys, data, ["eval", "--run_dir", str(run)])
+    assert line == f"aihf control eval: {expected.replace('RUN', str(run))}", line
