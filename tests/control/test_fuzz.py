@@ -5,6 +5,7 @@ that do not add up) either load or fail with :class:`aihf.DataError`, and random
 line -- never another exception, and nothing is written. The number of cases run is printed at
 the end of the module (``pytest -s``); AIHF_FUZZ_EXAMPLES=N searches longer (and afresh)."""
 
+import dataclasses
 import io
 import os
 import tempfile
@@ -136,8 +137,8 @@ class _WouldRun(Exception):
     """Raised where a fuzzed command passed every start-up check and would start working."""
 
 
-NAMES = {"train": [f.name for f in __import__("dataclasses").fields(ControlConfig)],
-         "collect": [f.name for f in __import__("dataclasses").fields(CollectConfig)]}  # fmt: skip
+NAMES = {"train": {f.name: str(f.type) for f in dataclasses.fields(ControlConfig)},
+         "collect": {f.name: str(f.type) for f in dataclasses.fields(CollectConfig)}}  # fmt: skip
 UNSAFE = {"output_dir", "result_file", "torch_threads"}  # never written to a random path; threads are global
 VALUES = st.one_of(
     st.integers(-(2**40), 2**40).map(str),
@@ -186,15 +187,28 @@ VALUES = st.one_of(
 )
 
 
+# Values of the field's own type, near the edges (most bugs hide there), and anything at all.
+TYPED = {
+    "int": st.integers(-3, 12) | st.integers(-(2**64), 2**64),
+    "float": st.floats(allow_nan=True, allow_infinity=True) | st.sampled_from([0.0, -0.0, 1e-300, 1.0, 2.0]),
+    "bool": st.sampled_from([True, False]),
+}
+
+
 @st.composite
 def flags(draw, command):
-    names = [n for n in NAMES[command] if n not in UNSAFE] + ["preset", "bogus", "seed"]
+    """1-4 flags: mostly real settings with values of their type, sometimes junk or a missing value."""
+    fields = {n: t for n, t in NAMES[command].items() if n not in UNSAFE}
     out = []
-    for _ in range(draw(st.integers(1, 5))):
-        name = draw(st.sampled_from(names) | st.text(min_size=1, max_size=6))
+    for _ in range(draw(st.integers(1, 4))):
+        odds = draw(st.integers(0, 19))  # 0: junk name, 1: --preset, 2: no value, 3-6: junk value
+        name = (
+            draw(st.text(max_size=6)) if odds == 0 else "preset" if odds == 1 else draw(st.sampled_from(sorted(fields)))
+        )
         out.append(f"--{name}")
-        if draw(st.integers(0, 9)):  # sometimes a flag without its value
-            out.append(draw(VALUES))
+        kind = fields.get(name, "str").split()[0].split("|")[0]
+        if odds != 2:
+            out.append(draw(TYPED[kind].map(str) if kind in TYPED and odds > 6 else VALUES))
     return out
 
 
