@@ -124,6 +124,12 @@ def evaluate(argv: list[str]) -> dict:
     }
 
 
+def _one_line(message: str) -> str:
+    """``message`` with its control characters escaped (a file name or value given as "a\\rb" stays
+    on the error's one line)."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in message)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``aihf control ...``; returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -145,10 +151,10 @@ def main(argv: list[str] | None = None) -> int:
             return bench_main(rest)
         out = {"collect": collect, "train": train, "eval": evaluate}[command](rest)
     except (ConfigError, DataError) as e:
-        print(f"aihf control {command}: {e}", file=sys.stderr)
+        print(f"aihf control {command}: {_one_line(str(e))}", file=sys.stderr)
         return 2
     except TrainingError as e:  # a non-finite value; the run's last checkpoint is intact
-        print(f"aihf control {command}: {e}", file=sys.stderr)
+        print(f"aihf control {command}: {_one_line(str(e))}", file=sys.stderr)
         return 3
     print(json.dumps(out, indent=1, default=float))
     return 0

@@ -115,6 +115,7 @@ TRAIN_CASES = [
     (["--env_id", "CartPole-v1"], "env_id='CartPole-v1': needs Box observation and action spaces"),
     (["--env_id", "MountainCarContinuous-v0"], "field 'observations': last dimension is 3 but the env's space has 2"),
     (["--demonstrations", "DATA/missing.npz"], "missing.npz: no such file"),
+    (["--demonstrations", "DATA/a\rb.npz"], "a\\rb.npz: no such file"),  # one line, whatever the name
     (["--demonstrations", "DATA/meta.json"], "meta.json: not a readable .npz file"),
     (["--reference_returns", "DATA/missing.json"], "reference_returns="),
 ]
