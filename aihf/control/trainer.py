@@ -553,7 +553,10 @@ class ControlTrainer:
 
         weights = sum(p.numel() * 4 for p in [*self.model.policy.parameters(), *self.reward_net.parameters()])
         buffer = replay_buffer_bytes(self.config, self.env.observation_space, self.env.action_space)
-        check_disk_space(self.config.output_dir, buffer + 3 * weights, count=2)
+        # A resumed run's last checkpoint is on disk already: the next save needs room for one more.
+        check_disk_space(
+            self.config.output_dir, buffer + 3 * weights, count=1 if os.path.isdir(self.checkpoint_dir) else 2
+        )
 
     def _save_checkpoint(self, path: str, round_: int, history: list, timing: dict) -> None:
         model, buf = self.model, self.model.replay_buffer

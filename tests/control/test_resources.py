@@ -68,3 +68,21 @@ def test_too_little_disk_stops_the_run_before_its_first_checkpoint(data, tmp_pat
     assert cli.main(argv) == 0 and (out / "checkpoint" / "buffer.npz").exists()
     with np.load(out / "checkpoint" / "buffer.npz", allow_pickle=False) as saved:
         assert sum(saved[k].nbytes for k in _BUFFER_ARRAYS) <= 201 * 40
+
+
+def test_the_disk_check_counts_two_checkpoints_for_a_new_run_and_one_more_for_a_resumed_one(
+    data, tmp_path, monkeypatch
+):
+    from aihf.llm import guards
+
+    calls = []
+    real = guards.check_disk_space
+    monkeypatch.setattr(guards, "check_disk_space", lambda *a, **kw: calls.append((a, kw)) or real(*a, **kw))
+    out = tmp_path / "out"
+    argv = ["train", "--env_id", ENV, "--demonstrations", str(data / "demos.npz"), "--output_dir", str(out), *SMALL]
+    assert cli.main([*argv, "--rounds", "1"]) == 0
+    assert cli.main(argv) == 0  # resumes after round 1
+    (folder, first), (_, second) = calls[0][0][:2], calls[1][0][:2]
+    assert folder == str(out) and second - first == 100 * 40  # the buffer grows with rounds (1 -> 2)
+    assert first > 101 * 40  # the full buffer and the weights
+    assert [kw["count"] for _, kw in calls] == [2, 1]
