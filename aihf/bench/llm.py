@@ -33,6 +33,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..errors import ConfigError
+from .runlock import try_lock_run
 
 PROG = "aihf bench llm"
 
@@ -691,11 +692,29 @@ def sweep(args: BenchArguments, argv_prog: list[str], pending: list[tuple[str, i
             flush=True,
         )
 
+    def lock(method: str, budget: int, seed: int) -> int | None:
+        """The run's lock (held by the run for its lifetime, :mod:`aihf.bench.runlock`), or None
+        to skip it: a copy from an earlier sweep is still running, or it finished meanwhile."""
+        name = run_name(method, budget, seed)
+        fd = try_lock_run(os.path.join(args.output_dir, "locks", name + ".lock"))
+        if fd is not None and os.path.isfile(result_path(args, method, budget, seed)):
+            os.close(fd)
+            return None
+        if fd is None:
+            print(f"skipped {name}: already running elsewhere (its lock is held)", flush=True)
+        return fd
+
     if args.jobs == 1:
         for method, budget, seed in pending:
+            fd = lock(method, budget, seed)
+            if fd is None:
+                continue
             print(f"[{done + 1}/{total}] running {run_name(method, budget, seed)}", flush=True)
             t0 = time.time()
-            do_run(args, method, budget, seed, data_dir)
+            try:
+                do_run(args, method, budget, seed, data_dir)
+            finally:
+                os.close(fd)
             progress(run_name(method, budget, seed), time.time() - t0)
         return
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false")
@@ -706,10 +725,20 @@ def sweep(args: BenchArguments, argv_prog: list[str], pending: list[tuple[str, i
         while queue and len(running) < args.jobs:
             method, budget, seed = queue.pop(0)
             name = run_name(method, budget, seed)
+            fd = lock(method, budget, seed)
+            if fd is None:
+                continue
             log_file = open(os.path.join(log_dir, name + ".log"), "w")
-            proc = subprocess.Popen(
-                argv_prog + run_args(args, method, budget, seed), stdout=log_file, stderr=subprocess.STDOUT, env=env
-            )
+            try:  # the run inherits the locked descriptor and holds the lock until it exits
+                proc = subprocess.Popen(
+                    argv_prog + run_args(args, method, budget, seed),
+                    stdout=log_file,
+                    stderr=subprocess.STDOUT,
+                    env=env,
+                    pass_fds=(fd,),
+                )
+            finally:
+                os.close(fd)
             running[proc] = (name, time.time(), log_file)
             print(f"started {name} ({len(running)} running, {len(queue)} queued)", flush=True)
         time.sleep(0.5)

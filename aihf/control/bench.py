@@ -139,24 +139,39 @@ def _command(argv: list[str], python: str = PYTHON) -> str:
     return shlex.join([python, "-m", "aihf.control.cli", *argv])
 
 
-def _execute(jobs: list[tuple[str, list[str], str]], parallel: int, nice: int, log_dir: str) -> list[str]:
-    """Run (label, argv, done_file) jobs, ``parallel`` at a time; returns the labels that failed."""
+def _execute(
+    jobs: list[tuple[str, list[str], str]], parallel: int, nice: int, log_dir: str, lock_dir: str
+) -> list[str]:
+    """Run (label, argv, done_file) jobs, ``parallel`` at a time; returns the labels that failed.
+    Each run holds ``<lock_dir>/<label>.lock`` for its lifetime (:mod:`aihf.bench.runlock`); a run
+    whose lock is held (a copy still running from an earlier sweep) is skipped, saying so."""
     from tqdm.auto import tqdm
+
+    from ..bench.runlock import try_lock_run
 
     os.makedirs(log_dir, exist_ok=True)
     pending, running, failed = list(jobs), [], []
     bar = tqdm(total=len(jobs), desc="control bench", unit="run")
     while pending or running:
         while pending and len(running) < parallel:
-            label, argv, _ = pending.pop(0)
+            label, argv, done = pending.pop(0)
+            lock = try_lock_run(os.path.join(lock_dir, label + ".lock"))
+            if lock is None or os.path.exists(done):
+                if lock is not None:
+                    os.close(lock)
+                bar.write(f"{label}: skipped, " + ("already running elsewhere" if lock is None else "already done"))
+                bar.update(1)
+                continue
             cmd = [sys.executable, "-m", "aihf.control.cli", *argv]
             if nice:
                 cmd = ["nice", "-n", str(nice), *cmd]
             log = open(os.path.join(log_dir, label.replace("/", "__") + ".log"), "w")
             env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-            running.append(
-                (label, subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env), log, time.time())
-            )
+            try:  # the run inherits the locked descriptor and holds the lock until it exits
+                proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, pass_fds=(lock,))
+            finally:
+                os.close(lock)
+            running.append((label, proc, log, time.time()))
             bar.set_postfix_str(f"running: {', '.join(r[0] for r in running)}"[:120])
         time.sleep(2)
         for item in list(running):
@@ -430,6 +445,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--speed_steps", type=int, default=10_000, help="--speed: env steps per run.")
     parser.add_argument("--speed_repeats", type=int, default=2, help="--speed: runs of each.")
     args = parser.parse_args(argv)
+    if args.jobs < 1:
+        parser.error(f"argument --jobs: must be >= 1, got {args.jobs}")
     envs = args.envs.split(",") if args.envs else None
     seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else None
     runs = [r for r in plan(args.preset, envs, seeds) if not args.only or args.only in f"{r.env_id}/{r.name}"]
@@ -463,6 +480,11 @@ def main(argv: list[str] | None = None) -> int:
         )
         for r in runs
     ]
+    from .cli import parse_config
+    from .config import ControlConfig
+
+    for label, run_argv, _ in trains:  # a bad --train_flags fails here, not once per run
+        parse_config(ControlConfig, run_argv[1:], "aihf control train", "").validate(f"the flags of run {label}")
     if args.list:
         for _, run_argv, done in collects + trains:
             print(("# done: " if os.path.exists(done) else "") + _command(run_argv))
@@ -474,12 +496,12 @@ def main(argv: list[str] | None = None) -> int:
         f"{len(collects) - len(todo_collect)}/{len(collects)} data sets and {len(trains) - len(todo_train)}/"
         f"{len(trains)} runs already done"
     )
-    log_dir = os.path.join(args.work, "logs")
-    failed = _execute(todo_collect, args.jobs, args.nice, log_dir) if todo_collect else []
+    log_dir, lock_dir = os.path.join(args.work, "logs"), os.path.join(args.results, "locks")
+    failed = _execute(todo_collect, args.jobs, args.nice, log_dir, lock_dir) if todo_collect else []
     if failed:
         print(f"data collection failed: {failed}", file=sys.stderr)
         return 1
-    failed = _execute(todo_train, args.jobs, args.nice, log_dir) if todo_train else []
+    failed = _execute(todo_train, args.jobs, args.nice, log_dir, lock_dir) if todo_train else []
     report(args.results, this)
     print(f"wrote {os.path.join(args.results, 'results.md')}")
     if failed:

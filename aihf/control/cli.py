@@ -17,7 +17,7 @@ import shlex
 import sys
 
 from ..errors import ConfigError, DataError, TrainingError
-from .config import PRESETS, CollectConfig, ControlConfig, OneLineParser, with_preset
+from .config import PRESETS, CollectConfig, ControlConfig, OneLineParser, config_from_dict, with_preset
 
 COMMANDS = {
     "collect": "train a SAC demonstrator and write demonstrations, a pool and labelled pairs",
@@ -100,13 +100,17 @@ def evaluate(argv: list[str]) -> dict:
     parser.add_argument("--episodes", type=int, default=10, help="Deterministic episodes.")
     parser.add_argument("--seed", type=int, default=12345, help="Seed of the first episode.")
     args = parser.parse_args(argv)
+    if args.episodes < 1:
+        parser.error(f"argument --episodes: must be >= 1, got {args.episodes}")
+    if not 0 <= args.seed <= 2**32 - 1:
+        parser.error(f"argument --seed: must be in [0, 2**32 - 1], got {args.seed}")
     path = os.path.join(args.run_dir, "result.json")
     try:
         with open(path) as f:
             saved = json.load(f)["config"]
     except (OSError, ValueError, KeyError) as e:
         raise ConfigError(f"run_dir={args.run_dir!r}: no finished run there ({e})") from None
-    config = dataclasses.replace(ControlConfig(), **saved)
+    config = config_from_dict(ControlConfig, saved, path)
     trainer = ControlTrainer(config, source=path)
     act = trainer.load_policy(os.path.join(args.run_dir, "policy.safetensors"))
     returns = evaluate_policy(act, config.env_id, args.episodes, args.seed)
@@ -118,6 +122,12 @@ def evaluate(argv: list[str]) -> dict:
         "return_std": float(np.std(returns)),
         "normalized_return": normalized_score(returns, trainer.random_return, trainer.expert_return),
     }
+
+
+def _one_line(message: str) -> str:
+    """``message`` with its control characters escaped (a file name or value given as "a\\rb" stays
+    on the error's one line)."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in message)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -141,10 +151,10 @@ def main(argv: list[str] | None = None) -> int:
             return bench_main(rest)
         out = {"collect": collect, "train": train, "eval": evaluate}[command](rest)
     except (ConfigError, DataError) as e:
-        print(f"aihf control {command}: {e}", file=sys.stderr)
+        print(f"aihf control {command}: {_one_line(str(e))}", file=sys.stderr)
         return 2
     except TrainingError as e:  # a non-finite value; the run's last checkpoint is intact
-        print(f"aihf control {command}: {e}", file=sys.stderr)
+        print(f"aihf control {command}: {_one_line(str(e))}", file=sys.stderr)
         return 3
     print(json.dumps(out, indent=1, default=float))
     return 0

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 from dataclasses import dataclass, field
 
 from ..errors import ConfigError
@@ -122,6 +123,7 @@ class ControlConfig:
 
     def validate(self, source: str = "the flags") -> ControlConfig:
         """Raise :class:`aihf.ConfigError` naming the first bad setting; returns self."""
+        check_settings(self, source)
         if self.method not in METHODS:
             raise ConfigError(f"method={self.method!r} (from {source}) is not one of {list(METHODS)}")
         if self.demonstrations is None and self.method != "pref_rl":
@@ -179,6 +181,92 @@ class ControlConfig:
         return self.demo_weight, self.pref_weight
 
 
+def check_settings(config, source: str = "the flags") -> None:
+    """The checks :meth:`ControlConfig.validate` and :meth:`CollectConfig.validate` share, and the
+    impossible combinations of settings; raises :class:`aihf.ConfigError` naming the first bad
+    setting and where it came from. Everything here would otherwise fail (or silently misbehave)
+    deep inside SB3 or torch, after files were written."""
+    has = lambda name: hasattr(config, name)  # noqa: E731
+
+    def bad(name: str, rule: str):
+        return ConfigError(f"{name}={getattr(config, name)!r} (from {source}) {rule}")
+
+    for f in dataclasses.fields(config):  # a NaN or an infinity passes every comparison below
+        value = getattr(config, f.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise bad(f.name, "must be a finite number")
+    if not isinstance(config.env_id, str) or not config.env_id.strip():
+        raise bad("env_id", "must be a Gymnasium id like Pendulum-v1")
+    if not str(config.output_dir).strip():
+        raise bad("output_dir", "must be a folder path")
+    if not 0 <= config.seed <= 2**32 - 1:
+        raise bad("seed", "must be in [0, 2**32 - 1]")
+    if config.torch_threads < 1:
+        raise bad("torch_threads", "must be >= 1")
+    for name in ("sac_learning_rate", "reward_learning_rate", "bc_learning_rate"):
+        if has(name) and getattr(config, name) <= 0:
+            raise bad(name, "must be > 0")
+    if has("gamma") and not 0 <= config.gamma <= 1:
+        raise bad("gamma", "must be in [0, 1]")
+    if has("tau") and not 0 < config.tau <= 1:
+        raise bad("tau", "must be in (0, 1]")
+    if has("buffer_size"):
+        if config.buffer_size < 1:
+            raise bad("buffer_size", "must be >= 1")
+        if config.batch_size > config.buffer_size:
+            raise ConfigError(
+                f"batch_size={config.batch_size} exceeds buffer_size={config.buffer_size} (from {source}): "
+                "SAC could never fill a minibatch"
+            )
+    if has("num_demonstrations") and config.num_demonstrations is not None and config.num_demonstrations < 1:
+        raise bad("num_demonstrations", "must be >= 1 (leave it unset for all episodes)")
+    if has("num_preferences") and config.num_preferences is not None and config.num_preferences < 0:
+        raise bad("num_preferences", "must be >= 0")
+    if has("policy_sample_steps") and config.policy_sample_steps is not None and config.policy_sample_steps < 1:
+        raise bad("policy_sample_steps", "must be >= 1 (leave it unset for sac_steps_per_round)")
+    if has("method"):
+        if config.method == "bc" and config.bc_steps < 1:
+            raise bad("bc_steps", "must be >= 1 for method=bc")
+        if config.method == "aihf" and config.demo_weight == 0 and config.pref_weight == 0:
+            raise ConfigError(
+                f"demo_weight and pref_weight are both 0 (from {source}): method=aihf would learn no reward"
+            )
+    if has("snapshots"):
+        if 1 <= config.expert_steps < config.snapshots:
+            raise ConfigError(
+                f"snapshots={config.snapshots} exceeds expert_steps={config.expert_steps} (from {source}): "
+                "each snapshot needs at least one env step"
+            )
+        try:
+            sizes = parse_sizes(config.net_arch)
+        except ValueError:
+            sizes = []
+        if not sizes or min(sizes) < 1:
+            raise bad("net_arch", "must be positive integers like 64,64")
+
+
+def config_from_dict(cls, values, source: str):
+    """``cls`` with the settings in ``values`` (a run's saved ``config``, read from ``source``):
+    an unknown key or a value of the wrong type is a one-line :class:`aihf.ConfigError`."""
+    if not isinstance(values, dict):
+        raise ConfigError(f"{source}: 'config' must be a mapping of settings, got {type(values).__name__}")
+    fields = {f.name: str(f.type) for f in dataclasses.fields(cls)}  # annotations are strings here
+    for key, value in values.items():
+        if key not in fields:
+            raise ConfigError(f"{key}={value!r} (from {source}) is not a setting of {cls.__name__}")
+        kind, number = fields[key], isinstance(value, (int, float)) and not isinstance(value, bool)
+        ok = (
+            (value is None and "None" in kind)
+            or (kind.startswith("bool") and isinstance(value, bool))
+            or (kind.startswith("int") and number and isinstance(value, int))
+            or (kind.startswith("float") and number)
+            or (kind.startswith("str") and isinstance(value, str))
+        )
+        if not ok:
+            raise ConfigError(f"{key}={value!r} (from {source}) must be of type {kind}")
+    return dataclasses.replace(cls(), **values)
+
+
 def parse_sizes(text: str) -> list[int]:
     return [int(x) for x in str(text).split(",") if x.strip()]
 
@@ -213,6 +301,7 @@ class CollectConfig:
 
     def validate(self, source: str = "the flags") -> CollectConfig:
         """Raise :class:`aihf.ConfigError` naming the first bad setting; returns self."""
+        check_settings(self, source)
         for name in (
             "expert_steps",
             "batch_size",

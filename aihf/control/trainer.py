@@ -60,11 +60,49 @@ def make_env(env_id: str):
 
     try:
         env = gym.make(env_id)
-    except gym.error.Error as e:
-        raise ConfigError(f"env_id={env_id!r}: {e}") from None
+    except (gym.error.Error, ImportError, AttributeError, ValueError, TypeError) as e:
+        # "module:Env-v0" ids import a module; a missing one must not become a traceback
+        raise ConfigError(f"env_id={env_id!r}: {' '.join(str(e).split())}") from None
     if not isinstance(env.action_space, gym.spaces.Box) or not isinstance(env.observation_space, gym.spaces.Box):
         raise ConfigError(f"env_id={env_id!r}: needs Box observation and action spaces")
     return env
+
+
+def replay_buffer_bytes(config: ControlConfig, observation_space, action_space) -> int:
+    """Bytes of SAC's replay buffer once full: ``min(buffer_size, rounds * sac_steps_per_round + 1)``
+    transitions of observation and next observation (the space's dtype), action (float32 for a
+    float64 space, as SB3 stores it) and reward, done and time-out flags (float32)."""
+    rows = min(config.buffer_size, config.rounds * config.sac_steps_per_round + 1)
+    obs = int(np.prod(observation_space.shape)) * np.dtype(observation_space.dtype).itemsize
+    act = int(np.prod(action_space.shape)) * min(4, np.dtype(action_space.dtype).itemsize)
+    return rows * (2 * obs + act + 3 * 4)
+
+
+def _available_memory() -> int | None:
+    """Bytes of memory available now (psutil, else Linux's MemAvailable); None when unknown."""
+    try:
+        import psutil
+
+        return int(psutil.virtual_memory().available)
+    except ImportError:
+        pass
+    try:
+        with open("/proc/meminfo") as f:
+            fields = dict(line.split(":", 1) for line in f)
+        return int(fields["MemAvailable"].split()[0]) * 1024
+    except (OSError, KeyError, ValueError):
+        return None
+
+
+def check_memory(config: ControlConfig, observation_space, action_space, source: str = "the flags") -> None:
+    """Raise :class:`aihf.ConfigError` at start-up when the full replay buffer cannot fit in the
+    memory available now (SB3 only warns, and the run would be killed hours later)."""
+    need, free = replay_buffer_bytes(config, observation_space, action_space), _available_memory()
+    if free is not None and need > free:
+        raise ConfigError(
+            f"buffer_size={config.buffer_size} (from {source}): the replay buffer would need {need / 2**30:.1f} GB "
+            f"of memory ({observation_space.shape} observations), {free / 2**30:.1f} GB available; lower buffer_size"
+        )
 
 
 def evaluate_policy(act, env_id: str, episodes: int, seed: int) -> np.ndarray:
@@ -200,6 +238,8 @@ class ControlTrainer:
         torch.set_num_threads(c.torch_threads)
         self.env = make_env(c.env_id)
         obs_space, act_space = self.env.observation_space, self.env.action_space
+        if c.method != "bc":  # bc has no replay buffer
+            check_memory(c, obs_space, act_space, source)
         self.demos: Trajectories | None = None
         if c.demonstrations is not None and c.method != "pref_rl":
             self.demos = load_trajectories(c.demonstrations, obs_space, act_space)
@@ -421,6 +461,7 @@ class ControlTrainer:
         from tqdm.auto import tqdm
 
         self._build()
+        self._check_disk_space()
         start_round, history, timing = 0, [], {"sac_s": 0.0, "reward_s": 0.0, "eval_s": 0.0, "checkpoint_s": 0.0}
         ckpt = self.checkpoint_dir
         if c.resume:
@@ -504,6 +545,19 @@ class ControlTrainer:
         return result
 
     # ----------------------------------------------------------------------------------------
+    def _check_disk_space(self) -> None:
+        """Before the first save: ``output_dir``'s disk must hold two checkpoints (the one being
+        written and the last complete one), each the full replay buffer plus SAC's and the reward's
+        weights with their Adam moments; else :class:`aihf.TrainingError` (exit status 3)."""
+        from ..llm.guards import check_disk_space
+
+        weights = sum(p.numel() * 4 for p in [*self.model.policy.parameters(), *self.reward_net.parameters()])
+        buffer = replay_buffer_bytes(self.config, self.env.observation_space, self.env.action_space)
+        # A resumed run's last checkpoint is on disk already: the next save needs room for one more.
+        check_disk_space(
+            self.config.output_dir, buffer + 3 * weights, count=1 if os.path.isdir(self.checkpoint_dir) else 2
+        )
+
     def _save_checkpoint(self, path: str, round_: int, history: list, timing: dict) -> None:
         model, buf = self.model, self.model.replay_buffer
         tmp = path + ".tmp"

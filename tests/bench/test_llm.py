@@ -165,6 +165,39 @@ def test_an_interrupted_sweep_resumes_without_running_anything_twice(micro, tmp_
     assert report["runs_finished"] == 3 and all(r["seeds"] == 1 for r in report["rows"])
 
 
+def test_a_run_whose_lock_is_held_is_skipped_not_started_twice(micro, tmp_path, monkeypatch, capsys):
+    """A run still alive from an earlier sweep (killed alone, not with its process group) holds
+    ``<output_dir>/locks/<run>.lock``; a new sweep skips it, and runs it once the lock is free."""
+    import subprocess
+
+    out = tmp_path / "bench"
+    argv = micro_argv(micro, out, "--methods", "sft,dpo", "--budgets", "3")
+    holder = subprocess.Popen(  # stands in for the orphaned run: it holds the lock until killed
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from aihf.bench.runlock import try_lock_run; "
+            "fd = try_lock_run(sys.argv[1]); print(fd is not None, flush=True); time.sleep(600)",
+            str(out / "locks" / "dpo__3__0.lock"),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "True"
+        calls = []
+        real = llm.do_run
+        monkeypatch.setattr(llm, "do_run", lambda args, *run, **kw: calls.append(run[:3]) or real(args, *run, **kw))
+        main(argv)
+        assert calls == [("sft", 0, 0)]
+        assert "skipped dpo__3__0: already running elsewhere (its lock is held)" in capsys.readouterr().out
+    finally:
+        holder.kill()
+        holder.wait()
+    calls.clear()
+    assert main(argv) == 0 and calls == [("dpo", 3, 0)]
+
+
 @pytest.mark.slow
 def test_parallel_jobs_run_each_run_as_its_own_command(micro, tmp_path):
     out = tmp_path / "bench"
