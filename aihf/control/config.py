@@ -89,6 +89,19 @@ class ControlConfig:
             "terminate, e.g. Hopper); false: on r itself (a constant shift only matters where episodes can end early)."
         },
     )
+    sac_reward_normalization: str = field(
+        default="none",
+        metadata={
+            "help": "buffer: after every reward update SAC sees (r - mean) / std of the learned reward over up to "
+            "normalization_samples replay-buffer states (the data's states before the buffer fills), so a reward "
+            "that moved little is still a reward of unit spread; with survival_bonus the shift is the lowest "
+            "sampled reward instead of the mean. none: the raw (shifted) reward.",
+            "choices": ["none", "buffer"],
+        },
+    )
+    normalization_samples: int = field(
+        default=10_000, metadata={"help": "Replay-buffer states (evenly spaced) scored for sac_reward_normalization."}
+    )
     reward_learning_rate: float = field(default=1e-3, metadata={"help": "Adam learning rate of the reward."})
     reward_steps_per_round: int = field(default=20, metadata={"help": "Reward gradient steps per round."})
     reward_batch_size: int = field(
@@ -131,6 +144,7 @@ class ControlConfig:
             "train_freq",
             "eval_every",
             "torch_threads",
+            "normalization_samples",
         ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}={getattr(self, name)} (from {source}) must be >= 1")
