@@ -4,7 +4,8 @@ Presets (``--preset``) replace the defaults; flags still win:
 
 * ``ci``: seconds-sized runs for tests (tiny nets, few steps);
 * ``cpu``: the CPU benchmark table (64x64 SAC nets, batch 128, one gradient step per two env
-  steps, 60k env steps per run; a run takes ~5-10 min on one quiet core);
+  steps, 70k env steps per run, SAC on the buffer-standardised learned reward; a run takes about
+  5.5 min on one quiet core, docs/control.md "Presets and budgets");
 * ``paper``: the authors' budgets (256x256 SAC, batch 256, one gradient step per env step,
   1M env steps per run, 5000 SAC steps per round).
 """
@@ -266,13 +267,15 @@ PRESETS: dict[str, dict[str, dict]] = {
     },
     "cpu": {
         "train": dict(
-            rounds=12,
+            rounds=14,
             sac_steps_per_round=5000,
             learning_starts=1000,
             net_arch="64,64",
             batch_size=128,
             train_freq=2,
             reward_steps_per_round=20,
+            sac_reward_normalization="buffer",
+            eval_every=2,
             eval_episodes=5,
         ),
         "collect": dict(
