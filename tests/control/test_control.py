@@ -317,7 +317,12 @@ def test_replay_minibatches_are_relabelled_with_the_current_reward(survival_bonu
 @pytest.mark.parametrize("survival_bonus", [False, True])
 def test_buffer_normalization_gives_sac_a_unit_spread_reward(survival_bonus, data_dir, tmp_path):
     config = _config(
-        data_dir, tmp_path, rounds=1, survival_bonus=survival_bonus, sac_reward_normalization="buffer", sac_reward_scale=2.0
+        data_dir,
+        tmp_path,
+        rounds=1,
+        survival_bonus=survival_bonus,
+        sac_reward_normalization="buffer",
+        sac_reward_scale=2.0,
     )
     trainer = ControlTrainer(config)
     trainer._build()
