@@ -94,7 +94,7 @@ class ControlConfig:
         default="none",
         metadata={
             "help": "buffer: after every reward update SAC sees (r - mean) / std of the learned reward over up to "
-            "normalization_samples replay-buffer states (the data's states before the buffer fills), so a reward "
+            "normalization_samples replay-buffer states (the data's states before SAC has stored any), so a reward "
             "that moved little is still a reward of unit spread; with survival_bonus the shift is the lowest "
             "sampled reward instead of the mean. none: the raw (shifted) reward.",
             "choices": ["none", "buffer"],
