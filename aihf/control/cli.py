@@ -137,6 +137,12 @@ def record_video(act, env_id: str, path: str, seed: int) -> int:
 
     try:
         env = gym.make(env_id, render_mode="rgb_array")
+        # The default MuJoCo camera stands still and a running robot leaves the frame; follow it with
+        # the model's "track" camera when it has one (HalfCheetah, Hopper, Walker2d, ...).
+        model = getattr(env.unwrapped, "model", None)
+        if model is not None and any(model.camera(i).name == "track" for i in range(model.ncam)):
+            env.close()
+            env = gym.make(env_id, render_mode="rgb_array", camera_name="track")
         obs, _ = env.reset(seed=seed)
         frames = [env.render()]
     except Exception as e:  # the GL back end's errors have no common type
