@@ -3,9 +3,10 @@
 For each env: ``collect`` once (demonstrator, demonstrations, pool, labelled pairs), then one
 ``train`` run per (setting, method, seed). A setting is a demonstration source and count
 (``expert1``: one expert demonstration, ``low1``: one demonstration of the middle-quality
-snapshot) and a number of preference pairs; at 0 pairs AIHF is ML-IRL. Methods per setting:
-``ml_irl`` and ``bc`` at 0 pairs; ``aihf`` and ``two_stage`` above 0; ``pref_rl`` (which ignores
-demonstrations) once per pair count, in the first demonstration setting.
+snapshot) and a number of preference pairs; at 0 pairs AIHF is ML-IRL. Each plan (``PLANS``) names the
+methods run per setting: ``ml_irl`` and ``bc`` at 0 pairs; ``aihf`` (and, where the budget allows,
+``two_stage``) above 0; ``pref_rl`` (which ignores demonstrations) once per pair count, in the
+one-demonstration setting.
 
 Every run is one plain command (``--list`` prints them) that writes one result file
 ``<results>/run_results/<env>/<setting>__<method>__seed<k>.json``; runs whose file exists are skipped,
@@ -26,21 +27,39 @@ from dataclasses import dataclass
 
 import numpy as np
 
+# Each plan: envs, seeds and the runs of one (env, seed) as {setting: methods}. A setting is
+# <demo source><count>_p<pairs>. At 0 pairs AIHF is ML-IRL, so p0 runs ml_irl (and bc); pref_rl ignores
+# demonstrations, so it runs in one demonstration setting only.
 PLANS = {
-    "ci": dict(envs=["Pendulum-v1"], seeds=[0], demos={"expert1": [0, 10]}),
+    "ci": dict(
+        envs=["Pendulum-v1"],
+        seeds=[0],
+        runs={"expert1_p0": ["ml_irl", "bc"], "expert1_p10": ["aihf", "two_stage", "pref_rl"]},
+    ),
+    # 10 SAC runs (+3 BC) per env and seed; docs/control.md ("CPU budget") has the arithmetic.
     "cpu": dict(
         envs=["HalfCheetah-v5", "Hopper-v5"],
         seeds=[0, 1, 2],
-        demos={"expert1": [0, 10, 100], "expert4": [0, 100], "low1": [0, 100]},
+        runs={
+            "expert1_p0": ["ml_irl", "bc"],
+            "expert1_p10": ["aihf", "pref_rl"],
+            "expert1_p100": ["aihf", "pref_rl", "two_stage"],
+            "expert4_p0": ["ml_irl", "bc"],
+            "expert4_p100": ["aihf"],
+            "low1_p0": ["ml_irl", "bc"],
+            "low1_p100": ["aihf"],
+        },
     ),
     "paper": dict(
         envs=["HalfCheetah-v5", "Hopper-v5", "Walker2d-v5", "Ant-v5"],
         seeds=[0, 1, 2, 3, 4],
-        demos={
-            "expert1": [0, 10, 50, 200, 1000],
-            "expert4": [0, 10, 50, 200, 1000],
-            "expert16": [0, 200],
-            "low1": [0, 200],
+        runs={
+            **{f"expert{n}_p0": ["ml_irl", "bc"] for n in (1, 4, 16)},
+            **{f"expert{n}_p{p}": ["aihf", "two_stage"] for n in (1, 4) for p in (10, 50, 200, 1000)},
+            **{f"expert1_p{p}": ["aihf", "two_stage", "pref_rl"] for p in (10, 50, 200, 1000)},
+            "expert16_p200": ["aihf", "two_stage"],
+            "low1_p0": ["ml_irl", "bc"],
+            "low1_p200": ["aihf", "two_stage"],
         },
     ),
 }
@@ -71,15 +90,13 @@ class Run:
 
 def plan(preset: str, envs: list[str] | None = None, seeds: list[int] | None = None) -> list[Run]:
     spec = PLANS[preset]
-    runs = []
-    for env_id in envs or spec["envs"]:
-        for seed in seeds if seeds is not None else spec["seeds"]:
-            for k, (demo_setting, pref_counts) in enumerate(spec["demos"].items()):
-                for p in pref_counts:
-                    setting = f"{demo_setting}_p{p}"
-                    methods = ["ml_irl", "bc"] if p == 0 else ["aihf", "two_stage"] + (["pref_rl"] if k == 0 else [])
-                    runs += [Run(env_id, setting, m, seed) for m in methods]
-    return runs
+    return [
+        Run(env_id, setting, method, seed)
+        for env_id in envs or spec["envs"]
+        for seed in (seeds if seeds is not None else spec["seeds"])
+        for setting, methods in spec["runs"].items()
+        for method in methods
+    ]
 
 
 def collect_argv(preset: str, env_id: str, data_root: str) -> list[str]:

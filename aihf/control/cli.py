@@ -99,6 +99,12 @@ def evaluate(argv: list[str]) -> dict:
     parser.add_argument("--run_dir", required=True, help="output_dir of a finished 'aihf control train' run.")
     parser.add_argument("--episodes", type=int, default=10, help="Deterministic episodes.")
     parser.add_argument("--seed", type=int, default=12345, help="Seed of the first episode.")
+    parser.add_argument(
+        "--video",
+        default=None,
+        help="Also render the first episode's seed to this .mp4 (off-screen: set MUJOCO_GL=egl for MuJoCo envs "
+        "on a machine without a display; needs imageio and imageio-ffmpeg, the 'video' extra).",
+    )
     args = parser.parse_args(argv)
     if args.episodes < 1:
         parser.error(f"argument --episodes: must be >= 1, got {args.episodes}")
@@ -114,7 +120,12 @@ def evaluate(argv: list[str]) -> dict:
     trainer = ControlTrainer(config, source=path)
     act = trainer.load_policy(os.path.join(args.run_dir, "policy.safetensors"))
     returns = evaluate_policy(act, config.env_id, args.episodes, args.seed)
+    video = {}
+    if args.video:
+        frames = record_video(act, config.env_id, args.video, args.seed)
+        video = {"video": args.video, "video_frames": frames}
     return {
+        **video,
         "env_id": config.env_id,
         "method": config.method,
         "episodes": args.episodes,
@@ -128,6 +139,47 @@ def _one_line(message: str) -> str:
     """``message`` with its control characters escaped (a file name or value given as "a\\rb" stays
     on the error's one line)."""
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in message)
+
+
+def record_video(act, env_id: str, path: str, seed: int) -> int:
+    """Render one episode of ``act(obs) -> action`` (reset with ``seed``) to the video file ``path``
+    at the env's ``render_fps``, atomically; returns the number of frames. Raises
+    :class:`aihf.ConfigError` (one line) when the writer is not installed or the env cannot render."""
+    try:
+        import imageio.v2 as imageio
+        import imageio_ffmpeg  # noqa: F401  (imageio's mp4 writer)
+    except ImportError as e:
+        raise ConfigError(f"video={path!r} needs imageio and imageio-ffmpeg: pip install 'aihf[video]' ({e})") from None
+    import gymnasium as gym
+
+    try:
+        env = gym.make(env_id, render_mode="rgb_array")
+        # The default MuJoCo camera stands still and a running robot leaves the frame; follow it with
+        # the model's "track" camera when it has one (HalfCheetah, Hopper, Walker2d, ...).
+        model = getattr(env.unwrapped, "model", None)
+        if model is not None and any(model.camera(i).name == "track" for i in range(model.ncam)):
+            env.close()
+            env = gym.make(env_id, render_mode="rgb_array", camera_name="track")
+        obs, _ = env.reset(seed=seed)
+        frames = [env.render()]
+    except Exception as e:  # the GL back end's errors have no common type
+        raise ConfigError(
+            f"video={path!r}: {env_id} cannot render off-screen here ({type(e).__name__}: {e}); "
+            "set MUJOCO_GL=egl (or osmesa) for MuJoCo envs on a machine without a display"
+        ) from None
+    done = False
+    while not done:
+        obs, _, terminated, truncated, _ = env.step(act(obs))
+        frames.append(env.render())
+        done = terminated or truncated
+    fps = env.metadata.get("render_fps") or 30
+    env.close()
+    root, ext = os.path.splitext(path)
+    tmp = f"{root}.tmp{ext or '.mp4'}"
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    imageio.mimwrite(tmp, frames, fps=fps, macro_block_size=1)
+    os.replace(tmp, path)
+    return len(frames)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -4,7 +4,8 @@ Presets (``--preset``) replace the defaults; flags still win:
 
 * ``ci``: seconds-sized runs for tests (tiny nets, few steps);
 * ``cpu``: the CPU benchmark table (64x64 SAC nets, batch 128, one gradient step per two env
-  steps, 60k env steps per run; a run takes ~5-10 min on one quiet core);
+  steps, 70k env steps per run, SAC on the buffer-standardised learned reward; a run takes about
+  5.5 min on one quiet core, docs/control.md "Presets and budgets");
 * ``paper``: the authors' budgets (256x256 SAC, batch 256, one gradient step per env step,
   1M env steps per run, 5000 SAC steps per round).
 """
@@ -90,6 +91,19 @@ class ControlConfig:
             "terminate, e.g. Hopper); false: on r itself (a constant shift only matters where episodes can end early)."
         },
     )
+    sac_reward_normalization: str = field(
+        default="none",
+        metadata={
+            "help": "buffer: after every reward update SAC sees (r - mean) / std of the learned reward over up to "
+            "normalization_samples replay-buffer states (the data's states before SAC has stored any), so a reward "
+            "that moved little is still a reward of unit spread; with survival_bonus the shift is the lowest "
+            "sampled reward instead of the mean. none: the raw (shifted) reward.",
+            "choices": ["none", "buffer"],
+        },
+    )
+    normalization_samples: int = field(
+        default=10_000, metadata={"help": "Replay-buffer states (evenly spaced) scored for sac_reward_normalization."}
+    )
     reward_learning_rate: float = field(default=1e-3, metadata={"help": "Adam learning rate of the reward."})
     reward_steps_per_round: int = field(default=20, metadata={"help": "Reward gradient steps per round."})
     reward_batch_size: int = field(
@@ -140,6 +154,7 @@ class ControlConfig:
             "train_freq",
             "eval_every",
             "torch_threads",
+            "normalization_samples",
         ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}={getattr(self, name)} (from {source}) must be >= 1")
@@ -348,13 +363,15 @@ PRESETS: dict[str, dict[str, dict]] = {
     },
     "cpu": {
         "train": dict(
-            rounds=12,
+            rounds=14,
             sac_steps_per_round=5000,
             learning_starts=1000,
             net_arch="64,64",
             batch_size=128,
             train_freq=2,
             reward_steps_per_round=20,
+            sac_reward_normalization="buffer",
+            eval_every=2,
             eval_episodes=5,
         ),
         "collect": dict(

@@ -311,7 +311,8 @@ class ControlTrainer:
                 )
                 obs_rows.append(getattr(self.prefs, f"{side}_observations")[mask])
                 act_rows.append(getattr(self.prefs, f"{side}_actions")[mask])
-        self.reward_net.set_normalization(np.concatenate(obs_rows), np.concatenate(act_rows))
+        self.data_obs, self.data_act = np.concatenate(obs_rows), np.concatenate(act_rows)
+        self.reward_net.set_normalization(self.data_obs, self.data_act)
         self.reward_optimizer = torch.optim.Adam(self.reward_net.parameters(), lr=c.reward_learning_rate)
         self.model = SAC(
             "MlpPolicy",
@@ -330,10 +331,12 @@ class ControlTrainer:
             device="cpu",
             verbose=0,
         )
-        shift = self.reward_net.bound if c.survival_bonus else 0.0
+        # SAC sees scale * (r + offset) / divisor; _fit_sac_reward_normalization may change the two.
+        self.sac_reward_offset, self.sac_reward_divisor = (self.reward_net.bound if c.survival_bonus else 0.0), 1.0
 
         def sac_reward(obs, act):
-            rewards = c.sac_reward_scale * (self.reward_net(obs.float(), act.float()) + shift)
+            r = self.reward_net(obs.float(), act.float())
+            rewards = c.sac_reward_scale * (r + self.sac_reward_offset) / self.sac_reward_divisor
             if not bool(torch.isfinite(rewards).all()):
                 raise self._nonfinite_error(
                     f"the learned reward fed to SAC is {_first_nonfinite(rewards)}", "SAC minibatch"
@@ -440,6 +443,28 @@ class ControlTrainer:
             flush=True,
         )
 
+    def _fit_sac_reward_normalization(self) -> dict:
+        """``sac_reward_normalization="buffer"``: set the reward SAC sees to ``(r - mean) / std`` (with
+        ``survival_bonus``: ``(r - min) / std >= 0``) over evenly spaced replay-buffer states, or the
+        data's states while the buffer is empty. Draws no random numbers, so a resumed run recomputes
+        the values the stopped one used. Returns logs."""
+        c = self.config
+        if c.sac_reward_normalization == "none":
+            return {}
+        buf = self.model.replay_buffer
+        size = buf.buffer_size if buf.full else buf.pos
+        if size >= 2:
+            idx = np.linspace(0, size - 1, min(size, c.normalization_samples)).astype(np.int64)
+            obs, act = buf.observations[idx, 0], buf.actions[idx, 0]
+        else:
+            obs, act = self.data_obs, self.data_act
+        with torch.no_grad():
+            r = self.reward_net(torch.as_tensor(obs, dtype=torch.float32), torch.as_tensor(act, dtype=torch.float32))
+        # The floor only guards against dividing by zero; a reward that barely moved is meant to be amplified.
+        self.sac_reward_divisor = max(r.std().item(), 1e-3)
+        self.sac_reward_offset = -(r.min().item() if c.survival_bonus else r.mean().item())
+        return {"sac_reward/mean": r.mean().item(), "sac_reward/std": r.std().item()}
+
     def _evaluate(self, round_: int) -> dict:
         c = self.config
         returns = evaluate_policy(
@@ -472,6 +497,7 @@ class ControlTrainer:
             t0 = time.perf_counter()
             self._reward_steps(c.reward_pretrain_steps, 0.0, 1.0, label="reward pretraining step")
             timing["reward_s"] += time.perf_counter() - t0
+        self._fit_sac_reward_normalization()
         bar = tqdm(total=c.rounds, initial=start_round, desc=f"{c.method} {c.env_id}", disable=not c.progress)
         try:
             for r in range(start_round, c.rounds):
@@ -484,6 +510,7 @@ class ControlTrainer:
                     raise self._nonfinite_distribution(e, "SAC rollout") from None
                 t1 = time.perf_counter()
                 logs = self._reward_steps(c.reward_steps_per_round, self.demo_weight, self.pref_weight)
+                logs.update(self._fit_sac_reward_normalization())
                 t2 = time.perf_counter()
                 if (r + 1) % c.eval_every == 0 or r + 1 == c.rounds:
                     history.append({**self._evaluate(r + 1), **logs})

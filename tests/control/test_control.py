@@ -314,6 +314,46 @@ def test_replay_minibatches_are_relabelled_with_the_current_reward(survival_bonu
     assert not np.allclose(buf.rewards[:250], expected)  # the env's rewards stay stored
 
 
+@pytest.mark.parametrize("survival_bonus", [False, True])
+def test_buffer_normalization_gives_sac_a_unit_spread_reward(survival_bonus, data_dir, tmp_path):
+    config = _config(
+        data_dir,
+        tmp_path,
+        rounds=1,
+        survival_bonus=survival_bonus,
+        sac_reward_normalization="buffer",
+        sac_reward_scale=2.0,
+    )
+    trainer = ControlTrainer(config)
+    trainer._build()
+    # Before SAC stored anything, the statistics come from the data's states.
+    logs = trainer._fit_sac_reward_normalization()
+    with torch.no_grad():
+        on_data = trainer.reward_net(torch.as_tensor(trainer.data_obs), torch.as_tensor(trainer.data_act))
+    assert logs["sac_reward/std"] == pytest.approx(on_data.std().item(), rel=1e-5)
+    trainer.model.learn(250)
+    with torch.no_grad():  # a reward whose spread is tiny: normalisation must still give SAC unit spread
+        trainer.reward_net.mlp[-1].weight.copy_(0.05 * torch.sign(trainer.reward_net.mlp[-1].weight))
+    trainer._fit_sac_reward_normalization()
+    buf = trainer.model.replay_buffer
+    obs, act = torch.as_tensor(buf.observations[:250, 0]), torch.as_tensor(buf.actions[:250, 0])
+    with torch.no_grad():
+        raw = trainer.reward_net(obs, act)
+        seen = trainer.model.replay_buffer.reward_fn(obs, act)
+    assert 1e-3 < raw.std().item() < 0.5  # above the divisor's floor (1e-3), well below 1
+    torch.testing.assert_close(seen.std(), torch.tensor(2.0), rtol=1e-3, atol=0)
+    if survival_bonus:  # shifted so that no stored state pays less than 0 (ending early never pays)
+        torch.testing.assert_close(seen.min(), torch.tensor(0.0), rtol=0, atol=1e-5)
+    else:
+        torch.testing.assert_close(seen.mean(), torch.tensor(0.0), rtol=0, atol=1e-5)
+    # Deterministic (no RNG drawn), so a resumed run recomputes the same values.
+    state = trainer.rng.bit_generator.state
+    before = (trainer.sac_reward_offset, trainer.sac_reward_divisor)
+    trainer._fit_sac_reward_normalization()
+    assert (trainer.sac_reward_offset, trainer.sac_reward_divisor) == before
+    assert trainer.rng.bit_generator.state == state
+
+
 @pytest.mark.parametrize("method", ["pref_rl", "ml_irl", "two_stage", "bc"])
 def test_baselines_run_on_the_same_data(method, data_dir, tmp_path):
     config = _config(data_dir, tmp_path / method, method=method, rounds=1, sac_steps_per_round=250, learning_starts=200)
@@ -355,6 +395,54 @@ def test_cli_train_and_eval_as_a_user_types_them(data_dir, tmp_path, capsys):
     assert evaluated["return_mean"] == pytest.approx(trained["final"]["return_mean"])  # same policy, same episode
 
 
+def test_video_of_a_mujoco_episode(tmp_path):
+    """``eval --video``'s writer on InvertedPendulum-v5, rendered off-screen with EGL in a child
+    process (MUJOCO_GL must be set before MuJoCo's GL back end loads)."""
+    pytest.importorskip("imageio_ffmpeg")
+    import subprocess
+    import sys
+
+    path = tmp_path / "episode.mp4"
+    code = (
+        "import json, numpy as np; from aihf.control.cli import record_video; "
+        f"print(json.dumps(record_video(lambda o: np.zeros(1, np.float32), 'InvertedPendulum-v5', {str(path)!r}, 0)))"
+    )
+    env = {**os.environ, "MUJOCO_GL": "egl", "PYOPENGL_PLATFORM": "egl"}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    if proc.returncode != 0 and "cannot render off-screen here" in proc.stderr:
+        pytest.skip(proc.stderr.strip().splitlines()[-1])  # no EGL on this machine
+    assert proc.returncode == 0, proc.stderr
+    frames = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert frames >= 2  # the reset frame and at least one step (zero torque lets the pole fall)
+    import imageio.v2 as imageio
+
+    with imageio.get_reader(str(path)) as video:
+        assert sum(1 for _ in video) == frames
+    assert not list(tmp_path.glob("*.tmp*"))
+
+
+def test_video_without_a_renderer_or_writer_is_one_line_exit_2(data_dir, tmp_path, capsys, monkeypatch):
+    import builtins
+
+    out = tmp_path / "bc"
+    base = ["--method", "bc", "--env_id", ENV, "--demonstrations", str(data_dir / "demos.npz")]
+    assert cli.main(["train", *base, "--output_dir", str(out), "--bc_steps", "5", "--eval_episodes", "1"]) == 0
+    capsys.readouterr()
+    real_import = builtins.__import__
+
+    def no_ffmpeg(name, *args, **kwargs):
+        if name == "imageio_ffmpeg":
+            raise ImportError("No module named 'imageio_ffmpeg'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_ffmpeg)
+    video = tmp_path / "v.mp4"
+    assert cli.main(["eval", "--run_dir", str(out), "--episodes", "1", "--video", str(video)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "pip install 'aihf[video]'" in err and "imageio_ffmpeg" in err
+    assert not video.exists()
+
+
 def test_cli_bad_input_is_one_line_exit_2_and_nothing_written(tmp_path, capsys):
     bad = _write(
         tmp_path / "demos.npz", observations=np.zeros((2, 3)), actions=np.zeros((2, 1)), episode_lengths=np.array([3])
@@ -382,9 +470,11 @@ def test_bench_lists_one_command_per_run_skips_finished_ones_and_reports(tmp_pat
     from aihf.control import bench
 
     runs = bench.plan("cpu")
-    # 2 envs x 3 seeds x (expert1: ml_irl, bc, 2 x (aihf, two_stage, pref_rl);
-    #                     expert4 and low1: ml_irl, bc, aihf, two_stage)
-    assert len(runs) == 2 * 3 * (8 + 4 + 4) and len({(r.env_id, r.name) for r in runs}) == len(runs)
+    # 2 envs x 3 seeds x (expert1: ml_irl, bc, aihf and pref_rl at 10 pairs, + two_stage at 100;
+    #                     expert4 and low1: ml_irl, bc, aihf)
+    assert len(runs) == 2 * 3 * (7 + 3 + 3) and len({(r.env_id, r.name) for r in runs}) == len(runs)
+    assert sum(r.method == "bc" for r in runs) == 2 * 3 * 3
+    assert {r.setting for r in runs if r.method == "pref_rl"} == {"expert1_p10", "expert1_p100"}
     results = tmp_path / "results"
     common = ["--preset", "ci", "--results", str(results), "--data_root", str(tmp_path / "data")]
     assert bench.main([*common, "--list"]) == 0
