@@ -241,8 +241,12 @@ class AIHFRLTrainer:
             top_p=args.top_p,
             top_k=args.top_k,
             batch_size=args.generation_batch_size,
+            backend=args.generation_backend,
         )
         self.gold_reward = gold_reward
+        # Reuse the update's policy pass as the "old" log-probs when that is exact (see policy_step);
+        # False forces the separate no-grad pass (the equivalence test compares the two).
+        self.reuse_policy_pass = True
 
         policy_updates = args.num_rounds * args.policy_steps_per_round * args.num_ppo_epochs * args.num_mini_batches
         reward_updates = args.reward_pretrain_steps + (
@@ -428,8 +432,16 @@ class AIHFRLTrainer:
         n = len(completions)
         rows = pad_sequences(prompts, completions, self.pad)
         self.reward_model.eval()
+        # With one update per step and no dropout, the update's policy pass (with grad) gives exactly
+        # the sampling policy's log-probs, so it doubles as the no-grad "old" pass (one forward fewer).
+        single_pass = self.reuse_policy_pass and args.disable_dropout and args.num_ppo_epochs * args.num_mini_batches == 1
+        if single_pass:
+            self.policy.train()
+            tok_with_grad, mask, entropy = self._token_logps(self.policy, rows, entropy=True)
+            old_tok = tok_with_grad.detach()
         with torch.no_grad():
-            old_tok, mask, entropy = self._token_logps(self.policy, rows, entropy=True)
+            if not single_pass:
+                old_tok, mask, entropy = self._token_logps(self.policy, rows, entropy=True)
             ref_tok = self._ref_token_logps(rows)
             raw_scores = self._scores(prompts, completions)
         fmask = mask.to(old_tok.dtype)
@@ -458,7 +470,10 @@ class AIHFRLTrainer:
                 idx = (order[m * per_mb : (m + 1) * per_mb].unsqueeze(1) * k + torch.arange(k)).reshape(-1)
                 sub = {key: value[idx] for key, value in rows.items()}
                 idx = idx.to(self.device)
-                tok, sub_mask, _ = self._token_logps(self.policy, sub)
+                if single_pass:  # the one mini-batch is all rows, in order
+                    tok, sub_mask = tok_with_grad, mask
+                else:
+                    tok, sub_mask, _ = self._token_logps(self.policy, sub)
                 out = losses.clipped_policy_loss(tok, old_tok[idx], advantages[idx], sub_mask, args.cliprange)
                 out.loss.backward()
                 self._sync_grads(self.policy)
