@@ -180,6 +180,14 @@ class AIHFRLConfig(TrainingArguments):
     generation_batch_size: int | None = field(
         default=None, metadata={"help": "Prompts per generate() call (default: all of a step's samples)."}
     )
+    padding_free: bool = field(
+        default=False,
+        metadata={
+            "help": "Score the policy's and the reference's token log-probs on packed rows (sequences end to end, "
+            "position ids restarting per sequence) so that no compute goes to padding. Same results up to float "
+            "rounding; checked at start-up to work with the model."
+        },
+    )
     generation_backend: str = field(
         default="generate",
         metadata={

@@ -47,7 +47,7 @@ from ..errors import ConfigError
 from . import guards
 from .generation import HFGenerator, SampleGenerator
 from .loading import load_policy, load_policy_tokenizer
-from .logprobs import token_logps
+from .logprobs import check_packing, packed_logits, token_logps
 from .reward_model import (
     evaluate_reward_model,
     freeze_lower_layers,
@@ -244,6 +244,11 @@ class AIHFRLTrainer:
             backend=args.generation_backend,
         )
         self.gold_reward = gold_reward
+        if args.padding_free:
+            reason = check_packing(self.policy, self.policy.get_input_embeddings().weight.shape[0])
+            if reason:
+                kind = getattr(getattr(self.policy, "config", None), "model_type", type(self.policy).__name__)
+                raise ConfigError(f"padding_free=True: this {kind} model cannot run packed sequences ({reason})")
         # Reuse the update's policy pass as the "old" log-probs when that is exact (see policy_step);
         # False forces the separate no-grad pass (the equivalence test compares the two).
         self.reuse_policy_pass = True
@@ -395,10 +400,12 @@ class AIHFRLTrainer:
         """Per-token log-probs ``(B, T-1)`` of ``rows`` under ``model`` at the sampling temperature,
         the completion mask ``(B, T-1)`` and, if asked, the mean entropy over completion tokens."""
         input_ids = rows["input_ids"].to(self.device)
+        attention_mask = rows["attention_mask"].to(self.device)
         with self._autocast():
-            logits = model(
-                input_ids=input_ids, attention_mask=rows["attention_mask"].to(self.device), use_cache=False
-            ).logits
+            if self.args.padding_free:
+                logits = packed_logits(model, input_ids, attention_mask)
+            else:
+                logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
         logits = logits[:, -input_ids.shape[1] :][:, :-1].float() / self.args.temperature
         per_token = token_logps(logits, input_ids[:, 1:])
         mask = rows["completion_mask"][:, 1:].to(self.device)

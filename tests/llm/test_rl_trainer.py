@@ -9,10 +9,12 @@ import torch
 from torch import nn
 
 from aihf import ConfigError, DataError
+from aihf.data import pad_sequences
 from aihf.llm.rl_trainer import AIHFRLTrainer
 
 from . import rl_task
 from .rl_task import rl_args
+from .test_speed_options import _SeesEverything
 
 
 class FirstWordReward(nn.Module):
@@ -318,3 +320,44 @@ def test_single_pass_policy_step_equals_the_two_pass_step(tmp_path, backend):
     for a, b in zip(trainers[0].policy.parameters(), rl_task.model(tok).parameters()):
         moved = max(moved, (a - b).abs().max().item())
     assert moved > 1e-4  # the step did update the policy
+
+
+def test_padding_free_policy_step_equals_the_padded_step(tmp_path):
+    """Packed scoring (``padding_free``) of the policy's and the reference's token log-probs gives
+    the padded step's metrics and updated weights up to float rounding, on rows of unequal length;
+    a model that mixes packed sequences is refused."""
+    tok = rl_task.tokenizer()
+    demos, prefs, _ = rl_task.make_data(n_demos=8, n_prefs=8)
+    trainers = [
+        AIHFRLTrainer(
+            rl_task.model(tok),
+            args=rl_args(tmp_path / str(packed), num_rounds=1, max_new_tokens=6, padding_free=packed),
+            demonstrations=demos,
+            preferences=prefs,
+            processing_class=tok,
+        )
+        for packed in (True, False)
+    ]
+    texts = ["say : t1", "say : t2 t3 t4 t5 t6", "say : t3 t3", "say :"]
+    prompts = [tok(t)["input_ids"] for t in texts for _ in range(4)]
+    samples = trainers[1]._generate(prompts, seed=5)
+    assert len({len(p) + len(c) for p, c in zip(prompts, samples)}) > 3  # real padding to remove
+    rows = pad_sequences(prompts, samples, tok.pad_token_id)
+    (tok_a, mask_a, ent_a), (tok_b, mask_b, ent_b) = (t._token_logps(t.policy, rows, entropy=True) for t in trainers)
+    assert torch.equal(mask_a, mask_b) and mask_a.sum() > 0
+    torch.testing.assert_close(tok_a * mask_a, tok_b * mask_b)
+    torch.testing.assert_close(ent_a, ent_b)
+    one, two = (t.policy_step(prompts, samples, step=0) for t in trainers)
+    for key in one:
+        assert one[key] == pytest.approx(two[key], rel=1e-4, abs=1e-5), key
+    for a, b in zip(trainers[0].policy.parameters(), trainers[1].policy.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ConfigError, match="padding_free=True: this llama model cannot run packed sequences"):
+        AIHFRLTrainer(
+            _SeesEverything(rl_task.model(tok)),
+            reward_model=FirstWordReward(3, 0),
+            args=rl_args(tmp_path / "refused", num_rounds=1, padding_free=True),
+            demonstrations=demos,
+            preferences=prefs,
+            processing_class=tok,
+        )
