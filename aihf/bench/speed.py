@@ -77,7 +77,7 @@ TRAIN_VARIANTS: dict[str, dict[str, Any]] = {
 GENERATION_VARIANTS = ("generate_aihf", "generate_static", "generate_compiled", "generate_plain")
 # aihf variants -> HFGenerator backend
 GENERATION_BACKEND = {"generate_aihf": "generate", "generate_static": "static", "generate_compiled": "compiled"}
-SHARE_VARIANTS = ("share_self_play", "share_aihf_rl")
+SHARE_VARIANTS = ("share_self_play", "share_aihf_rl", "share_self_play_compiled", "share_aihf_rl_compiled")
 
 
 # ---------------------------------------------------------------------------- data and models
@@ -316,14 +316,17 @@ def share_worker(spec: dict[str, Any]) -> dict[str, Any]:
     pairs = random_pairs(64, seed=3)
     demos = [{"prompt": p["prompt"], "completion": p["chosen"]} for p in pairs]
     new = spec["max_new_tokens"]
+    backend = "compiled" if spec["variant"].endswith("_compiled") else "generate"
     with tempfile.TemporaryDirectory() as out:
         common = dict(QUIET, output_dir=out, max_new_tokens=new)
-        if spec["variant"] == "share_self_play":
+        if spec["variant"].startswith("share_self_play"):
             from ..llm import AIHFConfig, AIHFTrainer
             from ..llm.generation import HFGenerator
 
             generation_s = [0.0]
-            inner = HFGenerator(pad_token_id=tokenizer.pad_token_id, eos_token_id=None, max_new_tokens=new)
+            inner = HFGenerator(
+                pad_token_id=tokenizer.pad_token_id, eos_token_id=None, max_new_tokens=new, backend=backend
+            )
 
             def timed_generator(m, prompts, seed):
                 start = time.perf_counter()
@@ -351,7 +354,12 @@ def share_worker(spec: dict[str, Any]) -> dict[str, Any]:
         from ..llm import AIHFRLConfig, AIHFRLTrainer
 
         config = AIHFRLConfig(
-            **common, num_rounds=spec["steps"], per_device_train_batch_size=4, num_generations=2, reward_batch_size=4
+            **common,
+            num_rounds=spec["steps"],
+            per_device_train_batch_size=4,
+            num_generations=2,
+            reward_batch_size=4,
+            generation_backend=backend,
         )
         trainer = AIHFRLTrainer(model, args=config, demonstrations=demos, preferences=pairs, processing_class=tokenizer)
         start = time.perf_counter()
@@ -435,7 +443,7 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
         table.setdefault(key, {"runs": []})["runs"].append(run)
     for row in table.values():
         metrics = ("tokens_per_s", "tokens_per_cpu_s", "peak_rss_mib", "train_flops_per_s", "train_flops_per_cpu_s")
-        for metric in (*metrics, "setup_s", "first_batch_cpu_s", "share"):
+        for metric in (*metrics, "setup_s", "first_batch_cpu_s", "share", "generation_s", "total_s"):
             values = [r[metric] for r in row["runs"] if metric in r]
             if values:
                 row[metric] = _median_spread(values)
@@ -495,6 +503,13 @@ def ratios(table: dict[str, Any], sizes: list[str]) -> list[dict[str, Any]]:
     return out
 
 
+def _seconds(row: dict[str, Any]) -> str:
+    """`` (generation s / total s)`` medians of a share row, else nothing."""
+    if "generation_s" not in row or "total_s" not in row:
+        return ""
+    return f" ({row['generation_s']['median']:.1f} s / {row['total_s']['median']:.1f} s)"
+
+
 def markdown(report: dict[str, Any]) -> str:
     m = report["machine"]
     lines = [
@@ -520,7 +535,7 @@ def markdown(report: dict[str, Any]) -> str:
     lines += [
         "| model / variant | tokens/s | tokens/CPU-s | peak RSS MiB | setup s (gen.: 1st batch CPU-s) "
         "| train FLOP/CPU-s | of fp32 peak "
-        "| of bf16 peak | gen. share |",
+        "| of bf16 peak | gen. share (gen. s / total s) |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
 
@@ -539,7 +554,7 @@ def markdown(report: dict[str, Any]) -> str:
             f"| {key} | {cell(row, 'tokens_per_s')} | {cell(row, 'tokens_per_cpu_s')} | {cell(row, 'peak_rss_mib')} "
             f"| {cell(row, 'setup_s', '{:.1f}') or cell(row, 'first_batch_cpu_s', '{:.2f}')} "
             f"| {cell(row, 'train_flops_per_cpu_s', '{:.3g}')} | {frac32} "
-            f"| {frac16} | {cell(row, 'share', '{:.0%}')} |"
+            f"| {frac16} | {cell(row, 'share', '{:.0%}')}{_seconds(row)} |"
         )
     if peak:
         lines += [
@@ -577,6 +592,8 @@ VARIANT_NOTES = {
     "generate_plain": "a plain model.generate loop, batch 8",
     "share_self_play": "online self-play AIHF: generation time / training time",
     "share_aihf_rl": "AIHF-RL: generation time / training time",
+    "share_self_play_compiled": "share_self_play with the compiled decode backend (compilation included)",
+    "share_aihf_rl_compiled": "share_aihf_rl with generation_backend='compiled' (compilation included)",
 }
 
 

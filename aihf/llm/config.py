@@ -183,9 +183,9 @@ class AIHFConfig(TrainingArguments):
     generation_backend: str = field(
         default="generate",
         metadata={
-            "help": "Self-play: how samples are drawn: 'generate' (model.generate), 'static' (aihf's decode loop on a static "
-            "KV cache, the same samples for a seed) or 'compiled' (that loop with the decode step compiled by "
-            "torch.compile: seconds to compile once per batch shape, then faster per token; see docs/speed.md)."
+            "help": "Self-play: how samples are drawn: 'generate' (model.generate), 'static' (aihf's decode loop on a "
+            "static KV cache, the same samples for a seed) or 'compiled' (that loop with the decode step compiled "
+            "by torch.compile: seconds to compile once per batch shape, then faster per token; docs/speed.md)."
         },
     )
 

@@ -191,9 +191,9 @@ class AIHFRLConfig(TrainingArguments):
     generation_backend: str = field(
         default="generate",
         metadata={
-            "help": "how samples are drawn: 'generate' (model.generate), 'static' (aihf's decode loop on a static "
-            "KV cache, the same samples for a seed) or 'compiled' (that loop with the decode step compiled by "
-            "torch.compile: seconds to compile once per batch shape, then faster per token; see docs/speed.md)."
+            "help": "how samples are drawn: 'generate' (model.generate), 'static' (aihf's decode loop on a "
+            "static KV cache, the same samples for a seed) or 'compiled' (that loop with the decode step compiled "
+            "by torch.compile: seconds to compile once per batch shape, then faster per token; docs/speed.md)."
         },
     )
 

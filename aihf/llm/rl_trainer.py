@@ -441,7 +441,9 @@ class AIHFRLTrainer:
         self.reward_model.eval()
         # With one update per step and no dropout, the update's policy pass (with grad) gives exactly
         # the sampling policy's log-probs, so it doubles as the no-grad "old" pass (one forward fewer).
-        single_pass = self.reuse_policy_pass and args.disable_dropout and args.num_ppo_epochs * args.num_mini_batches == 1
+        single_pass = (
+            self.reuse_policy_pass and args.disable_dropout and args.num_ppo_epochs * args.num_mini_batches == 1
+        )
         if single_pass:
             self.policy.train()
             tok_with_grad, mask, entropy = self._token_logps(self.policy, rows, entropy=True)
