@@ -135,7 +135,8 @@ class HFGenerator:
         warpers = self._warpers() if self.do_sample else []
         step = self._step_fn(model)
         # transformers 5 renamed past_key_values to cache (the old name warns until 5.40).
-        cache_arg = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model  # a PEFT model passes kwargs on
+        cache_arg = "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
         out = model(
             input_ids=input_ids,
             attention_mask=mask,
