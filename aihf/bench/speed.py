@@ -74,8 +74,10 @@ TRAIN_VARIANTS: dict[str, dict[str, Any]] = {
     "aihf_aihf_dpo": {"trainer": "aihf", "options": {}},
     "aihf_aihf_dpo_fast": {"trainer": "aihf", "options": {"prefix_sharing": True}},
 }
-GENERATION_VARIANTS = ("generate_aihf", "generate_plain")
-SHARE_VARIANTS = ("share_self_play", "share_aihf_rl")
+GENERATION_VARIANTS = ("generate_aihf", "generate_static", "generate_compiled", "generate_plain")
+# aihf variants -> HFGenerator backend
+GENERATION_BACKEND = {"generate_aihf": "generate", "generate_static": "static", "generate_compiled": "compiled"}
+SHARE_VARIANTS = ("share_self_play", "share_aihf_rl", "share_self_play_compiled", "share_aihf_rl_compiled")
 
 
 # ---------------------------------------------------------------------------- data and models
@@ -255,8 +257,10 @@ def _pair_token_share(pairs, tokenizer) -> float:
 
 
 def generation_worker(spec: dict[str, Any]) -> dict[str, Any]:
-    """Generated tokens/s of aihf's sampler (HFGenerator) or of a plain ``model.generate`` loop
-    on the same left-padded batches of prompts, ``max_new_tokens`` each, sampling."""
+    """Generated tokens/s of aihf's sampler (HFGenerator, with the variant's backend) or of a plain
+    ``model.generate`` loop on the same left-padded batches of prompts, ``max_new_tokens`` each,
+    sampling. ``first_batch_cpu_s`` is the first batch's CPU time (for the compiled backend: the
+    compilation), outside the timed batches."""
     import torch
 
     from ..llm.generation import HFGenerator
@@ -268,7 +272,12 @@ def generation_worker(spec: dict[str, Any]) -> dict[str, Any]:
     prompts = [tokenizer(p["prompt"])["input_ids"] for p in pairs]
     batches = [prompts[i : i + BATCH] for i in range(0, len(prompts), BATCH)]
     new = spec["max_new_tokens"]
-    generator = HFGenerator(pad_token_id=tokenizer.pad_token_id, eos_token_id=None, max_new_tokens=new)
+    generator = HFGenerator(
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=None,
+        max_new_tokens=new,
+        backend=GENERATION_BACKEND.get(spec["variant"], "generate"),
+    )
 
     def plain(batch):
         tokenizer.padding_side = "left"
@@ -280,7 +289,7 @@ def generation_worker(spec: dict[str, Any]) -> dict[str, Any]:
     walls, cpus, tokens = [], [], []
     for k, batch in enumerate(batches):
         w, c = time.perf_counter(), time.process_time()
-        if spec["variant"] == "generate_aihf":
+        if spec["variant"] in GENERATION_BACKEND:
             samples = generator(model, batch, seed=k)
         else:
             torch.manual_seed(k)
@@ -293,6 +302,7 @@ def generation_worker(spec: dict[str, Any]) -> dict[str, Any]:
         "tokens_per_s": sum(tokens[timed]) / sum(walls[timed]),
         "tokens_per_cpu_s": sum(tokens[timed]) / sum(cpus[timed]),
         "batch_s": walls[timed],
+        "first_batch_cpu_s": cpus[0],
         "peak_rss_mib": _peak_rss_mib(),
         "threads": torch.get_num_threads(),
     }
@@ -306,14 +316,17 @@ def share_worker(spec: dict[str, Any]) -> dict[str, Any]:
     pairs = random_pairs(64, seed=3)
     demos = [{"prompt": p["prompt"], "completion": p["chosen"]} for p in pairs]
     new = spec["max_new_tokens"]
+    backend = "compiled" if spec["variant"].endswith("_compiled") else "generate"
     with tempfile.TemporaryDirectory() as out:
         common = dict(QUIET, output_dir=out, max_new_tokens=new)
-        if spec["variant"] == "share_self_play":
+        if spec["variant"].startswith("share_self_play"):
             from ..llm import AIHFConfig, AIHFTrainer
             from ..llm.generation import HFGenerator
 
             generation_s = [0.0]
-            inner = HFGenerator(pad_token_id=tokenizer.pad_token_id, eos_token_id=None, max_new_tokens=new)
+            inner = HFGenerator(
+                pad_token_id=tokenizer.pad_token_id, eos_token_id=None, max_new_tokens=new, backend=backend
+            )
 
             def timed_generator(m, prompts, seed):
                 start = time.perf_counter()
@@ -341,7 +354,12 @@ def share_worker(spec: dict[str, Any]) -> dict[str, Any]:
         from ..llm import AIHFRLConfig, AIHFRLTrainer
 
         config = AIHFRLConfig(
-            **common, num_rounds=spec["steps"], per_device_train_batch_size=4, num_generations=2, reward_batch_size=4
+            **common,
+            num_rounds=spec["steps"],
+            per_device_train_batch_size=4,
+            num_generations=2,
+            reward_batch_size=4,
+            generation_backend=backend,
         )
         trainer = AIHFRLTrainer(model, args=config, demonstrations=demos, preferences=pairs, processing_class=tokenizer)
         start = time.perf_counter()
@@ -425,7 +443,7 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
         table.setdefault(key, {"runs": []})["runs"].append(run)
     for row in table.values():
         metrics = ("tokens_per_s", "tokens_per_cpu_s", "peak_rss_mib", "train_flops_per_s", "train_flops_per_cpu_s")
-        for metric in (*metrics, "setup_s", "share"):
+        for metric in (*metrics, "setup_s", "first_batch_cpu_s", "share", "generation_s", "total_s"):
             values = [r[metric] for r in row["runs"] if metric in r]
             if values:
                 row[metric] = _median_spread(values)
@@ -466,6 +484,8 @@ def ratios(table: dict[str, Any], sizes: list[str]) -> list[dict[str, Any]]:
             ">= 0.9",
         ),
         ("aihf generation / plain generate loop, tokens/s", "generate_aihf", "generate_plain", "tokens", ">= 2"),
+        ("aihf static-cache loop / plain generate loop", "generate_static", "generate_plain", "tokens", ">= 2"),
+        ("aihf compiled decode / plain generate loop", "generate_compiled", "generate_plain", "tokens", ">= 2"),
     ]
     out = []
     for size in sizes:
@@ -481,6 +501,13 @@ def ratios(table: dict[str, Any], sizes: list[str]) -> list[dict[str, Any]]:
                 row["wall"] = ra["peak_rss_mib"]["median"] / rb["peak_rss_mib"]["median"]
             out.append(row)
     return out
+
+
+def _seconds(row: dict[str, Any]) -> str:
+    """`` (generation s / total s)`` medians of a share row, else nothing."""
+    if "generation_s" not in row or "total_s" not in row:
+        return ""
+    return f" ({row['generation_s']['median']:.1f} s / {row['total_s']['median']:.1f} s)"
 
 
 def markdown(report: dict[str, Any]) -> str:
@@ -506,8 +533,9 @@ def markdown(report: dict[str, Any]) -> str:
     peak = peak if "fp32_flops_per_cpu_s" in peak else {}  # the matmul run failed
     lines += ["", "## Per variant (median [min-max] over runs)", ""]
     lines += [
-        "| model / variant | tokens/s | tokens/CPU-s | peak RSS MiB | setup s | train FLOP/CPU-s | of fp32 peak "
-        "| of bf16 peak | gen. share |",
+        "| model / variant | tokens/s | tokens/CPU-s | peak RSS MiB | setup s (gen.: 1st batch CPU-s) "
+        "| train FLOP/CPU-s | of fp32 peak "
+        "| of bf16 peak | gen. share (gen. s / total s) |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
 
@@ -524,8 +552,9 @@ def markdown(report: dict[str, Any]) -> str:
             frac16 = f"{row['train_flops_per_cpu_s']['median'] / peak['bf16_flops_per_cpu_s']:.0%}"
         lines.append(
             f"| {key} | {cell(row, 'tokens_per_s')} | {cell(row, 'tokens_per_cpu_s')} | {cell(row, 'peak_rss_mib')} "
-            f"| {cell(row, 'setup_s', '{:.1f}')} | {cell(row, 'train_flops_per_cpu_s', '{:.3g}')} | {frac32} "
-            f"| {frac16} | {cell(row, 'share', '{:.0%}')} |"
+            f"| {cell(row, 'setup_s', '{:.1f}') or cell(row, 'first_batch_cpu_s', '{:.2f}')} "
+            f"| {cell(row, 'train_flops_per_cpu_s', '{:.3g}')} | {frac32} "
+            f"| {frac16} | {cell(row, 'share', '{:.0%}')}{_seconds(row)} |"
         )
     if peak:
         lines += [
@@ -558,9 +587,13 @@ VARIANT_NOTES = {
     "aihf_aihf_dpo": "AIHF-DPO: the pairs plus their chosen answers as demonstrations",
     "aihf_aihf_dpo_fast": "AIHF-DPO with prefix_sharing",
     "generate_aihf": "aihf's self-play sampler (HFGenerator), batch 8",
+    "generate_static": "HFGenerator(backend='static'): aihf's decode loop on a static KV cache, batch 8",
+    "generate_compiled": "HFGenerator(backend='compiled'): that loop, decode step torch.compile'd, batch 8",
     "generate_plain": "a plain model.generate loop, batch 8",
     "share_self_play": "online self-play AIHF: generation time / training time",
     "share_aihf_rl": "AIHF-RL: generation time / training time",
+    "share_self_play_compiled": "share_self_play with the compiled decode backend (compilation included)",
+    "share_aihf_rl_compiled": "share_aihf_rl with generation_backend='compiled' (compilation included)",
 }
 
 

@@ -15,6 +15,7 @@ from ..data.formats import HH_ASSISTANT_MARKER
 from ..data.tokenize import check_lengths
 from ..errors import ConfigError
 from ..losses import PREFERENCE_LOSS_TYPES
+from .generation import GENERATION_BACKENDS
 
 DEMO_LOSSES = ("nll", "self_play")
 
@@ -179,6 +180,14 @@ class AIHFConfig(TrainingArguments):
         default=None,
         metadata={"help": "Self-play: prompts per generate() call (default: the whole micro-batch)."},
     )
+    generation_backend: str = field(
+        default="generate",
+        metadata={
+            "help": "Self-play: how samples are drawn: 'generate' (model.generate), 'static' (aihf's decode loop on a "
+            "static KV cache, the same samples for a seed) or 'compiled' (that loop with the decode step compiled "
+            "by torch.compile: seconds to compile once per batch shape, then faster per token; docs/speed.md)."
+        },
+    )
 
     def __post_init__(self):
         if _launched_data_parallel_on_cpu() and not self.use_cpu and not self.deepspeed:
@@ -249,6 +258,10 @@ def check_common_settings(args: TrainingArguments) -> None:
         raise ConfigError(f"top_k must be >= 0 (0 = all tokens), got {args.top_k}")
     if args.generation_batch_size is not None and args.generation_batch_size < 1:
         raise ConfigError(f"generation_batch_size must be >= 1 (or unset), got {args.generation_batch_size}")
+    if args.generation_backend not in GENERATION_BACKENDS:
+        raise ConfigError(
+            f"generation_backend must be one of {', '.join(GENERATION_BACKENDS)}, got {args.generation_backend!r}"
+        )
 
 
 def _launched_data_parallel_on_cpu() -> bool:

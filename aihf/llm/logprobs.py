@@ -122,6 +122,18 @@ def pack_rows(input_ids: Tensor, attention_mask: Tensor) -> PackedRows:
     return PackedRows(packed, positions, source_row, source_pos)
 
 
+def packed_logits(model: nn.Module, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+    """Logits ``(B, L, V)`` of right-padded rows, computed on the packed rows of :func:`pack_rows`
+    (fewer rows, no compute on padding) and put back in place; padding positions get zeros.
+    Equal to the padded pass's logits at real tokens up to float rounding (same model caveat as
+    :func:`pack_rows`)."""
+    packed = pack_rows(input_ids, attention_mask)
+    logits = model(input_ids=packed.input_ids, position_ids=packed.position_ids, use_cache=False).logits
+    real = packed.source_row >= 0
+    out = logits.new_zeros((*input_ids.shape, logits.shape[-1]))
+    return out.index_put((packed.source_row[real], packed.source_pos[real]), logits[real])
+
+
 def check_packing(model: nn.Module, vocab_size: int, shared_prompts: bool = False) -> str | None:
     """Why ``model`` cannot run packed rows (its log-probs differ from the padded pass), or None.
 

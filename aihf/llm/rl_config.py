@@ -180,6 +180,22 @@ class AIHFRLConfig(TrainingArguments):
     generation_batch_size: int | None = field(
         default=None, metadata={"help": "Prompts per generate() call (default: all of a step's samples)."}
     )
+    padding_free: bool = field(
+        default=False,
+        metadata={
+            "help": "Score the policy's and the reference's token log-probs on packed rows (sequences end to end, "
+            "position ids restarting per sequence) so that no compute goes to padding. Same results up to float "
+            "rounding; checked at start-up to work with the model."
+        },
+    )
+    generation_backend: str = field(
+        default="generate",
+        metadata={
+            "help": "how samples are drawn: 'generate' (model.generate), 'static' (aihf's decode loop on a "
+            "static KV cache, the same samples for a seed) or 'compiled' (that loop with the decode step compiled "
+            "by torch.compile: seconds to compile once per batch shape, then faster per token; docs/speed.md)."
+        },
+    )
 
     def __post_init__(self):
         super().__post_init__()

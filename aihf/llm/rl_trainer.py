@@ -47,7 +47,7 @@ from ..errors import ConfigError
 from . import guards
 from .generation import HFGenerator, SampleGenerator
 from .loading import load_policy, load_policy_tokenizer
-from .logprobs import token_logps
+from .logprobs import check_packing, packed_logits, token_logps
 from .reward_model import (
     evaluate_reward_model,
     freeze_lower_layers,
@@ -241,8 +241,17 @@ class AIHFRLTrainer:
             top_p=args.top_p,
             top_k=args.top_k,
             batch_size=args.generation_batch_size,
+            backend=args.generation_backend,
         )
         self.gold_reward = gold_reward
+        if args.padding_free:
+            reason = check_packing(self.policy, self.policy.get_input_embeddings().weight.shape[0])
+            if reason:
+                kind = getattr(getattr(self.policy, "config", None), "model_type", type(self.policy).__name__)
+                raise ConfigError(f"padding_free=True: this {kind} model cannot run packed sequences ({reason})")
+        # Reuse the update's policy pass as the "old" log-probs when that is exact (see policy_step);
+        # False forces the separate no-grad pass (the equivalence test compares the two).
+        self.reuse_policy_pass = True
 
         policy_updates = args.num_rounds * args.policy_steps_per_round * args.num_ppo_epochs * args.num_mini_batches
         reward_updates = args.reward_pretrain_steps + (
@@ -391,10 +400,12 @@ class AIHFRLTrainer:
         """Per-token log-probs ``(B, T-1)`` of ``rows`` under ``model`` at the sampling temperature,
         the completion mask ``(B, T-1)`` and, if asked, the mean entropy over completion tokens."""
         input_ids = rows["input_ids"].to(self.device)
+        attention_mask = rows["attention_mask"].to(self.device)
         with self._autocast():
-            logits = model(
-                input_ids=input_ids, attention_mask=rows["attention_mask"].to(self.device), use_cache=False
-            ).logits
+            if self.args.padding_free:
+                logits = packed_logits(model, input_ids, attention_mask)
+            else:
+                logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
         logits = logits[:, -input_ids.shape[1] :][:, :-1].float() / self.args.temperature
         per_token = token_logps(logits, input_ids[:, 1:])
         mask = rows["completion_mask"][:, 1:].to(self.device)
@@ -428,8 +439,18 @@ class AIHFRLTrainer:
         n = len(completions)
         rows = pad_sequences(prompts, completions, self.pad)
         self.reward_model.eval()
+        # With one update per step and no dropout, the update's policy pass (with grad) gives exactly
+        # the sampling policy's log-probs, so it doubles as the no-grad "old" pass (one forward fewer).
+        single_pass = (
+            self.reuse_policy_pass and args.disable_dropout and args.num_ppo_epochs * args.num_mini_batches == 1
+        )
+        if single_pass:
+            self.policy.train()
+            tok_with_grad, mask, entropy = self._token_logps(self.policy, rows, entropy=True)
+            old_tok = tok_with_grad.detach()
         with torch.no_grad():
-            old_tok, mask, entropy = self._token_logps(self.policy, rows, entropy=True)
+            if not single_pass:
+                old_tok, mask, entropy = self._token_logps(self.policy, rows, entropy=True)
             ref_tok = self._ref_token_logps(rows)
             raw_scores = self._scores(prompts, completions)
         fmask = mask.to(old_tok.dtype)
@@ -458,7 +479,10 @@ class AIHFRLTrainer:
                 idx = (order[m * per_mb : (m + 1) * per_mb].unsqueeze(1) * k + torch.arange(k)).reshape(-1)
                 sub = {key: value[idx] for key, value in rows.items()}
                 idx = idx.to(self.device)
-                tok, sub_mask, _ = self._token_logps(self.policy, sub)
+                if single_pass:  # the one mini-batch is all rows, in order
+                    tok, sub_mask = tok_with_grad, mask
+                else:
+                    tok, sub_mask, _ = self._token_logps(self.policy, sub)
                 out = losses.clipped_policy_loss(tok, old_tok[idx], advantages[idx], sub_mask, args.cliprange)
                 out.loss.backward()
                 self._sync_grads(self.policy)

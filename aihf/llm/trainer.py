@@ -338,6 +338,7 @@ class AIHFTrainer(Trainer):
                 top_p=args.top_p,
                 top_k=args.top_k,
                 batch_size=args.generation_batch_size,
+                backend=args.generation_backend,
             )
         self._metrics: dict[str, dict[str, list[float]]] = {"train": defaultdict(list), "eval": defaultdict(list)}
         self._nonfinite: str | None = None  # what was not finite in the update being accumulated

@@ -21,7 +21,7 @@ def _rows(report: dict) -> list[dict]:
 
 
 def _without_timing(result: dict) -> dict:
-    out = {k: v for k, v in result.items() if k not in ("wall_seconds", "command")}
+    out = {k: v for k, v in result.items() if k not in ("wall_seconds", "cpu_seconds", "command")}
     out["grid"] = [{k: v for k, v in p.items() if k != "train_seconds"} for p in result["grid"]]
     return out
 

@@ -37,11 +37,17 @@ def test_train_worker_times_the_steps_after_warmup(variant):
     assert result["tokens_per_s"] > 0 and result["tokens_per_cpu_s"] > 0 and result["peak_rss_mib"] > 100
 
 
-def test_generation_workers_generate_max_new_tokens_per_sample():
-    for variant in speed.GENERATION_VARIANTS:
-        result = speed.run_worker(_spec(variant, steps=1))
-        assert result["tokens_per_s"] > 0
-        assert len(result["batch_s"]) == 1
+@pytest.mark.parametrize(
+    "variant",
+    [
+        pytest.param(v, marks=pytest.mark.slow) if v == "generate_compiled" else v  # torch.compile takes long
+        for v in speed.GENERATION_VARIANTS
+    ],
+)
+def test_generation_workers_generate_max_new_tokens_per_sample(variant):
+    result = speed.run_worker(_spec(variant, steps=1))
+    assert result["tokens_per_s"] > 0 and result["first_batch_cpu_s"] > 0
+    assert len(result["batch_s"]) == 1
 
 
 def _fake_run(variant, tokens_per_s, cpu, rss):

@@ -56,3 +56,34 @@ def test_hf_generator_is_seeded_trims_at_eos_and_respects_limits():
     greedy = HFGenerator(tok.pad_token_id, tok.eos_token_id, max_new_tokens=6, do_sample=False)
     assert greedy(model, prompts, seed=1) == greedy(model, prompts, seed=2)
     assert greedy(model, [], seed=0) == []
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+def test_static_cache_backend_draws_the_same_samples_as_generate(arch):
+    """The static-cache loop makes the same random draws in the same order as ``model.generate``:
+    for a seed it returns the same tokens (a float-rounding difference in the logits could flip a
+    draw only if the uniform number fell within ~1e-6 of a boundary), with left padding, stop
+    tokens, temperature/top-k/top-p and greedy decoding."""
+    tok = task_tokenizer()
+    model = build_model(tok, arch).eval()
+    prompts = [tok(t)["input_ids"] for t in ("reverse : a b c =", "reverse : a =", "a", "reverse : c b a b c =")]
+    for settings in ({}, {"temperature": 0.7, "top_k": 5, "top_p": 0.9}, {"do_sample": False}):
+        plain, static = (
+            HFGenerator(tok.pad_token_id, tok.eos_token_id, max_new_tokens=12, backend=b, **settings)
+            for b in ("generate", "static")
+        )
+        want = [plain(model, prompts, seed=s) for s in range(3)]
+        assert [static(model, prompts, seed=s) for s in range(3)] == want
+
+
+@pytest.mark.slow  # torch.compile: ~10 s on a quiet CPU, a minute on a loaded one
+def test_compiled_backend_draws_the_same_samples_as_generate():
+    tok = task_tokenizer()
+    model = build_model(tok, "llama").eval()
+    prompts = [tok(t)["input_ids"] for t in ("reverse : a b c =", "reverse : a =", "a")]
+    plain = HFGenerator(tok.pad_token_id, tok.eos_token_id, max_new_tokens=10)
+    compiled = HFGenerator(tok.pad_token_id, tok.eos_token_id, max_new_tokens=10, backend="compiled")
+    for seed in range(3):  # the first call compiles, the later ones reuse it (same batch and cache shape)
+        assert compiled(model, prompts, seed=seed) == plain(model, prompts, seed=seed)
+    with pytest.raises(ValueError, match="backend"):
+        HFGenerator(tok.pad_token_id, tok.eos_token_id, backend="vllm")

@@ -1,6 +1,7 @@
 """AIHF-RL end to end on tiny models: the policy step learns, the joint loop learns a reward that
 ranks held-out pairs and a policy whose gold reward rises, and a resumed run is exact."""
 
+import dataclasses
 import math
 
 import pytest
@@ -8,10 +9,12 @@ import torch
 from torch import nn
 
 from aihf import ConfigError, DataError
+from aihf.data import pad_sequences
 from aihf.llm.rl_trainer import AIHFRLTrainer
 
 from . import rl_task
 from .rl_task import rl_args
+from .test_speed_options import _SeesEverything
 
 
 class FirstWordReward(nn.Module):
@@ -277,3 +280,84 @@ def test_two_process_torchrun_stays_in_sync_and_learns(tmp_path):
     assert _mean(h, "gold_reward", slice(-3, None)) > _mean(h, "gold_reward", slice(0, 3)) + 0.5
     # Process 0 wrote each checkpoint once, atomically (no staging folder left).
     assert sorted(os.listdir(tmp_path / "out")) == ["checkpoint-10", "checkpoint-20"]
+
+
+@pytest.mark.parametrize("backend", ["generate", "static"])
+def test_single_pass_policy_step_equals_the_two_pass_step(tmp_path, backend):
+    """With one update per step the update's policy pass doubles as the no-grad "old" pass: the
+    metrics and the updated weights equal those of the separate-pass step; the samples drawn with
+    the static-cache backend equal model.generate's."""
+    tok = rl_task.tokenizer()
+    demos, prefs, _ = rl_task.make_data(n_demos=8, n_prefs=8)
+    trainers = []
+    for reuse in (True, False):
+        t = AIHFRLTrainer(
+            rl_task.model(tok),
+            args=rl_args(tmp_path / str(reuse), num_rounds=1, max_new_tokens=4, generation_backend=backend),
+            demonstrations=demos,
+            preferences=prefs,
+            processing_class=tok,
+        )
+        t.reuse_policy_pass = reuse
+        trainers.append(t)
+    prompts = [tok(f"say : {w}")["input_ids"] for w in rl_task.TOPICS[:4] for _ in range(4)]
+    samples = [t._generate(prompts, seed=3) for t in trainers]
+    assert samples[0] == samples[1]
+    if backend == "static":
+        plain = dataclasses.replace(trainers[0].generator, backend="generate")
+        assert plain(trainers[0].policy, prompts, 3) == trainers[0].generator(trainers[0].policy, prompts, 3)
+    calls = [0, 0]
+    for i, t in enumerate(trainers):
+        t.policy.register_forward_hook(lambda *_, i=i: calls.__setitem__(i, calls[i] + 1))
+    one, two = (t.policy_step(prompts, samples[0], step=0) for t in trainers)
+    assert calls == [1, 2]  # one policy forward instead of two
+    assert one.keys() == two.keys()
+    for key in one:
+        assert one[key] == pytest.approx(two[key], rel=1e-5, abs=1e-6), key
+    moved = 0.0
+    for (name, a), b in zip(trainers[0].policy.named_parameters(), trainers[1].policy.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)
+    for a, b in zip(trainers[0].policy.parameters(), rl_task.model(tok).parameters()):
+        moved = max(moved, (a - b).abs().max().item())
+    assert moved > 1e-4  # the step did update the policy
+
+
+def test_padding_free_policy_step_equals_the_padded_step(tmp_path):
+    """Packed scoring (``padding_free``) of the policy's and the reference's token log-probs gives
+    the padded step's metrics and updated weights up to float rounding, on rows of unequal length;
+    a model that mixes packed sequences is refused."""
+    tok = rl_task.tokenizer()
+    demos, prefs, _ = rl_task.make_data(n_demos=8, n_prefs=8)
+    trainers = [
+        AIHFRLTrainer(
+            rl_task.model(tok),
+            args=rl_args(tmp_path / str(packed), num_rounds=1, max_new_tokens=6, padding_free=packed),
+            demonstrations=demos,
+            preferences=prefs,
+            processing_class=tok,
+        )
+        for packed in (True, False)
+    ]
+    texts = ["say : t1", "say : t2 t3 t4 t5 t6", "say : t3 t3", "say :"]
+    prompts = [tok(t)["input_ids"] for t in texts for _ in range(4)]
+    samples = trainers[1]._generate(prompts, seed=5)
+    assert len({len(p) + len(c) for p, c in zip(prompts, samples)}) > 3  # real padding to remove
+    rows = pad_sequences(prompts, samples, tok.pad_token_id)
+    (tok_a, mask_a, ent_a), (tok_b, mask_b, ent_b) = (t._token_logps(t.policy, rows, entropy=True) for t in trainers)
+    assert torch.equal(mask_a, mask_b) and mask_a.sum() > 0
+    torch.testing.assert_close(tok_a * mask_a, tok_b * mask_b)
+    torch.testing.assert_close(ent_a, ent_b)
+    one, two = (t.policy_step(prompts, samples, step=0) for t in trainers)
+    for key in one:
+        assert one[key] == pytest.approx(two[key], rel=1e-4, abs=1e-5), key
+    for a, b in zip(trainers[0].policy.parameters(), trainers[1].policy.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ConfigError, match="padding_free=True: this llama model cannot run packed sequences"):
+        AIHFRLTrainer(
+            _SeesEverything(rl_task.model(tok)),
+            reward_model=FirstWordReward(3, 0),
+            args=rl_args(tmp_path / "refused", num_rounds=1, padding_free=True),
+            demonstrations=demos,
+            preferences=prefs,
+            processing_class=tok,
+        )
