@@ -297,7 +297,7 @@ def test_reused_output_dir_is_refused_before_loading_the_model(workdir, capsys, 
 
 
 def test_unknown_benchmark(capsys):
-    assert user_error(capsys, ["bench", "speed"]) == "aihf bench: unknown benchmark 'speed': choose one of llm"
+    assert user_error(capsys, ["bench", "sped"]) == "aihf bench: unknown benchmark 'sped': choose one of llm, speed"
 
 
 def test_control_flag_errors_are_one_line(capsys):
