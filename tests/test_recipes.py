@@ -12,6 +12,7 @@ import importlib.util
 import json
 import re
 import shlex
+import warnings
 from pathlib import Path
 
 import pytest
@@ -70,7 +71,11 @@ def test_recipe_parses_with_the_cli_parser(path):
     """Every key is one `aihf train` knows, every value converts to its field's type and comes back
     as written, and the method's settings checks pass (on a CPU, --use_cpu stands in for the GPU)."""
     written = yaml.safe_load(path.read_text())
-    args = parse_train_args(["--config", str(path), "--use_cpu", "true"])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        args = parse_train_args(["--config", str(path), "--use_cpu", "true"])
+    # No renamed key (transformers 5 renamed gradient_checkpointing to activation_checkpointing).
+    assert not [str(w.message) for w in caught if "deprecated" in str(w.message)]
     (rl_cli.check_settings if args.run.method in RL_METHODS else train_cli._check_settings)(args)
     for key, value in written.items():
         obj = next(o for o in (args.run, args.model, args.data, args.config) if hasattr(o, key))

@@ -251,6 +251,32 @@ def task_config(args: BenchArguments):
     )
 
 
+def check_task_data(args: BenchArguments) -> None:
+    """Raise ``ConfigError`` when ``output_dir/data`` holds task data built with other settings:
+    rebuilding them in place would mix the finished runs (trained and evaluated on the old data)
+    with new ones in the report. The data folder's ``card.json`` records its key
+    (:func:`aihf.tasks.sentiment.data.data_key`)."""
+    from ..tasks.sentiment.base import base_model_dir
+    from ..tasks.sentiment.data import CARD, data_key
+
+    config = task_config(args)
+    card_path = os.path.join(config.output_dir, CARD)
+    if not os.path.isfile(card_path):
+        return
+    with open(card_path) as f:
+        have = json.load(f).get("config")
+    if not isinstance(have, dict):
+        return
+    wanted = data_key(config, config.base_model or base_model_dir())
+    changed = sorted(k for k in set(have) | set(wanted) if have.get(k) != wanted.get(k))
+    if changed:
+        diff = ", ".join(f"{k}: {have.get(k)!r} there, {wanted.get(k)!r} now" for k in changed)
+        raise ConfigError(
+            f"{config.output_dir} holds task data built with different settings ({diff}); "
+            "use another --output_dir for these settings"
+        )
+
+
 # --------------------------------------------------------------------------- methods
 @dataclass
 class RunContext:
@@ -578,6 +604,8 @@ def do_run(args: BenchArguments, method: str, budget: int, seed: int, data_dir: 
     # The budget's pairs: a seeded subset, so seeds differ in data as well as in training noise.
     chosen_prefs = random.Random(1000 + seed).sample(prefs, budget) if spec.uses_preferences else []
     refs = {s: read_jsonl(os.path.join(data_dir, f"references_{s}.jsonl")) for s in ("validation", "test")}
+    with open(os.path.join(data_dir, "card.json")) as f:
+        data_key = json.load(f).get("config")  # what the data were built from: the report checks it
     lrs, betas = grid(args)
     held_out = held_out_pairs(refs["validation"])
     points, best_state = [], None
@@ -635,6 +663,7 @@ def do_run(args: BenchArguments, method: str, budget: int, seed: int, data_dir: 
         # ``--jobs`` and ``--list`` do, also the imports and the check of the task data).
         "cpu_seconds": round(time.process_time(), 1),
         "command": run_command(args, method, budget, seed),
+        "data_key": data_key,
     }
     path = result_path(args, method, budget, seed)
     os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -784,12 +813,17 @@ def aggregate(args: BenchArguments, data_dir: str) -> dict:
     with open(os.path.join(data_dir, "card.json")) as f:
         card = json.load(f)
     r_base, r_demo = card["R_base_test"], card["R_demo_test"]
-    results = {}
+    results, ignored = {}, 0
     for method, budget, seed in all_runs(args):
         path = result_path(args, method, budget, seed)
         if os.path.isfile(path):
             with open(path) as f:
-                results[(method, budget, seed)] = json.load(f)
+                result = json.load(f)
+            # A run on other task data is not comparable (files written before the key existed count).
+            if card.get("config") is not None and result.get("data_key", card["config"]) != card["config"]:
+                ignored += 1
+                continue
+            results[(method, budget, seed)] = result
     num_pairs = None
     if any(r.get("reward_pair_accuracy") is not None for r in results.values()):
         num_pairs = len(held_out_pairs(read_jsonl(os.path.join(data_dir, "references_validation.jsonl"))))
@@ -839,6 +873,7 @@ def aggregate(args: BenchArguments, data_dir: str) -> dict:
         "data_card": card,
         "rows": rows,
         "runs_finished": len(results),
+        "runs_ignored": ignored,
         "runs_total": len(all_runs(args)),
         "held_out_pairs": num_pairs,
         "ci": "normal 95 % interval over (seed, test prompt) units; per-run values over seeds for distinct-2, "
@@ -948,6 +983,11 @@ def write_report(args: BenchArguments, data_dir: str) -> dict:
         f.write(table)
     plots = plot(report, args.output_dir) if report["rows"] else []
     print("\n" + table)
+    if report["runs_ignored"]:
+        print(
+            f"Ignored {report['runs_ignored']} result file(s) in {os.path.join(args.output_dir, 'run_results')} "
+            f"whose task data differ from {data_dir}'s (trained on other data)"
+        )
     print(f"Results: {os.path.join(args.output_dir, 'results.md')} (+ results.json)")
     for path in plots:
         print(f"Plot: {path}")
@@ -1002,6 +1042,7 @@ def main(argv: list[str] | None = None, *, prog_argv: list[str] | None = None) -
             if not os.path.isfile(os.path.join(data_dir, CARD)):
                 raise ConfigError(f"--report_only: no task data in {data_dir} (run the sweep first)")
         else:
+            check_task_data(args)
             data_dir = build_task_data(task_config(args))
         if args.run:
             if os.path.isfile(result_path(args, method, budget, seed)):

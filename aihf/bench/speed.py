@@ -1,4 +1,4 @@
-"""``aihf bench speed``: training and generation throughput of aihf side by side with TRL (issue 11).
+"""``aihf bench speed``: training and generation throughput of aihf side by side with TRL.
 
 Every measurement runs in its own process (``python -m aihf.bench.speed --worker SPEC``), so
 that no allocator, thread pool or kernel cache carries over from one trainer to the next; the
@@ -452,7 +452,7 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def ratios(table: dict[str, Any], sizes: list[str]) -> list[dict[str, Any]]:
-    """The issue's targets as ratios of medians (wall and CPU time)."""
+    """The speed targets as ratios of medians (wall and CPU time)."""
     pairs = [
         ("aihf DPO / TRL DPOTrainer (defaults), tokens/s", "aihf_dpo", "trl_dpo", "tokens", ">= 2"),
         (
@@ -521,7 +521,7 @@ def markdown(report: dict[str, Any]) -> str:
         f"{m['load_before'][0]:.1f} before / {m['load_after'][0]:.1f} after; torch {m['torch']}, transformers "
         f"{m['transformers']}, trl {m['trl']}. {report['settings']['note']}",
         "",
-        "## Ratios against the issue's targets (ratio of medians; wall clock and process CPU time)",
+        "## Ratios against the targets (ratio of medians; wall clock and process CPU time)",
         "",
         "| model | ratio | wall | CPU | target |",
         "|---|---|---|---|---|",
@@ -599,18 +599,40 @@ VARIANT_NOTES = {
 
 def parse(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="aihf bench speed", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sizes", default="1m,10m", help="model sizes, of: " + ", ".join(SIZES))
+    parser.add_argument(
+        "--sizes", default="1m,10m", help="model sizes, of: " + ", ".join(SIZES) + " (default: %(default)s)"
+    )
     parser.add_argument(
         "--variants",
         default=",".join([*TRAIN_VARIANTS, *GENERATION_VARIANTS, *SHARE_VARIANTS]),
-        help="what to measure, of: " + ", ".join([*TRAIN_VARIANTS, *GENERATION_VARIANTS, *SHARE_VARIANTS]),
+        help="what to measure (default: all), of: "
+        + ", ".join([*TRAIN_VARIANTS, *GENERATION_VARIANTS, *SHARE_VARIANTS]),
     )
-    parser.add_argument("--repeats", type=int, default=3, help="processes per variant (alternated)")
-    parser.add_argument("--warmup", type=int, default=5, help="untimed steps (or generation batches) per process")
-    parser.add_argument("--steps", type=int, default=20, help="timed steps (or generation batches) per process")
-    parser.add_argument("--pairs", type=int, default=400, help="random preference pairs in the training set")
-    parser.add_argument("--max_new_tokens", type=int, default=64, help="generated tokens per sample")
-    parser.add_argument("--out", default="benchmarks/results/speed", help="folder for speed.json and speed.md")
+    parser.add_argument(
+        "--repeats", type=int, default=3, help="processes per variant, alternated (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--warmup", type=int, default=5, help="untimed steps (or generation batches) per process (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--steps", type=int, default=20, help="timed steps (or generation batches) per process (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--pairs",
+        type=int,
+        default=400,
+        help=f"random preference pairs to train on, at least {BATCH} x (warmup + steps + 1) (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--max_new_tokens", type=int, default=64, help="generated tokens per sample (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--output_dir",
+        default="benchmarks/results/speed",
+        help="folder for speed.json and speed.md (default: %(default)s)",
+    )
+    # The old spelling, so that the commands recorded in earlier reports still run.
+    parser.add_argument("--out", dest="output_dir", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     from ..errors import ConfigError
@@ -622,8 +644,13 @@ def parse(argv: list[str]) -> argparse.Namespace:
     for name in ("repeats", "steps", "warmup", "max_new_tokens"):
         if getattr(args, name) < (0 if name == "warmup" else 1):
             raise ConfigError(f"--{name} must be >= {0 if name == 'warmup' else 1}, got {getattr(args, name)}")
-    if args.pairs < BATCH * (args.warmup + args.steps + 1):
-        raise ConfigError(f"--pairs must be >= {BATCH * (args.warmup + args.steps + 1)} (one epoch covers every step)")
+    # A training run takes warmup + steps + 1 optimizer steps of BATCH pairs, all within one epoch.
+    need = BATCH * (args.warmup + args.steps + 1)
+    if args.pairs < need and any(v in TRAIN_VARIANTS for v in args.variants.split(",")):
+        raise ConfigError(
+            f"--pairs must be >= {need} = {BATCH} pairs per step x (warmup {args.warmup} + steps {args.steps} + 1) "
+            f"so that a training variant's steps fit in one epoch, got {args.pairs}"
+        )
     return args
 
 
@@ -670,18 +697,24 @@ def write_report(args: argparse.Namespace, argv: list[str], runs: list[dict[str,
         "ratios": ratios(table, sizes),
         "runs": runs,
     }
-    os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "speed.json"), "w") as f:
+    os.makedirs(args.output_dir, exist_ok=True)
+    with open(os.path.join(args.output_dir, "speed.json"), "w") as f:
         json.dump(report, f, indent=1)
     text = markdown(report)
-    with open(os.path.join(args.out, "speed.md"), "w") as f:
+    with open(os.path.join(args.output_dir, "speed.md"), "w") as f:
         f.write(text)
     return text
 
 
 def main(argv: list[str] | None = None) -> int:
+    from ..errors import ConfigError
+
     argv = sys.argv[1:] if argv is None else argv
-    args = parse(argv)
+    try:
+        args = parse(argv)
+    except ConfigError as e:
+        print(f"aihf bench speed: {e}", file=sys.stderr)
+        return 2
     if args.worker:
         print(json.dumps(run_worker(json.loads(args.worker))), flush=True)
         return 0

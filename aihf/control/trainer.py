@@ -481,6 +481,8 @@ class ControlTrainer:
     # ----------------------------------------------------------------------------------------
     def train(self) -> dict:
         c = self.config
+        if c.resume:
+            self._check_previous_run()
         if c.method == "bc":
             return self._finish(*self._behaviour_cloning())
         from tqdm.auto import tqdm
@@ -636,16 +638,7 @@ class ControlTrainer:
                     raise ValueError(f"'{key}' must be an integer >= 0, got {meta[key]!r}")
         except (OSError, ValueError, KeyError, TypeError) as e:
             raise ConfigError(f"{path}: not a checkpoint this version can resume ({e}); use a new output_dir") from None
-        mine = {k: v for k, v in dataclasses.asdict(self.config).items() if k not in _RESUMABLE}
-        # A setting added after the checkpoint was written had its default then.
-        defaults = dataclasses.asdict(ControlConfig())
-        theirs = {k: meta["config"].get(k, defaults[k]) for k in mine}
-        changed = sorted(k for k in mine if mine[k] != theirs[k])
-        if changed:
-            raise ConfigError(
-                f"{path} was written with different settings ({', '.join(changed)}); use a new output_dir or "
-                "--resume false"
-            )
+        self._refuse_other_settings(path, meta["config"])
         model, buf = self.model, self.model.replay_buffer
         try:
             state = torch.load(os.path.join(path, "state.pt"), weights_only=True)
@@ -681,6 +674,46 @@ class ControlTrainer:
         self.nonfinite_skipped = int(meta.get("nonfinite_skipped", 0))
         self.round = meta["round"]
         return meta["round"], meta["history"], meta["timing"]
+
+    def _refuse_other_settings(self, path: str, config: dict) -> None:
+        """Raise ``ConfigError`` naming the settings in which ``config`` (a previous run's, read
+        from ``path``) differs from this run's, resumable ones aside."""
+        mine = {k: v for k, v in dataclasses.asdict(self.config).items() if k not in _RESUMABLE}
+        # A setting added after the file was written had its default then.
+        defaults = dataclasses.asdict(ControlConfig())
+        theirs = {k: config.get(k, defaults[k]) for k in mine}
+        changed = sorted(k for k in mine if mine[k] != theirs[k])
+        if changed:
+            raise ConfigError(
+                f"{path} was written with different settings ({', '.join(changed)}); use a new output_dir or "
+                "--resume false"
+            )
+
+    def _check_previous_run(self) -> None:
+        """Before anything is written: refuse an ``output_dir`` that holds another run. A SAC run's
+        checkpoint is checked when it is loaded; this covers BC (which has no checkpoint, so it would
+        overwrite any run's ``result.json`` and policy) and a finished BC run found by a SAC method."""
+        c = self.config
+        ckpt = self.checkpoint_dir
+        if c.method != "bc":
+            _recover_checkpoint(ckpt)
+            if os.path.isdir(ckpt):
+                return  # _load_checkpoint compares its settings
+        for path in (
+            os.path.join(ckpt, "meta.json"),
+            os.path.join(ckpt + ".old", "meta.json"),
+            os.path.join(c.output_dir, "result.json"),
+        ):
+            if not os.path.exists(path):
+                continue
+            try:
+                with open(path) as f:
+                    config = json.load(f)["config"]
+                if not isinstance(config, dict):
+                    raise TypeError("'config' is not a mapping")
+            except (OSError, ValueError, KeyError, TypeError) as e:
+                raise ConfigError(f"{path}: not a run this version can read ({e}); use a new output_dir") from None
+            self._refuse_other_settings(path, config)
 
     # ----------------------------------------------------------------------------------------
     def _behaviour_cloning(self):

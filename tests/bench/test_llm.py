@@ -165,6 +165,34 @@ def test_an_interrupted_sweep_resumes_without_running_anything_twice(micro, tmp_
     assert report["runs_finished"] == 3 and all(r["seeds"] == 1 for r in report["rows"])
 
 
+def test_other_task_settings_refuse_the_data_folder_and_the_report_ignores_other_data(micro, tmp_path, capsys):
+    """Task flags that change the data may not rebuild ``output_dir/data`` under finished runs;
+    a result file on other data (its ``data_key``) is left out of the report, and counted."""
+    out = tmp_path / "bench"
+    argv = micro_argv(micro, out, "--methods", "sft,dpo", "--budgets", "3", "--learning_rates", "1e-3")
+    assert main([*argv, "--run", "sft:0:0"]) == 0
+    card = json.loads((out / "data" / "card.json").read_text())
+    finished = (out / "run_results" / "sft__0__0.json").read_text()
+    assert json.loads(finished)["data_key"] == card["config"]
+    capsys.readouterr()
+    for extra in ([], ["--run", "dpo:3:0"]):
+        assert main([*argv, "--num_test", "3", *extra]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "num_test: 4 there, 3 now" in err and "another --output_dir" in err
+        assert "num_validation" not in err  # only the settings that differ
+    assert json.loads((out / "data" / "card.json").read_text()) == card
+    assert (out / "run_results" / "sft__0__0.json").read_text() == finished
+    assert not (out / "run_results" / "dpo__3__0.json").exists()
+    # A result file from other data (as an older version could mix in) is not aggregated.
+    other = dict(json.loads(finished), method="dpo", budget=3, data_key={**card["config"], "num_test": 3})
+    (out / "run_results" / "dpo__3__0.json").write_text(json.dumps(other))
+    assert main([*argv, "--report_only"]) == 0
+    assert "Ignored 1 result file(s)" in capsys.readouterr().out
+    report = json.loads((out / "results.json").read_text())
+    assert report["runs_finished"] == 1 and report["runs_ignored"] == 1
+    assert [r["method"] for r in report["rows"]] == ["sft"]
+
+
 def test_a_run_whose_lock_is_held_is_skipped_not_started_twice(micro, tmp_path, monkeypatch, capsys):
     """A run still alive from an earlier sweep (killed alone, not with its process group) holds
     ``<output_dir>/locks/<run>.lock``; a new sweep skips it, and runs it once the lock is free."""

@@ -82,17 +82,32 @@ def test_bad_settings_are_config_errors_naming_the_setting():
     for argv, name in ((["--sizes", "5m"], "--sizes"), (["--steps", "0"], "--steps"), (["--pairs", "8"], "--pairs")):
         with pytest.raises(ConfigError, match=name):
             speed.parse(argv)
+    # The real bound: 8 pairs per step x (warmup + steps + 1) steps; generation variants need none.
+    with pytest.raises(ConfigError, match=r"--pairs must be >= 32 = 8 pairs per step x \(warmup 1 \+ steps 2 \+ 1\)"):
+        speed.parse(["--warmup", "1", "--steps", "2", "--pairs", "31", "--variants", "aihf_dpo,generate_plain"])
+    assert speed.parse(["--pairs", "8", "--variants", "generate_plain"]).pairs == 8
     proc = subprocess.run(
         [sys.executable, "-m", "aihf", "bench", "speed", "--sizes", "5m"], capture_output=True, text=True, timeout=120
     )
-    assert proc.returncode == 2 and "--sizes: unknown '5m'" in proc.stderr and "Traceback" not in proc.stderr
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip() == "aihf bench speed: --sizes: unknown '5m', choose from " + ", ".join(speed.SIZES)
+
+
+def test_help_shows_defaults_and_output_dir_with_out_as_a_hidden_alias(capsys):
+    with pytest.raises(SystemExit):
+        speed.parse(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--output_dir" in text and "(default: benchmarks/results/speed)" in text and "(default: 20)" in text
+    assert "issue" not in text and "--out " not in text
+    assert speed.parse(["--out", "x"]).output_dir == "x" and speed.parse(["--output_dir", "y"]).output_dir == "y"
+    assert speed.parse([]).output_dir == "benchmarks/results/speed"
 
 
 @pytest.mark.slow
 def test_cli_writes_json_and_markdown(tmp_path):
     out = tmp_path / "speed"
     argv = ["--sizes", "1m", "--variants", "aihf_dpo_packed", "--repeats", "1", "--warmup", "1"]
-    argv += ["--steps", "1", "--pairs", "24", "--out", str(out)]
+    argv += ["--steps", "1", "--pairs", "24", "--output_dir", str(out)]
     proc = subprocess.run([sys.executable, "-m", "aihf", "bench", "speed", *argv], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-2000:]
     report = json.loads((out / "speed.json").read_text())

@@ -443,6 +443,29 @@ def test_video_without_a_renderer_or_writer_is_one_line_exit_2(data_dir, tmp_pat
     assert not video.exists()
 
 
+def test_cli_bc_refuses_an_output_dir_holding_another_run(data_dir, tmp_path, capsys):
+    """bc has no checkpoint, yet it may not overwrite another run's result and policy, and a SAC
+    method may not overwrite a finished bc run: one line, exit 2, the files untouched."""
+    base = ["--env_id", ENV, "--demonstrations", str(data_dir / "demos.npz"), "--progress", "false"]
+    sac = ["--rounds", "1", "--sac_steps_per_round", "50", "--learning_starts", "20", "--batch_size", "16"]
+    sac += ["--reward_steps_per_round", "1", "--eval_episodes", "1"]
+    bc = ["--method", "bc", "--bc_steps", "5", "--eval_episodes", "1"]
+    aihf_run, bc_run = tmp_path / "aihf", tmp_path / "bc"
+    assert cli.main(["train", *base, *sac, "--output_dir", str(aihf_run)]) == 0
+    assert cli.main(["train", *base, *bc, "--output_dir", str(bc_run)]) == 0
+    capsys.readouterr()
+    for run, argv in ((aihf_run, bc), (bc_run, sac)):
+        before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+        assert cli.main(["train", *base, *argv, "--output_dir", str(run)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "different settings" in err and "method" in err, err
+        assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
+    # The same bc run again is allowed, and --resume false overwrites on purpose.
+    assert cli.main(["train", *base, *bc, "--output_dir", str(bc_run)]) == 0
+    assert cli.main(["train", *base, *bc, "--resume", "false", "--output_dir", str(aihf_run)]) == 0
+    assert json.loads((aihf_run / "result.json").read_text())["method"] == "bc"
+
+
 def test_cli_bad_input_is_one_line_exit_2_and_nothing_written(tmp_path, capsys):
     bad = _write(
         tmp_path / "demos.npz", observations=np.zeros((2, 3)), actions=np.zeros((2, 1)), episode_lengths=np.array([3])
