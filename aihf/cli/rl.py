@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from dataclasses import dataclass, field
 
 from ..errors import ConfigError
@@ -47,6 +48,22 @@ def check_settings(args: TrainArguments) -> None:
             f"{args.describe('reward_pretrain_steps')}: set reward_pretrain_steps > 0 (and reward_pretrain_patience "
             "for early stopping)"
         )
+    if config.pref_weight == 0 and config.reward_pretrain_steps > 0:
+        # Reward pretraining is Bradley-Terry on the preferences, which pref_weight=0 (rft) ignores.
+        if args.level("reward_pretrain_steps") >= args.level("method"):
+            raise ConfigError(
+                f"{args.describe('method')} with {args.describe('pref_weight')} contradicts "
+                f"{args.describe('reward_pretrain_steps')}: reward pretraining fits the preferences, which "
+                f"pref_weight=0 ignores. Remove one of them, or use --method aihf_rl"
+            )
+        # A --method flag over a YAML written for all the RL methods (examples/aihf_rl.yaml): flags win.
+        print(
+            f"aihf train: warning: {args.describe('method')} ignores the preferences, so "
+            f"{args.describe('reward_pretrain_steps')} is skipped",
+            file=sys.stderr,
+        )
+        config.reward_pretrain_steps = 0
+        args.origins.pop("reward_pretrain_steps", None)
     values = {**vars(data), **vars(args.model), "resume_from_checkpoint": _resume(config)}
     given = [name for name in ("eval_demonstrations", *_UNSUPPORTED.get(method, ())) if values[name]]
     if given:

@@ -177,6 +177,11 @@ class AIHFRLTrainer:
         args = args if args is not None else AIHFRLConfig(output_dir="aihf-rl-output")
         if not isinstance(args, AIHFRLConfig):
             raise TypeError(f"args must be an AIHFRLConfig, got {type(args).__name__}")
+        if args.pref_weight == 0 and args.reward_pretrain_steps > 0:
+            raise ConfigError(
+                f"reward_pretrain_steps={args.reward_pretrain_steps} fits the reward model on the preferences, "
+                "but pref_weight=0 ignores them: set reward_pretrain_steps=0 or pref_weight > 0"
+            )
         self.args = args
         self.world, self.rank = args.world_size, args.process_index
         if self.world > 1 and not (dist.is_available() and dist.is_initialized()):

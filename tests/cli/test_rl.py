@@ -410,3 +410,31 @@ def test_eval_reward_errors_are_one_line(workdir, capsys):
     # A policy folder is no reward model: scored with a random head, its "accuracy" would mean nothing.
     line = user_error(capsys, ["eval-reward", "--reward_model", model, "--preferences", prefs])
     assert line.startswith(f"aihf eval-reward: --reward_model {model}: not a reward model (architectures [")
+
+
+def test_example_config_with_method_rft_skips_reward_pretraining(workspace, tmp_path, capsys):
+    """The example's own advice, `--method rft` over examples/aihf_rl.yaml: its reward_pretrain_steps
+    (Bradley-Terry on the preferences, which rft ignores) is skipped with one warning, not a traceback."""
+    out = tmp_path / "rft"
+    argv = ["--config", str(ROOT / "examples" / "aihf_rl.yaml"), "--method", "rft"]
+    for name in ("model", "demos", "prefs"):
+        flag = {"model": "model_name_or_path", "demos": "demonstrations", "prefs": "preferences"}[name]
+        argv += [f"--{flag}", workspace[name]]
+    argv += ["--output_dir", str(out), "--num_rounds", "1", "--report_to", "none", "--disable_tqdm", "true"]
+    capsys.readouterr()
+    assert main(["train", *argv]) == 0
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert (
+        f"--method rft ignores the preferences, so reward_pretrain_steps: 20 in {ROOT / 'examples' / 'aihf_rl.yaml'}"
+        in err
+    )
+    history = json.loads((out / "log_history.json").read_text())
+    assert not any(k.startswith("reward_pretrain/") for entry in history for k in entry)
+    # Asked for in the same place as the method (both flags), the contradiction is refused.
+    line = user_error(
+        capsys, ["train", *argv, "--reward_pretrain_steps", "5", "--output_dir", str(tmp_path / "x")], tmp_path / "x"
+    )
+    assert line.startswith(
+        "aihf train: --method rft with pref_weight=0.0 (set by --method rft) contradicts --reward_pretrain_steps 5"
+    ), line
