@@ -304,6 +304,21 @@ def _loading(args: TrainArguments, what: str, load):
         raise ConfigError(f"{args.describe(name)}: cannot load the {what}: {first}") from e
 
 
+def _quiet_when_resuming(args: TrainArguments, load):
+    """``load()`` without transformers' weight-loading bar when resuming: the trainer checks that the
+    checkpoint belongs to this run (``aihf_run.json``) only once the model is loaded, and a refusal
+    must stay one line."""
+    from transformers.utils import logging as hf_logging
+
+    if not _resume(args.config) or not hf_logging.is_progress_bar_enabled():
+        return load()
+    hf_logging.disable_progress_bar()
+    try:
+        return load()
+    finally:
+        hf_logging.enable_progress_bar()
+
+
 # ---------------------------------------------------------------------------------- training
 def train(argv: list[str]) -> TrainResult:
     """``aihf train``: check everything, load, train, save. Returns the final metrics and where the model went."""
@@ -320,7 +335,7 @@ def train(argv: list[str]) -> TrainResult:
         tokenizer = _loading(args, "tokenizer", lambda: load_tokenizer(args.model))
         sources = read_and_validate(args, tokenizer)
         _check_output_dirs(args)
-        model, ref = _loading(args, "model", lambda: load_models(args.model))
+        model, ref = _loading(args, "model", lambda: _quiet_when_resuming(args, lambda: load_models(args.model)))
     with warnings.catch_warnings():
         _silence_noise(args)
         return fit(args, model, ref, tokenizer, sources)

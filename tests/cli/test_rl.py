@@ -438,3 +438,41 @@ def test_example_config_with_method_rft_skips_reward_pretraining(workspace, tmp_
     assert line.startswith(
         "aihf train: --method rft with pref_weight=0.0 (set by --method rft) contradicts --reward_pretrain_steps 5"
     ), line
+
+
+def _tree(folder):
+    return sorted(str(p.relative_to(folder)) for p in Path(folder).rglob("*"))
+
+
+def test_resume_refuses_a_checkpoint_of_another_run(workspace, tmp_path, capsys):
+    """`--resume_from_checkpoint true` with changed settings, another method, other data or another
+    model: one line naming what differs, exit 2, nothing written (the checkpoint's aihf_run.json)."""
+    out = tmp_path / "run"
+    base = _flags(workspace, out, "aihf_rl", num_rounds=1, save_strategy="steps", save_steps=1)
+    _train(capsys, base, out)
+    assert (out / "checkpoint-1" / "aihf_run.json").is_file()
+    before = _tree(out)
+    resume = [*_flags(workspace, out, "aihf_rl", num_rounds=2, save_strategy="steps", save_steps=1)]
+    resume += ["--resume_from_checkpoint", "true"]
+    other_prefs = tmp_path / "fewer_prefs.jsonl"
+    write_jsonl(other_prefs, [json.loads(line) for line in Path(workspace["prefs"]).read_text().splitlines()[:10]])
+    other_model = tmp_path / "other_model"
+    import shutil
+
+    shutil.copytree(workspace["model"], other_model)
+    cases = [
+        (["--learning_rate", "0.5"], "learning_rate 0.01 there, 0.5 here"),
+        (["--method", "rlhf", "--reward_pretrain_steps", "2"], "demo_weight 1.0 there, 0.0 here"),
+        (["--preferences", str(other_prefs)], "preferences '"),
+        (["--model_name_or_path", str(other_model)], f"model '{workspace['model']}' there, '{other_model}' here"),
+    ]
+    for flags, differ in cases:
+        line = user_error(capsys, ["train", *resume, *flags])
+        assert line.startswith(
+            f"aihf train: resume_from_checkpoint: {out / 'checkpoint-1'} belongs to another run ("
+        ), line
+        assert differ in line, line
+        assert _tree(out) == before
+    # The same settings (here with more rounds, under the default constant schedule) resume.
+    metrics, _ = _train(capsys, resume, out)
+    assert metrics["round"] == 2
