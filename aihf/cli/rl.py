@@ -28,6 +28,7 @@ from .train import (
     _no_demonstrations,
     _resume,
     apply_method,
+    load_error,
     lora_config,
     sft_overrides,
 )
@@ -207,8 +208,7 @@ def _load_for_eval(argv: list[str]):
     try:
         tokenizer = AutoTokenizer.from_pretrained(args.reward_model, trust_remote_code=args.trust_remote_code)
     except (OSError, ValueError) as e:
-        first = next((line.strip() for line in str(e).splitlines() if line.strip()), type(e).__name__)
-        raise ConfigError(f"{where}: cannot load the tokenizer: {first}") from e
+        raise load_error(where, args.reward_model, "tokenizer", e) from e
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     rows = read_rows(args.preferences, split=args.preferences_split)

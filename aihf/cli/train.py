@@ -295,13 +295,18 @@ def _loading(args: TrainArguments, what: str, load):
     except ConfigError:
         raise
     except (OSError, ValueError) as e:
-        first = next((line.strip() for line in str(e).splitlines() if line.strip()), type(e).__name__)
         name = "tokenizer_name_or_path" if what == "tokenizer" and args.model.tokenizer_name_or_path else None
         name = name or "model_name_or_path"
-        if not os.path.exists(os.path.expanduser(getattr(args.model, name))):
-            # `models/my-model` may be a folder the user mistyped as well as a Hub id: say both.
-            first = f"no such local folder, and as a Hub id: {first}"
-        raise ConfigError(f"{args.describe(name)}: cannot load the {what}: {first}") from e
+        raise load_error(args.describe(name), getattr(args.model, name), what, e) from e
+
+
+def load_error(where: str, path: str, what: str, e: Exception) -> ConfigError:
+    """One line for a failed load of ``what`` from ``path`` (a folder or Hub id), set as ``where``."""
+    first = next((line.strip() for line in str(e).splitlines() if line.strip()), type(e).__name__)
+    if not os.path.exists(os.path.expanduser(path)):
+        # `models/my-model` may be a folder the user mistyped as well as a Hub id: say both.
+        first = f"no such local folder, and as a Hub id: {first}"
+    return ConfigError(f"{where}: cannot load the {what}: {first}")
 
 
 def _quiet_when_resuming(args: TrainArguments, load):

@@ -400,6 +400,11 @@ def test_eval_reward_errors_are_one_line(workdir, capsys):
     missing = workdir / "no-such-rm"
     line = user_error(capsys, ["eval-reward", "--reward_model", str(missing), "--preferences", prefs])
     assert line == f"aihf eval-reward: --reward_model {missing}: no such folder"
+    # `runs/nope` reads as a Hub id too: the line says it is no local folder, as `aihf train` does.
+    line = user_error(capsys, ["eval-reward", "--reward_model", "runs/nope", "--preferences", prefs])
+    assert line.startswith(
+        "aihf eval-reward: --reward_model runs/nope: cannot load the tokenizer: no such local folder, and as a Hub id: "
+    ), line
     model = str(workdir / "model")
     line = user_error(capsys, ["eval-reward", "--reward_model", model, "--preferences", str(workdir / "nope.jsonl")])
     assert line == f"aihf eval-reward: {workdir / 'nope.jsonl'}: file not found"
