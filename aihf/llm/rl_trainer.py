@@ -44,7 +44,7 @@ from transformers import PreTrainedTokenizerBase, get_scheduler, set_seed
 from .. import losses
 from ..data import pad_sequences, prepare_demonstrations, prepare_preferences, references_as_demonstrations
 from ..errors import ConfigError
-from . import guards, runs
+from . import card, guards, runs
 from .generation import HFGenerator, SampleGenerator
 from .loading import load_policy, load_policy_tokenizer
 from .logprobs import check_packing, packed_logits, token_logps
@@ -234,7 +234,10 @@ class AIHFRLTrainer:
             raise ConfigError("model_init_kwargs is only used when model is a path or hub id, not a model object")
         self._model_source = {
             **runs.model_source(model, model_init_kwargs),
-            "reward_model": None if reward_model is None else runs.model_source(reward_model)["model"],
+            # A reward model object is named by its class and path only (its config may be anything).
+            "reward_model": reward_model
+            if reward_model is None or isinstance(reward_model, str)
+            else f"{type(reward_model).__name__} {getattr(getattr(reward_model, 'config', None), '_name_or_path', '')}",
         }
         self._fingerprint: dict[str, Any] | None = None
         if isinstance(model, str) and processing_class is None:
@@ -864,6 +867,20 @@ class AIHFRLTrainer:
         save_reward_model(self.reward_model, os.path.join(output_dir, "reward_model"), self.tokenizer)
         with open(os.path.join(output_dir, "log_history.json"), "w") as f:
             json.dump(self.log_history, f, indent=1)
+        policy = self.policy
+        with open(os.path.join(output_dir, "README.md"), "w") as f:
+            f.write(
+                card.render_rl(
+                    output_dir=output_dir,
+                    base_model=self._model_source["model"],
+                    args=self.args,
+                    num_preferences=len(self.preferences) if self.preferences is not None else 0,
+                    num_demonstrations=len(self.demonstrations) if self.demonstrations is not None else 0,
+                    num_eval_preferences=len(self.eval_preferences) if self.eval_preferences is not None else 0,
+                    log_history=self.log_history,
+                    peft_config=policy.peft_config[policy.active_adapter] if _is_peft(policy) else None,
+                )
+            )
         self._barrier()
 
     def _run_fingerprint(self) -> dict[str, Any]:
