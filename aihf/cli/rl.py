@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from dataclasses import dataclass, field
 
 from ..errors import ConfigError
@@ -27,6 +28,7 @@ from .train import (
     _no_demonstrations,
     _resume,
     apply_method,
+    load_error,
     lora_config,
     sft_overrides,
 )
@@ -47,6 +49,22 @@ def check_settings(args: TrainArguments) -> None:
             f"{args.describe('reward_pretrain_steps')}: set reward_pretrain_steps > 0 (and reward_pretrain_patience "
             "for early stopping)"
         )
+    if config.pref_weight == 0 and config.reward_pretrain_steps > 0:
+        # Reward pretraining is Bradley-Terry on the preferences, which pref_weight=0 (rft) ignores.
+        if args.level("reward_pretrain_steps") >= args.level("method"):
+            raise ConfigError(
+                f"{args.describe('method')} with {args.describe('pref_weight')} contradicts "
+                f"{args.describe('reward_pretrain_steps')}: reward pretraining fits the preferences, which "
+                f"pref_weight=0 ignores. Remove one of them, or use --method aihf_rl"
+            )
+        # A --method flag over a YAML written for all the RL methods (examples/aihf_rl.yaml): flags win.
+        print(
+            f"aihf train: warning: {args.describe('method')} ignores the preferences, so "
+            f"{args.describe('reward_pretrain_steps')} is skipped",
+            file=sys.stderr,
+        )
+        config.reward_pretrain_steps = 0
+        args.origins.pop("reward_pretrain_steps", None)
     values = {**vars(data), **vars(args.model), "resume_from_checkpoint": _resume(config)}
     given = [name for name in ("eval_demonstrations", *_UNSUPPORTED.get(method, ())) if values[name]]
     if given:
@@ -190,8 +208,7 @@ def _load_for_eval(argv: list[str]):
     try:
         tokenizer = AutoTokenizer.from_pretrained(args.reward_model, trust_remote_code=args.trust_remote_code)
     except (OSError, ValueError) as e:
-        first = next((line.strip() for line in str(e).splitlines() if line.strip()), type(e).__name__)
-        raise ConfigError(f"{where}: cannot load the tokenizer: {first}") from e
+        raise load_error(where, args.reward_model, "tokenizer", e) from e
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     rows = read_rows(args.preferences, split=args.preferences_split)

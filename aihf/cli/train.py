@@ -295,13 +295,33 @@ def _loading(args: TrainArguments, what: str, load):
     except ConfigError:
         raise
     except (OSError, ValueError) as e:
-        first = next((line.strip() for line in str(e).splitlines() if line.strip()), type(e).__name__)
         name = "tokenizer_name_or_path" if what == "tokenizer" and args.model.tokenizer_name_or_path else None
         name = name or "model_name_or_path"
-        if not os.path.exists(os.path.expanduser(getattr(args.model, name))):
-            # `models/my-model` may be a folder the user mistyped as well as a Hub id: say both.
-            first = f"no such local folder, and as a Hub id: {first}"
-        raise ConfigError(f"{args.describe(name)}: cannot load the {what}: {first}") from e
+        raise load_error(args.describe(name), getattr(args.model, name), what, e) from e
+
+
+def load_error(where: str, path: str, what: str, e: Exception) -> ConfigError:
+    """One line for a failed load of ``what`` from ``path`` (a folder or Hub id), set as ``where``."""
+    first = next((line.strip() for line in str(e).splitlines() if line.strip()), type(e).__name__)
+    if not os.path.exists(os.path.expanduser(path)):
+        # `models/my-model` may be a folder the user mistyped as well as a Hub id: say both.
+        first = f"no such local folder, and as a Hub id: {first}"
+    return ConfigError(f"{where}: cannot load the {what}: {first}")
+
+
+def _quiet_when_resuming(args: TrainArguments, load):
+    """``load()`` without transformers' weight-loading bar when resuming: the trainer checks that the
+    checkpoint belongs to this run (``aihf_run.json``) only once the model is loaded, and a refusal
+    must stay one line."""
+    from transformers.utils import logging as hf_logging
+
+    if not _resume(args.config) or not hf_logging.is_progress_bar_enabled():
+        return load()
+    hf_logging.disable_progress_bar()
+    try:
+        return load()
+    finally:
+        hf_logging.enable_progress_bar()
 
 
 # ---------------------------------------------------------------------------------- training
@@ -320,7 +340,7 @@ def train(argv: list[str]) -> TrainResult:
         tokenizer = _loading(args, "tokenizer", lambda: load_tokenizer(args.model))
         sources = read_and_validate(args, tokenizer)
         _check_output_dirs(args)
-        model, ref = _loading(args, "model", lambda: load_models(args.model))
+        model, ref = _loading(args, "model", lambda: _quiet_when_resuming(args, lambda: load_models(args.model)))
     with warnings.catch_warnings():
         _silence_noise(args)
         return fit(args, model, ref, tokenizer, sources)

@@ -138,8 +138,14 @@ def render(
             lines.append(f"| {name} | {summary[name]:.4g} |")
     lines += [f"| {name} | {last_train[name]:.4g} |" for name in CARD_METRICS if name in last_train]
     lines += [f"| {name} | {value:.4g} |" for name, value in last_eval.items() if isinstance(value, float)]
+    lines += _reproduce_and_use(output_dir, peft_config, argv)
+    return "\n".join(lines)
+
+
+def _reproduce_and_use(output_dir: str, peft_config: Any, argv: list[str], extra_use: tuple[str, ...] = ()) -> list:
+    """The card's last sections: the command (and its --config file), how to load the model, versions."""
     command = command_line(argv)
-    lines += ["", "## Reproduce", "", "```bash", command, "```"]
+    lines = ["", "## Reproduce", "", "```bash", command, "```"]
     config = _config_file(argv)
     if config:
         with open(config) as f:
@@ -158,6 +164,7 @@ def render(
         f'tokenizer = AutoTokenizer.from_pretrained("{output_dir}")',
         'inputs = tokenizer("Hello", return_tensors="pt")',
         "print(tokenizer.decode(model.generate(**inputs, max_new_tokens=32)[0]))",
+        *extra_use,
         "```",
         "",
         "## Framework versions",
@@ -165,6 +172,82 @@ def render(
         *[f"- {name}: {version}" for name, version in _versions().items()],
         "",
     ]
+    return lines
+
+
+def rl_method_name(args: Any) -> str:
+    """The method an AIHFRLConfig's weighting amounts to (method.md, instantiation 1 and its reductions)."""
+    if args.pref_weight == 0:
+        return "RFT (ML-IRL): reward model learned from the demonstrations, KL-regularised RL"
+    if args.demo_weight == 0:
+        return "RLHF: reward model fitted on the preferences, then KL-regularised RL"
+    return "AIHF-RL: reward model learned from demonstrations and preferences jointly with KL-regularised RL"
+
+
+def render_rl(
+    *,
+    output_dir: str,
+    base_model: str,
+    args: Any,
+    num_preferences: int,
+    num_demonstrations: int,
+    num_eval_preferences: int,
+    log_history: list[dict],
+    peft_config: Any = None,
+    argv: list[str] | None = None,
+) -> str:
+    """The model card of an :class:`aihf.llm.AIHFRLTrainer` output (policy + ``reward_model/``)."""
+    argv = list(sys.argv if argv is None else argv)
+    last = next((h for h in reversed(log_history) if "round" in h), {})
+    lines = [
+        "---",
+        f"library_name: {'peft' if peft_config is not None else 'transformers'}",
+        *([f"base_model: {base_model}"] if _is_hub_id(base_model) else []),
+        "tags: [aihf, alignment, rl, reward-model]",
+        "---",
+        "",
+        f"# {os.path.basename(os.path.abspath(output_dir))}",
+        "",
+        f"Aligned from `{base_model}` with aihf's explicit-reward trainer; the learned reward model is in "
+        "`reward_model/`.",
+        "",
+        "## Method",
+        "",
+        "| setting | value |",
+        "|---|---|",
+        f"| method | {rl_method_name(args)} |",
+        *[
+            f"| {name} | {getattr(args, name)} |"
+            for name in ("demo_weight", "pref_weight", "demo_loss", "beta", "num_generations", "freeze_reward_model")
+        ],
+        "",
+        "## Data",
+        "",
+        "| source | rows |",
+        "|---|---|",
+        f"| preference pairs (train) | {num_preferences} |",
+        f"| demonstrations (train) | {num_demonstrations} |",
+        f"| preference pairs (eval) | {num_eval_preferences} |",
+        "",
+        "## Training",
+        "",
+        f"{last.get('round', 0)} rounds of {args.policy_steps_per_round} policy step(s) on "
+        f"{args.per_device_train_batch_size} prompts x {args.num_generations} samples and "
+        f"{args.reward_steps_per_round} reward step(s), {getattr(args, 'world_size', 1)} process(es); "
+        f"learning rates {args.learning_rate} (policy), {args.reward_learning_rate} (reward model); seed {args.seed}.",
+        "",
+        "| final metric | value |",
+        "|---|---|",
+        *[f"| {k} | {v:.4g} |" for k, v in last.items() if isinstance(v, float) and not k.startswith("time/")],
+    ]
+    reward = os.path.join(output_dir, "reward_model")
+    extra = (
+        "",
+        "from transformers import AutoModelForSequenceClassification",
+        "",
+        f'reward_model = AutoModelForSequenceClassification.from_pretrained("{reward}")',
+    )
+    lines += _reproduce_and_use(output_dir, peft_config, argv, extra)
     return "\n".join(lines)
 
 

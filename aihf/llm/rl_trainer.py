@@ -44,7 +44,7 @@ from transformers import PreTrainedTokenizerBase, get_scheduler, set_seed
 from .. import losses
 from ..data import pad_sequences, prepare_demonstrations, prepare_preferences, references_as_demonstrations
 from ..errors import ConfigError
-from . import guards
+from . import card, guards, runs
 from .generation import HFGenerator, SampleGenerator
 from .loading import load_policy, load_policy_tokenizer
 from .logprobs import check_packing, packed_logits, token_logps
@@ -69,6 +69,50 @@ from .trainer import (
 
 CHECKPOINT_PREFIX = "checkpoint"
 STATE_FILE = "rl_state.json"
+# The AIHFRLConfig (and TrainingArguments) fields a resumed run must share with its checkpoint, beside the
+# models and the data: the objective, the sampling, and the optimizers' settings (a loaded scheduler keeps the
+# checkpoint's learning rates, so a new one would be silently ignored). Logging, saving, evaluation, speed
+# options (generation_backend, padding_free, generation_batch_size) and skip_nonfinite_steps may change.
+RUN_FIELDS = (
+    "demo_weight",
+    "pref_weight",
+    "demo_loss",
+    "beta",
+    "reward_clamp",
+    "center_rewards_coefficient",
+    "use_references_as_demonstrations",
+    "learning_rate",
+    "reward_learning_rate",
+    "lr_scheduler_type",
+    "warmup_steps",
+    "warmup_ratio",
+    "weight_decay",
+    "policy_steps_per_round",
+    "reward_steps_per_round",
+    "per_device_train_batch_size",
+    "num_generations",
+    "num_ppo_epochs",
+    "num_mini_batches",
+    "cliprange",
+    "rl_prompts",
+    "whiten_rewards",
+    "reward_clip_range",
+    "normalize_advantages",
+    "missing_eos_penalty",
+    "reward_batch_size",
+    "fresh_reward_samples",
+    "reward_pretrain_steps",
+    "reward_pretrain_patience",
+    "reward_holdout_fraction",
+    "freeze_reward_model",
+    "reward_freeze_layers",
+    "max_new_tokens",
+    "temperature",
+    "top_p",
+    "top_k",
+    "seed",
+    "world_size",
+)
 GoldReward = Callable[[list[str], list[str]], list[float]]
 
 
@@ -177,12 +221,25 @@ class AIHFRLTrainer:
         args = args if args is not None else AIHFRLConfig(output_dir="aihf-rl-output")
         if not isinstance(args, AIHFRLConfig):
             raise TypeError(f"args must be an AIHFRLConfig, got {type(args).__name__}")
+        if args.pref_weight == 0 and args.reward_pretrain_steps > 0:
+            raise ConfigError(
+                f"reward_pretrain_steps={args.reward_pretrain_steps} fits the reward model on the preferences, "
+                "but pref_weight=0 ignores them: set reward_pretrain_steps=0 or pref_weight > 0"
+            )
         self.args = args
         self.world, self.rank = args.world_size, args.process_index
         if self.world > 1 and not (dist.is_available() and dist.is_initialized()):
             raise ConfigError(f"world_size={self.world} but torch.distributed is not initialised: launch with torchrun")
         if model_init_kwargs and not isinstance(model, str):
             raise ConfigError("model_init_kwargs is only used when model is a path or hub id, not a model object")
+        self._model_source = {
+            **runs.model_source(model, model_init_kwargs),
+            # A reward model object is named by its class and path only (its config may be anything).
+            "reward_model": reward_model
+            if reward_model is None or isinstance(reward_model, str)
+            else f"{type(reward_model).__name__} {getattr(getattr(reward_model, 'config', None), '_name_or_path', '')}",
+        }
+        self._fingerprint: dict[str, Any] | None = None
         if isinstance(model, str) and processing_class is None:
             processing_class = load_policy_tokenizer(model, model_init_kwargs)
         if processing_class is None:
@@ -741,6 +798,7 @@ class AIHFRLTrainer:
         start = time.perf_counter()
         checkpoint = self._resolve_checkpoint(resume_from_checkpoint)
         if checkpoint is not None:
+            self._check_fingerprint(checkpoint)
             self._load_checkpoint(checkpoint)
         elif not self.log_history:  # a fresh run, not a second train() call on this trainer
             self._claim_output_dir()
@@ -809,7 +867,53 @@ class AIHFRLTrainer:
         save_reward_model(self.reward_model, os.path.join(output_dir, "reward_model"), self.tokenizer)
         with open(os.path.join(output_dir, "log_history.json"), "w") as f:
             json.dump(self.log_history, f, indent=1)
+        policy = self.policy
+        with open(os.path.join(output_dir, "README.md"), "w") as f:
+            f.write(
+                card.render_rl(
+                    output_dir=output_dir,
+                    base_model=self._model_source["model"],
+                    args=self.args,
+                    num_preferences=len(self.preferences) if self.preferences is not None else 0,
+                    num_demonstrations=len(self.demonstrations) if self.demonstrations is not None else 0,
+                    num_eval_preferences=len(self.eval_preferences) if self.eval_preferences is not None else 0,
+                    log_history=self.log_history,
+                    peft_config=policy.peft_config[policy.active_adapter] if _is_peft(policy) else None,
+                )
+            )
         self._barrier()
+
+    def _run_fingerprint(self) -> dict[str, Any]:
+        """What a checkpoint of this run records (``aihf_run.json``) and a resumed run must match."""
+        if self._fingerprint is None:
+            args = self.args
+            self._fingerprint = {
+                **self._model_source,
+                "peft": _is_peft(self.policy),
+                "reward_peft": _is_peft(self.reward_model),
+                "preferences": runs.data_digest(self.preferences, ("prompt_ids", "chosen_ids", "rejected_ids")),
+                "demonstrations": runs.data_digest(self.demonstrations, ("prompt_ids", "completion_ids")),
+                **{name: getattr(args, name, None) for name in RUN_FIELDS},
+                # More rounds may follow under the constant schedule (the default); another one is sized by them.
+                "num_rounds": None if args.lr_scheduler_type == "constant" else args.num_rounds,
+            }
+        return self._fingerprint
+
+    def _check_fingerprint(self, checkpoint: str) -> None:
+        """Refuse a checkpoint of another run (:mod:`aihf.llm.runs`), before anything of it is loaded."""
+        saved = runs.read_fingerprint(checkpoint)
+        if saved is None:
+            warnings.warn(
+                f"{checkpoint} has no {runs.FINGERPRINT}: cannot check that it belongs to this configuration",
+                stacklevel=3,
+            )
+            return
+        differ = runs.differences(saved, self._run_fingerprint())
+        if differ:
+            raise ConfigError(
+                f"resume_from_checkpoint: {checkpoint} belongs to another run ({'; '.join(differ)}); "
+                "resume with the same settings, or start a fresh run with overwrite_output_dir=True"
+            )
 
     def _claim_output_dir(self) -> None:
         """A fresh run must not mix with another one: refuse an output_dir holding a run (checkpoints or a
@@ -877,6 +981,7 @@ class AIHFRLTrainer:
         }
         with open(os.path.join(staged, STATE_FILE), "w") as f:
             json.dump(state, f)
+        runs.write_fingerprint(staged, self._run_fingerprint())
         if os.path.isdir(final):
             shutil.rmtree(final)
         os.replace(staged, final)

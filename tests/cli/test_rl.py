@@ -400,6 +400,11 @@ def test_eval_reward_errors_are_one_line(workdir, capsys):
     missing = workdir / "no-such-rm"
     line = user_error(capsys, ["eval-reward", "--reward_model", str(missing), "--preferences", prefs])
     assert line == f"aihf eval-reward: --reward_model {missing}: no such folder"
+    # `runs/nope` reads as a Hub id too: the line says it is no local folder, as `aihf train` does.
+    line = user_error(capsys, ["eval-reward", "--reward_model", "runs/nope", "--preferences", prefs])
+    assert line.startswith(
+        "aihf eval-reward: --reward_model runs/nope: cannot load the tokenizer: no such local folder, and as a Hub id: "
+    ), line
     model = str(workdir / "model")
     line = user_error(capsys, ["eval-reward", "--reward_model", model, "--preferences", str(workdir / "nope.jsonl")])
     assert line == f"aihf eval-reward: {workdir / 'nope.jsonl'}: file not found"
@@ -410,3 +415,73 @@ def test_eval_reward_errors_are_one_line(workdir, capsys):
     # A policy folder is no reward model: scored with a random head, its "accuracy" would mean nothing.
     line = user_error(capsys, ["eval-reward", "--reward_model", model, "--preferences", prefs])
     assert line.startswith(f"aihf eval-reward: --reward_model {model}: not a reward model (architectures [")
+
+
+def test_example_config_with_method_rft_skips_reward_pretraining(workspace, tmp_path, capsys):
+    """The example's own advice, `--method rft` over examples/aihf_rl.yaml: its reward_pretrain_steps
+    (Bradley-Terry on the preferences, which rft ignores) is skipped with one warning, not a traceback."""
+    out = tmp_path / "rft"
+    argv = ["--config", str(ROOT / "examples" / "aihf_rl.yaml"), "--method", "rft"]
+    for name in ("model", "demos", "prefs"):
+        flag = {"model": "model_name_or_path", "demos": "demonstrations", "prefs": "preferences"}[name]
+        argv += [f"--{flag}", workspace[name]]
+    argv += ["--output_dir", str(out), "--num_rounds", "1", "--report_to", "none", "--disable_tqdm", "true"]
+    capsys.readouterr()
+    assert main(["train", *argv]) == 0
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert (
+        f"--method rft ignores the preferences, so reward_pretrain_steps: 20 in {ROOT / 'examples' / 'aihf_rl.yaml'}"
+        in err
+    )
+    history = json.loads((out / "log_history.json").read_text())
+    assert not any(k.startswith("reward_pretrain/") for entry in history for k in entry)
+    # The output's model card names the method, the run's length and where the reward model is.
+    readme = (out / "README.md").read_text()
+    assert "| method | RFT (ML-IRL)" in readme and "| pref_weight | 0.0 |" in readme, readme
+    assert "1 rounds of 1 policy step(s)" in readme and str(out / "reward_model") in readme, readme
+    # Asked for in the same place as the method (both flags), the contradiction is refused.
+    line = user_error(
+        capsys, ["train", *argv, "--reward_pretrain_steps", "5", "--output_dir", str(tmp_path / "x")], tmp_path / "x"
+    )
+    assert line.startswith(
+        "aihf train: --method rft with pref_weight=0.0 (set by --method rft) contradicts --reward_pretrain_steps 5"
+    ), line
+
+
+def _tree(folder):
+    return sorted(str(p.relative_to(folder)) for p in Path(folder).rglob("*"))
+
+
+def test_resume_refuses_a_checkpoint_of_another_run(workspace, tmp_path, capsys):
+    """`--resume_from_checkpoint true` with changed settings, another method, other data or another
+    model: one line naming what differs, exit 2, nothing written (the checkpoint's aihf_run.json)."""
+    out = tmp_path / "run"
+    base = _flags(workspace, out, "aihf_rl", num_rounds=1, save_strategy="steps", save_steps=1)
+    _train(capsys, base, out)
+    assert (out / "checkpoint-1" / "aihf_run.json").is_file()
+    before = _tree(out)
+    resume = [*_flags(workspace, out, "aihf_rl", num_rounds=2, save_strategy="steps", save_steps=1)]
+    resume += ["--resume_from_checkpoint", "true"]
+    other_prefs = tmp_path / "fewer_prefs.jsonl"
+    write_jsonl(other_prefs, [json.loads(line) for line in Path(workspace["prefs"]).read_text().splitlines()[:10]])
+    other_model = tmp_path / "other_model"
+    import shutil
+
+    shutil.copytree(workspace["model"], other_model)
+    cases = [
+        (["--learning_rate", "0.5"], "learning_rate 0.01 there, 0.5 here"),
+        (["--method", "rlhf", "--reward_pretrain_steps", "2"], "demo_weight 1.0 there, 0.0 here"),
+        (["--preferences", str(other_prefs)], "preferences '"),
+        (["--model_name_or_path", str(other_model)], f"model '{workspace['model']}' there, '{other_model}' here"),
+    ]
+    for flags, differ in cases:
+        line = user_error(capsys, ["train", *resume, *flags])
+        assert line.startswith(
+            f"aihf train: resume_from_checkpoint: {out / 'checkpoint-1'} belongs to another run ("
+        ), line
+        assert differ in line, line
+        assert _tree(out) == before
+    # The same settings (here with more rounds, under the default constant schedule) resume.
+    metrics, _ = _train(capsys, resume, out)
+    assert metrics["round"] == 2

@@ -182,6 +182,15 @@ def test_bad_settings_and_data_are_refused(tmp_path):
         rl_args(tmp_path, freeze_reward_model=True)
     with pytest.raises(ConfigError, match="no preferences"):
         AIHFRLTrainer(rl_task.model(tok), args=rl_args(tmp_path), demonstrations=demos, processing_class=tok)
+    # Reward pretraining is Bradley-Terry on the preferences, which pref_weight=0 (rft) ignores.
+    with pytest.raises(ConfigError, match="reward_pretrain_steps=3 .* but pref_weight=0 ignores them"):
+        AIHFRLTrainer(
+            "/nonexistent/model/never/loaded",
+            args=rl_args(tmp_path, pref_weight=0.0, reward_pretrain_steps=3),
+            demonstrations=demos,
+            preferences=prefs,
+            processing_class=tok,
+        )
     bad = prefs[:2] + [{"prompt": "say : t1", "chosen": "g1 g2"}]
     with pytest.raises(DataError, match="row 2.*rejected"):
         AIHFRLTrainer(
