@@ -72,9 +72,11 @@ def test_a_second_sweep_does_not_start_a_run_still_alive_from_the_first(tmp_path
         if first.poll() is None:
             os.kill(first.pid, signal.SIGKILL)
         first.wait()
-    deadline = time.monotonic() + 30
-    while _runs_of(results) and time.monotonic() < deadline:  # reaped by init
+    # The run's death releases the lock. A dying process's cmdline goes empty (its memory is freed)
+    # before its files are closed, so poll the lock itself rather than the process list.
+    lock, deadline, fd = str(results / "locks" / ENV / (RUN + ".lock")), time.monotonic() + 60, None
+    while fd is None and time.monotonic() < deadline:
+        fd = try_lock_run(lock)
         time.sleep(0.1)
-    fd = try_lock_run(str(results / "locks" / ENV / (RUN + ".lock")))  # the run's death released it
     assert fd is not None
     os.close(fd)
