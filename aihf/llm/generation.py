@@ -11,6 +11,7 @@ implement the same call.
 from __future__ import annotations
 
 import inspect
+import warnings
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -36,7 +37,9 @@ class HFGenerator:
     of the logits. Other generation settings of the model's ``generation_config`` (repetition
     penalty, ...) are ignored by this loop. ``"compiled"`` is ``"static"`` with the decode step
     compiled by ``torch.compile``; the first call for each (batch, cache length) shape compiles
-    (seconds), later ones reuse it. Cache lengths are rounded up to a multiple of 64.
+    (seconds), later ones reuse it. Cache lengths are rounded up to a multiple of 64. Where the
+    compiler backend fails (e.g. inductor's C++ build under ``ATEN_CPU_CAPABILITY=default``),
+    ``"compiled"`` warns once and decodes like ``"static"``, which draws the same tokens.
     """
 
     pad_token_id: int
@@ -162,14 +165,28 @@ class HFGenerator:
             if t == self.max_new_tokens - 1 or not unfinished.any():
                 break
             position = position + 1
-            out = step(
-                input_ids=chosen[:, None],
-                attention_mask=mask,
-                position_ids=position,
-                use_cache=True,
-                **{cache_arg: cache},
-            )
+            inputs = dict(input_ids=chosen[:, None], attention_mask=mask, position_ids=position, use_cache=True)
+            out = self._step(model, step, **inputs, **{cache_arg: cache})
+            step = self._step_fn(model)  # eager from now on if compiling failed
         return torch.stack(tokens, dim=1)
+
+    def _step(self, model: nn.Module, step, **inputs):
+        if step is model:
+            return model(**inputs)
+        try:
+            return step(**inputs)
+        except torch._dynamo.exc.BackendCompilerFailed as error:
+            # The compiler fails before the graph runs, so the cache is untouched and the eager
+            # step below is the same decode step: only the speed-up is lost.
+            reason = str(error).strip().splitlines()
+            warnings.warn(
+                "generation_backend='compiled': torch.compile failed "
+                f"({reason[1].strip() if len(reason) > 1 else reason[0]}); decoding without compilation",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            self._compiled[id(model)] = model
+            return model(**inputs)
 
     def _trim(self, row: list[int]) -> list[int]:
         stops = self.eos_token_id if isinstance(self.eos_token_id, list) else [self.eos_token_id]

@@ -87,3 +87,28 @@ def test_compiled_backend_draws_the_same_samples_as_generate():
         assert compiled(model, prompts, seed=seed) == plain(model, prompts, seed=seed)
     with pytest.raises(ValueError, match="backend"):
         HFGenerator(tok.pad_token_id, tok.eos_token_id, backend="vllm")
+
+
+def test_compiled_backend_falls_back_to_eager_when_the_compiler_fails(monkeypatch):
+    # Inductor's C++ build fails under ATEN_CPU_CAPABILITY=default (torch 2.13): the samples must not change.
+    from torch._dynamo.exc import BackendCompilerFailed
+
+    calls = []
+
+    def broken_compile(fn, **kwargs):
+        def compiled(**inputs):
+            calls.append(1)
+            raise BackendCompilerFailed(fn, RuntimeError("C++ compile error"), None)
+
+        return compiled
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    tok = task_tokenizer()
+    model = build_model(tok, "llama").eval()
+    prompts = [tok(t)["input_ids"] for t in ("reverse : a b c =", "a")]
+    plain = HFGenerator(tok.pad_token_id, tok.eos_token_id, max_new_tokens=8)
+    compiled = HFGenerator(tok.pad_token_id, tok.eos_token_id, max_new_tokens=8, backend="compiled")
+    with pytest.warns(RuntimeWarning, match="torch.compile failed .*C\\+\\+ compile error.*without compilation"):
+        assert compiled(model, prompts, seed=0) == plain(model, prompts, seed=0)
+    assert compiled(model, prompts, seed=1) == plain(model, prompts, seed=1)
+    assert len(calls) == 1  # one failed compile, then eager for good
