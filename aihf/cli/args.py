@@ -329,7 +329,7 @@ def options_elsewhere(method: str) -> dict[str, str]:
     --method <method>`` lacks, each with the line that says where it belongs."""
     own = _field_names(*train_dataclasses(method))
     here = f"not of `aihf train --method {method}`"
-    other, which = ("aihf", "aihf") if method in RL_METHODS else ("aihf_rl", "|".join(RL_METHODS))
+    other, which = ("aihf", "|".join(METHODS)) if method in RL_METHODS else ("aihf_rl", "|".join(RL_METHODS))
     found = {name: f"an option of `aihf eval-reward`, {here}" for name in _field_names(EvalRewardArguments)}
     elsewhere_in_train = f"an option of `aihf train --method {which}`, {here}"
     found.update({name: elsewhere_in_train for name in _field_names(*train_dataclasses(other))})
