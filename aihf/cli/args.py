@@ -220,10 +220,11 @@ class TrainArguments:
         """How ``name`` got its value: ``--demo_weight 0.5``, ``demo_weight: 0.5 in run.yaml``, or
         ``demo_weight=0.0 (set by --method dpo)``."""
         if name not in self.origins and name in METHOD_SETTINGS[self.run.method]:
-            return f"{name}={show(self._value(name))} (set by {self.describe('method')})"
-        return describe(name, self._value(name), self.origins)
+            return f"{name}={show(self.value(name))} (set by {self.describe('method')})"
+        return describe(name, self.value(name), self.origins)
 
-    def _value(self, name: str) -> Any:
+    def value(self, name: str) -> Any:
+        """The value of field ``name``, whichever dataclass holds it."""
         for obj in (self.run, self.model, self.data, self.config):
             if hasattr(obj, name):
                 return getattr(obj, name)

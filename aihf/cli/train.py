@@ -114,7 +114,7 @@ def warn_ignored(args: TrainArguments) -> None:
     Keys of the YAML file pass quietly: one file serves several methods."""
     method = args.run.method
     for name in ignored_options(method, args.config.demo_loss):
-        if args.level(name) == 2:
+        if args.level(name) == 2 and args.value(name) is not None:  # `--demonstrations ""` unsets, quietly
             warn(f"{args.describe(name)} is not used by --method {method}")
 
 

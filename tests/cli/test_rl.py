@@ -474,7 +474,11 @@ def test_resume_refuses_a_checkpoint_of_another_run(workspace, tmp_path, capsys)
     shutil.copytree(workspace["model"], other_model)
     cases = [
         (["--learning_rate", "0.5"], "learning_rate 0.01 there, 0.5 here"),
-        (["--method", "rlhf", "--reward_pretrain_steps", "2"], "demo_weight 1.0 there, 0.0 here"),
+        # (demonstrations unset: rlhf does not use them, and a flag it ignores would add a warning line)
+        (
+            ["--method", "rlhf", "--reward_pretrain_steps", "2", "--demonstrations", ""],
+            "demo_weight 1.0 there, 0.0 here",
+        ),
         (["--preferences", str(other_prefs)], "preferences '"),
         (["--model_name_or_path", str(other_model)], f"model '{workspace['model']}' there, '{other_model}' here"),
     ]
