@@ -116,6 +116,12 @@ def test_rft_cannot_freeze_the_reward_model_it_does_not_pretrain(workdir, capsys
         ),
         (False, ["--temperature", "0.7"], ["--temperature 0.7 is not used by --method aihf"]),  # demo_loss=nll
         (False, ["--temperature", "0.7", "--demo_loss", "self_play"], []),
+        (
+            False,
+            ["--method", "dpo", "--demonstrations", "{dir}/demos.jsonl"],
+            ["--demonstrations {dir}/demos.jsonl is not used by --method dpo"],
+        ),
+        (False, ["--method", "dpo", "--demonstrations", ""], []),  # unsetting what the YAML set: quietly
         (False, ["--method", "spin", "--loss_type", "ipo"], ["--loss_type ipo is not used by --method spin"]),
         (
             True,
@@ -128,8 +134,8 @@ def test_rft_cannot_freeze_the_reward_model_it_does_not_pretrain(workdir, capsys
 )
 def test_a_flag_the_method_ignores_warns_in_one_line(workdir, capsys, no_training, rl, flags, expected):
     config = _yaml(workdir, "run2.yaml", rl=rl)
-    warnings = _run(capsys, config, workdir / "out", *flags)
-    assert warnings == [f"aihf train: warning: {w}" for w in expected]
+    warnings = _run(capsys, config, workdir / "out", *(f.format(dir=workdir) for f in flags))
+    assert warnings == [f"aihf train: warning: {w.format(dir=workdir)}" for w in expected]
 
 
 def test_a_yaml_key_the_method_ignores_passes_quietly(workdir, capsys, no_training):
