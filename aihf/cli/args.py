@@ -101,7 +101,7 @@ class RunArguments:
             "rlhf: demo_weight=0, the reward model fitted on the preferences first (reward_pretrain_steps), then "
             "frozen; rft: pref_weight=0 (ML-IRL); sft_then_rlhf: SFT, then rlhf from the SFT model. A "
             "contradicting setting beside it (both flags, or both in the YAML) is refused; a --method flag "
-            "overrides them in the YAML.",
+            "overrides them in the YAML, with a warning.",
             "choices": list(METHODS + RL_METHODS),
         },
     )
