@@ -423,13 +423,11 @@ def check_no_resume(args: TrainArguments) -> None:
     method = args.run.method
     if method not in STAGES or not _resume(args.config):
         return
-    sft, second = STAGES[method]
-    out = args.config.output_dir
+    second = STAGES[method][1]
     raise ConfigError(
         f"--method {method} cannot resume ({args.describe('resume_from_checkpoint')}): start it again with "
-        f"--overwrite_output_dir true, or run its stages as two commands, each resumable: --method sft "
-        f"--output_dir {os.path.join(out, sft)}, then --method {second} --model_name_or_path "
-        f"{os.path.join(out, sft)} --output_dir {os.path.join(out, second)} (docs/runs-and-outputs.md)"
+        f"--overwrite_output_dir true, or run its stages as two commands, each of which resumes: --method sft, "
+        f"then --method {second} with --model_name_or_path the SFT model (docs/runs-and-outputs.md)"
     )
 
 
