@@ -36,21 +36,21 @@ def _one_line(message: str) -> str:
 
 
 def _show_info() -> None:
-    """aihf's INFO lines (e.g. which end token closes completions) go to stdout on the main process,
-    so that stderr keeps only what went wrong."""
+    """aihf's INFO lines (e.g. which end token closes completions) go to stderr on the main process,
+    with the progress bars, so that stdout carries only results (metrics, saved folders) for a pipe."""
     logger = logging.getLogger("aihf")
-    if any(isinstance(h, _Stdout) for h in logger.handlers) or int(os.environ.get("RANK", "0")) != 0:
+    if any(isinstance(h, _Stderr) for h in logger.handlers) or int(os.environ.get("RANK", "0")) != 0:
         return
-    handler = _Stdout()
+    handler = _Stderr()
     handler.setFormatter(logging.Formatter("aihf: %(message)s"))
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
 
 
-class _Stdout(logging.Handler):
-    # Looks sys.stdout up at each record, not once: callers (and pytest) may swap it between runs.
+class _Stderr(logging.Handler):
+    # Looks sys.stderr up at each record, not once: callers (and pytest) may swap it between runs.
     def emit(self, record: logging.LogRecord) -> None:
-        print(self.format(record), file=sys.stdout, flush=True)
+        print(self.format(record), file=sys.stderr, flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -39,6 +39,52 @@ METHOD_SETTINGS: dict[str, dict[str, Any]] = {
     "sft_then_rlhf": {"demo_weight": 1.0},
 }
 
+# Options each --method does not use. A flag setting one draws a one-line warning (aihf.cli.train.
+# warn_ignored); the same key in a YAML file passes quietly, as one YAML file serves several methods.
+_TWO_STAGE = ("sft_num_train_epochs", "sft_max_steps", "sft_learning_rate")
+_SELF_PLAY = (
+    "self_play_round_steps",
+    "self_play_round_epochs",
+    "self_play_regen_prob",
+    "max_new_tokens",
+    "temperature",
+    "top_p",
+    "top_k",
+    "do_sample",
+    "generation_batch_size",
+    "generation_backend",
+)
+# What only the preference term (and the reference model it compares with) reads.
+_PREFERENCE_TERM = (
+    "loss_type",
+    "label_smoothing",
+    "precompute_ref_log_probs",
+    "precompute_ref_batch_size",
+    "prefix_sharing",
+    "ref_model_name_or_path",
+    "eval_preferences",
+)
+# What only the reward model's demonstration-vs-sample steps read (none under a frozen reward model).
+_DEMO_REWARD_STEPS = ("demo_loss", "reward_clamp", "fresh_reward_samples", "reward_steps_per_round")
+METHOD_IGNORES: dict[str, tuple[str, ...]] = {
+    "aihf": _TWO_STAGE,  # and _SELF_PLAY under demo_loss=nll (see ignored_options)
+    "dpo": (*_TWO_STAGE, *_SELF_PLAY, "demonstrations", "eval_demonstrations", "use_references_as_demonstrations"),
+    "sft": (*_TWO_STAGE, *_SELF_PLAY, "beta", *_PREFERENCE_TERM),
+    "spin": (*_TWO_STAGE, *_PREFERENCE_TERM),
+    "sft_then_dpo": _SELF_PLAY,
+    "aihf_rl": _TWO_STAGE,
+    "rlhf": (*_TWO_STAGE, *_DEMO_REWARD_STEPS, "demonstrations"),
+    "rft": (*_TWO_STAGE, "reward_pretrain_eval_steps", "reward_pretrain_patience", "reward_holdout_fraction"),
+    "sft_then_rlhf": _DEMO_REWARD_STEPS,
+}
+
+
+def ignored_options(method: str, demo_loss: str) -> tuple[str, ...]:
+    """The fields ``--method <method>`` does not use (with ``demo_loss`` as the method leaves it)."""
+    if method == "aihf" and demo_loss != "self_play":
+        return METHOD_IGNORES[method] + _SELF_PLAY
+    return METHOD_IGNORES[method]
+
 
 @dataclass
 class RunArguments:
@@ -55,7 +101,7 @@ class RunArguments:
             "rlhf: demo_weight=0, the reward model fitted on the preferences first (reward_pretrain_steps), then "
             "frozen; rft: pref_weight=0 (ML-IRL); sft_then_rlhf: SFT, then rlhf from the SFT model. A "
             "contradicting setting beside it (both flags, or both in the YAML) is refused; a --method flag "
-            "overrides them in the YAML.",
+            "overrides them in the YAML, with a warning.",
             "choices": list(METHODS + RL_METHODS),
         },
     )
@@ -139,6 +185,27 @@ class DataArguments:
 
 
 @dataclass
+class EvalRewardArguments:
+    """``aihf eval-reward``'s options (:mod:`aihf.cli.rl`)."""
+
+    config: str | None = field(
+        default=None, metadata={"help": "YAML file of 'field: value' lines, any field below; flags beside it win."}
+    )
+    reward_model: str | None = field(
+        default=None, metadata={"help": "A saved reward model folder (e.g. <output_dir>/reward_model) or Hub id."}
+    )
+    preferences: str | None = field(
+        default=None,
+        metadata={"help": "Preference pairs: a .jsonl/.json/.csv/.parquet file, a save_to_disk folder or a Hub id."},
+    )
+    preferences_split: str = field(default="test", metadata={"help": "Split of a Hub dataset or DatasetDict to read."})
+    batch_size: int = field(default=16, metadata={"help": "Pairs scored per forward pass."})
+    max_length: int | None = field(default=1024, metadata={"help": "Maximum tokens of prompt + answer."})
+    max_prompt_length: int | None = field(default=512, metadata={"help": "Maximum prompt tokens (cut on the left)."})
+    trust_remote_code: bool = field(default=False, metadata={"help": "Run model code shipped with the checkpoint."})
+
+
+@dataclass
 class TrainArguments:
     """The parsed command line, and where each field the user set came from."""
 
@@ -153,10 +220,11 @@ class TrainArguments:
         """How ``name`` got its value: ``--demo_weight 0.5``, ``demo_weight: 0.5 in run.yaml``, or
         ``demo_weight=0.0 (set by --method dpo)``."""
         if name not in self.origins and name in METHOD_SETTINGS[self.run.method]:
-            return f"{name}={show(self._value(name))} (set by {self.describe('method')})"
-        return describe(name, self._value(name), self.origins)
+            return f"{name}={show(self.value(name))} (set by {self.describe('method')})"
+        return describe(name, self.value(name), self.origins)
 
-    def _value(self, name: str) -> Any:
+    def value(self, name: str) -> Any:
+        """The value of field ``name``, whichever dataclass holds it."""
         for obj in (self.run, self.model, self.data, self.config):
             if hasattr(obj, name):
                 return getattr(obj, name)
@@ -228,10 +296,14 @@ class _HelpFormatter(argparse.HelpFormatter):
         return f"{text} (default: {show(action.default).replace('%', '%%')})"
 
 
-def argument_parser(dataclass_types, **kwargs):
+def argument_parser(dataclass_types, elsewhere: dict[str, str] | None = None, **kwargs):
     """An ``HfArgumentParser`` for an ``aihf`` command: a mistake raises :class:`ConfigError`
     (printed as one line, exit status 2) where argparse would print its usage and exit, and
-    abbreviations (``--learning_rat``) are refused, as a YAML file refuses them."""
+    abbreviations (``--learning_rat``) are refused, as a YAML file refuses them.
+
+    ``elsewhere`` maps the fields of other commands (or methods) that this one lacks to what to say
+    of them (``an option of `aihf eval-reward`, not of `aihf train```), said instead of a "did you
+    mean" guess at a look-alike of this command's options."""
     from transformers import HfArgumentParser
 
     class Parser(HfArgumentParser):
@@ -244,7 +316,30 @@ def argument_parser(dataclass_types, **kwargs):
                 message = f"{bad[1]}: expected {_type_name(int if bad[2] == 'int' else float)}, got {bad[3]}"
             raise ConfigError(message)
 
-    return Parser(dataclass_types, allow_abbrev=False, **kwargs)
+    parser = Parser(dataclass_types, allow_abbrev=False, **kwargs)
+    parser.elsewhere = elsewhere or {}
+    return parser
+
+
+def _field_names(*dataclass_types) -> set[str]:
+    return {f.name for dtype in dataclass_types for f in dataclasses.fields(dtype)}
+
+
+def options_elsewhere(method: str) -> dict[str, str]:
+    """The options of the other ``aihf train`` methods and of ``aihf eval-reward`` that ``aihf train
+    --method <method>`` lacks, each with the line that says where it belongs."""
+    own = _field_names(*train_dataclasses(method))
+    here = f"not of `aihf train --method {method}`"
+    other, which = ("aihf", "|".join(METHODS)) if method in RL_METHODS else ("aihf_rl", "|".join(RL_METHODS))
+    found = {name: f"an option of `aihf eval-reward`, {here}" for name in _field_names(EvalRewardArguments)}
+    elsewhere_in_train = f"an option of `aihf train --method {which}`, {here}"
+    found.update({name: elsewhere_in_train for name in _field_names(*train_dataclasses(other))})
+    return {name: text for name, text in found.items() if name not in own}
+
+
+def train_option_names() -> set[str]:
+    """Every field ``aihf train`` takes under some ``--method``."""
+    return _field_names(*train_dataclasses("aihf"), *train_dataclasses("aihf_rl")) - _field_names(EvalRewardArguments)
 
 
 _TRAIN_DESCRIPTION = {
@@ -291,6 +386,7 @@ def build_parser(method: str = "aihf"):
     kind = "rl" if method in RL_METHODS else "aihf"
     parser = argument_parser(
         (run_type, model_type, data_type, config_type),
+        elsewhere=options_elsewhere(method),
         prog="aihf train",
         usage="aihf train [--config run.yaml] [--field value ...]",
         description=_TRAIN_DESCRIPTION[kind],
@@ -462,6 +558,9 @@ def unknown_arguments(remaining: list[str], parser: argparse.ArgumentParser) -> 
     if unknown is None:
         return f"unexpected argument {remaining[0]!r}: options are written --name value"
     name = unknown.split("=", 1)[0]
+    belongs = getattr(parser, "elsewhere", {}).get(name[2:].replace("-", "_"))
+    if belongs:
+        return f"unknown option {name}: {belongs}"
     # Only the --snake_case spelling is suggested (HfArgumentParser also accepts --kebab-case).
     flags = sorted(o for o in parser._option_string_actions if o.startswith("--") and "-" not in o[2:])
     return f"unknown option {name}{_did_you_mean(name, flags)}"
@@ -518,7 +617,8 @@ def parse_arguments(parser, argv: list[str], dataclass_types: tuple) -> tuple[li
             where = f"{config_path}, line {lines[key]}" if key in lines else config_path
             key = str(key)
             if key == "config" or key not in fields_by_name:
-                hint = _did_you_mean(key, [n for n in fields_by_name if n != "config"])
+                belongs = getattr(parser, "elsewhere", {}).get(key)
+                hint = f": {belongs}" if belongs else _did_you_mean(key, [n for n in fields_by_name if n != "config"])
                 raise ConfigError(f"{where}: unknown key '{key}'{hint}")
             if value is None and key not in _nullable_fields():
                 kind = _type_name(fields_by_name[key].type)

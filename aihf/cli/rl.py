@@ -12,13 +12,22 @@ pairwise accuracy on preference pairs.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
-from dataclasses import dataclass, field
 
 from ..errors import ConfigError
-from .args import TrainArguments, _HelpFormatter, argument_parser, describe, parse_arguments, show
+from .args import (
+    EvalRewardArguments,
+    TrainArguments,
+    _HelpFormatter,
+    argument_parser,
+    describe,
+    parse_arguments,
+    show,
+    train_option_names,
+)
 from .train import (
     Sources,
     TrainResult,
@@ -28,13 +37,16 @@ from .train import (
     _no_demonstrations,
     _resume,
     apply_method,
+    check_no_resume,
     load_error,
     lora_config,
     sft_overrides,
+    warn,
+    warn_ignored,
 )
 
 # What an RL method cannot take yet, beside what all of them cannot take (eval_demonstrations).
-_UNSUPPORTED = {"sft_then_rlhf": ("ref_model_name_or_path", "reward_model_name_or_path", "resume_from_checkpoint")}
+_UNSUPPORTED = {"sft_then_rlhf": ("ref_model_name_or_path", "reward_model_name_or_path")}
 
 
 def check_settings(args: TrainArguments) -> None:
@@ -58,14 +70,18 @@ def check_settings(args: TrainArguments) -> None:
                 f"pref_weight=0 ignores. Remove one of them, or use --method aihf_rl"
             )
         # A --method flag over a YAML written for all the RL methods (examples/aihf_rl.yaml): flags win.
-        print(
-            f"aihf train: warning: {args.describe('method')} ignores the preferences, so "
-            f"{args.describe('reward_pretrain_steps')} is skipped",
-            file=sys.stderr,
+        warn(
+            f"{args.describe('method')} ignores the preferences, so {args.describe('reward_pretrain_steps')} is skipped"
         )
         config.reward_pretrain_steps = 0
         args.origins.pop("reward_pretrain_steps", None)
-    values = {**vars(data), **vars(args.model), "resume_from_checkpoint": _resume(config)}
+        if config.freeze_reward_model:
+            raise ConfigError(
+                f"{args.describe('freeze_reward_model')} would run RL on an untrained reward model: "
+                f"{args.describe('method')} skips reward pretraining (it ignores the preferences)"
+            )
+    check_no_resume(args)
+    values = {**vars(data), **vars(args.model)}
     given = [name for name in ("eval_demonstrations", *_UNSUPPORTED.get(method, ())) if values[name]]
     if given:
         why = "AIHF-RL evaluates the reward model on eval_preferences" if given == ["eval_demonstrations"] else "yet"
@@ -84,6 +100,7 @@ def check_settings(args: TrainArguments) -> None:
     if config.demo_weight > 0 and not data.demonstrations and not data.preferences:
         raise ConfigError(_no_demonstrations(args))
     _check_model_path(args, "reward_model_name_or_path")
+    warn_ignored(args)
     if method != "sft_then_rlhf":  # there they size the SFT stage
         for name in ("max_steps", "num_train_epochs"):
             # max_steps <= 0 means "not set" (transformers' convention), e.g. --max_steps -1 over a shared YAML.
@@ -145,28 +162,11 @@ def fit(args: TrainArguments, model, ref, tokenizer, sources: Sources) -> TrainR
 
 
 # ---------------------------------------------------------------------------------- eval-reward
-@dataclass
-class EvalRewardArguments:
-    config: str | None = field(
-        default=None, metadata={"help": "YAML file of 'field: value' lines, any field below; flags beside it win."}
-    )
-    reward_model: str | None = field(
-        default=None, metadata={"help": "A saved reward model folder (e.g. <output_dir>/reward_model) or Hub id."}
-    )
-    preferences: str | None = field(
-        default=None,
-        metadata={"help": "Preference pairs: a .jsonl/.json/.csv/.parquet file, a save_to_disk folder or a Hub id."},
-    )
-    preferences_split: str = field(default="test", metadata={"help": "Split of a Hub dataset or DatasetDict to read."})
-    batch_size: int = field(default=16, metadata={"help": "Pairs scored per forward pass."})
-    max_length: int | None = field(default=1024, metadata={"help": "Maximum tokens of prompt + answer."})
-    max_prompt_length: int | None = field(default=512, metadata={"help": "Maximum prompt tokens (cut on the left)."})
-    trust_remote_code: bool = field(default=False, metadata={"help": "Run model code shipped with the checkpoint."})
-
-
 def _eval_parser():
+    elsewhere = {name: "an option of `aihf train`, not of `aihf eval-reward`" for name in train_option_names()}
     return argument_parser(
         (EvalRewardArguments,),
+        elsewhere=elsewhere,
         prog="aihf eval-reward",
         usage="aihf eval-reward --reward_model PATH --preferences FILE [--field value ...]",
         description="Pairwise accuracy of a reward model on preference pairs: the share of pairs with "
@@ -230,5 +230,7 @@ def run_eval_reward(argv: list[str]) -> int:
     if any(a in ("-h", "--help") for a in argv):
         _eval_parser().print_help()
         return 0
-    print(json.dumps(eval_reward(argv), indent=2))
+    with contextlib.redirect_stdout(sys.stderr):  # stdout carries the result alone, as in `aihf train`
+        result = eval_reward(argv)
+    print(json.dumps(result, indent=2))
     return 0

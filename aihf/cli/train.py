@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import re
+import sys
 import warnings
 from dataclasses import dataclass
 from typing import Any
@@ -29,6 +30,7 @@ from .args import (
     RunArguments,
     TrainArguments,
     build_parser,
+    ignored_options,
     parse_train_args,
     show,
     train_method,
@@ -73,7 +75,12 @@ def apply_method(args: TrainArguments):
                 f"{args.describe('method')} contradicts {args.describe(name)}: {_WHY[method]}. Remove one of them, "
                 f"or use {free}"
             )
-        # A --method flag over a value from the YAML: flags win, as everywhere else.
+        # A --method flag over a value from the YAML: flags win, as everywhere else, but not silently.
+        if args.level(name) == 1:
+            warn(
+                f"{args.describe('method')} sets {name}={show(implied)} ({_WHY[method]}), so "
+                f"{args.describe(name)} is not used"
+            )
         setattr(config, name, implied)
         args.origins.pop(name, None)
     if config.demo_weight == 0 and config.pref_weight == 0:
@@ -87,6 +94,28 @@ def apply_method(args: TrainArguments):
             f"--method {method} needs pref_weight > 0 for its {stage} stage ({args.describe('pref_weight')})"
         )
     return config
+
+
+# The warnings of the start-up checks, held until every check passed (see _info_after_checks).
+_held_warnings: list[str] | None = None
+
+
+def warn(message: str) -> None:
+    """One ``aihf train: warning: ...`` line on stderr: a setting the run goes on without."""
+    line = f"aihf train: warning: {message}"
+    if _held_warnings is not None:
+        _held_warnings.append(line)
+    else:
+        print(line, file=sys.stderr, flush=True)
+
+
+def warn_ignored(args: TrainArguments) -> None:
+    """One warning per flag that ``--method`` does not use (:data:`aihf.cli.args.METHOD_IGNORES`).
+    Keys of the YAML file pass quietly: one file serves several methods."""
+    method = args.run.method
+    for name in ignored_options(method, args.config.demo_loss):
+        if args.level(name) == 2 and args.value(name) is not None:  # `--demonstrations ""` unsets, quietly
+            warn(f"{args.describe(name)} is not used by --method {method}")
 
 
 def _looks_local(path: str) -> bool:
@@ -151,8 +180,6 @@ def _check_sources_given(args: TrainArguments) -> None:
         given = [n for n in ("eval_demonstrations", "eval_preferences") if getattr(data, n)]
         if args.model.ref_model_name_or_path:
             given.append("ref_model_name_or_path")
-        if _resume(config):
-            given.append("resume_from_checkpoint")
         if given:
             raise ConfigError(f"--method sft_then_dpo does not support {', '.join(given)} yet")
     if config.pref_weight > 0 and not data.preferences:
@@ -348,9 +375,11 @@ def train(argv: list[str]) -> TrainResult:
 
 @contextlib.contextmanager
 def _info_after_checks():
-    """Hold aihf's INFO lines (which end token closes completions...) while the start-up checks run,
-    and show them only once every check passed: a refused run prints its one error line, nothing else.
-    Warnings pass at once."""
+    """Hold aihf's INFO lines (which end token closes completions...) and the checks' warnings
+    (:func:`warn`) while the start-up checks run, and show them only once every check passed: a
+    refused run prints its one error line, nothing else. Library warnings pass at once."""
+    global _held_warnings
+    _held_warnings = warnings_held = []
     held: list[tuple[logging.Handler, logging.LogRecord]] = []
     handlers, logger = [], logging.getLogger("aihf")
     while logger is not None:  # the handlers an aihf record reaches: aihf's own, then its parents'
@@ -374,14 +403,32 @@ def _info_after_checks():
     finally:
         for handler, hold in filters:
             handler.removeFilter(hold)
+        _held_warnings = None
     # Reached only when the checks passed (an exception skips it and the held lines are dropped).
+    for line in warnings_held:
+        print(line, file=sys.stderr, flush=True)
     for handler, record in held:
         handler.handle(record)
 
 
 def _check_settings(args: TrainArguments) -> None:
     apply_method(args)
+    check_no_resume(args)
     _check_sources_given(args)
+    warn_ignored(args)
+
+
+def check_no_resume(args: TrainArguments) -> None:
+    """The two-stage methods cannot resume: each stage is a run of its own, in a subfolder."""
+    method = args.run.method
+    if method not in STAGES or not _resume(args.config):
+        return
+    second = STAGES[method][1]
+    raise ConfigError(
+        f"--method {method} cannot resume ({args.describe('resume_from_checkpoint')}): start it again with "
+        f"--overwrite_output_dir true, or run its stages as two commands, each of which resumes: --method sft, "
+        f"then --method {second} with --model_name_or_path the SFT model (docs/runs-and-outputs.md)"
+    )
 
 
 def _check_output_dirs(args: TrainArguments) -> None:
@@ -482,7 +529,10 @@ def run(argv: list[str]) -> int:
     if any(a in ("-h", "--help") for a in argv):
         build_parser(train_method(argv)).print_help()
         return 0
-    result = train(argv)
+    # stdout carries the results alone (the metrics, the saved folders), for a pipe; what the run
+    # says while it goes (aihf's INFO lines, the Trainer's log dicts, the rounds' log lines) goes to stderr.
+    with contextlib.redirect_stdout(sys.stderr):
+        result = train(argv)
     _leave_process_group()
     if result.is_main_process:
         print(json.dumps(result.metrics, indent=2, default=str))

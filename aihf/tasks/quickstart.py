@@ -13,10 +13,12 @@ Held-out prompts never appear in training. The run
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import random
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 
@@ -155,7 +157,7 @@ def evaluate(model_dir: str, task: dict) -> dict[str, float]:
 
 
 def main(argv: list[str]) -> int:
-    from ..cli.args import _HelpFormatter, argument_parser
+    from ..cli.args import _HelpFormatter, argument_parser, ignored_options
     from ..cli.train import train
     from ..llm.runs import check_output_dir
     from .tiny import build_model, build_word_tokenizer
@@ -210,9 +212,12 @@ def main(argv: list[str]) -> int:
     }
     if args.method == "sft_then_dpo":
         flags["sft_max_steps"] = args.max_steps
-    argv_train = [x for k, v in flags.items() for x in (f"--{k}", str(v))]
+    # The flags are shared by every method: those this one does not use are left out, not warned about.
+    ignored = ignored_options(args.method, args.demo_loss)
+    argv_train = [x for k, v in flags.items() if k not in ignored for x in (f"--{k}", str(v))]
     start = time.time()
-    train(argv_train)
+    with contextlib.redirect_stdout(sys.stderr):  # the training's progress; stdout: the table and paths
+        train(argv_train)
     seconds = time.time() - start
     final_dir = os.path.join(model_dir, "dpo") if args.method == "sft_then_dpo" else model_dir
     after = evaluate(final_dir, task)

@@ -123,7 +123,10 @@ def test_bench_llm_errors_are_one_line_as_typed():
         [sys.executable, "-m", "aihf", "bench", "llm", "--preset", "huge"], capture_output=True, text=True, timeout=120
     )
     assert run.returncode == 2, run.stderr[-2000:]
-    assert run.stderr.strip() == "aihf bench llm: --preset: invalid choice: 'huge' (choose from 'quick', 'full', 'smollm2')"
+    assert (
+        run.stderr.strip()
+        == "aihf bench llm: --preset: invalid choice: 'huge' (choose from 'quick', 'full', 'smollm2')"
+    )
     assert "usage" not in run.stdout + run.stderr
 
 
@@ -170,14 +173,15 @@ def test_info_lines_only_after_the_start_up_checks(workdir, capsys, monkeypatch)
     assert main(["train", "--config", str(workdir / "run.yaml"), "--output_dir", str(used)]) == 2
     captured = capsys.readouterr()
     assert "already holds another run" in captured.err
-    assert captured.out == ""  # the data were read (the end token was chosen), but the run was refused
+    assert len(captured.err.splitlines()) == 1 and captured.out == ""  # the data were read, the run refused
     # eval-reward alike: a policy folder is refused after the pairs were tokenised; stdout stays empty.
     monkeypatch.setattr(special_tokens, "_announced", set())
     argv = ["eval-reward", "--reward_model", str(workdir / "model"), "--preferences", str(workdir / "prefs.jsonl")]
     assert main(argv) == 2
     captured = capsys.readouterr()
-    assert "not a reward model" in captured.err and captured.out == ""
+    assert "not a reward model" in captured.err and len(captured.err.splitlines()) == 1 and captured.out == ""
     monkeypatch.setattr(special_tokens, "_announced", set())
     capsys.readouterr()
     assert train(workdir, workdir / "out") == 0
-    assert "aihf: end token '" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert "aihf: end token '" in captured.err and "end token" not in captured.out  # stdout: results only

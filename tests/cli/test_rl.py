@@ -286,10 +286,13 @@ def test_rl_yaml_keys_are_checked_against_the_rl_config(workdir, capsys):
         f"aihf train: {config}, line {_line_of(config, 'num_generations')}: num_generations: expected an integer, "
         "got 'two'"
     )
-    # An RL field under an implicit-reward method is unknown there: the method picks the config.
+    # An RL field under an implicit-reward method is unknown there: the method picks the config, and
+    # the line says which methods take it (not a look-alike of this method's options).
     config = _rl_yaml(workdir, method="aihf")
     line = _rl_error(capsys, config, out)
-    assert line == f"aihf train: {config}, line {_line_of(config, 'num_rounds')}: unknown key 'num_rounds'"
+    assert line == f"aihf train: {config}, line {_line_of(config, 'num_rounds')}: unknown key 'num_rounds': " + (
+        "an option of `aihf train --method aihf_rl|rlhf|rft|sft_then_rlhf`, not of `aihf train --method aihf`"
+    )
 
 
 @pytest.mark.parametrize(
@@ -471,7 +474,11 @@ def test_resume_refuses_a_checkpoint_of_another_run(workspace, tmp_path, capsys)
     shutil.copytree(workspace["model"], other_model)
     cases = [
         (["--learning_rate", "0.5"], "learning_rate 0.01 there, 0.5 here"),
-        (["--method", "rlhf", "--reward_pretrain_steps", "2"], "demo_weight 1.0 there, 0.0 here"),
+        # (demonstrations unset: rlhf does not use them, and a flag it ignores would add a warning line)
+        (
+            ["--method", "rlhf", "--reward_pretrain_steps", "2", "--demonstrations", ""],
+            "demo_weight 1.0 there, 0.0 here",
+        ),
         (["--preferences", str(other_prefs)], "preferences '"),
         (["--model_name_or_path", str(other_model)], f"model '{workspace['model']}' there, '{other_model}' here"),
     ]

@@ -129,15 +129,27 @@ def test_method_refuses_a_contradiction_inside_the_yaml(workdir, capsys):
     assert line.startswith(f"aihf train: method: dpo in {path} contradicts demo_weight: 0.5 in {path}: ")
 
 
-def test_method_flag_overrides_the_yaml_and_agreeing_values_pass(workdir):
-    """Flags override the YAML (documented in --method's help); a value that agrees is no contradiction."""
+def test_method_flag_overrides_the_yaml_and_agreeing_values_pass(workdir, capsys):
+    """Flags override the YAML (documented in --method's help), with one warning line for the value
+    replaced; a value that agrees is no contradiction. stdout carries the results alone (the metrics
+    and where the model went), the progress (the Trainer's log lines, aihf's INFO lines) goes to stderr."""
     config = yaml.safe_load((workdir / "run.yaml").read_text())
     path = workdir / "weights.yaml"
     path.write_text(yaml.safe_dump({**config, "demo_weight": 0.5, "demo_loss": "nll"}))
     out = workdir / "out"
+    capsys.readouterr()
     assert main(["train", "--config", str(path), "--method", "dpo", "--output_dir", str(out)]) == 0
     first = json.loads((out / "trainer_state.json").read_text())["log_history"][0]
     assert "loss/pref" in first and "demo/nll" not in first
+    captured = capsys.readouterr()
+    warning = (
+        f"aihf train: warning: --method dpo sets demo_weight=0.0 (DPO has no demonstration term), so demo_weight: "
+        f"0.5 in {path} is not used"
+    )
+    assert [line for line in captured.err.splitlines() if "warning" in line] == [warning]
+    assert "'loss/pref'" in captured.err  # the Trainer's log dict of a step (logging_steps: 1)
+    head, last = captured.out.rsplit("}", 1)
+    assert json.loads(head + "}")["train_runtime"] > 0 and last.strip() == f"aihf train: final model saved to {out}"
     assert train(workdir, workdir / "out2", "--method", "sft", "--pref_weight", "0", "--demo_loss", "nll") == 0
 
 
