@@ -59,6 +59,8 @@ QUIET = dict(
 TRAIN_VARIANTS: dict[str, dict[str, Any]] = {
     "trl_dpo": {"trainer": "trl", "options": {}},
     "trl_dpo_fast": {"trainer": "trl", "options": {"precompute_ref_log_probs": True, "padding_free": True}},
+    # TRL's nearest to AIHF-DPO: DPO plus its "sft" loss, the NLL of the chosen answers (RPO-style).
+    "trl_dpo_sft": {"trainer": "trl", "options": {"loss_type": ["sigmoid", "sft"]}},
     "aihf_dpo": {"trainer": "aihf", "options": {"demo_weight": 0.0}},
     "aihf_dpo_packed": {"trainer": "aihf", "options": {"demo_weight": 0.0, "padding_free": True}},
     "aihf_dpo_shared": {"trainer": "aihf", "options": {"demo_weight": 0.0, "prefix_sharing": True}},
@@ -231,8 +233,7 @@ def train_worker(spec: dict[str, Any]) -> dict[str, Any]:
     # Only the pairs' rows need the reference; AIHF-DPO's demonstration rows do not.
     flops_per_step = 6 * n * result["tokens_per_step"]
     if reference_passes:
-        pair_share = 1.0 if "demo_weight" in options else _pair_token_share(pairs, tokenizer)
-        flops_per_step += 2 * n * result["tokens_per_step"] * pair_share
+        flops_per_step += 2 * n * result["tokens_per_step"] * reference_share(variant, pairs, tokenizer)
     result.update(
         info,
         setup_s=setup_s,
@@ -243,6 +244,13 @@ def train_worker(spec: dict[str, Any]) -> dict[str, Any]:
         threads=torch.get_num_threads(),
     )
     return result
+
+
+def reference_share(variant: dict[str, Any], pairs, tokenizer) -> float:
+    """Share of a training variant's batch tokens that the reference scores: all of them, except
+    in aihf's AIHF-DPO, whose demonstration rows (the chosen answers again) it does not score."""
+    with_demos = variant["trainer"] == "aihf" and variant["options"].get("demo_weight", 1.0) > 0
+    return _pair_token_share(pairs, tokenizer) if with_demos else 1.0
 
 
 def _pair_token_share(pairs, tokenizer) -> float:
@@ -476,6 +484,7 @@ def ratios(table: dict[str, Any], sizes: list[str]) -> list[dict[str, Any]]:
         ("aihf DPO / TRL DPOTrainer, peak RSS", "aihf_dpo", "trl_dpo", "rss", "<= 0.7"),
         ("aihf DPO fast / TRL with speed options, peak RSS", "aihf_dpo_fast", "trl_dpo_fast", "rss", "<= 0.7"),
         ("AIHF-DPO / aihf DPO, per token", "aihf_aihf_dpo", "aihf_dpo", "tokens", ">= 0.9"),
+        ("AIHF-DPO / TRL DPO with its sft loss term, per token", "aihf_aihf_dpo", "trl_dpo_sft", "tokens", "(>= 1)"),
         (
             "AIHF-DPO prefix sharing / aihf DPO prefix sharing, per token",
             "aihf_aihf_dpo_fast",
@@ -578,6 +587,7 @@ def markdown(report: dict[str, Any]) -> str:
 VARIANT_NOTES = {
     "trl_dpo": "TRL DPOTrainer, its defaults (fp32, no gradient checkpointing, as aihf)",
     "trl_dpo_fast": "TRL with precompute_ref_log_probs and padding_free (TRL 1.16 warns and pads anyway)",
+    "trl_dpo_sft": "TRL DPOTrainer with loss_type [sigmoid, sft]: DPO plus the NLL of the chosen answers, no extra pass",
     "aihf_dpo": "AIHFTrainer demo_weight=0 (DPO mode), defaults",
     "aihf_dpo_packed": "DPO mode with padding_free=True",
     "aihf_dpo_shared": "DPO mode with prefix_sharing=True (packed, each prompt run once)",

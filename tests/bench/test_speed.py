@@ -28,6 +28,16 @@ def _spec(variant, **kw):
     return {"variant": variant, "size": "1m", "warmup": 1, "steps": 2, "pairs": 32, "max_new_tokens": 4, **kw}
 
 
+def test_the_reference_scores_every_row_but_aihf_dpo_demonstrations():
+    _, tokenizer = speed.build("1m")
+    pairs = speed.random_pairs(20, seed=0)
+    for name in ("trl_dpo", "trl_dpo_sft", "aihf_dpo", "aihf_dpo_shared"):
+        assert speed.reference_share(speed.TRAIN_VARIANTS[name], pairs, tokenizer) == 1.0, name
+    # AIHF-DPO adds one (prompt + chosen) row per pair: about a third of the tokens, unscored.
+    share = speed.reference_share(speed.TRAIN_VARIANTS["aihf_aihf_dpo"], pairs, tokenizer)
+    assert 0.6 < share < 0.72
+
+
 @pytest.mark.parametrize("variant", ["aihf_dpo_fast", pytest.param("trl_dpo", marks=pytest.mark.slow)])
 def test_train_worker_times_the_steps_after_warmup(variant):
     result = speed.run_worker(_spec(variant))
