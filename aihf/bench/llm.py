@@ -476,6 +476,9 @@ METHODS: dict[str, Method] = {
     "rft": Method(train_rft, uses_preferences=False, uses_beta=True),
 }
 REFERENCE_METHOD = "sft_then_dpo"  # the second opponent of win rates
+# The paper's claim (docs/method.md): the AIHF variants against the pipelines they generalise.
+AIHF_VARIANTS = ("aihf_dpo", "self_play_aihf", "aihf_rl")
+BASELINES = ("dpo", "sft_then_dpo", "rlhf")
 
 
 # --------------------------------------------------------------------------- evaluation
@@ -872,6 +875,7 @@ def aggregate(args: BenchArguments, data_dir: str) -> dict:
         "R_demo_test": r_demo,
         "data_card": card,
         "rows": rows,
+        "paired": paired_differences(results, budgets(args)),
         "runs_finished": len(results),
         "runs_ignored": ignored,
         "runs_total": len(all_runs(args)),
@@ -880,6 +884,40 @@ def aggregate(args: BenchArguments, data_dir: str) -> dict:
         "repetition and wall time"
         + (f"; over (seed, held-out pair) units for RM pair acc ({num_pairs} pairs per seed)" if num_pairs else ""),
     }
+
+
+def paired_differences(results: dict[tuple[str, int, int], dict], budget_list: list[int]) -> list[dict]:
+    """Each AIHF variant minus each baseline at the same preference budget: the gold difference
+    with its normal 95 % interval over (seed, test prompt) units, paired (same seeds, same prompts;
+    a prompt's value is the mean over its samples), and both methods' mean KL on those seeds."""
+    rows = []
+    for budget in budget_list:
+        for method in AIHF_VARIANTS:
+            for baseline in BASELINES:
+                seeds = sorted(
+                    seed for (m, b, seed) in results if m == method and b == budget and (baseline, b, seed) in results
+                )
+                if not seeds:
+                    continue
+                diffs, kls = [], {method: [], baseline: []}
+                for seed in seeds:
+                    ours, theirs = results[(method, budget, seed)], results[(baseline, budget, seed)]
+                    for p, q in zip(ours["test"]["per_prompt"], theirs["test"]["per_prompt"]):
+                        diffs.append(_mean(p["gold"]) - _mean(q["gold"]))
+                        kls[method].append(_mean(p["kl"]))
+                        kls[baseline].append(_mean(q["kl"]))
+                rows.append(
+                    {
+                        "budget": budget,
+                        "method": method,
+                        "baseline": baseline,
+                        "seeds": len(seeds),
+                        "gold_difference": mean_ci(diffs),
+                        "kl": _mean(kls[method]),
+                        "baseline_kl": _mean(kls[baseline]),
+                    }
+                )
+    return rows
 
 
 def _fmt(ci: tuple[float, float] | None, digits: int = 3) -> str:
@@ -909,6 +947,20 @@ def markdown(report: dict) -> str:
             f"{_fmt(r['win_vs_sft_then_dpo'], 2)} | {_fmt(r['distinct_2'], 2)} | {_fmt(r['repetition_2'], 3)} | "
             f"{_fmt(r.get('reward_pair_accuracy'), 2)} | {r['wall_seconds'][0]:.0f} | {selected} |"
         )
+    if report.get("paired"):
+        lines += [
+            "",
+            "AIHF variants minus baselines, paired by seed and test prompt (gold difference, 95 % interval; "
+            "an interval clear of 0 is a resolved difference):",
+            "",
+            "| prefs | AIHF variant | baseline | seeds | gold difference | KL variant / baseline |",
+            "|---|---|---|---|---|---|",
+        ]
+        for r in report["paired"]:
+            lines.append(
+                f"| {r['budget']} | {r['method']} | {r['baseline']} | {r['seeds']} | "
+                f"{_fmt(r['gold_difference'])} | {r['kl']:.2f} / {r['baseline_kl']:.2f} |"
+            )
     return "\n".join(lines) + "\n"
 
 

@@ -327,3 +327,26 @@ def test_reward_pair_accuracy_interval_is_over_held_out_pairs(tmp_path):
     assert mean == pytest.approx(1 / 3) and half == pytest.approx(1.96 / 3)
     assert rows["sft"]["reward_pair_accuracy"] is None
     assert report["held_out_pairs"] == 3 and "3 pairs per seed" in llm.markdown(report)
+
+
+def test_paired_differences_match_seeds_and_prompts():
+    def run(golds, kl):
+        return {"test": {"per_prompt": [{"gold": g, "kl": [kl]} for g in golds]}}
+
+    results = {
+        ("aihf_dpo", 50, 0): run([[0.4, 0.2], [0.0, 0.0]], 2.0),
+        ("aihf_dpo", 50, 1): run([[0.3, 0.3], [0.1, 0.1]], 4.0),
+        ("dpo", 50, 0): run([[0.1, 0.1], [0.0, 0.2]], 6.0),
+        ("dpo", 50, 1): run([[0.3, 0.3], [0.0, 0.0]], 8.0),
+        ("rlhf", 50, 1): run([[0.0, 0.0], [0.0, 0.0]], 1.0),  # seed 1 only
+        ("dpo", 200, 0): run([[0.9, 0.9], [0.9, 0.9]], 1.0),  # no AIHF run at 200: no row
+    }
+    rows = {(r["method"], r["baseline"], r["budget"]): r for r in llm.paired_differences(results, [50, 200])}
+    assert set(rows) == {("aihf_dpo", "dpo", 50), ("aihf_dpo", "rlhf", 50)}
+    # units (seed, prompt): 0.3-0.1, 0.0-0.1, 0.3-0.3, 0.1-0.0 -> 0.2, -0.1, 0.0, 0.1
+    mean, half = rows[("aihf_dpo", "dpo", 50)]["gold_difference"]
+    assert mean == pytest.approx(0.05)
+    assert half == pytest.approx(1.96 * (sum((d - 0.05) ** 2 for d in (0.2, -0.1, 0.0, 0.1)) / 3) ** 0.5 / 2)
+    assert rows[("aihf_dpo", "dpo", 50)]["kl"] == 3.0 and rows[("aihf_dpo", "dpo", 50)]["baseline_kl"] == 7.0
+    against_rlhf = rows[("aihf_dpo", "rlhf", 50)]
+    assert against_rlhf["seeds"] == 1 and against_rlhf["gold_difference"][0] == pytest.approx(0.2)
