@@ -849,6 +849,7 @@ def aggregate(args: BenchArguments, data_dir: str) -> dict:
                         pairs = list(zip(p["gold"], q["gold"]))
                         wins_ref.append(sum(1.0 if a > b else 0.5 if a == b else 0.0 for a, b in pairs) / len(pairs))
             scale = r_demo - r_base
+            cpus = [r["cpu_seconds"] for r in runs if "cpu_seconds" in r]
             accuracies = [r["reward_pair_accuracy"] for r in runs if r.get("reward_pair_accuracy") is not None]
             rows.append(
                 {
@@ -863,6 +864,7 @@ def aggregate(args: BenchArguments, data_dir: str) -> dict:
                     "distinct_2": mean_ci([r["test"]["distinct_2"] for r in runs]),
                     "repetition_2": mean_ci([r["test"]["repetition_2"] for r in runs]),
                     "wall_seconds": mean_ci([r["wall_seconds"] for r in runs]),
+                    "cpu_seconds": mean_ci(cpus) if cpus else None,
                     "reward_pair_accuracy": mean_ci(pair_units(accuracies, num_pairs)) if accuracies else None,
                     "selected": [r["selected"] for r in runs],
                     "within_kl_cap": [r["selected_within_kl_cap"] for r in runs],
@@ -933,19 +935,20 @@ def markdown(report: dict) -> str:
         f"{report['runs_finished']}/{report['runs_total']} runs; {report['ci']}.",
         "",
         "| method | prefs | seeds | gold | normalised | KL (nats) | win vs base | win vs SFT->DPO | distinct-2 | "
-        "rep-2 | RM pair acc | wall s | selected |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "rep-2 | RM pair acc | wall s | CPU s | selected |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in report["rows"]:
         selected = "; ".join(
             ", ".join(f"{k}={v:g}" for k, v in hp.items()) + ("" if within else " (no grid point under the KL cap)")
             for hp, within in zip(r["selected"], r["within_kl_cap"])
         )
+        cpu = f"{r['cpu_seconds'][0]:.0f}" if r.get("cpu_seconds") else "-"  # older result files lack it
         lines.append(
             f"| {r['method']} | {r['budget'] or '-'} | {r['seeds']} | {_fmt(r['gold'])} | "
             f"{_fmt(r['gold_normalised'], 2)} | {_fmt(r['kl'], 2)} | {_fmt(r['win_vs_base'], 2)} | "
             f"{_fmt(r['win_vs_sft_then_dpo'], 2)} | {_fmt(r['distinct_2'], 2)} | {_fmt(r['repetition_2'], 3)} | "
-            f"{_fmt(r.get('reward_pair_accuracy'), 2)} | {r['wall_seconds'][0]:.0f} | {selected} |"
+            f"{_fmt(r.get('reward_pair_accuracy'), 2)} | {r['wall_seconds'][0]:.0f} | {cpu} | {selected} |"
         )
     if report.get("paired"):
         lines += [
