@@ -17,7 +17,7 @@ RUNS = ["dpo__3__0.json", "dpo__6__0.json", "sft__0__0.json"]
 
 
 def _rows(report: dict) -> list[dict]:
-    return [{k: v for k, v in r.items() if k != "wall_seconds"} for r in report["rows"]]
+    return [{k: v for k, v in r.items() if k not in ("wall_seconds", "cpu_seconds")} for r in report["rows"]]
 
 
 def _without_timing(result: dict) -> dict:
