@@ -510,8 +510,8 @@ def sft_overrides(run: RunArguments) -> dict[str, Any]:
     return {name: value for name, value in given if value is not None}
 
 
-def _leave_process_group() -> None:
-    """Tear down torch.distributed after a successful run.
+def _leave_process_group() -> bool:
+    """Tear down torch.distributed after a successful run; True if there was a process group.
 
     Left to interpreter shutdown, gloo's worker threads can still hold tensors while Python is
     being finalised, and the process dies with SIGABRT ("terminate called without an active
@@ -523,6 +523,8 @@ def _leave_process_group() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
         dist.destroy_process_group()
+        return True
+    return False
 
 
 def run(argv: list[str]) -> int:
@@ -533,11 +535,18 @@ def run(argv: list[str]) -> int:
     # says while it goes (aihf's INFO lines, the Trainer's log dicts, the rounds' log lines) goes to stderr.
     with contextlib.redirect_stdout(sys.stderr):
         result = train(argv)
-    _leave_process_group()
+    distributed = _leave_process_group()
     if result.is_main_process:
         print(json.dumps(result.metrics, indent=2, default=str))
         kind = "LoRA adapter" if result.is_adapter else "model"
         print(f"aihf train: final {kind} saved to {result.model_dir}")
         if result.reward_model_dir:
             print(f"aihf train: reward model saved to {result.reward_model_dir}")
+    if distributed:
+        # Even after destroy_process_group, a gloo thread object can outlive the interpreter and
+        # abort the process at static destruction (SIGABRT, "terminate called without an active
+        # exception") after everything is saved; exiting without finalisation skips that.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
     return 0
