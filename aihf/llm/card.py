@@ -80,21 +80,16 @@ def render(
     last_train = next((h for h in reversed(log_history) if "loss" in h), {})
     summary = next((h for h in reversed(log_history) if "train_loss" in h), {})
     last_eval = next((h for h in reversed(log_history) if "eval_loss" in h), {})
-    library = "peft" if peft_config is not None else "transformers"
-    lines = [
-        "---",
-        f"library_name: {library}",
-        # Only a Hub id means something to the Hub; a local path or an in-memory model does not.
-        *([f"base_model: {base_model}"] if _is_hub_id(base_model) else []),
-        "tags: [aihf, alignment, " + ("dpo" if args.pref_weight > 0 else "sft") + "]",
-        "---",
-        "",
-        f"# {os.path.basename(os.path.abspath(output_dir))}",
-        "",
-        f"Aligned from `{base_model}`"
+    lines = _front_matter(
+        output_dir,
+        base_model,
+        peft_config,
+        tags="aihf, alignment, " + ("dpo" if args.pref_weight > 0 else "sft"),
+        intro=f"Aligned from `{base_model}`"
         + (f" (GGUF file `{gguf_file}`, dequantised)" if gguf_file else "")
         + " with aihf (AIHF: demonstrations and preferences in one training stage).",
-        "",
+    )
+    lines += [
         "## Method",
         "",
         "| setting | value |",
@@ -140,6 +135,23 @@ def render(
     lines += [f"| {name} | {value:.4g} |" for name, value in last_eval.items() if isinstance(value, float)]
     lines += _reproduce_and_use(output_dir, peft_config, argv)
     return "\n".join(lines)
+
+
+def _front_matter(output_dir: str, base_model: str, peft_config: Any, *, tags: str, intro: str) -> list:
+    """The card's YAML metadata, title and first paragraph."""
+    return [
+        "---",
+        f"library_name: {'peft' if peft_config is not None else 'transformers'}",
+        # Only a Hub id means something to the Hub; a local path or an in-memory model does not.
+        *([f"base_model: {base_model}"] if _is_hub_id(base_model) else []),
+        f"tags: [{tags}]",
+        "---",
+        "",
+        f"# {os.path.basename(os.path.abspath(output_dir))}",
+        "",
+        intro,
+        "",
+    ]
 
 
 def _reproduce_and_use(output_dir: str, peft_config: Any, argv: list[str], extra_use: tuple[str, ...] = ()) -> list:
@@ -199,18 +211,15 @@ def render_rl(
     """The model card of an :class:`aihf.llm.AIHFRLTrainer` output (policy + ``reward_model/``)."""
     argv = list(sys.argv if argv is None else argv)
     last = next((h for h in reversed(log_history) if "round" in h), {})
-    lines = [
-        "---",
-        f"library_name: {'peft' if peft_config is not None else 'transformers'}",
-        *([f"base_model: {base_model}"] if _is_hub_id(base_model) else []),
-        "tags: [aihf, alignment, rl, reward-model]",
-        "---",
-        "",
-        f"# {os.path.basename(os.path.abspath(output_dir))}",
-        "",
-        f"Aligned from `{base_model}` with aihf's explicit-reward trainer; the learned reward model is in "
+    lines = _front_matter(
+        output_dir,
+        base_model,
+        peft_config,
+        tags="aihf, alignment, rl, reward-model",
+        intro=f"Aligned from `{base_model}` with aihf's explicit-reward trainer; the learned reward model is in "
         "`reward_model/`.",
-        "",
+    )
+    lines += [
         "## Method",
         "",
         "| setting | value |",
