@@ -223,12 +223,59 @@ def _load_results(results: str) -> list[dict]:
                         "method": method,
                         "seed": r["seed"],
                         "final": r["final"]["normalized_return"],
+                        "late": late_mean(r["history"]),
                         "return": r["final"]["return_mean"],
                         "history": [(h["env_steps"], h["normalized_return"]) for h in r["history"]],
                         "timing": r["timing"],
                     }
                 )
     return rows
+
+
+LATE_EVALUATIONS = 3
+
+
+def late_mean(history: list[dict]) -> float:
+    """Mean normalised return of the last ``LATE_EVALUATIONS`` evaluations of a run (fewer if it has
+    fewer): less noisy than the final evaluation alone, which on HalfCheetah can move by 0.1 or more
+    between neighbouring evaluations of one run."""
+    values = [h["normalized_return"] for h in history[-LATE_EVALUATIONS:]]
+    return float(np.mean(values)) if values else float("nan")
+
+
+def paired_differences(rows: list[dict]) -> list[dict]:
+    """AIHF minus each baseline, run by run on the same env, seed and data: ML-IRL, BC and ``aihf`` share
+    the demonstrations (ML-IRL and BC from the 0-pair setting), ``pref_rl`` and ``two_stage`` the
+    pairs. For the final evaluation and the late mean (:func:`late_mean`): the mean difference over
+    seeds, each seed's difference and how many seeds AIHF is ahead in."""
+    by_key = {(r["env_id"], r["setting"], r["method"], r["seed"]): r for r in rows}
+    out = []
+    aihf_settings = sorted({(e, s) for (e, s, m, _) in by_key if m == "aihf" and not s.endswith("_p0")})
+    for env_id, setting in aihf_settings:
+        demos, pairs = setting.split("_p")
+        for baseline in ("pref_rl", "ml_irl", "two_stage", "bc"):
+            source = f"{demos}_p0" if baseline in ("ml_irl", "bc") else setting
+            if baseline == "pref_rl":  # run in one demonstration setting only: it ignores demonstrations
+                source = next(
+                    (s for (e, s, m, _) in by_key if e == env_id and m == "pref_rl" and s.endswith(f"_p{pairs}")),
+                    setting,
+                )
+            seeds = sorted(
+                k
+                for (e, s, m, k) in by_key
+                if e == env_id and s == setting and m == "aihf" and (env_id, source, baseline, k) in by_key
+            )
+            if not seeds:
+                continue
+            row = {"env_id": env_id, "setting": setting, "baseline": baseline, "seeds": seeds}
+            for metric in ("final", "late"):
+                diffs = [
+                    by_key[(env_id, setting, "aihf", k)][metric] - by_key[(env_id, source, baseline, k)][metric]
+                    for k in seeds
+                ]
+                row[metric] = {"mean": float(np.mean(diffs)), "per_seed": diffs, "wins": sum(d > 0 for d in diffs)}
+            out.append(row)
+    return out
 
 
 def _cell(values: list[float]) -> str:
@@ -280,8 +327,30 @@ def report(results: str, command: str) -> dict:
         lines.append("")
         _plot(env_id, [r for r in rows if r["env_id"] == env_id], os.path.join(results, f"curves_{env_id}.png"))
         lines += [f"![learning curves](curves_{env_id}.png)", ""]
+    paired = paired_differences(rows)
+    if paired:
+        lines += [
+            "## AIHF minus each baseline, paired by seed",
+            "",
+            "Same env, seed and data. `final`: the last evaluation; `late`: the mean of the last "
+            f"{LATE_EVALUATIONS} evaluations. Mean difference over seeds [each seed's], and in how many seeds "
+            "AIHF is ahead.",
+            "",
+            "| env | demos | pairs | baseline | final: AIHF - baseline | ahead | late: AIHF - baseline | ahead |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for r in paired:
+            demos, pairs = r["setting"].split("_p")
+            cells = []
+            for metric in ("final", "late"):
+                d = r[metric]
+                each = ", ".join(f"{x:+.2f}" for x in d["per_seed"])
+                cells += [f"{d['mean']:+.2f} [{each}]", f"{d['wins']}/{len(r['seeds'])}"]
+            lines.append(f"| {r['env_id']} | {demos} | {pairs} | {r['baseline']} | " + " | ".join(cells) + " |")
+        lines.append("")
     summary = {
         "command": command,
+        "paired": paired,
         "table": {
             e: {
                 s: {m: {"mean": float(np.mean(v)), "std": float(np.std(v)), "seeds": len(v)} for m, v in ms.items()}

@@ -527,4 +527,10 @@ def test_bench_lists_one_command_per_run_skips_finished_ones_and_reports(tmp_pat
     table = (results / "results.md").read_text()
     assert "| expert1 | 0 | 0.50 ± 0.00 (1) | n/a | 0.50 ± 0.00 (1) | n/a | – |" in table
     assert "| expert1 | 10 | 0.90 ± 0.00 (1) | – | 0.50 ± 0.00 (1) | – | – |" in table
+    # Paired by seed: AIHF (final 0.9, late mean of [0.45, 0.9]) minus ML-IRL (0.5; [0.25, 0.5]); the
+    # baselines without a result file for that seed get no row.
+    assert "| Pendulum-v1 | expert1 | 10 | ml_irl | +0.40 [+0.40] | 1/1 | +0.30 [+0.30] | 1/1 |" in table
+    assert "| 10 | pref_rl |" not in table and "| 10 | bc |" not in table
+    paired = json.loads((results / "results.json").read_text())["paired"]
+    assert [(r["baseline"], r["seeds"]) for r in paired] == [("ml_irl", [0])]
     assert (results / "curves_Pendulum-v1.png").stat().st_size > 1000
