@@ -4,6 +4,7 @@ folder is not created, the working directory and the data folder are untouched).
 
 import os
 
+import numpy as np
 import pytest
 
 pytest.importorskip("gymnasium")
@@ -18,6 +19,7 @@ from .helpers import ENV, pendulum_dataset  # noqa: E402
 def data(tmp_path_factory):
     folder = tmp_path_factory.mktemp("data")
     pendulum_dataset(folder, num_preferences=20)  # 2 demonstration episodes, 20 pairs
+    np.save(folder / "observations.npy", np.zeros((4, 3)))  # a bare array, not a .npz of named arrays
     return folder
 
 
@@ -118,6 +120,10 @@ TRAIN_CASES = [
     (["--demonstrations", "DATA/a\rb.npz"], "a\\rb.npz: no such file"),  # one line, whatever the name
     (["--demonstrations", "DATA/meta.json"], "meta.json: not a readable .npz file"),
     (["--reference_returns", "DATA/missing.json"], "reference_returns="),
+    (["--demonstrations", "DATA"], " is a folder, not a .npz file"),
+    (["--demonstrations", "DATA/observations.npy"], "observations.npy: a single .npy array, not a .npz file"),
+    (["--demonstrations", "DATA/preferences.npz"], "'observations': missing: this is a preference-pair file"),
+    (["--preferences", "DATA/demos.npz"], "'chosen_observations': missing: this is a trajectory file"),
 ]
 
 
