@@ -124,6 +124,9 @@ TRAIN_CASES = [
     (["--demonstrations", "DATA/observations.npy"], "observations.npy: a single .npy array, not a .npz file"),
     (["--demonstrations", "DATA/preferences.npz"], "'observations': missing: this is a preference-pair file"),
     (["--preferences", "DATA/demos.npz"], "'chosen_observations': missing: this is a trajectory file"),
+    (["--demonstrations", ""], "demonstrations='' (from the flags) must be a file path"),
+    (["--output_dir", "DATA/demos.npz"], "demos.npz' (from the flags) is a file, not a folder"),
+    (["--result_file", "DATA"], "(from the flags) is a folder, not a file path"),
 ]
 
 
@@ -150,6 +153,7 @@ COLLECT_CASES = [
     (["--output_dir", ""], "output_dir='' (from the flags) must be a folder path"),
     (["--env_id", "NoSuchEnv-v0"], "env_id='NoSuchEnv-v0': Environment `NoSuchEnv` doesn't exist."),
     (["--env_id", "CartPole-v1"], "env_id='CartPole-v1': needs Box observation and action spaces"),
+    (["--output_dir", "DATA/demos.npz"], "demos.npz' (from the flags) is a file, not a folder"),
 ]
 
 
