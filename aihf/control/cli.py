@@ -92,6 +92,7 @@ def collect(argv: list[str]) -> dict:
 
 def evaluate(argv: list[str]) -> dict:
     import numpy as np
+    from safetensors import SafetensorError
 
     from .trainer import ControlTrainer, evaluate_policy, normalized_score
 
@@ -118,7 +119,14 @@ def evaluate(argv: list[str]) -> dict:
         raise ConfigError(f"run_dir={args.run_dir!r}: no finished run there ({e})") from None
     config = config_from_dict(ControlConfig, saved, path)
     trainer = ControlTrainer(config, source=path)
-    act = trainer.load_policy(os.path.join(args.run_dir, "policy.safetensors"))
+    policy = os.path.join(args.run_dir, "policy.safetensors")
+    if not os.path.isfile(policy):
+        raise ConfigError(f"run_dir={args.run_dir!r}: no policy.safetensors beside result.json")
+    try:
+        act = trainer.load_policy(policy)
+    except (OSError, RuntimeError, SafetensorError) as e:  # a truncated file, or weights of other shapes
+        why = " ".join(str(e).split())[:300] or type(e).__name__
+        raise ConfigError(f"{policy}: not the policy of this run's settings ({why})") from None
     returns = evaluate_policy(act, config.env_id, args.episodes, args.seed)
     video = {}
     if args.video:

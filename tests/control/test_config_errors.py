@@ -122,9 +122,9 @@ TRAIN_CASES = [
     (["--reference_returns", "DATA/missing.json"], "reference_returns="),
     (["--demonstrations", "DATA"], " is a folder, not a .npz file"),
     (["--demonstrations", "DATA/observations.npy"], "observations.npy: a single .npy array, not a .npz file"),
+    (["--demonstrations", ""], "demonstrations='' (from the flags) must be a file path"),
     (["--demonstrations", "DATA/preferences.npz"], "'observations': missing: this is a preference-pair file"),
     (["--preferences", "DATA/demos.npz"], "'chosen_observations': missing: this is a trajectory file"),
-    (["--demonstrations", ""], "demonstrations='' (from the flags) must be a file path"),
     (["--output_dir", "DATA/demos.npz"], "demos.npz' (from the flags) is a file, not a folder"),
     (["--result_file", "DATA"], "(from the flags) is a folder, not a file path"),
 ]
@@ -190,6 +190,7 @@ RESULT_CASES = [
     ({"gamma": [0.9]}, "gamma=[0.9] (from RUN/result.json) must be of type float"),
     ({"rounds": 0}, "rounds=0 (from RUN/result.json) must be >= 1"),
     ([1, 2], "RUN/result.json: 'config' must be a mapping of settings, got list"),
+    ({}, "run_dir='RUN': no policy.safetensors beside result.json"),  # a sound result, its policy gone
 ]
 
 
@@ -207,3 +208,18 @@ def test_eval_refuses_a_tampered_result_file_in_one_line(tmp_path, monkeypatch, 
     (run / "result.json").write_text(json.dumps({"config": saved}))
     line = _user_error(tmp_path, monkeypatch, capsys, data, ["eval", "--run_dir", str(run)])
     assert line == f"aihf control eval: {expected.replace('RUN', str(run))}", line
+
+
+def test_eval_refuses_a_policy_file_it_cannot_load_in_one_line(tmp_path, monkeypatch, capsys, data):
+    import dataclasses
+    import json
+
+    from aihf.control.config import ControlConfig
+
+    run = tmp_path / "run"
+    run.mkdir()
+    config = dataclasses.asdict(ControlConfig(env_id=ENV, demonstrations=str(data / "demos.npz"), method="bc"))
+    (run / "result.json").write_text(json.dumps({"config": config}))
+    (run / "policy.safetensors").write_bytes(b"\x00" * 5)  # truncated
+    line = _user_error(tmp_path, monkeypatch, capsys, data, ["eval", "--run_dir", str(run)])
+    assert line.startswith(f"aihf control eval: {run}/policy.safetensors: not the policy of this run's settings ("), line
