@@ -173,6 +173,7 @@ OTHER_CASES = [
     (["bench", "--nonsense"], "aihf control bench: unknown option --nonsense"),
     (["bench", "--preset", "ci", "--train_flags", "--rounds 0"], "rounds=0 (from the flags of run Pendulum-v1/"),
     (["bench", "--preset", "ci", "--train_flags", "--bogus 1"], "aihf control bench: unknown option --bogus"),
+    (["bench", "--preset", "ci", "--report"], "no result files under"),  # nothing to report: no empty table
 ]
 
 
