@@ -78,8 +78,21 @@ def train(argv: list[str]) -> dict:
     from .trainer import ControlTrainer
 
     config = parse_config(ControlConfig, argv, "aihf control train", "One AIHF (or baseline) control run.")
-    result = ControlTrainer(config).train()
-    return {k: result[k] for k in ("env_id", "method", "seed", "num_demonstrations", "num_preferences", "final")}
+    trainer = ControlTrainer(config)
+    _note_missing_references("train", trainer)
+    result = trainer.train()
+    out = {k: result[k] for k in ("env_id", "method", "seed", "num_demonstrations", "num_preferences", "final")}
+    return {**out, "output_dir": config.output_dir}
+
+
+def _note_missing_references(command: str, trainer) -> None:
+    """One stderr line when normalised returns will be NaN (user-written data has no meta.json)."""
+    if trainer.random_return is None:
+        print(
+            f"aihf control {command}: normalized_return will be NaN: no reference returns (a meta.json beside "
+            "the demonstrations, or --reference_returns FILE with random_return and expert_return)",
+            file=sys.stderr,
+        )
 
 
 def collect(argv: list[str]) -> dict:
@@ -119,6 +132,7 @@ def evaluate(argv: list[str]) -> dict:
         raise ConfigError(f"run_dir={args.run_dir!r}: no finished run there ({e})") from None
     config = config_from_dict(ControlConfig, saved, path)
     trainer = ControlTrainer(config, source=path)
+    _note_missing_references("eval", trainer)
     policy = os.path.join(args.run_dir, "policy.safetensors")
     if not os.path.isfile(policy):
         raise ConfigError(f"run_dir={args.run_dir!r}: no policy.safetensors beside result.json")
