@@ -111,8 +111,8 @@ def evaluate(argv: list[str]) -> dict:
 
     parser = OneLineParser(prog="aihf control eval", description=COMMANDS["eval"])
     parser.add_argument("--run_dir", required=True, help="output_dir of a finished 'aihf control train' run.")
-    parser.add_argument("--episodes", type=int, default=10, help="Deterministic episodes.")
-    parser.add_argument("--seed", type=int, default=12345, help="Seed of the first episode.")
+    parser.add_argument("--episodes", type=int, default=10, help="Deterministic episodes (default: 10).")
+    parser.add_argument("--seed", type=int, default=12345, help="Seed of the first episode (default: 12345).")
     parser.add_argument(
         "--video",
         default=None,
