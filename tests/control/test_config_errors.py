@@ -223,4 +223,5 @@ def test_eval_refuses_a_policy_file_it_cannot_load_in_one_line(tmp_path, monkeyp
     (run / "result.json").write_text(json.dumps({"config": config}))
     (run / "policy.safetensors").write_bytes(b"\x00" * 5)  # truncated
     line = _user_error(tmp_path, monkeypatch, capsys, data, ["eval", "--run_dir", str(run)])
-    assert line.startswith(f"aihf control eval: {run}/policy.safetensors: not the policy of this run's settings ("), line
+    expected = f"aihf control eval: {run}/policy.safetensors: not the policy of this run's settings ("
+    assert line.startswith(expected), line
