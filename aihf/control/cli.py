@@ -132,7 +132,6 @@ def evaluate(argv: list[str]) -> dict:
         raise ConfigError(f"run_dir={args.run_dir!r}: no finished run there ({e})") from None
     config = config_from_dict(ControlConfig, saved, path)
     trainer = ControlTrainer(config, source=path)
-    _note_missing_references("eval", trainer)
     policy = os.path.join(args.run_dir, "policy.safetensors")
     if not os.path.isfile(policy):
         raise ConfigError(f"run_dir={args.run_dir!r}: no policy.safetensors beside result.json")
@@ -141,6 +140,7 @@ def evaluate(argv: list[str]) -> dict:
     except (OSError, RuntimeError, SafetensorError) as e:  # a truncated file, or weights of other shapes
         why = " ".join(str(e).split())[:300] or type(e).__name__
         raise ConfigError(f"{policy}: not the policy of this run's settings ({why})") from None
+    _note_missing_references("eval", trainer)  # after the last error: a failed command prints one line
     returns = evaluate_policy(act, config.env_id, args.episodes, args.seed)
     video = {}
     if args.video:
