@@ -79,8 +79,8 @@ def train(argv: list[str]) -> dict:
 
     config = parse_config(ControlConfig, argv, "aihf control train", "One AIHF (or baseline) control run.")
     trainer = ControlTrainer(config)
-    _note_missing_references("train", trainer)
     result = trainer.train()
+    _note_missing_references("train", trainer)  # after the run: a failed command prints one line
     out = {k: result[k] for k in ("env_id", "method", "seed", "num_demonstrations", "num_preferences", "final")}
     return {**out, "output_dir": config.output_dir}
 
