@@ -538,7 +538,15 @@ def main(argv: list[str] | None = None) -> int:
     runs = [r for r in plan(args.preset, envs, seeds) if not args.only or args.only in f"{r.env_id}/{r.name}"]
     this = shlex.join(["aihf", "control", "bench", *(argv if argv is not None else sys.argv[1:])])
     if args.report:
+        if not _load_results(args.results):
+            from ..errors import ConfigError
+
+            raise ConfigError(
+                f"results={args.results!r}: no result files under {os.path.join(args.results, 'run_results')} "
+                "to report (a typo in --results, or no run has finished)"
+            )
         report(args.results, this)
+        print(f"wrote {os.path.join(args.results, 'results.md')}")
         return 0
     if args.speed:
         env_id = (envs or PLANS[args.preset]["envs"])[0]

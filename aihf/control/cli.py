@@ -78,8 +78,21 @@ def train(argv: list[str]) -> dict:
     from .trainer import ControlTrainer
 
     config = parse_config(ControlConfig, argv, "aihf control train", "One AIHF (or baseline) control run.")
-    result = ControlTrainer(config).train()
-    return {k: result[k] for k in ("env_id", "method", "seed", "num_demonstrations", "num_preferences", "final")}
+    trainer = ControlTrainer(config)
+    result = trainer.train()
+    _note_missing_references("train", trainer)  # after the run: a failed command prints one line
+    out = {k: result[k] for k in ("env_id", "method", "seed", "num_demonstrations", "num_preferences", "final")}
+    return {**out, "output_dir": config.output_dir}
+
+
+def _note_missing_references(command: str, trainer) -> None:
+    """One stderr line when normalised returns will be NaN (user-written data has no meta.json)."""
+    if trainer.random_return is None:
+        print(
+            f"aihf control {command}: normalized_return will be NaN: no reference returns (a meta.json beside "
+            "the demonstrations, or --reference_returns FILE with random_return and expert_return)",
+            file=sys.stderr,
+        )
 
 
 def collect(argv: list[str]) -> dict:
@@ -92,13 +105,14 @@ def collect(argv: list[str]) -> dict:
 
 def evaluate(argv: list[str]) -> dict:
     import numpy as np
+    from safetensors import SafetensorError
 
     from .trainer import ControlTrainer, evaluate_policy, normalized_score
 
     parser = OneLineParser(prog="aihf control eval", description=COMMANDS["eval"])
     parser.add_argument("--run_dir", required=True, help="output_dir of a finished 'aihf control train' run.")
-    parser.add_argument("--episodes", type=int, default=10, help="Deterministic episodes.")
-    parser.add_argument("--seed", type=int, default=12345, help="Seed of the first episode.")
+    parser.add_argument("--episodes", type=int, default=10, help="Deterministic episodes (default: 10).")
+    parser.add_argument("--seed", type=int, default=12345, help="Seed of the first episode (default: 12345).")
     parser.add_argument(
         "--video",
         default=None,
@@ -118,7 +132,15 @@ def evaluate(argv: list[str]) -> dict:
         raise ConfigError(f"run_dir={args.run_dir!r}: no finished run there ({e})") from None
     config = config_from_dict(ControlConfig, saved, path)
     trainer = ControlTrainer(config, source=path)
-    act = trainer.load_policy(os.path.join(args.run_dir, "policy.safetensors"))
+    policy = os.path.join(args.run_dir, "policy.safetensors")
+    if not os.path.isfile(policy):
+        raise ConfigError(f"run_dir={args.run_dir!r}: no policy.safetensors beside result.json")
+    try:
+        act = trainer.load_policy(policy)
+    except (OSError, RuntimeError, SafetensorError) as e:  # a truncated file, or weights of other shapes
+        why = " ".join(str(e).split())[:300] or type(e).__name__
+        raise ConfigError(f"{policy}: not the policy of this run's settings ({why})") from None
+    _note_missing_references("eval", trainer)  # after the last error: a failed command prints one line
     returns = evaluate_policy(act, config.env_id, args.episodes, args.seed)
     video = {}
     if args.video:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
+import os
 from dataclasses import dataclass, field
 
 from ..errors import ConfigError
@@ -140,6 +141,12 @@ class ControlConfig:
         check_settings(self, source)
         if self.method not in METHODS:
             raise ConfigError(f"method={self.method!r} (from {source}) is not one of {list(METHODS)}")
+        for name in ("demonstrations", "preferences", "reference_returns", "result_file"):
+            value = getattr(self, name)
+            if value is not None and not str(value).strip():
+                raise ConfigError(f"{name}={value!r} (from {source}) must be a file path (leave it unset for none)")
+        if self.result_file is not None and os.path.isdir(self.result_file):
+            raise ConfigError(f"result_file={self.result_file!r} (from {source}) is a folder, not a file path")
         if self.demonstrations is None and self.method != "pref_rl":
             raise ConfigError(f"demonstrations (from {source}) is required for method={self.method}")
         uses_prefs = self.method in ("pref_rl", "two_stage") or (self.method == "aihf" and self.pref_weight > 0)
@@ -214,6 +221,8 @@ def check_settings(config, source: str = "the flags") -> None:
         raise bad("env_id", "must be a Gymnasium id like Pendulum-v1")
     if not str(config.output_dir).strip():
         raise bad("output_dir", "must be a folder path")
+    if os.path.exists(config.output_dir) and not os.path.isdir(config.output_dir):
+        raise bad("output_dir", "is a file, not a folder")
     if not 0 <= config.seed <= 2**32 - 1:
         raise bad("seed", "must be in [0, 2**32 - 1]")
     if config.torch_threads < 1:

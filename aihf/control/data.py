@@ -110,17 +110,22 @@ class Preferences:
 
 
 def _read_npz(path: str) -> dict[str, np.ndarray]:
+    if os.path.isdir(path):
+        raise DataError(str(path), None, None, "is a folder, not a .npz file")
     if not os.path.isfile(path):
         raise DataError(str(path), None, None, "no such file")
     try:
-        with np.load(path, allow_pickle=False) as f:
-            return {k: f[k] for k in f.files}
+        loaded = np.load(path, allow_pickle=False)
+        if not isinstance(loaded, np.ndarray):  # np.load reads a .npy file as one bare array
+            with loaded as f:
+                return {k: f[k] for k in f.files}
     except (ValueError, OSError, zipfile.BadZipFile, EOFError):
         # allow_pickle=False turns object arrays into a ValueError: we never unpickle data files, so
         # numpy's message (which suggests allow_pickle=True) is not passed on.
         raise DataError(
             str(path), None, None, "not a readable .npz file of numeric arrays (format: docs/control.md)"
         ) from None
+    raise DataError(str(path), None, None, "a single .npy array, not a .npz file of named arrays (docs/control.md)")
 
 
 def _require(data: dict, path: str, key: str, ndim: int) -> np.ndarray:
@@ -168,6 +173,8 @@ def load_trajectories(path: str, observation_space=None, action_space=None) -> T
     """
     path = str(path)
     data = _read_npz(path)
+    if "observations" not in data and "chosen_observations" in data:
+        raise DataError(path, None, "observations", "missing: this is a preference-pair file, not trajectories")
     obs = _require(data, path, "observations", 2)
     act = _require(data, path, "actions", 2)
     lengths = _require(data, path, "episode_lengths", 1)
@@ -211,6 +218,8 @@ def load_preferences(path: str, observation_space=None, action_space=None) -> Pr
     """Read and validate a preference file. Raises :class:`aihf.DataError` (file, pair, key)."""
     path = str(path)
     data = _read_npz(path)
+    if "chosen_observations" not in data and "observations" in data:
+        raise DataError(path, None, "chosen_observations", "missing: this is a trajectory file, not preference pairs")
     arrays = {}
     for side in ("chosen", "rejected"):
         for what in ("observations", "actions"):

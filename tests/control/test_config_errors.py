@@ -4,6 +4,7 @@ folder is not created, the working directory and the data folder are untouched).
 
 import os
 
+import numpy as np
 import pytest
 
 pytest.importorskip("gymnasium")
@@ -18,6 +19,7 @@ from .helpers import ENV, pendulum_dataset  # noqa: E402
 def data(tmp_path_factory):
     folder = tmp_path_factory.mktemp("data")
     pendulum_dataset(folder, num_preferences=20)  # 2 demonstration episodes, 20 pairs
+    np.save(folder / "observations.npy", np.zeros((4, 3)))  # a bare array, not a .npz of named arrays
     return folder
 
 
@@ -118,6 +120,13 @@ TRAIN_CASES = [
     (["--demonstrations", "DATA/a\rb.npz"], "a\\rb.npz: no such file"),  # one line, whatever the name
     (["--demonstrations", "DATA/meta.json"], "meta.json: not a readable .npz file"),
     (["--reference_returns", "DATA/missing.json"], "reference_returns="),
+    (["--demonstrations", "DATA"], " is a folder, not a .npz file"),
+    (["--demonstrations", "DATA/observations.npy"], "observations.npy: a single .npy array, not a .npz file"),
+    (["--demonstrations", ""], "demonstrations='' (from the flags) must be a file path"),
+    (["--demonstrations", "DATA/preferences.npz"], "'observations': missing: this is a preference-pair file"),
+    (["--preferences", "DATA/demos.npz"], "'chosen_observations': missing: this is a trajectory file"),
+    (["--output_dir", "DATA/demos.npz"], "demos.npz' (from the flags) is a file, not a folder"),
+    (["--result_file", "DATA"], "(from the flags) is a folder, not a file path"),
 ]
 
 
@@ -144,6 +153,7 @@ COLLECT_CASES = [
     (["--output_dir", ""], "output_dir='' (from the flags) must be a folder path"),
     (["--env_id", "NoSuchEnv-v0"], "env_id='NoSuchEnv-v0': Environment `NoSuchEnv` doesn't exist."),
     (["--env_id", "CartPole-v1"], "env_id='CartPole-v1': needs Box observation and action spaces"),
+    (["--output_dir", "DATA/demos.npz"], "demos.npz' (from the flags) is a file, not a folder"),
 ]
 
 
@@ -163,6 +173,7 @@ OTHER_CASES = [
     (["bench", "--nonsense"], "aihf control bench: unknown option --nonsense"),
     (["bench", "--preset", "ci", "--train_flags", "--rounds 0"], "rounds=0 (from the flags of run Pendulum-v1/"),
     (["bench", "--preset", "ci", "--train_flags", "--bogus 1"], "aihf control bench: unknown option --bogus"),
+    (["bench", "--preset", "ci", "--report"], "no result files under"),  # nothing to report: no empty table
 ]
 
 
@@ -180,6 +191,7 @@ RESULT_CASES = [
     ({"gamma": [0.9]}, "gamma=[0.9] (from RUN/result.json) must be of type float"),
     ({"rounds": 0}, "rounds=0 (from RUN/result.json) must be >= 1"),
     ([1, 2], "RUN/result.json: 'config' must be a mapping of settings, got list"),
+    ({}, "run_dir='RUN': no policy.safetensors beside result.json"),  # a sound result, its policy gone
 ]
 
 
@@ -197,3 +209,19 @@ def test_eval_refuses_a_tampered_result_file_in_one_line(tmp_path, monkeypatch, 
     (run / "result.json").write_text(json.dumps({"config": saved}))
     line = _user_error(tmp_path, monkeypatch, capsys, data, ["eval", "--run_dir", str(run)])
     assert line == f"aihf control eval: {expected.replace('RUN', str(run))}", line
+
+
+def test_eval_refuses_a_policy_file_it_cannot_load_in_one_line(tmp_path, monkeypatch, capsys, data):
+    import dataclasses
+    import json
+
+    from aihf.control.config import ControlConfig
+
+    run = tmp_path / "run"
+    run.mkdir()
+    config = dataclasses.asdict(ControlConfig(env_id=ENV, demonstrations=str(data / "demos.npz"), method="bc"))
+    (run / "result.json").write_text(json.dumps({"config": config}))
+    (run / "policy.safetensors").write_bytes(b"\x00" * 5)  # truncated
+    line = _user_error(tmp_path, monkeypatch, capsys, data, ["eval", "--run_dir", str(run)])
+    expected = f"aihf control eval: {run}/policy.safetensors: not the policy of this run's settings ("
+    assert line.startswith(expected), line

@@ -395,6 +395,27 @@ def test_cli_train_and_eval_as_a_user_types_them(data_dir, tmp_path, capsys):
     assert evaluated["return_mean"] == pytest.approx(trained["final"]["return_mean"])  # same policy, same episode
 
 
+def test_cli_trains_on_a_hand_written_file_and_says_why_scores_are_nan(tmp_path, capsys):
+    """A user's own data, written with np.savez from docs/control.md's table alone (no meta.json):
+    the run works, stdout says where it went, and stderr says why normalized_return is NaN."""
+    rng = np.random.default_rng(0)
+    demos = _write(
+        tmp_path / "demos.npz",
+        observations=rng.uniform(-1, 1, (30, 3)),
+        actions=rng.uniform(-2, 2, (30, 1)),
+        episode_lengths=np.array([10, 20]),
+    )
+    out = tmp_path / "run"
+    argv = ["train", "--preset", "ci", "--env_id", ENV, "--method", "bc", "--demonstrations", demos]
+    argv += ["--bc_steps", "5", "--eval_episodes", "1", "--output_dir", str(out)]
+    assert cli.main(argv) == 0
+    captured = capsys.readouterr()
+    trained = json.loads(captured.out)
+    assert trained["output_dir"] == str(out) and (out / "result.json").is_file()
+    assert trained["num_demonstrations"] == 2 and math.isnan(trained["final"]["normalized_return"])
+    assert "normalized_return will be NaN: no reference returns" in captured.err
+
+
 def test_video_of_a_mujoco_episode(tmp_path):
     """``eval --video``'s writer on InvertedPendulum-v5, rendered off-screen with EGL in a child
     process (MUJOCO_GL must be set before MuJoCo's GL back end loads)."""
