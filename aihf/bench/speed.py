@@ -622,7 +622,7 @@ def markdown(report: dict[str, Any]) -> str:
 VARIANT_NOTES = {
     "trl_dpo": "TRL DPOTrainer, its defaults (fp32, no gradient checkpointing, as aihf)",
     "trl_dpo_fast": "TRL with precompute_ref_log_probs and padding_free (TRL 1.16 warns and pads anyway)",
-    "trl_dpo_sft": "TRL DPOTrainer with loss_type [sigmoid, sft]: DPO plus the NLL of the chosen answers, no extra pass",
+    "trl_dpo_sft": "TRL DPOTrainer with loss_type [sigmoid, sft]: DPO plus the chosen answers' NLL, no extra pass",
     "aihf_dpo": "AIHFTrainer demo_weight=0 (DPO mode), defaults",
     "aihf_dpo_packed": "DPO mode with padding_free=True",
     "aihf_dpo_shared": "DPO mode with prefix_sharing=True (packed, each prompt run once)",

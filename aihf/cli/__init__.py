@@ -87,6 +87,8 @@ def main(argv: list[str] | None = None) -> int:
         else:
             from .env import run
         return run(rest)
+    except BrokenPipeError:  # `aihf control bench --list | head`
+        return stdout_closed()
     except (ConfigError, DataError) as e:
         print(f"aihf {command}: {_one_line(str(e))}", file=sys.stderr)
         return 2
@@ -94,6 +96,15 @@ def main(argv: list[str] | None = None) -> int:
         _close_progress_bars()
         print(f"aihf {command}: {_one_line(str(e))}", file=sys.stderr)
         return 3
+
+
+def stdout_closed() -> int:
+    """The reader of stdout went away (``aihf ... | head``): end quietly, as Unix tools do, with the
+    status a shell gives a command that SIGPIPE ended (128 + 13)."""
+    # Python would otherwise report the failed flush of the rest of stdout at exit.
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    return 141
 
 
 def _close_progress_bars() -> None:
@@ -104,4 +115,4 @@ def _close_progress_bars() -> None:
         bar.close()
 
 
-__all__ = ["COMMANDS", "main"]
+__all__ = ["COMMANDS", "main", "stdout_closed"]

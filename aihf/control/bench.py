@@ -222,14 +222,18 @@ def _load_results(results: str) -> list[dict]:
                         "setting": setting,
                         "method": method,
                         "seed": r["seed"],
-                        "final": r["final"]["normalized_return"],
+                        "final": _number(r["final"]["normalized_return"]),
                         "late": late_mean(r["history"]),
                         "return": r["final"]["return_mean"],
-                        "history": [(h["env_steps"], h["normalized_return"]) for h in r["history"]],
+                        "history": [(h["env_steps"], _number(h["normalized_return"])) for h in r["history"]],
                         "timing": r["timing"],
                     }
                 )
     return rows
+
+
+def _number(value) -> float:
+    return float("nan") if value is None else value  # result.json writes NaN as null
 
 
 LATE_EVALUATIONS = 3
@@ -239,7 +243,7 @@ def late_mean(history: list[dict]) -> float:
     """Mean normalised return of the last ``LATE_EVALUATIONS`` evaluations of a run (fewer if it has
     fewer): less noisy than the final evaluation alone, which on HalfCheetah can move by 0.1 or more
     between neighbouring evaluations of one run."""
-    values = [h["normalized_return"] for h in history[-LATE_EVALUATIONS:]]
+    values = [_number(h["normalized_return"]) for h in history[-LATE_EVALUATIONS:]]
     return float(np.mean(values)) if values else float("nan")
 
 

@@ -89,7 +89,7 @@ def _note_missing_references(command: str, trainer) -> None:
     """One stderr line when normalised returns will be NaN (user-written data has no meta.json)."""
     if trainer.random_return is None:
         print(
-            f"aihf control {command}: normalized_return will be NaN: no reference returns (a meta.json beside "
+            f"aihf control {command}: normalized_return will be null (NaN): no reference returns (a meta.json beside "
             "the demonstrations, or --reference_returns FILE with random_return and expert_return)",
             file=sys.stderr,
         )
@@ -100,6 +100,13 @@ def collect(argv: list[str]) -> dict:
 
     config = parse_config(CollectConfig, argv, "aihf control collect", "Demonstrations and preferences for one env.")
     meta = run(config, command="aihf control collect " + shlex.join(argv))
+    if not meta["expert_return"] > meta["random_return"]:
+        print(
+            f"aihf control collect: the demonstrator (expert_return {meta['expert_return']:.1f}) is no better than "
+            f"the random policy ({meta['random_return']:.1f}): normalised scores on this data mean nothing; "
+            "train it longer (--expert_steps)",
+            file=sys.stderr,
+        )
     return {k: v for k, v in meta.items() if k != "config"}
 
 
@@ -230,9 +237,17 @@ def main(argv: list[str] | None = None) -> int:
     except TrainingError as e:  # a non-finite value; the run's last checkpoint is intact
         print(f"aihf control {command}: {_one_line(str(e))}", file=sys.stderr)
         return 3
-    print(json.dumps(out, indent=1, default=float))
+    from .trainer import json_safe
+
+    print(json.dumps(json_safe(out), indent=1, default=float))
     return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from ..cli import stdout_closed
+
+    try:
+        status = main()
+    except BrokenPipeError:  # `python -m aihf.control.cli bench --list | head`
+        status = stdout_closed()
+    raise SystemExit(status)

@@ -127,6 +127,19 @@ def normalized_score(returns, random_return: float | None, expert_return: float 
     return float((np.mean(returns) - random_return) / (expert_return - random_return))
 
 
+def json_safe(value):
+    """``value`` with NaN and infinities as ``None``: valid JSON (``null``) for jq and JavaScript, which
+    reject the bare ``NaN`` Python's json writes. A normalised return is NaN when the data has no
+    reference returns."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
+
+
 @dataclass
 class RewardBatch:
     """Tensors for one reward step. Demo/sample sides: ``(B, obs_dim)``/``(B, act_dim)``; preference
@@ -562,6 +575,7 @@ class ControlTrainer:
         }
         os.makedirs(c.output_dir, exist_ok=True)
         self.save_policy()
+        result = json_safe(result)
         tmp = os.path.join(c.output_dir, "result.json.tmp")
         with open(tmp, "w") as f:
             json.dump(result, f, indent=1)

@@ -397,7 +397,7 @@ def test_cli_train_and_eval_as_a_user_types_them(data_dir, tmp_path, capsys):
 
 def test_cli_trains_on_a_hand_written_file_and_says_why_scores_are_nan(tmp_path, capsys):
     """A user's own data, written with np.savez from docs/control.md's table alone (no meta.json):
-    the run works, stdout says where it went, and stderr says why normalized_return is NaN."""
+    the run works, stdout says where it went, and stderr says why normalized_return is null."""
     rng = np.random.default_rng(0)
     demos = _write(
         tmp_path / "demos.npz",
@@ -412,8 +412,11 @@ def test_cli_trains_on_a_hand_written_file_and_says_why_scores_are_nan(tmp_path,
     captured = capsys.readouterr()
     trained = json.loads(captured.out)
     assert trained["output_dir"] == str(out) and (out / "result.json").is_file()
-    assert trained["num_demonstrations"] == 2 and math.isnan(trained["final"]["normalized_return"])
-    assert "normalized_return will be NaN: no reference returns" in captured.err
+    # NaN is written as null: bare NaN is not JSON (jq and JavaScript reject it).
+    assert trained["num_demonstrations"] == 2 and trained["final"]["normalized_return"] is None
+    assert "NaN" not in captured.out and "NaN" not in (out / "result.json").read_text()
+    assert json.loads((out / "result.json").read_text())["final"]["normalized_return"] is None
+    assert "normalized_return will be null (NaN): no reference returns" in captured.err
 
 
 def test_video_of_a_mujoco_episode(tmp_path):
@@ -462,6 +465,38 @@ def test_video_without_a_renderer_or_writer_is_one_line_exit_2(data_dir, tmp_pat
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "pip install 'aihf[video]'" in err and "imageio_ffmpeg" in err
     assert not video.exists()
+
+
+def test_cli_collect_says_when_the_demonstrator_is_no_better_than_random(tmp_path, capsys, monkeypatch):
+    """A too-short demonstrator budget can leave the "expert" below the random policy; normalised
+    scores on such data mean nothing, so collect says so (the data is still written)."""
+    from aihf.control import collect
+
+    meta = {"env_id": ENV, "random_return": -1662.0, "expert_return": -1688.0, "config": {}}
+    monkeypatch.setattr(collect, "collect", lambda config, command="": meta)
+    argv = ["collect", "--preset", "ci", "--env_id", ENV, "--output_dir", str(tmp_path / "d")]
+    assert cli.main(argv) == 0
+    err = capsys.readouterr().err
+    assert "the demonstrator (expert_return -1688.0) is no better than the random policy (-1662.0)" in err
+    monkeypatch.setattr(collect, "collect", lambda config, command="": {**meta, "expert_return": -150.0})
+    assert cli.main(argv) == 0 and capsys.readouterr().err == ""
+
+
+def test_listing_into_a_closed_pipe_ends_quietly(tmp_path):
+    """``aihf control bench --list | head``: the reader closes the pipe early; no traceback. (The
+    paper preset lists ~400 KB, more than a pipe buffers, so the writer does meet the closed pipe.)"""
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": os.getcwd()}
+    for entry in (["aihf", "control"], ["aihf.control.cli"]):
+        cmd = [sys.executable, "-m", *entry, "bench", "--preset", "paper", "--list", "--data_root", str(tmp_path)]
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+        first = proc.stdout.readline()
+        proc.stdout.close()
+        err = proc.stderr.read().decode()
+        assert proc.wait(timeout=120) == 141, err
+        assert first.startswith(b"python -m aihf.control.cli collect --preset paper") and err == "", err
 
 
 def test_cli_bc_refuses_an_output_dir_holding_another_run(data_dir, tmp_path, capsys):
