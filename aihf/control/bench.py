@@ -40,6 +40,9 @@ PLANS = {
     "cpu": dict(
         envs=["HalfCheetah-v5", "Hopper-v5"],
         seeds=[0, 1, 2],
+        # The preset's 150k-step demonstrator falls after one or two hops on Hopper (return 281); twice
+        # the steps with an update every step hops on (2059; benchmarks/results/control/NOTES.md).
+        collect_flags={"Hopper-v5": ["--expert_steps", "300000", "--train_freq", "1"]},
         runs={
             "expert1_p0": ["ml_irl", "bc"],
             "expert1_p10": ["aihf", "pref_rl"],
@@ -110,6 +113,7 @@ def collect_argv(preset: str, env_id: str, data_root: str) -> list[str]:
         os.path.join(data_root, env_id),
         "--progress",
         "false",
+        *PLANS[preset].get("collect_flags", {}).get(env_id, []),
     ]
 
 

@@ -554,6 +554,8 @@ def test_bench_lists_one_command_per_run_skips_finished_ones_and_reports(tmp_pat
     assert len(runs) == 2 * 3 * (7 + 3 + 3) and len({(r.env_id, r.name) for r in runs}) == len(runs)
     assert sum(r.method == "bc" for r in runs) == 2 * 3 * 3
     assert {r.setting for r in runs if r.method == "pref_rl"} == {"expert1_p10", "expert1_p100"}
+    assert bench.collect_argv("cpu", "Hopper-v5", "d")[-4:] == ["--expert_steps", "300000", "--train_freq", "1"]
+    assert bench.collect_argv("cpu", "HalfCheetah-v5", "d")[-2:] == ["--progress", "false"]
     results = tmp_path / "results"
     common = ["--preset", "ci", "--results", str(results), "--data_root", str(tmp_path / "data")]
     assert bench.main([*common, "--list"]) == 0
