@@ -80,14 +80,14 @@ def train(argv: list[str]) -> dict:
     config = parse_config(ControlConfig, argv, "aihf control train", "One AIHF (or baseline) control run.")
     trainer = ControlTrainer(config)
     result = trainer.train()
-    _note_missing_references("train", trainer)  # after the run: a failed command prints one line
+    _note_missing_references("train", trainer.random_return)  # after the run: a failed command prints one line
     out = {k: result[k] for k in ("env_id", "method", "seed", "num_demonstrations", "num_preferences", "final")}
     return {**out, "output_dir": config.output_dir}
 
 
-def _note_missing_references(command: str, trainer) -> None:
+def _note_missing_references(command: str, random_return: float | None) -> None:
     """One stderr line when normalised returns will be NaN (user-written data has no meta.json)."""
-    if trainer.random_return is None:
+    if random_return is None:
         print(
             f"aihf control {command}: normalized_return will be null (NaN): no reference returns (a meta.json beside "
             "the demonstrations, or --reference_returns FILE with random_return and expert_return)",
@@ -114,7 +114,7 @@ def evaluate(argv: list[str]) -> dict:
     import numpy as np
     from safetensors import SafetensorError
 
-    from .trainer import ControlTrainer, evaluate_policy, normalized_score
+    from .trainer import evaluate_policy, load_policy, normalized_score
 
     parser = OneLineParser(prog="aihf control eval", description=COMMANDS["eval"])
     parser.add_argument("--run_dir", required=True, help="output_dir of a finished 'aihf control train' run.")
@@ -134,20 +134,24 @@ def evaluate(argv: list[str]) -> dict:
     path = os.path.join(args.run_dir, "result.json")
     try:
         with open(path) as f:
-            saved = json.load(f)["config"]
-    except (OSError, ValueError, KeyError) as e:
+            result = json.load(f)
+        saved = result["config"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
         raise ConfigError(f"run_dir={args.run_dir!r}: no finished run there ({e})") from None
-    config = config_from_dict(ControlConfig, saved, path)
-    trainer = ControlTrainer(config, source=path)
+    config = config_from_dict(ControlConfig, saved, path).validate(path)
+    # The references come from the result, not the data files: a run folder evaluates anywhere.
+    references = [result.get(k) for k in ("random_return", "expert_return")]
+    if not all(isinstance(r, (int, float)) and not isinstance(r, bool) for r in references):
+        references = [None, None]
     policy = os.path.join(args.run_dir, "policy.safetensors")
     if not os.path.isfile(policy):
         raise ConfigError(f"run_dir={args.run_dir!r}: no policy.safetensors beside result.json")
     try:
-        act = trainer.load_policy(policy)
+        act = load_policy(config, policy)
     except (OSError, RuntimeError, SafetensorError) as e:  # a truncated file, or weights of other shapes
         why = " ".join(str(e).split())[:300] or type(e).__name__
         raise ConfigError(f"{policy}: not the policy of this run's settings ({why})") from None
-    _note_missing_references("eval", trainer)  # after the last error: a failed command prints one line
+    _note_missing_references("eval", references[0])  # after the last error: a failed command prints one line
     returns = evaluate_policy(act, config.env_id, args.episodes, args.seed)
     video = {}
     if args.video:
@@ -160,7 +164,7 @@ def evaluate(argv: list[str]) -> dict:
         "episodes": args.episodes,
         "return_mean": float(np.mean(returns)),
         "return_std": float(np.std(returns)),
-        "normalized_return": normalized_score(returns, trainer.random_return, trainer.expert_return),
+        "normalized_return": normalized_score(returns, *references),
     }
 
 

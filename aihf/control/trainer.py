@@ -52,7 +52,15 @@ from .config import ControlConfig, parse_sizes
 from .data import Preferences, Trajectories, load_preferences, load_trajectories
 from .reward import RewardNet, segment_returns
 
-__all__ = ["ControlTrainer", "reward_loss", "RewardBatch", "evaluate_policy", "normalized_score", "make_env"]
+__all__ = [
+    "ControlTrainer",
+    "reward_loss",
+    "RewardBatch",
+    "evaluate_policy",
+    "normalized_score",
+    "make_env",
+    "load_policy",
+]
 
 
 def make_env(env_id: str):
@@ -774,20 +782,26 @@ class ControlTrainer:
         os.replace(path + ".tmp", path)
         return path
 
-    def load_policy(self, path: str):
-        """Load :meth:`save_policy`'s file; returns ``act(obs) -> action`` (deterministic)."""
-        from safetensors.torch import load_file
 
-        weights = load_file(path)
-        if self.config.method == "bc":
-            self.bc_policy = BCPolicy(
-                self.env.observation_space, self.env.action_space, parse_sizes(self.config.net_arch)
-            )
-            self.bc_policy.load_state_dict(weights)
-            return self.bc_policy.act
-        self._build()
-        self.model.actor.load_state_dict(weights)
-        return lambda o: self.model.predict(o, deterministic=True)[0]
+def load_policy(config: ControlConfig, path: str):
+    """The policy file :meth:`ControlTrainer.save_policy` wrote for a run of ``config``, as
+    ``act(obs) -> action`` (deterministic). Needs the env and the network sizes only, not the run's
+    data, so a run folder evaluates after its data has moved. Raises ``OSError``, ``RuntimeError`` or
+    safetensors' error for a file that is not such a policy."""
+    from safetensors.torch import load_file
+
+    weights = load_file(path)
+    env = make_env(config.env_id)
+    if config.method == "bc":
+        policy = BCPolicy(env.observation_space, env.action_space, parse_sizes(config.net_arch))
+        policy.load_state_dict(weights)
+        return policy.act
+    from stable_baselines3 import SAC
+
+    # Only the actor is used: a one-transition buffer instead of the run's.
+    model = SAC("MlpPolicy", env, buffer_size=1, policy_kwargs={"net_arch": parse_sizes(config.net_arch)}, device="cpu")
+    model.actor.load_state_dict(weights)
+    return lambda o: model.predict(o, deterministic=True)[0]
 
 
 def _recover_checkpoint(path: str) -> None:

@@ -395,6 +395,31 @@ def test_cli_train_and_eval_as_a_user_types_them(data_dir, tmp_path, capsys):
     assert evaluated["return_mean"] == pytest.approx(trained["final"]["return_mean"])  # same policy, same episode
 
 
+@pytest.mark.parametrize("method", ["bc", "ml_irl"])
+def test_cli_eval_needs_the_run_folder_only_not_its_data(data_dir, tmp_path, capsys, method):
+    """A run folder copied elsewhere (its data left behind) still evaluates, normalised against the
+    reference returns its result.json recorded."""
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(data_dir, data)
+    out = tmp_path / "run"
+    argv = ["train", "--preset", "ci", "--env_id", ENV, "--method", method, "--demonstrations", str(data / "demos.npz")]
+    argv += ["--rounds", "1", "--sac_steps_per_round", "300", "--learning_starts", "100", "--bc_steps", "20"]
+    assert cli.main([*argv, "--eval_episodes", "1", "--output_dir", str(out), "--progress", "false"]) == 0
+    trained = json.loads(capsys.readouterr().out)
+    shutil.rmtree(data)
+    assert cli.main(["eval", "--run_dir", str(out), "--episodes", "2"]) == 0
+    captured = capsys.readouterr()
+    evaluated = json.loads(captured.out)
+    result = json.loads((out / "result.json").read_text())
+    expected = (evaluated["return_mean"] - result["random_return"]) / (
+        result["expert_return"] - result["random_return"]
+    )
+    assert evaluated["method"] == trained["method"] == method and captured.err == ""
+    assert evaluated["normalized_return"] == pytest.approx(expected)
+
+
 def test_cli_trains_on_a_hand_written_file_and_says_why_scores_are_nan(tmp_path, capsys):
     """A user's own data, written with np.savez from docs/control.md's table alone (no meta.json):
     the run works, stdout says where it went, and stderr says why normalized_return is null."""
