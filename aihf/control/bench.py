@@ -400,18 +400,25 @@ def _plot(env_id: str, rows: list[dict], path: str) -> None:
     if not settings:
         return
     fig, axes = plt.subplots(1, len(settings), figsize=(4 * len(settings), 3.2), squeeze=False, sharey=True)
+    colors = dict(zip(METHOD_ORDER, ("C0", "C1", "C2", "C3", "C7")))  # one color per method in every panel
     for ax, setting in zip(axes[0], settings):
         for method in METHOD_ORDER:
-            # ML-IRL ignores preferences: its curve (from 0 pairs) is the reference in every panel.
-            source = setting.split("_p")[0] + "_p0" if method == "ml_irl" else setting
+            # ML-IRL and BC ignore preferences: their result at 0 pairs is the reference in every panel.
+            source = setting.split("_p")[0] + "_p0" if method in ("ml_irl", "bc") else setting
             curves = [r["history"] for r in rows if r["setting"] == source and r["method"] == method]
-            if not curves or method == "bc":
+            if not curves:
+                continue
+            if method == "bc":  # no env steps: one evaluation after training, drawn as a level
+                level = np.mean([c[-1][1] for c in curves])
+                ax.axhline(level, color=colors[method], ls=":", label=f"bc ({len(curves)})")
                 continue
             n = min(len(c) for c in curves)
             steps = [c[0] for c in curves[0][:n]]
             values = np.array([[c[i][1] for i in range(n)] for c in curves])
-            ax.plot(steps, values.mean(0), label=f"{method} ({len(curves)})")
-            ax.fill_between(steps, values.mean(0) - values.std(0), values.mean(0) + values.std(0), alpha=0.2)
+            ax.plot(steps, values.mean(0), color=colors[method], label=f"{method} ({len(curves)})")
+            ax.fill_between(
+                steps, values.mean(0) - values.std(0), values.mean(0) + values.std(0), color=colors[method], alpha=0.2
+            )
         ax.set_title(setting, fontsize=9)
         ax.set_xlabel("env steps")
         ax.axhline(1.0, color="grey", lw=0.5, ls="--")
