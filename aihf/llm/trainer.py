@@ -340,7 +340,8 @@ class AIHFTrainer(Trainer):
                 batch_size=args.generation_batch_size,
                 backend=args.generation_backend,
             )
-        self._metrics: dict[str, dict[str, list[float]]] = {"train": defaultdict(list), "eval": defaultdict(list)}
+        self._metrics: dict[str, dict[str, list[float]]] = {"train": defaultdict(list)}
+        self._eval_totals: dict[str, list[float]] = {}
         self._nonfinite: str | None = None  # what was not finite in the update being accumulated
         self._nonfinite_skipped = 0
         self.add_callback(_NonFiniteGuard(self))
@@ -464,9 +465,13 @@ class AIHFTrainer(Trainer):
                     demo_logps[:r_d], demo_tokens[:r_d], normalizer=shares["demo_tokens"]
                 )
                 demo_term = demo.loss
-                # Each process's share of the step's token-mean NLL: their mean over processes and
-                # micro-batches is the NLL of the global batch.
-                stats["demo/nll"] = stats["loss/demo"] = (demo.loss.detach(), 1)
+                if mode == "train":
+                    # Each process's share of the step's token-mean NLL: their mean over processes and
+                    # micro-batches is the NLL of the global batch.
+                    stats["demo/nll"] = stats["loss/demo"] = (demo.loss.detach(), 1)
+                else:  # summed over the whole eval set, divided once by its token count
+                    nll_sum = demo.per_example[:r_d].detach().float().sum()
+                    stats["demo/nll"] = stats["loss/demo"] = (nll_sum, demo_tokens[:r_d].sum())
 
         # An evaluation set may hold only one of the two sources: combine the terms present.
         loss = losses.aihf_loss(
@@ -652,7 +657,11 @@ class AIHFTrainer(Trainer):
         )
         totals = self.accelerator.gather(table.unsqueeze(0)).sum(0).tolist()
         for name, (value, count) in zip(stats, totals):
-            if name == "num_tokens":
+            if mode == "eval":  # (sum, count) over the whole evaluation: see evaluation_loop
+                running = self._eval_totals.setdefault(name, [0.0, 0.0])
+                running[0] += value
+                running[1] += count
+            elif name == "num_tokens":
                 self._total_tokens += int(value)
                 self._metrics[mode][name] = [float(self._total_tokens)]
             elif count > 0:
@@ -719,17 +728,41 @@ class AIHFTrainer(Trainer):
 
     # ------------------------------------------------------------------ logging / eval
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        mode = "train" if self.model.training else "eval"
-        averaged = {name: sum(v) / len(v) for name, v in self._metrics[mode].items() if v}
+        if not self.model.training:  # evaluation: its metrics are already in logs (evaluation_loop)
+            super().log(logs, start_time)
+            return
+        averaged = {name: sum(v) / len(v) for name, v in self._metrics["train"].items() if v}
         if "self_play/round" in averaged:
-            averaged["self_play/round"] = self._metrics[mode]["self_play/round"][-1]
-        if mode == "eval":
-            averaged = {f"eval_{name}": value for name, value in averaged.items()}
-        elif self._nonfinite_skipped:
+            averaged["self_play/round"] = self._metrics["train"]["self_play/round"][-1]
+        if self._nonfinite_skipped:
             averaged["nonfinite/skipped_steps"] = self._nonfinite_skipped
         logs.update(averaged)
         super().log(logs, start_time)
-        self._metrics[mode].clear()
+        self._metrics["train"].clear()
+
+    def evaluation_loop(
+        self, dataloader, description, prediction_loss_only=None, ignore_keys=None, metric_key_prefix="eval"
+    ):
+        """``Trainer.evaluation_loop`` with every metric, ``<prefix>_loss`` included, computed over the
+        whole evaluation set: sums and counts (pairs, demonstrations, completion tokens) are added
+        up over batches and processes and divided once, so the values do not depend on the batch
+        size, the number of processes or how completion lengths fall into batches."""
+        self._eval_totals: dict[str, list[float]] = {}
+        output = super().evaluation_loop(dataloader, description, prediction_loss_only, ignore_keys, metric_key_prefix)
+        means = {name: total / count for name, (total, count) in self._eval_totals.items() if count > 0}
+        self._eval_totals = {}
+        terms = {"demo": means.get("demo/nll"), "pref": means.get("loss/pref")}
+        if terms["demo"] is not None or terms["pref"] is not None:
+            means["loss"] = float(
+                losses.aihf_loss(
+                    None if terms["demo"] is None else torch.tensor(terms["demo"], dtype=torch.float64),
+                    None if terms["pref"] is None else torch.tensor(terms["pref"], dtype=torch.float64),
+                    self.demo_weight if terms["demo"] is not None else 0.0,
+                    self.pref_weight if terms["pref"] is not None else 0.0,
+                )
+            )
+        output.metrics.update({f"{metric_key_prefix}_{name}": value for name, value in means.items()})
+        return output
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         inputs["num_real"] = self._real_items(inputs)
