@@ -44,7 +44,7 @@ from transformers import PreTrainedTokenizerBase, get_scheduler, set_seed
 from .. import losses
 from ..data import pad_sequences, prepare_demonstrations, prepare_preferences, references_as_demonstrations
 from ..errors import ConfigError
-from . import card, guards, runs
+from . import card, guards, reference, runs
 from .generation import HFGenerator, SampleGenerator
 from .loading import load_policy, load_policy_tokenizer
 from .logprobs import check_packing, packed_logits, token_logps
@@ -179,8 +179,9 @@ class AIHFRLTrainer:
         model: a causal LM, or a local path / hub id / ``.gguf`` file to load one from with
             :func:`aihf.llm.loading.load_policy` (float32 unless ``model_init_kwargs`` say otherwise;
             GGUF dequantised).
-        ref_model: frozen ``pi_ref``. Default: a frozen copy of ``model`` as given; for a PEFT
-            policy, the same model with its adapters disabled.
+        ref_model: frozen ``pi_ref``. Default: ``model`` as given: a frozen copy; for a PEFT policy
+            with a fresh (zero) LoRA adapter, the same model with its adapters disabled; for one
+            whose adapter is already trained, a frozen copy of that adapter (:mod:`aihf.llm.reference`).
         reward_model: a sequence classifier with one output, a path, or ``None`` to start from
             the policy's base weights with a new score head (:mod:`aihf.llm.reward_model`).
         args: an :class:`AIHFRLConfig`.
@@ -277,6 +278,10 @@ class AIHFRLTrainer:
             reward_model = get_peft_model(reward_model, reward_peft_config)
         if ref_model is None and not _is_peft(model):
             ref_model = copy.deepcopy(model)
+        # PEFT without ref_model: the base model for a fresh adapter, else a frozen copy of the starting one.
+        self._ref_adapter = (
+            reference.add_reference_adapter(model, announce=self.rank == 0) if ref_model is None else None
+        )
         for m in (model, reward_model, ref_model):
             if m is not None and args.disable_dropout:
                 disable_dropout(m)
@@ -480,7 +485,7 @@ class AIHFRLTrainer:
     def _ref_token_logps(self, rows: dict[str, Tensor]) -> Tensor:
         if self.ref_model is not None:
             return self._token_logps(self.ref_model, rows)[0]
-        with self.policy.disable_adapter():
+        with reference.reference_mode(self.policy, self._ref_adapter):
             return self._token_logps(self.policy, rows)[0]
 
     def _scores(self, prompts: list[list[int]], completions: list[list[int]]) -> Tensor:
@@ -862,7 +867,8 @@ class AIHFRLTrainer:
             self._barrier()
             return
         os.makedirs(output_dir, exist_ok=True)
-        self.policy.save_pretrained(output_dir)
+        with reference.without_reference_adapter(self.policy):
+            self.policy.save_pretrained(output_dir)
         self.tokenizer.save_pretrained(output_dir)
         save_reward_model(self.reward_model, os.path.join(output_dir, "reward_model"), self.tokenizer)
         with open(os.path.join(output_dir, "log_history.json"), "w") as f:

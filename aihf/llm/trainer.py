@@ -44,7 +44,7 @@ from ..data import (
     references_as_demonstrations,
 )
 from ..errors import ConfigError
-from . import card, guards, runs
+from . import card, guards, reference, runs
 from .config import AIHFConfig
 from .generation import HFGenerator, SampleGenerator
 from .loading import is_loadable, load_policy
@@ -172,8 +172,10 @@ class AIHFTrainer(Trainer):
 
     Args:
         model: a causal LM, or a local path / hub id to load one from.
-        ref_model: the frozen reference ``pi_ref``. Default: a frozen copy of ``model`` as given;
-            for a PEFT model, the same model with its adapters disabled.
+        ref_model: the frozen reference ``pi_ref``. Default: ``model`` as given: a frozen copy of it;
+            for a PEFT model with a fresh (zero) LoRA adapter, the same model with its adapters
+            disabled; for one whose adapter is already trained, a frozen copy of that adapter
+            (:mod:`aihf.llm.reference`).
         args: an :class:`AIHFConfig`.
         demonstrations / preferences: a ``datasets.Dataset``, a list of dicts or a path to a
             ``.jsonl``/``.json``/``.csv``/``.parquet`` file (formats: :mod:`aihf.data.formats`).
@@ -289,6 +291,13 @@ class AIHFTrainer(Trainer):
                     "(e.g. the same checkpoint loaded again; --ref_model_name_or_path on the command line)"
                 )
             ref_model = copy.deepcopy(model)
+        # A PEFT policy without ref_model: the base model (adapters disabled) when its adapter is
+        # fresh, else a frozen copy of the starting adapter (the model as given).
+        self._ref_adapter = (
+            reference.add_reference_adapter(model, announce=args.process_index == 0)
+            if needs_reference and ref_model is None
+            else None
+        )
         self.ref_model = _frozen(ref_model) if ref_model is not None else None
         if self.ref_model is not None and args.disable_dropout:
             disable_dropout(self.ref_model)
@@ -613,9 +622,9 @@ class AIHFTrainer(Trainer):
         if self.ref_model is not None:
             with self.accelerator.autocast():
                 return sequence_logps(self.ref_model, **part, **self._fast(rows // 2))[0]
-        # PEFT: the reference is the base model, i.e. the policy with its adapters switched off.
+        # PEFT: the policy with its adapters switched off, or with the starting adapter's copy selected.
         unwrapped = self.accelerator.unwrap_model(self.model)
-        with unwrapped.disable_adapter(), self.accelerator.autocast():
+        with reference.reference_mode(unwrapped, self._ref_adapter), self.accelerator.autocast():
             return sequence_logps(unwrapped, **part, **self._fast(rows // 2))[0]
 
     @torch.no_grad()
@@ -881,6 +890,10 @@ class AIHFTrainer(Trainer):
         output_dir = output_dir or self.args.output_dir
         with open(os.path.join(output_dir, "README.md"), "w") as f:
             f.write(self._model_card(output_dir, self._policy()))
+
+    def _save(self, output_dir: str | None = None, state_dict=None):
+        with reference.without_reference_adapter(self._policy()):
+            super()._save(output_dir, state_dict)
 
     def _ensure_loadable_base(self) -> None:
         policy = self._policy()
