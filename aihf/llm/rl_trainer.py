@@ -55,7 +55,7 @@ from .reward_model import (
     reward_scores,
     save_reward_model,
 )
-from .rl_config import AIHFRLConfig
+from .rl_config import ROUND_FIELDS, AIHFRLConfig, unused_setting_error
 from .runs import check_output_dir
 from .trainer import (
     STAGING_DIR,
@@ -222,6 +222,9 @@ class AIHFRLTrainer:
         args = args if args is not None else AIHFRLConfig(output_dir="aihf-rl-output")
         if not isinstance(args, AIHFRLConfig):
             raise TypeError(f"args must be an AIHFRLConfig, got {type(args).__name__}")
+        unused = unused_setting_error(args, ROUND_FIELDS)
+        if unused is not None:
+            raise unused
         if args.pref_weight == 0 and args.reward_pretrain_steps > 0:
             raise ConfigError(
                 f"reward_pretrain_steps={args.reward_pretrain_steps} fits the reward model on the preferences, "
@@ -1084,6 +1087,8 @@ def rlhf_stage_args(args: AIHFRLConfig) -> AIHFRLConfig:
         output_dir=os.path.join(args.output_dir, "rlhf"),
         demo_weight=0.0,
         freeze_reward_model=True,
+        max_steps=-1,  # these sized the SFT stage; the RL stage counts rounds
+        num_train_epochs=3.0,
     )
 
 
