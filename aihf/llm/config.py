@@ -229,6 +229,11 @@ class AIHFConfig(TrainingArguments):
             raise ConfigError(
                 f"label_smoothing must be in [0, 0.5] ([0, 0.5) for 'robust'), got {self.label_smoothing}"
             )
+        if self.label_smoothing_factor:
+            raise ConfigError(
+                f"label_smoothing_factor={self.label_smoothing_factor} is not used by AIHFTrainer: set "
+                "label_smoothing (DPO's label smoothing, loss_type sigmoid or robust)"
+            )
         if self.label_smoothing and self.loss_type in ("ipo", "hinge"):
             raise ConfigError(f"label_smoothing={self.label_smoothing} has no meaning for loss_type '{self.loss_type}'")
 

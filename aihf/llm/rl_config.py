@@ -18,6 +18,53 @@ from .config import check_common_settings
 RL_DEMO_LOSSES = ("logistic", "linear")
 RL_PROMPT_SOURCES = ("all", "demonstrations", "preferences")
 
+_ROUNDS = "AIHF-RL trains in rounds, not in steps or epochs: set num_rounds"
+_EVAL = "AIHF-RL evaluates the reward model on eval_preferences after every round"
+# Inherited TrainingArguments fields that AIHFRLTrainer's own loop does not act on, each with
+# when it counts as set and what to do instead: refused rather than silently ignored.
+UNUSED_TRAINING_ARGUMENTS: dict[str, tuple] = {
+    "max_steps": (lambda v: v > 0, _ROUNDS),
+    "num_train_epochs": (lambda v: v != 3.0, _ROUNDS),
+    "eval_strategy": (lambda v: v != "no", _EVAL),
+    "eval_steps": (lambda v: v is not None, _EVAL),
+    "eval_delay": (lambda v: bool(v), _EVAL),
+    "eval_on_start": (bool, _EVAL),
+    "per_device_eval_batch_size": (lambda v: v != 8, "evaluation batches hold reward_batch_size pairs"),
+    "logging_strategy": (lambda v: v != "steps", "logging_steps counts rounds"),
+    "logging_first_step": (bool, "logging_steps counts rounds"),
+    "save_strategy": (lambda v: v == "best", "save_steps counts rounds (save_strategy steps, epoch or no)"),
+    "load_best_model_at_end": (bool, "no best model is tracked"),
+    "metric_for_best_model": (lambda v: v is not None, "no best model is tracked"),
+    "fp16": (bool, "use bf16=True for mixed precision"),
+    "gradient_checkpointing": (bool, "not supported by AIHF-RL"),
+    "optim": (lambda v: v not in ("adamw_torch", "adamw_torch_fused"), "both optimizers are torch AdamW"),
+    "optim_args": (lambda v: v is not None, "both optimizers are torch AdamW"),
+    "lr_scheduler_kwargs": (bool, "not passed to the schedulers"),
+    "label_smoothing_factor": (bool, "no label smoothing in AIHF-RL"),
+    "torch_compile": (bool, "not supported by AIHF-RL (generation_backend='compiled' compiles the decode step)"),
+    "neftune_noise_alpha": (lambda v: v is not None, "not supported by AIHF-RL"),
+    "data_seed": (lambda v: v is not None, "the data order follows seed"),
+    "auto_find_batch_size": (bool, "not supported by AIHF-RL"),
+    "use_liger_kernel": (bool, "not supported by AIHF-RL"),
+    "push_to_hub": (bool, "push the saved output_dir yourself"),
+    "deepspeed": (bool, "AIHF-RL runs plain data parallelism (torchrun)"),
+    "fsdp": (bool, "AIHF-RL runs plain data parallelism (torchrun)"),
+}
+# Set in a config handed to sft_then_rlhf, these size its SFT stage: refused by the trainer instead.
+ROUND_FIELDS = ("max_steps", "num_train_epochs")
+
+
+def unused_setting_error(args: TrainingArguments, names) -> ConfigError | None:
+    """A one-line :class:`aihf.ConfigError` for the first of ``names`` (keys of
+    :data:`UNUSED_TRAINING_ARGUMENTS`) that ``args`` sets although AIHF-RL would ignore it, else None."""
+    for name in names:
+        is_set, hint = UNUSED_TRAINING_ARGUMENTS[name]
+        value = getattr(args, name, None)
+        if value is not None and is_set(value):
+            shown = getattr(value, "value", value)
+            return ConfigError(f"{name}={shown!r} is not used by AIHF-RL: {hint}")
+    return None
+
 
 @dataclass
 class AIHFRLConfig(TrainingArguments):
@@ -32,8 +79,11 @@ class AIHFRLConfig(TrainingArguments):
     ``pref_weight=0`` is ML-IRL ("RFT").
 
     ``learning_rate`` is the policy's; the reward model has ``reward_learning_rate``. Rounds, not
-    optimizer steps, are the unit of ``logging_steps`` and ``save_steps``; ``max_steps`` and
-    ``num_train_epochs`` are not used (set ``num_rounds``).
+    optimizer steps, are the unit of ``logging_steps`` and ``save_steps``. Inherited fields that the
+    AIHF-RL loop does not act on (:data:`UNUSED_TRAINING_ARGUMENTS`: ``eval_strategy``, ``fp16``,
+    ``gradient_checkpointing``, ...) raise :class:`aihf.ConfigError` when set; ``max_steps`` and
+    ``num_train_epochs`` (set ``num_rounds``) are refused by :class:`AIHFRLTrainer`, since
+    ``sft_then_rlhf`` reads them for its SFT stage.
     """
 
     # Overridden TrainingArguments defaults.
@@ -198,6 +248,10 @@ class AIHFRLConfig(TrainingArguments):
     )
 
     def __post_init__(self):
+        # Before transformers' own checks, which would refuse some of these with a longer message.
+        error = unused_setting_error(self, [n for n in UNUSED_TRAINING_ARGUMENTS if n not in ROUND_FIELDS])
+        if error is not None:
+            raise error
         super().__post_init__()
         if self.dataloader_pin_memory and (self.use_cpu or not torch.cuda.is_available()):
             self.dataloader_pin_memory = False

@@ -44,7 +44,7 @@ from transformers import PreTrainedTokenizerBase, get_scheduler, set_seed
 from .. import losses
 from ..data import pad_sequences, prepare_demonstrations, prepare_preferences, references_as_demonstrations
 from ..errors import ConfigError
-from . import card, guards, runs
+from . import card, guards, reference, runs
 from .generation import HFGenerator, SampleGenerator
 from .loading import load_policy, load_policy_tokenizer
 from .logprobs import check_packing, packed_logits, token_logps
@@ -55,7 +55,7 @@ from .reward_model import (
     reward_scores,
     save_reward_model,
 )
-from .rl_config import AIHFRLConfig
+from .rl_config import ROUND_FIELDS, AIHFRLConfig, unused_setting_error
 from .runs import check_output_dir
 from .trainer import (
     STAGING_DIR,
@@ -179,8 +179,9 @@ class AIHFRLTrainer:
         model: a causal LM, or a local path / hub id / ``.gguf`` file to load one from with
             :func:`aihf.llm.loading.load_policy` (float32 unless ``model_init_kwargs`` say otherwise;
             GGUF dequantised).
-        ref_model: frozen ``pi_ref``. Default: a frozen copy of ``model`` as given; for a PEFT
-            policy, the same model with its adapters disabled.
+        ref_model: frozen ``pi_ref``. Default: ``model`` as given: a frozen copy; for a PEFT policy
+            with a fresh (zero) LoRA adapter, the same model with its adapters disabled; for one
+            whose adapter is already trained, a frozen copy of that adapter (:mod:`aihf.llm.reference`).
         reward_model: a sequence classifier with one output, a path, or ``None`` to start from
             the policy's base weights with a new score head (:mod:`aihf.llm.reward_model`).
         args: an :class:`AIHFRLConfig`.
@@ -221,6 +222,9 @@ class AIHFRLTrainer:
         args = args if args is not None else AIHFRLConfig(output_dir="aihf-rl-output")
         if not isinstance(args, AIHFRLConfig):
             raise TypeError(f"args must be an AIHFRLConfig, got {type(args).__name__}")
+        unused = unused_setting_error(args, ROUND_FIELDS)
+        if unused is not None:
+            raise unused
         if args.pref_weight == 0 and args.reward_pretrain_steps > 0:
             raise ConfigError(
                 f"reward_pretrain_steps={args.reward_pretrain_steps} fits the reward model on the preferences, "
@@ -277,6 +281,10 @@ class AIHFRLTrainer:
             reward_model = get_peft_model(reward_model, reward_peft_config)
         if ref_model is None and not _is_peft(model):
             ref_model = copy.deepcopy(model)
+        # PEFT without ref_model: the base model for a fresh adapter, else a frozen copy of the starting one.
+        self._ref_adapter = (
+            reference.add_reference_adapter(model, announce=self.rank == 0) if ref_model is None else None
+        )
         for m in (model, reward_model, ref_model):
             if m is not None and args.disable_dropout:
                 disable_dropout(m)
@@ -480,7 +488,7 @@ class AIHFRLTrainer:
     def _ref_token_logps(self, rows: dict[str, Tensor]) -> Tensor:
         if self.ref_model is not None:
             return self._token_logps(self.ref_model, rows)[0]
-        with self.policy.disable_adapter():
+        with reference.reference_mode(self.policy, self._ref_adapter):
             return self._token_logps(self.policy, rows)[0]
 
     def _scores(self, prompts: list[list[int]], completions: list[list[int]]) -> Tensor:
@@ -862,7 +870,8 @@ class AIHFRLTrainer:
             self._barrier()
             return
         os.makedirs(output_dir, exist_ok=True)
-        self.policy.save_pretrained(output_dir)
+        with reference.without_reference_adapter(self.policy):
+            self.policy.save_pretrained(output_dir)
         self.tokenizer.save_pretrained(output_dir)
         save_reward_model(self.reward_model, os.path.join(output_dir, "reward_model"), self.tokenizer)
         with open(os.path.join(output_dir, "log_history.json"), "w") as f:
@@ -1078,6 +1087,8 @@ def rlhf_stage_args(args: AIHFRLConfig) -> AIHFRLConfig:
         output_dir=os.path.join(args.output_dir, "rlhf"),
         demo_weight=0.0,
         freeze_reward_model=True,
+        max_steps=-1,  # these sized the SFT stage; the RL stage counts rounds
+        num_train_epochs=3.0,
     )
 
 

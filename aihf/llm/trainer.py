@@ -44,7 +44,7 @@ from ..data import (
     references_as_demonstrations,
 )
 from ..errors import ConfigError
-from . import card, guards, runs
+from . import card, guards, reference, runs
 from .config import AIHFConfig
 from .generation import HFGenerator, SampleGenerator
 from .loading import is_loadable, load_policy
@@ -172,8 +172,10 @@ class AIHFTrainer(Trainer):
 
     Args:
         model: a causal LM, or a local path / hub id to load one from.
-        ref_model: the frozen reference ``pi_ref``. Default: a frozen copy of ``model`` as given;
-            for a PEFT model, the same model with its adapters disabled.
+        ref_model: the frozen reference ``pi_ref``. Default: ``model`` as given: a frozen copy of it;
+            for a PEFT model with a fresh (zero) LoRA adapter, the same model with its adapters
+            disabled; for one whose adapter is already trained, a frozen copy of that adapter
+            (:mod:`aihf.llm.reference`).
         args: an :class:`AIHFConfig`.
         demonstrations / preferences: a ``datasets.Dataset``, a list of dicts or a path to a
             ``.jsonl``/``.json``/``.csv``/``.parquet`` file (formats: :mod:`aihf.data.formats`).
@@ -289,6 +291,13 @@ class AIHFTrainer(Trainer):
                     "(e.g. the same checkpoint loaded again; --ref_model_name_or_path on the command line)"
                 )
             ref_model = copy.deepcopy(model)
+        # A PEFT policy without ref_model: the base model (adapters disabled) when its adapter is
+        # fresh, else a frozen copy of the starting adapter (the model as given).
+        self._ref_adapter = (
+            reference.add_reference_adapter(model, announce=args.process_index == 0)
+            if needs_reference and ref_model is None
+            else None
+        )
         self.ref_model = _frozen(ref_model) if ref_model is not None else None
         if self.ref_model is not None and args.disable_dropout:
             disable_dropout(self.ref_model)
@@ -340,7 +349,8 @@ class AIHFTrainer(Trainer):
                 batch_size=args.generation_batch_size,
                 backend=args.generation_backend,
             )
-        self._metrics: dict[str, dict[str, list[float]]] = {"train": defaultdict(list), "eval": defaultdict(list)}
+        self._metrics: dict[str, dict[str, list[float]]] = {"train": defaultdict(list)}
+        self._eval_totals: dict[str, list[float]] = {}
         self._nonfinite: str | None = None  # what was not finite in the update being accumulated
         self._nonfinite_skipped = 0
         self.add_callback(_NonFiniteGuard(self))
@@ -464,9 +474,13 @@ class AIHFTrainer(Trainer):
                     demo_logps[:r_d], demo_tokens[:r_d], normalizer=shares["demo_tokens"]
                 )
                 demo_term = demo.loss
-                # Each process's share of the step's token-mean NLL: their mean over processes and
-                # micro-batches is the NLL of the global batch.
-                stats["demo/nll"] = stats["loss/demo"] = (demo.loss.detach(), 1)
+                if mode == "train":
+                    # Each process's share of the step's token-mean NLL: their mean over processes and
+                    # micro-batches is the NLL of the global batch.
+                    stats["demo/nll"] = stats["loss/demo"] = (demo.loss.detach(), 1)
+                else:  # summed over the whole eval set, divided once by its token count
+                    nll_sum = demo.per_example[:r_d].detach().float().sum()
+                    stats["demo/nll"] = stats["loss/demo"] = (nll_sum, demo_tokens[:r_d].sum())
 
         # An evaluation set may hold only one of the two sources: combine the terms present.
         loss = losses.aihf_loss(
@@ -608,9 +622,9 @@ class AIHFTrainer(Trainer):
         if self.ref_model is not None:
             with self.accelerator.autocast():
                 return sequence_logps(self.ref_model, **part, **self._fast(rows // 2))[0]
-        # PEFT: the reference is the base model, i.e. the policy with its adapters switched off.
+        # PEFT: the policy with its adapters switched off, or with the starting adapter's copy selected.
         unwrapped = self.accelerator.unwrap_model(self.model)
-        with unwrapped.disable_adapter(), self.accelerator.autocast():
+        with reference.reference_mode(unwrapped, self._ref_adapter), self.accelerator.autocast():
             return sequence_logps(unwrapped, **part, **self._fast(rows // 2))[0]
 
     @torch.no_grad()
@@ -652,7 +666,11 @@ class AIHFTrainer(Trainer):
         )
         totals = self.accelerator.gather(table.unsqueeze(0)).sum(0).tolist()
         for name, (value, count) in zip(stats, totals):
-            if name == "num_tokens":
+            if mode == "eval":  # (sum, count) over the whole evaluation: see evaluation_loop
+                running = self._eval_totals.setdefault(name, [0.0, 0.0])
+                running[0] += value
+                running[1] += count
+            elif name == "num_tokens":
                 self._total_tokens += int(value)
                 self._metrics[mode][name] = [float(self._total_tokens)]
             elif count > 0:
@@ -719,17 +737,41 @@ class AIHFTrainer(Trainer):
 
     # ------------------------------------------------------------------ logging / eval
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        mode = "train" if self.model.training else "eval"
-        averaged = {name: sum(v) / len(v) for name, v in self._metrics[mode].items() if v}
+        if not self.model.training:  # evaluation: its metrics are already in logs (evaluation_loop)
+            super().log(logs, start_time)
+            return
+        averaged = {name: sum(v) / len(v) for name, v in self._metrics["train"].items() if v}
         if "self_play/round" in averaged:
-            averaged["self_play/round"] = self._metrics[mode]["self_play/round"][-1]
-        if mode == "eval":
-            averaged = {f"eval_{name}": value for name, value in averaged.items()}
-        elif self._nonfinite_skipped:
+            averaged["self_play/round"] = self._metrics["train"]["self_play/round"][-1]
+        if self._nonfinite_skipped:
             averaged["nonfinite/skipped_steps"] = self._nonfinite_skipped
         logs.update(averaged)
         super().log(logs, start_time)
-        self._metrics[mode].clear()
+        self._metrics["train"].clear()
+
+    def evaluation_loop(
+        self, dataloader, description, prediction_loss_only=None, ignore_keys=None, metric_key_prefix="eval"
+    ):
+        """``Trainer.evaluation_loop`` with every metric, ``<prefix>_loss`` included, computed over the
+        whole evaluation set: sums and counts (pairs, demonstrations, completion tokens) are added
+        up over batches and processes and divided once, so the values do not depend on the batch
+        size, the number of processes or how completion lengths fall into batches."""
+        self._eval_totals: dict[str, list[float]] = {}
+        output = super().evaluation_loop(dataloader, description, prediction_loss_only, ignore_keys, metric_key_prefix)
+        means = {name: total / count for name, (total, count) in self._eval_totals.items() if count > 0}
+        self._eval_totals = {}
+        terms = {"demo": means.get("demo/nll"), "pref": means.get("loss/pref")}
+        if terms["demo"] is not None or terms["pref"] is not None:
+            means["loss"] = float(
+                losses.aihf_loss(
+                    None if terms["demo"] is None else torch.tensor(terms["demo"], dtype=torch.float64),
+                    None if terms["pref"] is None else torch.tensor(terms["pref"], dtype=torch.float64),
+                    self.demo_weight if terms["demo"] is not None else 0.0,
+                    self.pref_weight if terms["pref"] is not None else 0.0,
+                )
+            )
+        output.metrics.update({f"{metric_key_prefix}_{name}": value for name, value in means.items()})
+        return output
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         inputs["num_real"] = self._real_items(inputs)
@@ -848,6 +890,10 @@ class AIHFTrainer(Trainer):
         output_dir = output_dir or self.args.output_dir
         with open(os.path.join(output_dir, "README.md"), "w") as f:
             f.write(self._model_card(output_dir, self._policy()))
+
+    def _save(self, output_dir: str | None = None, state_dict=None):
+        with reference.without_reference_adapter(self._policy()):
+            super()._save(output_dir, state_dict)
 
     def _ensure_loadable_base(self) -> None:
         policy = self._policy()
