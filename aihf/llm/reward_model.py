@@ -102,6 +102,8 @@ def frame_for_reward(completions: list[list[int]], end_token_id: int | Sequence[
     right at it). Framed, a truncated sample and a finished answer with the same content are the
     same sequence, and get the same score; whether an answer finished is then the policy step's
     explicit choice (``missing_eos_penalty``). A framed row may be one token over ``max_length``.
+    Where the pad id is the end token's, the score is read just before the appended token: the
+    same for both, still.
     """
     stops = [end_token_id] if isinstance(end_token_id, int) else list(end_token_id)
     if not stops:
