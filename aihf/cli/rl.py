@@ -181,15 +181,16 @@ def eval_reward(argv: list[str]) -> dict:
     from ..llm.reward_model import evaluate_reward_model
 
     with _info_after_checks():
-        model, data, pad_token_id, batch_size = _load_for_eval(argv)
-    return evaluate_reward_model(model, data, pad_token_id, batch_size)
+        model, data, pad_token_id, batch_size, stops = _load_for_eval(argv)
+    # The answers are framed as in training: a trailing end token removed, one appended.
+    return evaluate_reward_model(model, data, pad_token_id, batch_size, end_token_id=stops)
 
 
 def _load_for_eval(argv: list[str]):
-    """eval-reward's checks and loading: ``(reward model, tokenised pairs, pad id, batch size)``."""
+    """eval-reward's checks and loading: ``(reward model, tokenised pairs, pad id, batch size, end tokens)``."""
     from transformers import AutoTokenizer
 
-    from ..data import prepare_preferences, read_rows
+    from ..data import end_token, prepare_preferences, read_rows
     from ..llm.reward_model import load_reward_model
 
     (args,), origins = parse_arguments(_eval_parser(), argv, (EvalRewardArguments,))
@@ -223,7 +224,8 @@ def _load_for_eval(argv: list[str]):
                 "its reward model in <output_dir>/reward_model"
             )
     model = load_reward_model(args.reward_model, tokenizer.pad_token_id, trust_remote_code=args.trust_remote_code)
-    return model, data, tokenizer.pad_token_id, args.batch_size
+    stops = [i for i in dict.fromkeys((end_token(tokenizer).id, tokenizer.eos_token_id)) if i is not None]
+    return model, data, tokenizer.pad_token_id, args.batch_size, stops or None
 
 
 def run_eval_reward(argv: list[str]) -> int:

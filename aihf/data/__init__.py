@@ -1,6 +1,6 @@
 """Demonstrations and preferences: reading, validation, tokenisation and batching."""
 
-from .collator import AIHFCollator, PairedDataset, concat_padded, pad_sequences
+from .collator import AIHFCollator, PairedDataset, concat_padded, match_end_tokens, pad_sequences
 from .formats import ROLES, DemonstrationText, PreferenceText, demonstration_texts, preference_texts
 from .sources import Rows, read_rows
 from .special_tokens import EndToken, end_token
@@ -23,6 +23,7 @@ __all__ = [
     "concat_padded",
     "demonstration_texts",
     "end_token",
+    "match_end_tokens",
     "pad_sequences",
     "preference_texts",
     "prepare_demonstrations",

@@ -85,6 +85,39 @@ def concat_padded(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], pad_to
     return out
 
 
+def match_end_tokens(
+    first: dict[str, torch.Tensor], second: dict[str, torch.Tensor], end_token_ids: list[int]
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """Rows ``i`` of two right-padded batches (:func:`pad_sequences`) form the contrasted pairs of
+    a demonstration term (a demonstration and a sample); where exactly one of the two completions
+    ends with an end token (any of ``end_token_ids``), that token leaves its ``completion_mask``.
+
+    A sample cut by ``max_new_tokens`` (or a demonstration cut by ``max_length``) has no end token:
+    compared as they are, the pair differs by that token's log-ratio alone. The end token counts
+    only when both sides have one. Returns copies of ``first`` and ``second``; ``input_ids`` and
+    ``attention_mask`` are shared, not copied. Raises ``ValueError`` if the row counts differ.
+    """
+    if first["input_ids"].shape[0] != second["input_ids"].shape[0]:
+        raise ValueError(f"{first['input_ids'].shape[0]} rows against {second['input_ids'].shape[0]}")
+    stops = torch.tensor(list(end_token_ids), dtype=torch.long)
+
+    def last_token(rows):  # position of each row's last completion token (-1: none), and whether it ends it
+        mask = rows["completion_mask"]
+        pos = torch.arange(mask.shape[1], device=mask.device).expand_as(mask)
+        last = torch.where(mask.bool(), pos, -1).amax(1)
+        token = rows["input_ids"].gather(1, last.clamp(min=0).unsqueeze(1)).squeeze(1)
+        return last.cpu(), ((last >= 0) & torch.isin(token, stops.to(token.device))).cpu()
+
+    (last_a, end_a), (last_b, end_b) = last_token(first), last_token(second)
+    out = []
+    for rows, last, drop in ((first, last_a, end_a & ~end_b), (second, last_b, end_b & ~end_a)):
+        mask = rows["completion_mask"].clone()
+        where = drop.nonzero().squeeze(1)
+        mask[where.to(mask.device), last[where].to(mask.device)] = 0
+        out.append({**rows, "completion_mask": mask})
+    return out[0], out[1]
+
+
 @dataclass
 class AIHFCollator:
     """Collates :class:`PairedDataset` items.

@@ -13,13 +13,17 @@ Special tokens (:mod:`aihf.data.special_tokens`): every prompt starts with the B
 adds, once (a text or chat template that already starts with it gets none added), and never
 gets the EOS some tokenizers append to every encoding; other special tokens are those the
 text or the template holds. Every completion ends with exactly one
-end token: text after its last end token is dropped when a chat template wrote it or it is
-only whitespace (``"...<|im_end|>\n"``; a sampled answer stops at the end token, and
-self-play must not tell the two apart by that tail), and the end token is appended otherwise.
+end token, unless ``max_length`` cuts it: text after its last end token is dropped when a chat
+template wrote it or it is only whitespace (``"...<|im_end|>\n"``; a sampled answer stops at the
+end token, and self-play must not tell the two apart by that tail), and the end token is
+appended otherwise.
 
 The prompt is truncated from the left to ``max_prompt_length`` (a leading BOS is kept) and
-completions from the right so that prompt + completion fits in ``max_length``; one warning
-gives the number of truncated rows.
+completions from the right so that prompt + completion fits in ``max_length``. A cut completion
+has no end token, as in TRL (its ``DataCollatorForPreference`` cuts prompt + completion, end
+token included, to ``max_length``): it is an unfinished answer, and it stays one; this includes
+a completion that fits except for its end token. One warning gives the number of truncated rows
+and of completions that lost their end token.
 """
 
 from __future__ import annotations
@@ -74,7 +78,7 @@ def prepare_demonstrations(
         where = rows.label(i)
         prompt = _fit_prompt(rows, where, tokenizer, prompts[i], max_length, max_prompt_length)
         completion = _fit_completion(completions[i][0], len(prompt), max_length)
-        encoder.count_truncation(len(prompt) < len(prompts[i]) or len(completion) < len(completions[i][0]))
+        encoder.count_truncation(len(prompt) < len(prompts[i]), completions[i], [completion])
         columns["prompt_ids"].append(prompt)
         columns["completion_ids"].append(completion)
         columns["row"].append(f"{rows.source}, {where}")
@@ -111,7 +115,7 @@ def prepare_preferences(
         where = rows.label(i)
         prompt = _fit_prompt(rows, where, tokenizer, prompts[i], max_length, max_prompt_length)
         fitted = [_fit_completion(ids, len(prompt), max_length) for ids in completions[i]]
-        encoder.count_truncation(len(prompt) < len(prompts[i]) or fitted != completions[i])
+        encoder.count_truncation(len(prompt) < len(prompts[i]), completions[i], fitted)
         columns["prompt_ids"].append(prompt)
         columns["chosen_ids"].append(fitted[0])
         columns["rejected_ids"].append(fitted[1])
@@ -142,6 +146,7 @@ class _Encoder:
         self.tokenizer, self.end, self.rows = tokenizer, end, rows
         self.leading = leading_special_ids(tokenizer)
         self.straddling = self.truncated = 0
+        self.lost_end = self.lost_only_end = 0  # completions that max_length cut: all, those cut by 1 token
 
     def __call__(
         self, prompts: list[str], answers: list[list[str]], conversational: list[bool]
@@ -196,8 +201,15 @@ class _Encoder:
             return ids[: last + 1]
         return ids + [end]
 
-    def count_truncation(self, truncated: bool) -> None:
-        self.truncated += truncated
+    def count_truncation(self, prompt_cut: bool, completions: list[list[int]], fitted: list[list[int]]) -> None:
+        """Count one row: whether its prompt was cut, and its completions before and after the cut."""
+        cut = [len(f) < len(c) for c, f in zip(completions, fitted)]
+        self.truncated += prompt_cut or any(cut)
+        ends = {self.end.id, self.end.text_id} - {None}
+        for ids, kept in zip(completions, fitted):
+            if len(kept) < len(ids) and ids[-1] in ends:  # a cut from the right takes the end token first
+                self.lost_end += 1
+                self.lost_only_end += len(kept) == len(ids) - 1
 
     def warn(self, max_length: int | None, max_prompt_length: int | None) -> None:
         n, source = len(self.rows), self.rows.source
@@ -210,9 +222,17 @@ class _Encoder:
                 stacklevel=3,
             )
         if self.truncated:
+            lost = ""
+            if self.lost_end:
+                many = self.lost_end != 1
+                lost = (
+                    f"; {self.lost_end} completion{'s' * many} lost {'their' if many else 'its'} end token "
+                    f"({self.lost_only_end} of them only that token) and are trained as unfinished answers, as in "
+                    "TRL: raise max_length to keep it"
+                )
             warnings.warn(
                 f"{source}: {self.truncated} of {n} rows truncated to max_length={max_length}, "
-                f"max_prompt_length={max_prompt_length} (prompts lose their start, completions their end)",
+                f"max_prompt_length={max_prompt_length} (prompts lose their start, completions their end){lost}",
                 stacklevel=3,
             )
 

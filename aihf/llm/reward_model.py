@@ -2,7 +2,9 @@
 
 ``r(x, y)`` is the score head applied at the last non-pad token of ``prompt + completion``
 (``AutoModelForSequenceClassification`` with ``num_labels=1``, pooled by the model's
-``pad_token_id``, as TRL's ``RewardTrainer`` scores). It starts from the policy's base model
+``pad_token_id``, as TRL's ``RewardTrainer`` scores). Every completion it scores is first framed
+alike (:func:`frame_for_reward`): whether an answer was cut by ``max_new_tokens`` or
+``max_length`` never reaches the reward model. It starts from the policy's base model
 (the language-model head is replaced by a freshly initialised score head) or from a given
 checkpoint, may train LoRA adapters only, and may freeze its lower layers.
 """
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import os
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -90,13 +93,47 @@ def freeze_lower_layers(model: PreTrainedModel, num_layers: int) -> None:
         block.requires_grad_(False)
 
 
+def frame_for_reward(completions: list[list[int]], end_token_id: int | Sequence[int]) -> list[list[int]]:
+    """Each completion with its trailing end tokens removed and exactly one end token appended.
+
+    ``end_token_id``: the end token, or the stop tokens (any of them is removed; the first is
+    appended). Demonstrations end with an end token and samples cut by ``max_new_tokens`` do not:
+    scored as they are, a reward model separates the two by that token alone (it reads its score
+    right at it). Framed, a truncated sample and a finished answer with the same content are the
+    same sequence, and get the same score; whether an answer finished is then the policy step's
+    explicit choice (``missing_eos_penalty``). A framed row may be one token over ``max_length``.
+    Where the pad id is the end token's, the score is read just before the appended token: the
+    same for both, still.
+    """
+    stops = [end_token_id] if isinstance(end_token_id, int) else list(end_token_id)
+    if not stops:
+        raise ValueError("end_token_id: no end token given")
+    framed = []
+    for ids in completions:
+        ids = list(ids)
+        while ids and ids[-1] in stops:
+            ids.pop()
+        framed.append(ids + stops[:1])
+    return framed
+
+
 def reward_scores(
-    model: nn.Module, prompts: list[list[int]], completions: list[list[int]], pad_token_id: int
+    model: nn.Module,
+    prompts: list[list[int]],
+    completions: list[list[int]],
+    pad_token_id: int,
+    *,
+    end_token_id: int | Sequence[int] | None = None,
 ) -> Tensor:
     """``r(x, y)`` for each (prompt ids, completion ids) row: shape ``(B,)``, float32.
 
-    Rows are right-padded; the score is read at the last non-pad token of each row.
+    With ``end_token_id`` (the end token, or the policy's stop tokens, first one appended) the
+    completions are framed by :func:`frame_for_reward` first; every caller in aihf passes it.
+    ``None`` scores the ids as given. Rows are right-padded; the score is read at the last non-pad
+    token of each row.
     """
+    if end_token_id is not None:
+        completions = frame_for_reward(completions, end_token_id)
     device = next(model.parameters()).device
     batch = pad_sequences(prompts, completions, pad_token_id)
     out = model(
@@ -120,17 +157,24 @@ def save_reward_model(model: nn.Module, output_dir: str, tokenizer: Any = None) 
 
 @torch.no_grad()
 def evaluate_reward_model(
-    model: nn.Module, preferences: Any, pad_token_id: int, batch_size: int = 16
+    model: nn.Module,
+    preferences: Any,
+    pad_token_id: int,
+    batch_size: int = 16,
+    *,
+    end_token_id: int | Sequence[int] | None = None,
 ) -> dict[str, float]:
     """Pairwise accuracy (share of pairs with ``r(y+) > r(y-)``) and mean margin ``r(y+) - r(y-)``
-    of ``model`` on a prepared preference dataset (:func:`aihf.data.prepare_preferences`)."""
+    of ``model`` on a prepared preference dataset (:func:`aihf.data.prepare_preferences`).
+    ``end_token_id`` frames the answers as in training (:func:`reward_scores`)."""
     was_training = model.training
     model.eval()
     margins = []
     for start in range(0, len(preferences), batch_size):
         rows = preferences[start : start + batch_size]
         prompts = list(rows["prompt_ids"])
-        scores = reward_scores(model, prompts * 2, list(rows["chosen_ids"]) + list(rows["rejected_ids"]), pad_token_id)
+        answers = list(rows["chosen_ids"]) + list(rows["rejected_ids"])
+        scores = reward_scores(model, prompts * 2, answers, pad_token_id, end_token_id=end_token_id)
         chosen, rejected = scores.chunk(2)
         margins.append(chosen - rejected)
     model.train(was_training)

@@ -166,7 +166,11 @@ class AIHFRLConfig(TrainingArguments):
     normalize_advantages: bool = field(default=False, metadata={"help": "Whiten the RLOO advantages over the batch."})
     missing_eos_penalty: float | None = field(
         default=None,
-        metadata={"help": "Subtract this from the score of samples that reach max_new_tokens without an end token."},
+        metadata={
+            "help": "Subtract this from the score of samples that reach max_new_tokens without an end token. The "
+            "reward model scores a cut sample like a finished one with the same content (every answer it scores ends "
+            "in one end token), so this is the only place where finishing counts; TRL's name."
+        },
     )
 
     # Reward step.

@@ -493,7 +493,8 @@ class AIHFRLTrainer:
 
     def _scores(self, prompts: list[list[int]], completions: list[list[int]]) -> Tensor:
         with self._autocast():
-            return reward_scores(self.reward_model, prompts, completions, self.pad)
+            # Framed alike (reward_model.frame_for_reward): the end token tells no answer apart.
+            return reward_scores(self.reward_model, prompts, completions, self.pad, end_token_id=self.stop_tokens)
 
     # ------------------------------------------------------------------ policy step
     def policy_step(self, prompts: list[list[int]], completions: list[list[int]], step: int) -> dict[str, float]:
@@ -718,7 +719,9 @@ class AIHFRLTrainer:
         if prefs is None:
             return {}
         with self._autocast():
-            out = evaluate_reward_model(self.reward_model, prefs, self.pad, self.args.reward_batch_size)
+            out = evaluate_reward_model(
+                self.reward_model, prefs, self.pad, self.args.reward_batch_size, end_token_id=self.stop_tokens
+            )
         return {"reward/eval_accuracy": out["accuracy"], "reward/eval_margin": out["margin"]}
 
     def pretrain_reward(self) -> dict[str, float]:
@@ -736,7 +739,9 @@ class AIHFRLTrainer:
             if args.reward_pretrain_patience is None or (step + 1) % args.reward_pretrain_eval_steps:
                 continue
             with self._autocast():
-                acc = evaluate_reward_model(self.reward_model, self.holdout, self.pad, args.reward_batch_size)
+                acc = evaluate_reward_model(
+                    self.reward_model, self.holdout, self.pad, args.reward_batch_size, end_token_id=self.stop_tokens
+                )
             last["reward_pretrain/holdout_accuracy"] = acc["accuracy"]
             bar.set_postfix(holdout_accuracy=acc["accuracy"])
             if acc["accuracy"] > best:

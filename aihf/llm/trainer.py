@@ -38,6 +38,7 @@ from ..data import (
     PairedDataset,
     concat_padded,
     end_token,
+    match_end_tokens,
     pad_sequences,
     prepare_demonstrations,
     prepare_preferences,
@@ -338,9 +339,10 @@ class AIHFTrainer(Trainer):
             if self.is_deepspeed_enabled and self.accelerator.state.deepspeed_plugin.zero_stage == 3:
                 raise NotImplementedError("self-play generation under DeepSpeed ZeRO-3 is not supported yet")
             self._opponent = self._prepare_frozen(copy.deepcopy(self.model))
+            self._stop_ids = _stop_tokens(tokenizer, self.model, args.eos_token)
             self.generator = generator or HFGenerator(
                 pad_token_id=tokenizer.pad_token_id,
-                eos_token_id=_stop_tokens(tokenizer, self.model, args.eos_token),
+                eos_token_id=self._stop_ids,
                 max_new_tokens=args.max_new_tokens,
                 do_sample=args.do_sample,
                 temperature=args.temperature,
@@ -412,7 +414,8 @@ class AIHFTrainer(Trainer):
         batch = {k: inputs[k] for k in ("input_ids", "attention_mask", "completion_mask")}
         self_play = self.self_play and mode == "train" and n_d > 0
         if self_play:
-            opponent_demo, opponent_sample, sample_rows = self._self_play_samples(inputs)
+            opponent_demo, opponent_sample, demo_mask, sample_rows = self._self_play_samples(inputs)
+            batch["completion_mask"] = torch.cat([batch["completion_mask"][: 2 * n_p], demo_mask])
             batch = concat_padded(batch, sample_rows, self.processing_class.pad_token_id)
 
         logps, num_tokens, logits_sums = sequence_logps(model, **batch, return_logits_sums=True, **self._fast(n_p))
@@ -696,8 +699,10 @@ class AIHFTrainer(Trainer):
 
     @torch.no_grad()
     def _self_play_samples(self, inputs: dict[str, Any]):
-        """Opponent samples for the batch's demonstrations (cached per round) and the opponent's
-        log-probs of each demonstration and sample."""
+        """Opponent samples for the batch's demonstrations (cached per round), the opponent's
+        log-probs of each demonstration and sample, the demonstrations' completion mask and the
+        samples' rows. An end token counts in a (demonstration, sample) pair only when both have
+        one (:func:`aihf.data.match_end_tokens`), for the opponent's log-probs and the policy's."""
         self._start_round_if_due()
         step, calls = self._gen_calls
         calls = calls + 1 if step == self.state.global_step else 0
@@ -722,7 +727,7 @@ class AIHFTrainer(Trainer):
             }
             sample_rows = pad_sequences([prompts[k] for k in todo], samples, pad)
             sample_rows = {k: v.to(self.accelerator.device) for k, v in sample_rows.items()}
-            both = concat_padded(demo_rows, sample_rows, pad)
+            both = concat_padded(*match_end_tokens(demo_rows, sample_rows, self._stop_ids), pad)
             with self.accelerator.autocast():
                 scored = sequence_logps(self._opponent, **both, **self._fast(0))[0].tolist()
             for i, (k, sample) in enumerate(zip(todo, samples)):
@@ -731,9 +736,11 @@ class AIHFTrainer(Trainer):
         device = self.accelerator.device
         sample_rows = pad_sequences(prompts, [c[0] for c in cached], pad)
         sample_rows = {k: v.to(device) for k, v in sample_rows.items()}
+        demo_rows = {key: inputs[key][2 * n_p :] for key in ("input_ids", "attention_mask", "completion_mask")}
+        demo_rows, sample_rows = match_end_tokens(demo_rows, sample_rows, self._stop_ids)
         opponent_demo = torch.tensor([c[1] for c in cached], device=device)
         opponent_sample = torch.tensor([c[2] for c in cached], device=device)
-        return opponent_demo, opponent_sample, sample_rows
+        return opponent_demo, opponent_sample, demo_rows["completion_mask"], sample_rows
 
     # ------------------------------------------------------------------ logging / eval
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:

@@ -23,6 +23,7 @@ from aihf.data import (
     Rows,
     check_lengths,
     concat_padded,
+    match_end_tokens,
     pad_sequences,
     preference_texts,
     prepare_demonstrations,
@@ -558,6 +559,59 @@ def test_completion_truncated_from_the_right(tokenizer, bos_tokenizer):
     assert ds["completion_ids"] == [[YES]]
     ds = prepare_demonstrations([row], tokenizer, max_length=7, max_prompt_length=4)
     assert ds["completion_ids"] == [[YES, NO, MAYBE, EOS]]  # exactly fits
+
+
+def test_a_cut_completion_has_no_end_token_and_the_warning_counts_it(tokenizer):
+    """As in TRL, max_length cuts the end token with the tail; a completion that fits except for
+    its end token loses just that, and the truncation warning counts both kinds."""
+    rows = [
+        {"prompt": "how are you", "completion": " yes no maybe"},  # 3 + 4 tokens: fits exactly
+        {"prompt": "how are you", "completion": " yes no maybe fine"},  # fits but for its end token
+        {"prompt": "how are you", "completion": " yes no maybe fine good"},  # loses "good" and its end
+    ]
+    with pytest.warns(UserWarning) as caught:
+        ds = prepare_demonstrations(rows, tokenizer, max_length=7, max_prompt_length=4)
+    assert ds["completion_ids"] == [[YES, NO, MAYBE, EOS], [YES, NO, MAYBE, FINE], [YES, NO, MAYBE, FINE]]
+    (message,) = [str(w.message) for w in caught if "truncated" in str(w.message)]
+    assert "2 of 3 rows truncated to max_length=7" in message
+    assert "2 completions lost their end token (1 of them only that token)" in message
+
+    pair = {"prompt": "how are you", "chosen": " yes no maybe", "rejected": " no maybe fine good"}
+    prompt_only = {"prompt": "the cat sat on the mat", "chosen": " yes", "rejected": " no"}
+    with pytest.warns(UserWarning) as caught:
+        ds = prepare_preferences([pair, prompt_only], tokenizer, max_length=7, max_prompt_length=4)
+    assert ds["chosen_ids"] == [[YES, NO, MAYBE, EOS], [YES, EOS]]
+    assert ds["rejected_ids"] == [[NO, MAYBE, FINE, GOOD], [NO, EOS]]  # 5 tokens: only its end token is cut
+    (message,) = [str(w.message) for w in caught if "truncated" in str(w.message)]
+    assert "2 of 2 rows truncated" in message  # a cut prompt counts as a truncated row, not as a lost end
+    assert "1 completion lost its end token (1 of them only that token)" in message
+
+
+def test_match_end_tokens_masks_an_end_token_its_pair_lacks():
+    """Rows: both end; only the first ends; only the second ends (EOT, another stop token);
+    neither ends; an empty second completion. Only unmatched end tokens leave the mask."""
+    first = pad_sequences(
+        [[HOW], [HOW], [HOW, ARE], [HOW], [HOW]], [[YES, EOS], [NO, EOS], [YES], [NO], [YES, EOS]], PAD
+    )
+    second = pad_sequences([[HOW], [HOW], [HOW], [HOW], [HOW]], [[NO, EOS], [NO], [MAYBE, YES, EOT], [YES], []], PAD)
+    a, b = match_end_tokens(first, second, [EOS, EOT])
+    assert a["completion_mask"].tolist() == [
+        [0, 1, 1],
+        [0, 1, 0],
+        [0, 0, 1],
+        [0, 1, 0],
+        [0, 1, 0],
+    ]
+    assert b["completion_mask"].tolist() == [
+        [0, 1, 1, 0],
+        [0, 1, 0, 0],
+        [0, 1, 1, 0],
+        [0, 1, 0, 0],
+        [0, 0, 0, 0],
+    ]
+    assert a["input_ids"] is first["input_ids"] and torch.equal(first["completion_mask"][0], torch.tensor([0, 1, 1]))
+    with pytest.raises(ValueError, match="rows"):
+        match_end_tokens(first, pad_sequences([[HOW]], [[YES]], PAD), [EOS])
 
 
 def test_truncation_uses_the_truncated_prompt_length(bos_tokenizer):
