@@ -115,3 +115,125 @@ def test_env_actions_inverts_sb3_scale_action_on_asymmetric_bounds():
     scaled = torch.as_tensor(BasePolicy.scale_action(SimpleNamespace(action_space=space), a))
     back = env_actions(scaled, torch.as_tensor(space.low), torch.as_tensor(space.high))
     torch.testing.assert_close(back, torch.as_tensor(a), rtol=0, atol=1e-6)
+
+
+# ----------------------------------------------------------------------------- item 6: inputs refused or warned
+def _segments(lengths, seg_len=4, pad=0.0, seed=0):
+    """(P, L, 3) Pendulum-like observations and (P, L, 1) actions; steps past each length set to ``pad``."""
+    rng = np.random.default_rng(seed)
+    angle = rng.uniform(-np.pi, np.pi, (len(lengths), seg_len))
+    obs = np.stack([np.cos(angle), np.sin(angle), rng.uniform(-1, 1, angle.shape)], -1)
+    act = rng.uniform(-1.5, 1.5, (len(lengths), seg_len, 1))
+    valid = np.arange(seg_len)[None] < np.asarray(lengths)[:, None]
+    return np.where(valid[..., None], obs, pad), np.where(valid[..., None], act, pad)
+
+
+def _pref_file(path, chosen_lengths, rejected_lengths, with_lengths):
+    co, ca = _segments(chosen_lengths, seed=1)
+    ro, ra = _segments(rejected_lengths, seed=2)
+    arrays = dict(chosen_observations=co, chosen_actions=ca, rejected_observations=ro, rejected_actions=ra)
+    if with_lengths:
+        arrays.update(chosen_lengths=np.asarray(chosen_lengths), rejected_lengths=np.asarray(rejected_lengths))
+    np.savez(path, **arrays)
+    return str(path)
+
+
+def _train_argv(data_dir, out, method, *extra):
+    """A seconds-long `aihf control train` command, with only the budget flags ``method`` uses."""
+    budget = ["--bc_steps", "5"] if method == "bc" else ["--rounds", "1", "--sac_steps_per_round", "150"]
+    return [
+        "train", "--preset", "ci", "--env_id", ENV, "--method", method, "--demonstrations",
+        str(data_dir / "demos.npz"), *budget, "--eval_episodes", "1", "--progress", "false", "--output_dir", str(out),
+        *extra,
+    ]  # fmt: skip
+
+
+def test_zero_padded_segments_without_lengths_are_refused_naming_file_pair_and_field(data_dir, tmp_path, capsys):
+    """Segments padded to a common length with zeros but no *_lengths would score the padding as real
+    steps in each segment's summed reward: refused, one line, exit 2, nothing written."""
+    path = _pref_file(tmp_path / "padded.npz", [4, 4, 2], [4, 3, 4], with_lengths=False)
+    with pytest.raises(DataError) as e:
+        load_preferences(path)
+    assert str(e.value).startswith(
+        f"{path}, pair 2, field 'chosen_lengths': missing, but this chosen segment ends in 2 all-zero step(s)"
+    )
+    out = tmp_path / "run"
+    assert cli.main(_train_argv(data_dir, out, "aihf", "--preferences", path)) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{path}, pair 2, field 'chosen_lengths': missing" in err
+    assert not out.exists()
+    # With the lengths the same arrays are read, and the padding counts for nothing.
+    path = _pref_file(tmp_path / "marked.npz", [4, 4, 2], [4, 3, 4], with_lengths=True)
+    prefs = load_preferences(path)
+    assert prefs.chosen_lengths.tolist() == [4, 4, 2] and prefs.rejected_lengths.tolist() == [4, 3, 4]
+    rewards = torch.ones(3, 4)
+    assert segment_returns(rewards, torch.as_tensor(prefs.chosen_lengths)).tolist() == [4.0, 4.0, 2.0]
+    # Unpadded full-length segments need no lengths.
+    assert len(load_preferences(_pref_file(tmp_path / "full.npz", [4, 4], [4, 4], with_lengths=False))) == 2
+
+
+@pytest.mark.parametrize("which", ["demonstrations", "preferences"])
+def test_actions_at_twice_the_bound_are_refused_naming_file_episode_step_and_field(data_dir, tmp_path, capsys, which):
+    import gymnasium as gym
+
+    space = gym.make(ENV).action_space
+    if which == "demonstrations":
+        demos = dict(np.load(data_dir / "demos.npz"))
+        demos["actions"] = demos["actions"].copy()
+        demos["actions"][205, 0] = 2 * space.high[0]  # episode 1 (of 200 steps each), step 5
+        path = str(tmp_path / "demos.npz")
+        np.savez(path, **demos)
+        where = "episode 1, step 5 (row 205), field 'actions': 4 (dimension 0)"
+        argv = _train_argv(data_dir, tmp_path / "run", "bc")
+        argv[argv.index("--demonstrations") + 1] = path
+        with pytest.raises(DataError, match="outside"):
+            load_trajectories(path, gym.make(ENV).observation_space, space)
+    else:
+        path = _pref_file(tmp_path / "prefs.npz", [4, 4], [4, 2], with_lengths=True)
+        arrays = dict(np.load(path))
+        arrays["rejected_actions"][1, 3, 0] = 99.0  # padding: anything finite is allowed
+        arrays["rejected_actions"][1, 1, 0] = 2 * space.low[0]
+        np.savez(path, **arrays)
+        where = "pair 1, step 1, field 'rejected_actions': -4 (dimension 0)"
+        argv = _train_argv(data_dir, tmp_path / "run", "pref_rl", "--preferences", path)
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err == f"aihf control train: {path}, {where} is outside the env's action bounds [-2, 2]; " + (
+        'actions are in the env\'s units (docs/control.md, "Data format")\n'
+    )
+    assert not (tmp_path / "run").exists()
+    # Float32 rounding at the bound is not an error.
+    if which == "preferences":
+        arrays["rejected_actions"][1, 1, 0] = np.nextafter(np.float32(-2.0), np.float32(-3.0))
+        np.savez(path, **arrays)
+        assert len(load_preferences(path, None, space)) == 2
+
+
+@pytest.mark.parametrize("method", ["ml_irl", "bc"])
+def test_options_a_method_does_not_use_draw_one_warning_each(data_dir, tmp_path, capsys, method):
+    prefs = str(data_dir / "preferences.npz")
+    argv = _train_argv(data_dir, tmp_path / "a", method, "--preferences", prefs, "--num_preferences", "5")
+    assert cli.main(argv) == 0
+    err = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
+    assert err == [
+        f"aihf control train: warning: --preferences {prefs} is not used by --method {method}",
+        f"aihf control train: warning: --num_preferences 5 is not used by --method {method}",
+    ]
+    # `--num_preferences 0` says "no pairs" (the benchmark's ML-IRL and BC commands): no warning.
+    argv = _train_argv(data_dir, tmp_path / "b", method, "--preferences", prefs, "--num_preferences", "0")
+    assert cli.main(argv) == 0
+    assert "warning" not in capsys.readouterr().err
+    if method == "bc":  # the whole reward side is unused by behaviour cloning
+        argv = _train_argv(data_dir, tmp_path / "c", "bc", "--reward_input", "state_action")
+        assert cli.main(argv) == 0
+        assert "warning: --reward_input state_action is not used by --method bc" in capsys.readouterr().err
+
+
+def test_every_option_a_method_is_said_to_ignore_is_a_setting():
+    from aihf.control.config import METHOD_IGNORES, METHODS
+
+    names = {f.name for f in ControlConfig.__dataclass_fields__.values()}
+    assert set(METHOD_IGNORES) == set(METHODS)
+    for method, ignored in METHOD_IGNORES.items():
+        assert set(ignored) <= names - {"method", "env_id", "output_dir", "seed"}, method
+    assert "demonstrations" not in METHOD_IGNORES["pref_rl"]  # read for meta.json's reference returns
