@@ -237,3 +237,39 @@ def test_every_option_a_method_is_said_to_ignore_is_a_setting():
     for method, ignored in METHOD_IGNORES.items():
         assert set(ignored) <= names - {"method", "env_id", "output_dir", "seed"}, method
     assert "demonstrations" not in METHOD_IGNORES["pref_rl"]  # read for meta.json's reference returns
+
+
+# ----------------------------------------------------------------------------- item 8: learning curves
+def test_learning_curves_are_a_grid_with_shared_axes_and_one_legend(tmp_path, monkeypatch):
+    """The cpu table's 7 settings: a 2 x 4 grid (not a 1 x 7 strip), every panel on the same axes, one
+    legend for the figure, and a PNG about as tall as it is wide rather than a 9:1 strip."""
+    import matplotlib.pyplot as plt
+    from PIL import Image
+
+    from aihf.control import bench
+
+    settings = ["expert1_p0", "expert1_p10", "expert1_p100", "expert4_p0", "expert4_p100", "low1_p0", "low1_p100"]
+    rows = []
+    for s in settings:
+        methods = ["ml_irl", "bc"] if s.endswith("_p0") else ["aihf"]
+        for m in methods:
+            for seed in range(2):
+                history = [(1000 * (i + 1), 0.1 * i + 0.05 * seed) for i in range(4)]
+                rows.append({"setting": s, "method": m, "seed": seed, "history": history})
+    figures = []
+    close = plt.close
+    monkeypatch.setattr(plt, "close", lambda fig=None: (figures.append(fig), close(fig)))
+    path = tmp_path / "curves.png"
+    bench.plot_curves("Pendulum-v1", rows, str(path), bench.METHOD_ORDER)
+    (fig,) = figures
+    panels = [ax for ax in fig.axes if ax.axison]
+    assert len(panels) == 7
+    assert len({round(ax.get_position().y0, 3) for ax in panels}) == 2  # two rows
+    assert len({round(ax.get_position().x0, 3) for ax in panels}) == 4  # four columns
+    for ax in panels[1:]:
+        assert panels[0].get_shared_x_axes().joined(panels[0], ax) and panels[0].get_shared_y_axes().joined(panels[0], ax)
+    legends = [ax.get_legend() for ax in fig.axes if ax.get_legend() is not None] + list(fig.legends)
+    assert len(legends) == 1
+    assert [t.get_text() for t in legends[0].get_texts()][:3] == ["aihf", "ml_irl", "bc (final level: no env steps)"]
+    width, height = Image.open(path).size
+    assert width / height < 3
