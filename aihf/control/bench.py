@@ -335,9 +335,8 @@ def report(results: str, command: str) -> dict:
                     cells.append(_cell(values) if not (m in ("pref_rl", "two_stage") and p == 0) else "n/a")
                 lines.append(f"| {d} | {p} | " + " | ".join(cells) + " |")
         lines.append("")
-        plot_curves(
-            env_id, [r for r in rows if r["env_id"] == env_id], os.path.join(results, f"curves_{env_id}.png"), METHOD_ORDER
-        )
+        env_rows = [r for r in rows if r["env_id"] == env_id]
+        plot_curves(env_id, env_rows, os.path.join(results, f"curves_{env_id}.png"), METHOD_ORDER)
         lines += [f"![learning curves](curves_{env_id}.png)", ""]
     paired = paired_differences(rows)
     if paired:

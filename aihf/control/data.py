@@ -27,6 +27,9 @@ chosen_lengths             (P,) int, optional   valid steps of each segment (1..
 rejected_lengths           (P,) int, optional   padding and ignored. Default: all L steps.
 =========================  ===================  ================================================
 
+Actions are in the env's units. Without ``*_lengths`` a segment whose last step is all zeros
+(observation and action) is refused as padding the file does not mark: it would count as real steps.
+
 Any other key is kept but ignored (``collect`` adds ``chosen_returns``/``rejected_returns`` and
 the labeller's probabilities for inspection). A bad file raises :class:`aihf.DataError` naming
 the file, the row (``episode 3`` / ``pair 5`` / ``row 17``) and the key.

@@ -266,8 +266,9 @@ def test_learning_curves_are_a_grid_with_shared_axes_and_one_legend(tmp_path, mo
     assert len(panels) == 7
     assert len({round(ax.get_position().y0, 3) for ax in panels}) == 2  # two rows
     assert len({round(ax.get_position().x0, 3) for ax in panels}) == 4  # four columns
+    first = panels[0]
     for ax in panels[1:]:
-        assert panels[0].get_shared_x_axes().joined(panels[0], ax) and panels[0].get_shared_y_axes().joined(panels[0], ax)
+        assert first.get_shared_x_axes().joined(first, ax) and first.get_shared_y_axes().joined(first, ax)
     legends = [ax.get_legend() for ax in fig.axes if ax.get_legend() is not None] + list(fig.legends)
     assert len(legends) == 1
     assert [t.get_text() for t in legends[0].get_texts()][:3] == ["aihf", "ml_irl", "bc (final level: no env steps)"]
