@@ -27,6 +27,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .plots import plot_curves
+
 # Each plan: envs, seeds and the runs of one (env, seed) as {setting: methods}. A setting is
 # <demo source><count>_p<pairs>. At 0 pairs AIHF is ML-IRL, so p0 runs ml_irl (and bc); pref_rl ignores
 # demonstrations, so it runs in one demonstration setting only.
@@ -333,7 +335,8 @@ def report(results: str, command: str) -> dict:
                     cells.append(_cell(values) if not (m in ("pref_rl", "two_stage") and p == 0) else "n/a")
                 lines.append(f"| {d} | {p} | " + " | ".join(cells) + " |")
         lines.append("")
-        _plot(env_id, [r for r in rows if r["env_id"] == env_id], os.path.join(results, f"curves_{env_id}.png"))
+        env_rows = [r for r in rows if r["env_id"] == env_id]
+        plot_curves(env_id, env_rows, os.path.join(results, f"curves_{env_id}.png"), METHOD_ORDER)
         lines += [f"![learning curves](curves_{env_id}.png)", ""]
     paired = paired_differences(rows)
     if paired:
@@ -388,45 +391,6 @@ def _remove_partial_results(results: str) -> None:
         for name in names:
             if name.endswith(".tmp"):
                 os.remove(os.path.join(folder, name))
-
-
-def _plot(env_id: str, rows: list[dict], path: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    settings = sorted({r["setting"] for r in rows if r["method"] != "bc"})
-    if not settings:
-        return
-    fig, axes = plt.subplots(1, len(settings), figsize=(4 * len(settings), 3.2), squeeze=False, sharey=True)
-    colors = dict(zip(METHOD_ORDER, ("C0", "C1", "C2", "C3", "C7")))  # one color per method in every panel
-    for ax, setting in zip(axes[0], settings):
-        for method in METHOD_ORDER:
-            # ML-IRL and BC ignore preferences: their result at 0 pairs is the reference in every panel.
-            source = setting.split("_p")[0] + "_p0" if method in ("ml_irl", "bc") else setting
-            curves = [r["history"] for r in rows if r["setting"] == source and r["method"] == method]
-            if not curves:
-                continue
-            if method == "bc":  # no env steps: one evaluation after training, drawn as a level
-                level = np.mean([c[-1][1] for c in curves])
-                ax.axhline(level, color=colors[method], ls=":", label=f"bc ({len(curves)})")
-                continue
-            n = min(len(c) for c in curves)
-            steps = [c[0] for c in curves[0][:n]]
-            values = np.array([[c[i][1] for i in range(n)] for c in curves])
-            ax.plot(steps, values.mean(0), color=colors[method], label=f"{method} ({len(curves)})")
-            ax.fill_between(
-                steps, values.mean(0) - values.std(0), values.mean(0) + values.std(0), color=colors[method], alpha=0.2
-            )
-        ax.set_title(setting, fontsize=9)
-        ax.set_xlabel("env steps")
-        ax.axhline(1.0, color="grey", lw=0.5, ls="--")
-        ax.legend(fontsize=7)
-    axes[0][0].set_ylabel(f"{env_id} normalised return")
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
 
 
 # ------------------------------------------------------------------------------------------ speed

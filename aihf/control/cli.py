@@ -17,7 +17,15 @@ import shlex
 import sys
 
 from ..errors import ConfigError, DataError, TrainingError
-from .config import PRESETS, CollectConfig, ControlConfig, OneLineParser, config_from_dict, with_preset
+from .config import (
+    PRESETS,
+    CollectConfig,
+    ControlConfig,
+    OneLineParser,
+    config_from_dict,
+    unused_settings,
+    with_preset,
+)
 
 COMMANDS = {
     "collect": "train a SAC demonstrator and write demonstrations, a pool and labelled pairs",
@@ -68,17 +76,31 @@ def _with_default(text: str, default) -> str:
 
 def parse_config(cls, argv: list[str], prog: str, description: str):
     """Flags -> ``cls`` (preset defaults first, then the flags that were given)."""
+    return _parse_flags(cls, argv, prog, description)[0]
+
+
+def _parse_flags(cls, argv: list[str], prog: str, description: str):
+    """``(config, names of the fields set by a flag)``."""
     args = _parser_for(cls, prog, description).parse_args(argv)
     config = with_preset(cls, args.preset, "collect" if cls is CollectConfig else "train")
     given = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if getattr(args, f.name) is not None}
-    return dataclasses.replace(config, **given)
+    return dataclasses.replace(config, **given), set(given)
 
 
 def train(argv: list[str]) -> dict:
     from .trainer import ControlTrainer
 
-    config = parse_config(ControlConfig, argv, "aihf control train", "One AIHF (or baseline) control run.")
+    config, given = _parse_flags(ControlConfig, argv, "aihf control train", "One AIHF (or baseline) control run.")
     trainer = ControlTrainer(config)
+    # After the settings and data are validated (a failed command prints one line), as `aihf train` words it.
+    for name in unused_settings(config, given):
+        value = getattr(config, name)
+        value = str(value).lower() if isinstance(value, bool) else value  # as typed: --survival_bonus false
+        print(
+            f"aihf control train: warning: --{name} {value} is not used by --method {config.method}",
+            file=sys.stderr,
+            flush=True,
+        )
     result = trainer.train()
     _note_missing_references("train", trainer.random_return)  # after the run: a failed command prints one line
     out = {k: result[k] for k in ("env_id", "method", "seed", "num_demonstrations", "num_preferences", "final")}

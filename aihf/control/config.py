@@ -203,6 +203,31 @@ class ControlConfig:
         return self.demo_weight, self.pref_weight
 
 
+# Settings each method does not use: `aihf control train` warns in one line for each one given as a flag.
+_BC_ONLY = ("bc_steps", "bc_learning_rate")
+_BC_USES = {
+    "env_id", "method", "demonstrations", "num_demonstrations", "reference_returns", "output_dir", "result_file",
+    "seed", "resume", "net_arch", "batch_size", "eval_episodes", "torch_threads", "progress", *_BC_ONLY,
+}  # fmt: skip
+METHOD_IGNORES: dict[str, tuple[str, ...]] = {
+    "aihf": (*_BC_ONLY, "reward_pretrain_steps"),
+    "pref_rl": (*_BC_ONLY, "demo_weight", "pref_weight", "policy_sample_steps"),
+    "ml_irl": (*_BC_ONLY, "preferences", "num_preferences", "pref_weight", "reward_pretrain_steps"),
+    "two_stage": (*_BC_ONLY, "pref_weight"),
+    "bc": tuple(f.name for f in dataclasses.fields(ControlConfig) if f.name not in _BC_USES),
+}
+
+
+def unused_settings(config: ControlConfig, given: set[str]) -> list[str]:
+    """The settings in ``given`` (those set by a flag) that ``config.method`` does not use, in field
+    order. ``--num_preferences 0`` (with or without ``--preferences``) says "no pairs" explicitly and
+    is not reported: the benchmark's ML-IRL and BC runs are written that way."""
+    ignored = set(METHOD_IGNORES[config.method])
+    if config.num_preferences == 0:
+        ignored -= {"preferences", "num_preferences"}
+    return [f.name for f in dataclasses.fields(config) if f.name in given and f.name in ignored]
+
+
 def check_settings(config, source: str = "the flags") -> None:
     """The checks :meth:`ControlConfig.validate` and :meth:`CollectConfig.validate` share, and the
     impossible combinations of settings; raises :class:`aihf.ConfigError` naming the first bad

@@ -27,6 +27,9 @@ chosen_lengths             (P,) int, optional   valid steps of each segment (1..
 rejected_lengths           (P,) int, optional   padding and ignored. Default: all L steps.
 =========================  ===================  ================================================
 
+Actions are in the env's units. Without ``*_lengths`` a segment whose last step is all zeros
+(observation and action) is refused as padding the file does not mark: it would count as real steps.
+
 Any other key is kept but ignored (``collect`` adds ``chosen_returns``/``rejected_returns`` and
 the labeller's probabilities for inspection). A bad file raises :class:`aihf.DataError` naming
 the file, the row (``episode 3`` / ``pair 5`` / ``row 17``) and the key.
@@ -146,24 +149,32 @@ def _check_finite(path: str, key: str, value: np.ndarray, row_name: str) -> None
         raise DataError(path, f"{row_name} {int(np.argmax(bad))}", key, "contains NaN or infinity")
 
 
-def _check_space(path, key, value, space, row_name, check_bounds):
+def _check_space(path, key, value, space, locate=None, valid=None):
+    """The last dimension of ``value`` (``(N, dim)`` or ``(P, L, dim)``) matches ``space``; with
+    ``locate(i, t) -> "episode 2, step 5"`` every entry (where ``valid``, a ``(P, L)`` mask, holds)
+    also lies inside the space's bounds, give or take float32 rounding."""
     if space is None:
         return
     dim = int(np.prod(space.shape))
     if value.shape[-1] != dim:
         raise DataError(path, None, key, f"last dimension is {value.shape[-1]} but the env's space has {dim}")
-    if check_bounds:
-        flat = value.reshape(len(value), -1, dim)
-        low, high = np.asarray(space.low).reshape(-1), np.asarray(space.high).reshape(-1)
-        tol = 1e-5 * np.maximum(1.0, np.abs(high - low))
-        bad = ((flat < low - tol) | (flat > high + tol)).any(axis=(1, 2))
-        if bad.any():
-            raise DataError(
-                path,
-                f"{row_name} {int(np.argmax(bad))}",
-                key,
-                f"outside the env's action bounds [{low.min():g}, {high.max():g}]",
-            )
+    if locate is None:
+        return
+    flat = value.reshape(len(value), -1, dim)
+    low, high = np.asarray(space.low, np.float64).reshape(-1), np.asarray(space.high, np.float64).reshape(-1)
+    tol = 1e-5 * np.maximum(1.0, np.abs(high - low))
+    bad = (flat < low - tol) | (flat > high + tol)
+    if valid is not None:
+        bad &= valid.reshape(len(value), -1)[..., None]
+    if bad.any():
+        i, t, d = (int(x) for x in np.argwhere(bad)[0])
+        raise DataError(
+            path,
+            locate(i, t),
+            key,
+            f"{flat[i, t, d]:g} (dimension {d}) is outside the env's action bounds [{low[d]:g}, {high[d]:g}]; "
+            "actions are in the env's units (docs/control.md, \"Data format\")",
+        )
 
 
 def load_trajectories(path: str, observation_space=None, action_space=None) -> Trajectories:
@@ -196,8 +207,14 @@ def load_trajectories(path: str, observation_space=None, action_space=None) -> T
             raise DataError(path, None, "rewards", f"has {len(rewards)} rows but episode_lengths sum to {n}")
         _check_finite(path, "rewards", rewards, "row")
         rewards = rewards.astype(np.float32)
-    _check_space(path, "observations", obs, observation_space, "row", False)
-    _check_space(path, "actions", act, action_space, "row", True)
+    _check_space(path, "observations", obs, observation_space)
+    ends = np.cumsum(lengths)
+
+    def locate(row: int, _: int) -> str:
+        episode = int(np.searchsorted(ends, row, side="right"))
+        return f"episode {episode}, step {row - int(ends[episode] - lengths[episode])} (row {row})"
+
+    _check_space(path, "actions", act, action_space, locate)
     return Trajectories(obs.astype(np.float32), act.astype(np.float32), lengths.astype(np.int64), rewards)
 
 
@@ -243,20 +260,40 @@ def load_preferences(path: str, observation_space=None, action_space=None) -> Pr
             if bad.any():
                 raise DataError(path, f"pair {int(np.argmax(bad))}", key, f"must be between 1 and {seg_len}")
         else:
+            _refuse_unmarked_padding(path, side, arrays[f"{side}_observations"], arrays[f"{side}_actions"])
             lengths = np.full(num_pairs, seg_len)
         arrays[key] = lengths.astype(np.int64)
     for key in ("chosen_observations", "chosen_actions", "rejected_observations", "rejected_actions"):
         value = arrays[key]
         mask = np.arange(seg_len)[None, :] < arrays[key.split("_")[0] + "_lengths"][:, None]
         _check_finite(path, key, np.where(mask[..., None], value, 0.0), "pair")
-        space = observation_space if key.endswith("observations") else action_space
-        if key.endswith("actions") and space is not None:
+        if key.endswith("actions"):
             # Only the valid steps must respect the bounds; padding may hold anything finite.
-            _check_space(path, key, np.where(mask[..., None], value, np.asarray(space.low)), space, "pair", True)
+            _check_space(path, key, value, action_space, lambda p, t: f"pair {p}, step {t}", mask)
         else:
-            _check_space(path, key, value, space, "pair", False)
+            _check_space(path, key, value, observation_space)
         arrays[key] = np.where(mask[..., None], value, 0.0).astype(np.float32)
     return Preferences(**arrays)
+
+
+def _refuse_unmarked_padding(path: str, side: str, observations: np.ndarray, actions: np.ndarray) -> None:
+    """Without ``<side>_lengths`` every one of the ``L`` steps counts in a segment's summed reward, so
+    segments zero-padded to a common length would score their padding as real steps. A segment whose
+    last step is all zeros (observation and action) is taken for padding and the file refused; a real
+    all-zero last step passes once ``<side>_lengths`` says so (``L`` for a full segment)."""
+    nonzero = lambda x: x.reshape(*x.shape[:2], -1).any(-1)  # noqa: E731  (P, L)
+    zero = ~(nonzero(observations) | nonzero(actions))
+    padded = zero[:, -1]
+    if padded.any():
+        p = int(np.argmax(padded))
+        steps = int(np.argmin(zero[p, ::-1])) if not zero[p].all() else zero.shape[1]
+        raise DataError(
+            path,
+            f"pair {p}",
+            f"{side}_lengths",
+            f"missing, but this {side} segment ends in {steps} all-zero step(s) (padding?), which would count "
+            f"as real steps: add {side}_lengths, the valid steps of each segment (docs/control.md, \"Data format\")",
+        )
 
 
 def save_preferences(path: str, prefs: Preferences, **extra: np.ndarray) -> None:

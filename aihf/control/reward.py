@@ -8,11 +8,15 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-__all__ = ["RewardNet", "segment_returns"]
+__all__ = ["RewardNet", "segment_returns", "env_actions"]
 
 
 class RewardNet(nn.Module):
     """``r(s)`` or ``r(s, a)``: ``bound * tanh(mlp(normalise(x)) / bound)``.
+
+    Actions are in the env's units (inside ``action_space.low .. high``), as the data files hold
+    them; SAC's replay buffer stores them rescaled to [-1, 1], so the trainer maps those back with
+    :func:`env_actions` before they reach the net.
 
     ``tanh`` rather than the authors' hard clamp keeps a gradient at the bound. Inputs are
     standardised with a fixed mean and std (``set_normalization``, from the training data), stored
@@ -59,3 +63,14 @@ def segment_returns(rewards: Tensor, lengths: Tensor) -> Tensor:
     """
     mask = torch.arange(rewards.shape[1], device=rewards.device)[None, :] < lengths[:, None]
     return (rewards * mask).sum(1)
+
+
+def env_actions(scaled: Tensor, low: Tensor, high: Tensor) -> Tensor:
+    """SAC's actions in [-1, 1] (what SB3 stores in its replay buffer) in the env's units:
+    ``low + (scaled + 1) * (high - low) / 2``, shapes ``(..., act_dim)`` with ``low``/``high`` ``(act_dim,)``.
+
+    The reward net sees every action in env units (demonstrations, preference segments, replay
+    samples): on an env whose bounds are not [-1, 1] (Pendulum +/-2) mixing the two scales would let
+    the reward tell demonstrations from samples by scale alone.
+    """
+    return low + (scaled + 1.0) * (high - low) / 2

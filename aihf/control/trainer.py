@@ -50,7 +50,7 @@ from .. import losses
 from ..errors import ConfigError, NonFiniteError
 from .config import ControlConfig, parse_sizes
 from .data import Preferences, Trajectories, load_preferences, load_trajectories
-from .reward import RewardNet, segment_returns
+from .reward import RewardNet, env_actions, segment_returns
 
 __all__ = [
     "ControlTrainer",
@@ -320,6 +320,9 @@ class ControlTrainer:
         self.reward_net = RewardNet(
             obs_dim, act_dim, parse_sizes(c.reward_net_arch), c.reward_input == "state_action", c.reward_bound
         )
+        space = self.env.action_space
+        self.action_low = torch.as_tensor(space.low, dtype=torch.float32).reshape(-1)
+        self.action_high = torch.as_tensor(space.high, dtype=torch.float32).reshape(-1)
         obs_rows, act_rows = [], []
         if self.demos is not None:
             obs_rows.append(self.demos.observations)
@@ -356,7 +359,7 @@ class ControlTrainer:
         self.sac_reward_offset, self.sac_reward_divisor = (self.reward_net.bound if c.survival_bonus else 0.0), 1.0
 
         def sac_reward(obs, act):
-            r = self.reward_net(obs.float(), act.float())
+            r = self.buffer_reward(obs, act)
             rewards = c.sac_reward_scale * (r + self.sac_reward_offset) / self.sac_reward_divisor
             if not bool(torch.isfinite(rewards).all()):
                 raise self._nonfinite_error(
@@ -379,6 +382,15 @@ class ControlTrainer:
                     raise self._nonfinite_error(f"SAC's {term[len('train/') :]} is {values[term]}", "SAC update")
 
         self.model.train = checked_sac_train
+
+    def buffer_env_actions(self, actions) -> torch.Tensor:
+        """Replay-buffer actions (SAC's [-1, 1] scale) in the env's units, float32 ``(..., act_dim)``:
+        the one scale at which actions meet the reward net (docs/control.md, "Action units")."""
+        return env_actions(torch.as_tensor(actions, dtype=torch.float32), self.action_low, self.action_high)
+
+    def buffer_reward(self, observations, actions) -> torch.Tensor:
+        """The learned reward of replay-buffer transitions (actions as stored, in SAC's scale)."""
+        return self.reward_net(torch.as_tensor(observations, dtype=torch.float32), self.buffer_env_actions(actions))
 
     def _nonfinite_distribution(self, error: ValueError, step: str) -> Exception:
         """torch's check of the actor's Normal(mean, std) is where non-finite SAC weights or inputs
@@ -413,7 +425,7 @@ class ControlTrainer:
             recent = min(c.policy_sample_steps or c.sac_steps_per_round, size)
             idx = (buf.pos - 1 - rng.integers(0, recent, n)) % buf.buffer_size
             batch.sample_obs = torch.as_tensor(buf.observations[idx, 0], dtype=torch.float32)
-            batch.sample_act = torch.as_tensor(buf.actions[idx, 0], dtype=torch.float32)
+            batch.sample_act = self.buffer_env_actions(buf.actions[idx, 0])
         if pref_weight > 0:
             p = self.prefs
             idx = rng.integers(0, len(p), n)
@@ -474,13 +486,12 @@ class ControlTrainer:
             return {}
         buf = self.model.replay_buffer
         size = buf.buffer_size if buf.full else buf.pos
-        if size >= 2:
-            idx = np.linspace(0, size - 1, min(size, c.normalization_samples)).astype(np.int64)
-            obs, act = buf.observations[idx, 0], buf.actions[idx, 0]
-        else:
-            obs, act = self.data_obs, self.data_act
         with torch.no_grad():
-            r = self.reward_net(torch.as_tensor(obs, dtype=torch.float32), torch.as_tensor(act, dtype=torch.float32))
+            if size >= 2:
+                idx = np.linspace(0, size - 1, min(size, c.normalization_samples)).astype(np.int64)
+                r = self.buffer_reward(torch.as_tensor(buf.observations[idx, 0]), torch.as_tensor(buf.actions[idx, 0]))
+            else:
+                r = self.reward_net(torch.as_tensor(self.data_obs), torch.as_tensor(self.data_act))
         # The floor only guards against dividing by zero; a reward that barely moved is meant to be amplified.
         self.sac_reward_divisor = max(r.std().item(), 1e-3)
         self.sac_reward_offset = -(r.min().item() if c.survival_bonus else r.mean().item())

@@ -174,7 +174,10 @@ def test_trajectory_files_round_trip_and_bad_files_name_file_row_and_key(tmp_pat
             {"observations": np.array([[0, 0, 0], [0, np.nan, 0], [0, 0, 0]])},
             "row 1, field 'observations': contains NaN",
         ),
-        ({"actions": np.array([[0.0], [0.0], [5.0]])}, "row 2, field 'actions': outside the env's action bounds"),
+        (
+            {"actions": np.array([[0.0], [0.0], [5.0]])},
+            "episode 1, step 0 (row 2), field 'actions': 5 (dimension 0) is outside the env's action bounds [-2, 2]",
+        ),
         ({"observations": np.zeros((3, 4))}, "field 'observations': last dimension is 4 but the env's space has 3"),
         ({"episode_lengths": np.array([3, 0])}, "episode 1, field 'episode_lengths': must be >= 1"),
     ]
@@ -199,17 +202,17 @@ def test_trajectory_files_round_trip_and_bad_files_name_file_row_and_key(tmp_pat
 def test_preference_files_validate_lengths_and_padding(tmp_path, data_dir):
     prefs = load_preferences(data_dir / "preferences.npz")
     assert len(prefs) == 60 and prefs.chosen_observations.shape == (60, 50, 3)
-    base = dict(
-        chosen_observations=np.zeros((2, 3, 3)),
-        chosen_actions=np.zeros((2, 3, 1)),
-        rejected_observations=np.zeros((2, 3, 3)),
-        rejected_actions=np.zeros((2, 3, 1)),
+    base = dict(  # not zeros: all-zero last steps without *_lengths are refused as padding
+        chosen_observations=np.ones((2, 3, 3)),
+        chosen_actions=np.ones((2, 3, 1)),
+        rejected_observations=np.ones((2, 3, 3)),
+        rejected_actions=np.ones((2, 3, 1)),
     )
     path = _write(tmp_path / "p.npz", **base, chosen_lengths=np.array([3, 4]))
     with pytest.raises(DataError, match=r"pair 1, field 'chosen_lengths': must be between 1 and 3"):
         load_preferences(path)
     # NaN in padding is ignored, NaN in a valid step is not.
-    obs = np.zeros((2, 3, 3))
+    obs = np.ones((2, 3, 3))
     obs[1, 2] = np.nan
     path = _write(tmp_path / "p.npz", **{**base, "rejected_observations": obs}, rejected_lengths=np.array([3, 2]))
     assert load_preferences(path).rejected_observations[1, 2].sum() == 0
