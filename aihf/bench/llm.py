@@ -45,7 +45,8 @@ class BenchArguments:
         default="quick", metadata={"help": "Sizes and grid preset.", "choices": ["quick", "full", "smollm2"]}
     )
     output_dir: str | None = field(
-        default=None, metadata={"help": "Results folder (default: benchmarks/results/llm/<preset>)."}
+        default=None,
+        metadata={"help": "Results folder (default: benchmarks/results/llm/<preset>, or <preset>-weak_demos)."},
     )
     methods: str | None = field(default=None, metadata={"help": "Comma-separated subset of methods (default: all)."})
     budgets: str | None = field(
@@ -67,6 +68,14 @@ class BenchArguments:
     best_of: int | None = field(default=None, metadata={"help": "Best-of-n of the demonstrator."})
     eval_samples: int | None = field(default=None, metadata={"help": "Samples per validation/test prompt."})
     data_seed: int = field(default=0, metadata={"help": "Seed of the task data (fixed across runs)."})
+    regime: str = field(
+        default="strong_demos",
+        metadata={
+            "help": "Data regime: 'strong_demos' (demonstrations best of best_of, noisy pair labels) or "
+            "'weak_demos' (best of 2, cleaner labels); see python -m aihf.tasks.sentiment build-data --help.",
+            "choices": ["strong_demos", "weak_demos"],
+        },
+    )
     # Training and tuning.
     max_steps: int | None = field(default=None, metadata={"help": "Optimizer steps per training stage."})
     batch_size: int | None = field(default=None, metadata={"help": "Pairs (and demonstrations) per step."})
@@ -188,7 +197,8 @@ def resolve(args: BenchArguments) -> BenchArguments:
     preset = PRESETS[args.preset]
     filled = dataclasses.replace(args, **{k: v for k, v in preset.items() if getattr(args, k) is None})
     if filled.output_dir is None:
-        filled.output_dir = os.path.join("benchmarks", "results", "llm", args.preset)
+        suffix = "" if args.regime == "strong_demos" else f"-{args.regime}"
+        filled.output_dir = os.path.join("benchmarks", "results", "llm", args.preset + suffix)
     for name in ("seeds", "jobs", "max_steps", "batch_size", "num_demonstrations", "num_preferences", "eval_samples"):
         if getattr(filled, name) < 1:
             raise ConfigError(f"--{name} must be >= 1, got {getattr(filled, name)}")
@@ -247,6 +257,7 @@ def task_config(args: BenchArguments):
         num_test=args.num_test,
         best_of=args.best_of,
         eval_samples=args.eval_samples,
+        regime=args.regime,
         seed=args.data_seed,
     )
 
@@ -589,6 +600,16 @@ def held_out_pairs(references: list[dict]) -> list[dict]:
 def do_run(args: BenchArguments, method: str, budget: int, seed: int, data_dir: str, *, log=print) -> dict:
     """Tune ``method`` on the grid, evaluate the chosen model on the test prompts, and write the
     run's result file (atomically). Returns the result."""
+    import warnings
+
+    from ..tasks.sentiment.data import BOUNDARY_WARNING
+
+    with warnings.catch_warnings():  # said once, when the task data were built
+        warnings.filterwarnings("ignore", message=BOUNDARY_WARNING)
+        return _do_run(args, method, budget, seed, data_dir, log=log)
+
+
+def _do_run(args: BenchArguments, method: str, budget: int, seed: int, data_dir: str, *, log=print) -> dict:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,15 +49,21 @@ def run_sft_stage(
     ``<sft output_dir>/merged`` and loaded back from there, so that the next stage's adapter
     (and "adapters disabled" as its reference) starts from the SFT model.
     """
-    sft = AIHFTrainer(
-        model,
-        args=sft_args,
-        demonstrations=demonstrations,
-        preferences=preferences,
-        processing_class=processing_class,
-        peft_config=peft_config,
-        callbacks=callbacks,
-    )
+    if sft_args.pref_weight == 0 and not sft_args.use_references_as_demonstrations:
+        preferences = None  # the stage reads the pairs for nothing else
+    with warnings.catch_warnings():
+        # The pipeline passes the pairs for their gold references only; that the stage ignores
+        # pairs without any is its design, not something the user did.
+        warnings.filterwarnings("ignore", message="pref_weight=0: the training preference pairs are ignored")
+        sft = AIHFTrainer(
+            model,
+            args=sft_args,
+            demonstrations=demonstrations,
+            preferences=preferences,
+            processing_class=processing_class,
+            peft_config=peft_config,
+            callbacks=callbacks,
+        )
     sft.train()
     sft.save_model()
     sft.save_state()

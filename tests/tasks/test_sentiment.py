@@ -12,7 +12,7 @@ import pytest
 from aihf.errors import ConfigError
 from aihf.tasks.sentiment.base import BUILD_INFO, SHIPPED_BASE, BaseModelConfig
 from aihf.tasks.sentiment.corpus import HELD_OUT_PLAYS, load_plays, make_prompts, split_corpus
-from aihf.tasks.sentiment.data import TaskConfig, build_task_data, read_jsonl
+from aihf.tasks.sentiment.data import TaskConfig, boundary_merges, build_task_data, data_key, read_jsonl
 from aihf.tasks.sentiment.gold import (
     bradley_terry_prob,
     gold_statistics,
@@ -199,6 +199,118 @@ def test_too_many_prompts_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match="prompts"):
         build_task_data(TaskConfig(output_dir=str(tmp_path / "d"), base_model=str(tmp_path), num_preferences=10**6))
     assert not os.path.exists(tmp_path / "d")
+
+
+# ----------------------------------------------------------------------------- regimes
+@pytest.fixture(scope="module")
+def both_regimes(tmp_path_factory):
+    """The same tiny task built in each regime: enough demonstrations and pairs for their means."""
+    base = micro_base(str(tmp_path_factory.mktemp("base")))
+    config = TaskConfig(
+        base_model=base,
+        gold="tests.tasks.helpers:count_e",
+        continuation_tokens=6,
+        num_demonstrations=40,
+        num_preferences=60,
+        num_validation=3,
+        num_test=4,
+        best_of=8,
+        eval_samples=2,
+    )
+    out = {}
+    for regime in ("strong_demos", "weak_demos"):
+        folder = build_task_data(
+            dataclasses.replace(config, regime=regime, output_dir=str(tmp_path_factory.mktemp(regime))),
+            log=lambda *_: None,
+        )
+        out[regime] = {
+            name: read_jsonl(os.path.join(folder, f"{name}.jsonl"))
+            for name in ("demonstrations", "preferences", "references_validation", "references_test")
+        }
+        with open(os.path.join(folder, "card.json")) as f:
+            out[regime]["card"] = json.load(f)
+    return out
+
+
+def test_weak_demos_regime_has_weaker_demonstrations_and_cleaner_labels_on_the_same_references(both_regimes):
+    strong, weak = both_regimes["strong_demos"], both_regimes["weak_demos"]
+    assert weak["card"]["regime"] == {"name": "weak_demos", "demo_best_of": 2, "bt_temperature_factor": 0.05}
+    assert strong["card"]["regime"] == {"name": "strong_demos", "demo_best_of": 8, "bt_temperature_factor": 0.25}
+    # The references, and so R_base and R_demo, are the regime's invariant.
+    for split in ("references_validation", "references_test"):
+        assert weak[split] == strong[split]
+    assert weak["card"]["R_demo_test"] == strong["card"]["R_demo_test"]
+    # Best of 2 instead of best of 8 base samples: a clearly lower mean (0.15 against 0.29 here).
+    demo = {k: [r["gold"] for r in v["demonstrations"]] for k, v in both_regimes.items()}
+    assert [r["prompt"] for r in weak["demonstrations"]] == [r["prompt"] for r in strong["demonstrations"]]
+    mean = {k: sum(v) / len(v) for k, v in demo.items()}
+    assert mean["weak_demos"] < mean["strong_demos"] - 0.03
+    assert weak["card"]["gold"]["demonstrations"]["mean"] == pytest.approx(mean["weak_demos"])
+    # The same two samples per pair and the same uniform draws: a lower temperature can only move
+    # each label towards the higher gold, so every pair the strong regime labels right stays right.
+    right = {k: [r["gold_chosen"] > r["gold_rejected"] for r in v["preferences"]] for k, v in both_regimes.items()}
+    for s_pair, w_pair in zip(strong["preferences"], weak["preferences"], strict=True):
+        assert s_pair["prompt"] == w_pair["prompt"]
+        assert {s_pair["chosen"], s_pair["rejected"]} == {w_pair["chosen"], w_pair["rejected"]}
+    assert all(w for s, w in zip(right["strong_demos"], right["weak_demos"]) if s)
+    share = {k: v["card"]["preferences"]["fraction_chosen_higher_gold"] for k, v in both_regimes.items()}
+    assert share == {k: sum(v) / len(v) for k, v in right.items()}
+    assert share["weak_demos"] > share["strong_demos"]  # 0.60 against 0.52 here: count_e's many ties cap both
+    base_std = strong["card"]["gold"]["base_samples"]["std"]
+    assert weak["card"]["preferences"]["bt_temperature"] == pytest.approx(0.05 * base_std)
+    assert weak["card"]["config"]["bt_temperature"] == 0.05 and weak["card"]["config"]["demo_best_of"] == 2
+
+
+def test_the_default_regime_keeps_the_data_key_of_the_older_data(tmp_path):
+    from aihf.tasks.sentiment.base import SHIPPED_BASE
+
+    key = data_key(TaskConfig(), SHIPPED_BASE)
+    # The fields of the key before the regimes existed.
+    older = set(
+        "output_dir base_model gold continuation_tokens prefix_words num_demonstrations num_preferences "
+        "num_validation num_test best_of eval_samples bt_temperature seed batch_size".split()
+    )
+    assert set(key) == older and key["bt_temperature"] == 0.25 and key["best_of"] == 16
+    # Spelling the regime's settings out is the same data; a regime or setting that differs is not.
+    assert data_key(TaskConfig(demo_best_of=16, bt_temperature=0.25), SHIPPED_BASE) == key
+    weak = data_key(TaskConfig(regime="weak_demos"), SHIPPED_BASE)
+    assert weak == {**key, "bt_temperature": 0.05, "demo_best_of": 2}
+    assert data_key(TaskConfig(demo_best_of=2, bt_temperature=0.05), SHIPPED_BASE) == weak
+    assert data_key(TaskConfig(bt_temperature=0.1), SHIPPED_BASE) == {**key, "bt_temperature": 0.1}
+
+
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("regime", "medium", "--regime must be one of strong_demos, weak_demos"),
+        ("demo_best_of", 0, "--demo_best_of must be >= 1"),
+        ("bt_temperature", 0.0, "--bt_temperature must be > 0"),
+    ],
+)
+def test_bad_regime_settings_are_config_errors(tmp_path, field, value, message):
+    with pytest.raises(ConfigError, match=message):
+        build_task_data(TaskConfig(output_dir=str(tmp_path / "d"), **{field: value}))
+    assert not os.path.exists(tmp_path / "d")
+
+
+def test_build_data_command_takes_the_regime(tmp_path, capsys):
+    from aihf.tasks.sentiment.__main__ import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["build-data", "--regime", "medium", "--output_dir", str(tmp_path / "d")])
+    assert e.value.code == 2 and "invalid choice: 'medium'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["build-data", "--help"])
+    assert "weak_demos" in capsys.readouterr().out
+
+
+def test_boundary_merges_finds_continuations_that_start_inside_the_prompts_last_word(task_data):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(task_data[0].base_model)
+    # " b" + "e" is one token, " be"; "\n" and " " start tokens of their own.
+    rows = [("HAMLET.\nTo be", [" or not", "\nto be"]), ("HAMLET.\nTo b", [" or", "e or not", "e, or"])]
+    assert boundary_merges(tokenizer, rows) == [("HAMLET.\nTo b", "e or not")]
 
 
 # ----------------------------------------------------------------------------- base model
