@@ -1,10 +1,13 @@
 """The explicit reward model of AIHF-RL: a sequence classifier with one output, ``r(x, y)``.
 
-``r(x, y)`` is the score head applied at the last non-pad token of ``prompt + completion``
-(``AutoModelForSequenceClassification`` with ``num_labels=1``, pooled by the model's
-``pad_token_id``, as TRL's ``RewardTrainer`` scores). Every completion it scores is first framed
-alike (:func:`frame_for_reward`): whether an answer was cut by ``max_new_tokens`` or
-``max_length`` never reaches the reward model. It starts from the policy's base model
+``r(x, y)`` is read from the score head of a sequence classifier
+(``AutoModelForSequenceClassification`` with ``num_labels=1``) in one of two ways (``readout``):
+``"last"``, the head at the last non-pad token of ``prompt + completion`` (pooled by the model's
+``pad_token_id``, as TRL's ``RewardTrainer`` scores), or ``"mean"``, the mean of the head's
+per-token scores over the completion's tokens (as the AIHF paper's authors' code scores). A saved
+reward model records its read-out in its config (``aihf_reward_readout``) and in its README. Every
+completion it scores is first framed alike (:func:`frame_for_reward`): whether an answer was cut by
+``max_new_tokens`` or ``max_length`` never reaches the reward model. It starts from the policy's base model
 (the language-model head is replaced by a freshly initialised score head) or from a given
 checkpoint, may train LoRA adapters only, and may freeze its lower layers.
 """
@@ -21,6 +24,9 @@ from torch import Tensor, nn
 from transformers import AutoModelForSequenceClassification, PreTrainedModel
 
 from ..data import pad_sequences
+
+REWARD_READOUTS = ("last", "mean")
+READOUT_CONFIG_KEY = "aihf_reward_readout"  # in a saved reward model's config.json
 
 
 def _set_pad(model: PreTrainedModel, pad_token_id: int) -> None:
@@ -117,6 +123,59 @@ def frame_for_reward(completions: list[list[int]], end_token_id: int | Sequence[
     return framed
 
 
+def score_head(model: nn.Module) -> nn.Module | None:
+    """The module that maps each position's hidden state to its score: the ``score`` head of a HF
+    sequence classifier (under PEFT, the wrapper that runs the trained copy), or ``None``."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    head = getattr(base, "score", None)
+    return head if isinstance(head, nn.Module) else None
+
+
+def model_readout(model: nn.Module) -> str:
+    """The read-out a reward model was trained with (its config's ``aihf_reward_readout``), else ``"last"``."""
+    readout = getattr(getattr(model, "config", None), READOUT_CONFIG_KEY, None)
+    return readout if readout in REWARD_READOUTS else "last"
+
+
+def default_readout(given: Any) -> str:
+    """The read-out for a reward model when none is set: ``"mean"`` for a new one (``given`` is
+    ``None`` or a causal LM whose head is replaced), the one recorded in a saved aihf reward model's
+    config, and ``"last"`` for any other sequence classifier (TRL's and HF's reward models)."""
+    if given is None:
+        return "mean"
+    if isinstance(given, str):
+        from transformers import AutoConfig
+
+        try:
+            config = AutoConfig.from_pretrained(given)
+        except (OSError, ValueError):
+            return "last"
+        archs = getattr(config, "architectures", None) or []
+        if not any(a.endswith("ForSequenceClassification") for a in archs):
+            return "mean"  # a causal LM: a new score head
+        return model_readout(type("Given", (), {"config": config})())
+    if getattr(getattr(given, "config", None), "num_labels", None) == 1 and hasattr(given, "score"):
+        return model_readout(given)
+    return "mean"
+
+
+def check_readout(model: nn.Module, readout: str) -> None:
+    """Raise ``ValueError`` unless ``model`` can be scored with ``readout``."""
+    if readout not in REWARD_READOUTS:
+        raise ValueError(f"reward readout must be one of {REWARD_READOUTS}, got '{readout}'")
+    if readout == "mean" and score_head(model) is None:
+        raise ValueError(
+            f"reward readout 'mean' needs per-token scores, but {type(model).__name__} has no `score` head "
+            "(a transformers *ForSequenceClassification model has one): use readout 'last'"
+        )
+
+
+def completion_mean(per_token: Tensor, completion_mask: Tensor) -> Tensor:
+    """Mean of ``per_token`` ``(B, T)`` over the positions where ``completion_mask`` ``(B, T)`` is 1: ``(B,)``."""
+    mask = completion_mask.to(per_token.dtype)
+    return (per_token * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+
+
 def reward_scores(
     model: nn.Module,
     prompts: list[list[int]],
@@ -124,35 +183,94 @@ def reward_scores(
     pad_token_id: int,
     *,
     end_token_id: int | Sequence[int] | None = None,
+    readout: str | None = None,
 ) -> Tensor:
     """``r(x, y)`` for each (prompt ids, completion ids) row: shape ``(B,)``, float32.
 
     With ``end_token_id`` (the end token, or the policy's stop tokens, first one appended) the
     completions are framed by :func:`frame_for_reward` first; every caller in aihf passes it.
-    ``None`` scores the ids as given. Rows are right-padded; the score is read at the last non-pad
-    token of each row.
+    ``None`` scores the ids as given. Rows are right-padded. ``readout="last"`` reads the score at
+    the last non-pad token of each row; ``"mean"`` averages the score head's per-token outputs
+    ``(B, T, 1)`` over the completion's tokens (the appended end token included; a forward hook on
+    the head catches them, so it works through PEFT wrappers). ``None``: the read-out recorded in the
+    model's config (:func:`model_readout`). Raises ``ValueError`` for an unknown read-out, or
+    ``"mean"`` on a model without a ``score`` head.
     """
     if end_token_id is not None:
         completions = frame_for_reward(completions, end_token_id)
+    readout = model_readout(model) if readout is None else readout
+    check_readout(model, readout)
     device = next(model.parameters()).device
     batch = pad_sequences(prompts, completions, pad_token_id)
-    out = model(
-        input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device), use_cache=False
-    )
-    return out.logits[:, 0].float()
+    caught: list[Tensor] = []
+    hook = None
+    if readout == "mean":
+        hook = score_head(model).register_forward_hook(lambda _m, _i, out: caught.append(out))
+    try:
+        out = model(
+            input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device), use_cache=False
+        )
+    finally:
+        if hook is not None:
+            hook.remove()
+    if readout == "last":
+        return out.logits[:, 0].float()
+    per_token = caught[-1] if caught else None
+    if per_token is None or per_token.dim() != 3 or per_token.shape[:2] != batch["input_ids"].shape:
+        shape = None if per_token is None else tuple(per_token.shape)
+        raise ValueError(f"reward readout 'mean': the score head gave {shape}, not one score per token")
+    return completion_mean(per_token[..., 0].float(), batch["completion_mask"].to(per_token.device))
 
 
-def save_reward_model(model: nn.Module, output_dir: str, tokenizer: Any = None) -> None:
+def save_reward_model(model: nn.Module, output_dir: str, tokenizer: Any = None, *, readout: str | None = None) -> None:
     """Save a standalone reward model (LoRA adapters merged into a copy) that
-    :func:`load_reward_model` and ``AutoModelForSequenceClassification`` can load."""
+    :func:`load_reward_model` and ``AutoModelForSequenceClassification`` can load, with its
+    read-out (default: :func:`model_readout`) in its config and a README saying how to score."""
     from .trainer import _is_peft
 
+    readout = model_readout(model) if readout is None else readout
     if _is_peft(model):
         model = copy.deepcopy(model).merge_and_unload()
+    setattr(model.config, READOUT_CONFIG_KEY, readout)
     os.makedirs(output_dir, exist_ok=True)
     model.save_pretrained(output_dir)
     if tokenizer is not None:
         tokenizer.save_pretrained(output_dir)
+    with open(os.path.join(output_dir, "README.md"), "w") as f:
+        f.write(_scoring_card(readout))
+
+
+def _scoring_card(readout: str) -> str:
+    how = {
+        "last": "the score head's output at the last non-pad token of `prompt + completion` (what "
+        "`AutoModelForSequenceClassification` returns as `logits[:, 0]`, given the saved `pad_token_id`).",
+        "mean": "the **mean of the score head's per-token outputs over the completion's tokens**, not the "
+        "`logits` that `AutoModelForSequenceClassification` returns (those are read at the last token only). "
+        "Take the head's output at every position (e.g. a forward hook on `model.score`) and average it over "
+        "the positions of the completion.",
+    }[readout]
+    return "\n".join(
+        [
+            "# Reward model (aihf)",
+            "",
+            f"A sequence classifier with one output, trained by aihf. Read-out: `{readout}` "
+            f"(`{READOUT_CONFIG_KEY}` in config.json). The reward `r(x, y)` of a prompt `x` and completion `y` "
+            f"is {how} Every completion is framed alike before scoring: trailing end tokens removed and "
+            "exactly one end token appended (`frame_for_reward`), so that whether an answer was cut off "
+            "never changes its score.",
+            "",
+            "```python",
+            "from aihf.llm.reward_model import load_reward_model, reward_scores",
+            "",
+            'model = load_reward_model("<this folder>", pad_token_id)',
+            "# the saved read-out; end_token_id: the end token, or the policy's stop tokens (the first is appended)",
+            "scores = reward_scores(model, prompt_ids, completion_ids, pad_token_id, end_token_id=eos_token_id)",
+            "```",
+            "",
+            "`aihf eval-reward --reward_model <this folder> --preferences pairs.jsonl` scores with it too.",
+            "",
+        ]
+    )
 
 
 @torch.no_grad()
@@ -161,12 +279,14 @@ def evaluate_reward_model(
     preferences: Any,
     pad_token_id: int,
     batch_size: int = 16,
+    readout: str | None = None,
     *,
     end_token_id: int | Sequence[int] | None = None,
 ) -> dict[str, float]:
     """Pairwise accuracy (share of pairs with ``r(y+) > r(y-)``) and mean margin ``r(y+) - r(y-)``
-    of ``model`` on a prepared preference dataset (:func:`aihf.data.prepare_preferences`).
-    ``end_token_id`` frames the answers as in training (:func:`reward_scores`)."""
+    of ``model`` on a prepared preference dataset (:func:`aihf.data.prepare_preferences`), scored
+    with ``readout`` (default: the model's own, :func:`model_readout`); ``end_token_id`` frames the
+    answers as in training (:func:`reward_scores`)."""
     was_training = model.training
     model.eval()
     margins = []
@@ -174,7 +294,9 @@ def evaluate_reward_model(
         rows = preferences[start : start + batch_size]
         prompts = list(rows["prompt_ids"])
         answers = list(rows["chosen_ids"]) + list(rows["rejected_ids"])
-        scores = reward_scores(model, prompts * 2, answers, pad_token_id, end_token_id=end_token_id)
+        scores = reward_scores(
+            model, prompts * 2, answers, pad_token_id, readout=readout, end_token_id=end_token_id
+        )
         chosen, rejected = scores.chunk(2)
         margins.append(chosen - rejected)
     model.train(was_training)

@@ -5,6 +5,7 @@ Field help strings double as the command-line help of ``aihf train --method aihf
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -14,6 +15,7 @@ from ..data.formats import HH_ASSISTANT_MARKER
 from ..data.tokenize import check_lengths
 from ..errors import ConfigError
 from .config import check_common_settings
+from .reward_model import REWARD_READOUTS
 
 RL_DEMO_LOSSES = ("logistic", "linear")
 RL_PROMPT_SOURCES = ("all", "demonstrations", "preferences")
@@ -104,8 +106,17 @@ class AIHFRLConfig(TrainingArguments):
 
     # Rounds.
     num_rounds: int = field(default=10, metadata={"help": "Rounds of (policy steps -> samples -> reward steps)."})
-    policy_steps_per_round: int = field(default=1, metadata={"help": "Policy optimizer updates per round."})
-    reward_steps_per_round: int = field(default=1, metadata={"help": "Reward-model optimizer updates per round."})
+    policy_steps_per_round: int = field(
+        default=4,
+        metadata={
+            "help": "Policy steps per round, each on new samples (1 was the old default: with a perfect reward it "
+            "barely moved the policy; docs/aihf_rl.md)."
+        },
+    )
+    reward_steps_per_round: int = field(
+        default=4,
+        metadata={"help": "Reward-model optimizer updates per round, each on new preference pairs (docs/aihf_rl.md)."},
+    )
 
     # The objective.
     beta: float = field(
@@ -159,7 +170,21 @@ class AIHFRLConfig(TrainingArguments):
             "choices": list(RL_PROMPT_SOURCES),
         },
     )
-    whiten_rewards: bool = field(default=False, metadata={"help": "Whiten the reward model's scores over the batch."})
+    whiten_rewards: bool = field(
+        default=False,
+        metadata={
+            "help": "Whiten the policy's reward scores over the batch (mean 0, std 1) before the KL penalty. Off by "
+            "default: under AdamW it only changes the reward-to-KL ratio, and it blows up noise once samples score "
+            "alike (docs/aihf_rl.md)."
+        },
+    )
+    reward_weights: list[float] | None = field(
+        default=None,
+        metadata={
+            "help": "Weights of the policy's reward terms: the reward model's score first, then each reward function "
+            "given to the trainer (Python API: reward_funcs=[fn]). Default 1 each; [0, 1] trains on the function alone."
+        },
+    )
     reward_clip_range: float | None = field(
         default=None, metadata={"help": "Clip the reward model's scores to +/- this before the KL penalty."}
     )
@@ -176,11 +201,19 @@ class AIHFRLConfig(TrainingArguments):
     # Reward step.
     reward_learning_rate: float = field(default=1e-5, metadata={"help": "Reward-model learning rate (AdamW)."})
     reward_batch_size: int = field(default=8, metadata={"help": "Preference pairs per reward step."})
+    reward_demo_batch_size: int | None = field(
+        default=None,
+        metadata={
+            "help": "Demonstrations per reward step (fresh_reward_samples), each against num_generations policy "
+            "samples. Default: per_device_train_batch_size."
+        },
+    )
     fresh_reward_samples: bool = field(
         default=False,
         metadata={
-            "help": "Draw new samples from the updated policy for the reward step's demonstrations, instead of "
-            "reusing the round's last policy-step samples on those prompts (one policy update older)."
+            "help": "Each reward step takes reward_demo_batch_size new demonstrations and samples on their prompts "
+            "drawn from the policy after the round's policy steps (all of one age). False: reuse the samples of the "
+            "round's last policy step on the demonstration prompts it drew (one update older; no extra generation)."
         },
     )
     reward_pretrain_steps: int = field(
@@ -205,6 +238,16 @@ class AIHFRLConfig(TrainingArguments):
     )
     reward_freeze_layers: int = field(
         default=0, metadata={"help": "Freeze the reward model's embeddings and its lowest X transformer blocks."}
+    )
+    reward_readout: str | None = field(
+        default=None,
+        metadata={
+            "help": "How r(x, y) is read from the reward model: 'last' (the score head at the last token) or 'mean' "
+            "(the mean of the head's per-token scores over the completion's tokens, as the paper's authors score). "
+            "Default: 'mean' for a new reward model (from the policy), the recorded one for a saved aihf reward "
+            "model, 'last' for any other given classifier (as TRL trains them).",
+            "choices": list(REWARD_READOUTS),
+        },
     )
 
     # Data.
@@ -275,6 +318,12 @@ class AIHFRLConfig(TrainingArguments):
         for name in ("reward_steps_per_round", "reward_pretrain_steps", "reward_freeze_layers"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.reward_demo_batch_size is not None and self.reward_demo_batch_size < 1:
+            raise ConfigError(f"reward_demo_batch_size must be >= 1, got {self.reward_demo_batch_size}")
+        if self.reward_readout is not None and self.reward_readout not in REWARD_READOUTS:
+            raise ConfigError(f"reward_readout must be one of {REWARD_READOUTS}, got '{self.reward_readout}'")
+        if self.reward_weights is not None and not all(math.isfinite(float(w)) for w in self.reward_weights):
+            raise ConfigError(f"reward_weights must be finite numbers, got {self.reward_weights}")
         if self.num_generations < 2:
             raise ConfigError(
                 f"num_generations must be >= 2 (RLOO's leave-one-out baseline), got {self.num_generations}"

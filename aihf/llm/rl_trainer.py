@@ -6,10 +6,14 @@ Each round:
    ``k = num_generations`` samples per prompt, reward ``r(x, y) - beta * log(pi/pi_ref)(y|x)``,
    RLOO's leave-one-out baseline, one REINFORCE update (or PPO-clip updates over
    ``num_ppo_epochs`` epochs of the same samples);
-2. **policy samples for the demonstration prompts** -- by default the samples that the round's
-   last policy step drew on demonstration prompts are reused (they come from the policy one
-   update old); ``fresh_reward_samples=True`` draws new ones from the updated policy instead;
+2. **policy samples for the demonstration prompts**, all of one age -- by default the samples that
+   the round's last policy step drew on demonstration prompts (one update older than the policy);
+   with ``fresh_reward_samples`` each reward step takes ``reward_demo_batch_size`` demonstrations
+   with samples drawn from the policy after the round's policy steps;
 3. **reward steps** on ``pref_weight * BT(preferences) + demo_weight * D(demonstration vs sample)``.
+
+The policy's reward may add programmatic ``reward_funcs`` to the reward model's score
+(:mod:`aihf.llm.reward_funcs`).
 
 The loop is written out rather than built on ``transformers.Trainer``: a round holds two models,
 two optimizers and a generation phase, which the Trainer's one-model step does not fit.
@@ -48,7 +52,11 @@ from . import card, guards, reference, runs
 from .generation import HFGenerator, SampleGenerator
 from .loading import load_policy, load_policy_tokenizer
 from .logprobs import check_packing, packed_logits, token_logps
+from .reward_funcs import RewardFunc, combined_scores, resolve_weights
 from .reward_model import (
+    READOUT_CONFIG_KEY,
+    check_readout,
+    default_readout,
     evaluate_reward_model,
     freeze_lower_layers,
     load_reward_model,
@@ -106,6 +114,9 @@ RUN_FIELDS = (
     "reward_holdout_fraction",
     "freeze_reward_model",
     "reward_freeze_layers",
+    "reward_readout",
+    "reward_weights",
+    "reward_demo_batch_size",
     "max_new_tokens",
     "temperature",
     "top_p",
@@ -195,6 +206,9 @@ class AIHFRLTrainer:
         gold_reward: optional ``gold_reward(prompts, completions) -> scores`` on decoded texts;
             its mean over each round's policy samples is logged as ``gold_reward`` (for
             experiments with a known programmatic reward; never used for training).
+        reward_funcs: optional ``fn(prompts, completions) -> scores`` callables on decoded texts
+            whose scores, weighted by ``args.reward_weights``, are added to the reward model's in
+            the policy step (TRL's name); the reward steps never see them (:mod:`aihf.llm.reward_funcs`).
         model_init_kwargs: keyword arguments for loading ``model`` (and ``ref_model``) when they
             are paths, as in :class:`aihf.llm.AIHFTrainer` and TRL: ``dtype``, ``gguf_file``,
             ``revision``, ``attn_implementation``, ``trust_remote_code``...
@@ -218,6 +232,7 @@ class AIHFRLTrainer:
         generator: SampleGenerator | None = None,
         gold_reward: GoldReward | None = None,
         model_init_kwargs: dict[str, Any] | None = None,
+        reward_funcs: list[RewardFunc] | None = None,
     ):
         args = args if args is not None else AIHFRLConfig(output_dir="aihf-rl-output")
         if not isinstance(args, AIHFRLConfig):
@@ -231,6 +246,8 @@ class AIHFRLTrainer:
                 "but pref_weight=0 ignores them: set reward_pretrain_steps=0 or pref_weight > 0"
             )
         self.args = args
+        self.reward_funcs = list(reward_funcs or [])
+        self.reward_weights = resolve_weights(self.reward_funcs, args.reward_weights)
         self.world, self.rank = args.world_size, args.process_index
         if self.world > 1 and not (dist.is_available() and dist.is_initialized()):
             raise ConfigError(f"world_size={self.world} but torch.distributed is not initialised: launch with torchrun")
@@ -265,12 +282,15 @@ class AIHFRLTrainer:
             ref_model, _ = load_policy(ref_model, ref_kwargs, load_tokenizer=False)
         if isinstance(model, str):
             model, _ = load_policy(model, model_init_kwargs, load_tokenizer=False)
+        self.readout = args.reward_readout or default_readout(reward_model)
         # The reward model starts from the policy as given (before adapters are added).
         reward_model = load_reward_model(model if reward_model is None else reward_model, self.pad)
         try:
             freeze_lower_layers(reward_model, args.reward_freeze_layers)
+            check_readout(reward_model, self.readout)
         except ValueError as e:
             raise ConfigError(str(e)) from e
+        setattr(reward_model.config, READOUT_CONFIG_KEY, self.readout)  # saved with it
         if peft_config is not None:
             from peft import get_peft_model
 
@@ -494,7 +514,19 @@ class AIHFRLTrainer:
     def _scores(self, prompts: list[list[int]], completions: list[list[int]]) -> Tensor:
         with self._autocast():
             # Framed alike (reward_model.frame_for_reward): the end token tells no answer apart.
-            return reward_scores(self.reward_model, prompts, completions, self.pad, end_token_id=self.stop_tokens)
+            return reward_scores(
+                self.reward_model, prompts, completions, self.pad, readout=self.readout, end_token_id=self.stop_tokens
+            )
+
+    def _policy_scores(self, prompts: list[list[int]], completions: list[list[int]]) -> tuple[Tensor, dict]:
+        """The policy's reward before the KL penalty: the reward model's score plus any ``reward_funcs``."""
+        if not self.reward_funcs:
+            return self._scores(prompts, completions), {}
+        w = self.reward_weights
+        model_scores = self._scores(prompts, completions) if w[0] != 0 else None
+        texts = [self.tokenizer.batch_decode(x, skip_special_tokens=True) for x in (prompts, completions)]
+        scores, metrics = combined_scores(model_scores, self.reward_funcs, w, *texts)
+        return scores.to(self.device), metrics
 
     # ------------------------------------------------------------------ policy step
     def policy_step(self, prompts: list[list[int]], completions: list[list[int]], step: int) -> dict[str, float]:
@@ -518,7 +550,7 @@ class AIHFRLTrainer:
             if not single_pass:
                 old_tok, mask, entropy = self._token_logps(self.policy, rows, entropy=True)
             ref_tok = self._ref_token_logps(rows)
-            raw_scores = self._scores(prompts, completions)
+            raw_scores, func_metrics = self._policy_scores(prompts, completions)
         fmask = mask.to(old_tok.dtype)
         old_logps, ref_logps = (old_tok * fmask).sum(1), (ref_tok * fmask).sum(1)
         has_eos = torch.tensor([c[-1] in self.stop_tokens for c in completions], device=self.device)
@@ -576,6 +608,7 @@ class AIHFRLTrainer:
             "learning_rate": self.policy_scheduler.get_last_lr()[0],
         }
         metrics.update({name: _mean(v) for name, v in stats.items()})
+        metrics.update(func_metrics)
         if self.gold_reward is not None:
             texts = [self.tokenizer.batch_decode(x, skip_special_tokens=True) for x in (prompts, completions)]
             gold = self.gold_reward(*texts)
@@ -720,7 +753,7 @@ class AIHFRLTrainer:
             return {}
         with self._autocast():
             out = evaluate_reward_model(
-                self.reward_model, prefs, self.pad, self.args.reward_batch_size, end_token_id=self.stop_tokens
+                self.reward_model, prefs, self.pad, self.args.reward_batch_size, self.readout, end_token_id=self.stop_tokens
             )
         return {"reward/eval_accuracy": out["accuracy"], "reward/eval_margin": out["margin"]}
 
@@ -740,7 +773,12 @@ class AIHFRLTrainer:
                 continue
             with self._autocast():
                 acc = evaluate_reward_model(
-                    self.reward_model, self.holdout, self.pad, args.reward_batch_size, end_token_id=self.stop_tokens
+                    self.reward_model,
+                    self.holdout,
+                    self.pad,
+                    args.reward_batch_size,
+                    self.readout,
+                    end_token_id=self.stop_tokens,
                 )
             last["reward_pretrain/holdout_accuracy"] = acc["accuracy"]
             bar.set_postfix(holdout_accuracy=acc["accuracy"])
@@ -764,7 +802,7 @@ class AIHFRLTrainer:
         """One round: policy steps, the demonstration prompts' samples, reward steps, evaluation."""
         args, k = self.args, self.args.num_generations
         collected: defaultdict[str, list[float]] = defaultdict(list)
-        demo_samples: dict[int, list[list[int]]] = {}
+        last_step: list[tuple[int, list[list[int]]]] = []  # (demonstration, its samples) of the last step
         for s in range(args.policy_steps_per_round):
             step = self.round * args.policy_steps_per_round + s
             drawn = self._samplers["rl"].take_shard(args.per_device_train_batch_size, self.world, self.rank)
@@ -773,24 +811,11 @@ class AIHFRLTrainer:
             completions = self._generate(prompts, _stable_seed(args.seed, 5, step, self.rank))
             for name, value in self.policy_step(prompts, completions, step).items():
                 collected[name].append(value)
-            for i, (_, j) in enumerate(chosen):
-                if j >= 0:
-                    demo_samples[j] = completions[i * k : (i + 1) * k]
+            last_step = [(j, completions[i * k : (i + 1) * k]) for i, (_, j) in enumerate(chosen) if j >= 0]
 
         if not args.freeze_reward_model and args.reward_steps_per_round > 0:
-            indices: list[int] = []
-            samples: list[list[list[int]]] = []
-            if args.demo_weight > 0:
-                indices = list(demo_samples)
-                if not indices:  # the round's RL prompts held no demonstration: draw some
-                    size = args.per_device_train_batch_size
-                    indices = self._samplers["demo"].take_shard(size, self.world, self.rank)
-                if args.fresh_reward_samples or not demo_samples:
-                    prompts = [p for p in self.demonstrations[indices]["prompt_ids"] for _ in range(k)]
-                    fresh = self._generate(prompts, _stable_seed(args.seed, 6, self.round, self.rank))
-                    demo_samples = {j: fresh[i * k : (i + 1) * k] for i, j in enumerate(indices)}
-                samples = [demo_samples[j] for j in indices]
-            for _ in range(args.reward_steps_per_round):
+            batches = self._reward_step_demos(last_step)
+            for indices, samples in batches:
                 for name, value in self.reward_step(indices, samples).items():
                     collected[name].append(value)
         metrics = self._average({name: _mean(v) for name, v in collected.items()})
@@ -800,6 +825,31 @@ class AIHFRLTrainer:
         self.round += 1
         metrics["round"] = self.round
         return metrics
+
+    def _reward_step_demos(
+        self, last_step: list[tuple[int, list[list[int]]]]
+    ) -> list[tuple[list[int], list[list[list[int]]]]]:
+        """``(demonstration indices, their samples)`` for each of the round's reward steps.
+
+        All samples are of one age: with ``fresh_reward_samples`` each step gets its own
+        ``reward_demo_batch_size`` demonstrations, with samples drawn from the current policy in one
+        generation; otherwise every step reuses the last policy step's samples on its demonstration
+        prompts (new samples if it drew none)."""
+        args, k, n_steps = self.args, self.args.num_generations, self.args.reward_steps_per_round
+        if args.demo_weight == 0:
+            return [([], [])] * n_steps
+        if last_step and not args.fresh_reward_samples:
+            indices = [j for j, _ in last_step]
+            return [(indices, [group for _, group in last_step])] * n_steps
+        per_step = args.reward_demo_batch_size or args.per_device_train_batch_size
+        n_fresh = per_step * (n_steps if args.fresh_reward_samples else 1)
+        drawn = self._samplers["demo"].take_shard(n_fresh, self.world, self.rank)
+        prompts = [p for p in self.demonstrations[drawn]["prompt_ids"] for _ in range(k)]
+        fresh = self._generate(prompts, _stable_seed(args.seed, 6, self.round, self.rank))
+        groups = [fresh[i * k : (i + 1) * k] for i in range(len(drawn))]
+        if not args.fresh_reward_samples:
+            return [(drawn, groups)] * n_steps
+        return [(drawn[a : a + per_step], groups[a : a + per_step]) for a in range(0, n_fresh, per_step)]
 
     def train(self, resume_from_checkpoint: str | bool | None = None) -> dict[str, float]:
         """Run the remaining rounds; returns the last round's metrics plus ``train_runtime`` and
@@ -878,7 +928,9 @@ class AIHFRLTrainer:
         with reference.without_reference_adapter(self.policy):
             self.policy.save_pretrained(output_dir)
         self.tokenizer.save_pretrained(output_dir)
-        save_reward_model(self.reward_model, os.path.join(output_dir, "reward_model"), self.tokenizer)
+        save_reward_model(
+            self.reward_model, os.path.join(output_dir, "reward_model"), self.tokenizer, readout=self.readout
+        )
         with open(os.path.join(output_dir, "log_history.json"), "w") as f:
             json.dump(self.log_history, f, indent=1)
         policy = self.policy

@@ -55,8 +55,21 @@ def model(tok, seed=0):
     return build_model(tok, "llama", hidden_size=32, seed=seed)
 
 
-def rl_args(tmp_path, **overrides):
-    """A small CPU AIHF-RL configuration: 20 rounds of 8 prompts x 4 samples, nothing saved."""
+# The settings of the tests written before the defaults changed (one unwhitened policy step and one reward step
+# per round, reusing the policy step's samples, the score read at the last token): their numbers were measured so.
+OLD_ROUND = dict(
+    policy_steps_per_round=1,
+    reward_steps_per_round=1,
+    whiten_rewards=False,
+    fresh_reward_samples=False,
+    reward_readout="last",
+)
+
+
+def rl_args(tmp_path, defaults=False, **overrides):
+    """A small CPU AIHF-RL configuration: 20 rounds of 8 prompts x 4 samples, nothing saved.
+
+    The round's structure is ``OLD_ROUND`` unless ``defaults`` (then AIHFRLConfig's own)."""
     base = dict(
         output_dir=str(tmp_path / "out"),
         num_rounds=20,
@@ -73,5 +86,7 @@ def rl_args(tmp_path, **overrides):
         disable_tqdm=True,
         seed=0,
     )
+    if not defaults:
+        base.update(OLD_ROUND)
     base.update(overrides)
     return AIHFRLConfig(**base)
