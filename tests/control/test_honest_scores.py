@@ -54,7 +54,9 @@ def _config(data_dir, out, **kw):
     "survival_bonus, normalization, expected",
     [(True, "none", 10.0), (False, "none", 0.0), (True, "buffer", 10.0), (False, "buffer", 0.0)],
 )
-def test_null_constant_gives_sac_a_constant_and_never_trains(data_dir, tmp_path, survival_bonus, normalization, expected):
+def test_null_constant_gives_sac_a_constant_and_never_trains(
+    data_dir, tmp_path, survival_bonus, normalization, expected
+):
     """SAC's minibatches carry exactly 0 shifted by the survival bonus (reward_bound), under either
     normalisation (a constant has no spread to standardise); no reward step is taken."""
     config = _config(data_dir, tmp_path, method="null_constant", survival_bonus=survival_bonus)
@@ -171,8 +173,9 @@ def test_bench_report_has_the_null_columns_the_flag_and_the_json(tmp_path, capsy
     assert bench.main(["--preset", "ci", "--results", str(results), "--report"]) == 0
     table = (results / "results.md").read_text()
     # ML-IRL (0.3) is below null_constant (0.5): flagged wherever its value is shown; AIHF is above both.
-    assert "| expert1 | 0 | 0.30 ± 0.00 (1) † | n/a | 0.30 ± 0.00 (1) † | n/a | – | 0.50 ± 0.00 (1) | 0.10" in table
-    assert "| expert1 | 10 | 0.90 ± 0.00 (1) | – | 0.30 ± 0.00 (1) † | – | – | 0.50 ± 0.00 (1) | 0.10" in table
+    nulls = "| 0.50 ± 0.00 (1) | 0.10 ± 0.00 (1) |"
+    assert "| expert1 | 0 | 0.30 ± 0.00 (1) † | n/a | 0.30 ± 0.00 (1) † | n/a | – " + nulls in table
+    assert "| expert1 | 10 | 0.90 ± 0.00 (1) | – | 0.30 ± 0.00 (1) † | – | – " + nulls in table
     assert "## Learned rewards minus the null rewards, paired by seed" in table
     summary = json.loads((results / "results.json").read_text())
     verdicts = {(d["method"], d["null"]): d["above"] for d in summary["null_paired"]}
@@ -276,7 +279,7 @@ def test_the_two_terms_start_balanced_as_documented():
         for length in (1, 4):
             demo, pref = _norms(seed, length)
             assert 0.1 < pref / demo < 10, (seed, length, demo, pref)
-    ratio = lambda length: np.mean([_norms(seed, length)[1] / _norms(seed, length)[0] for seed in range(5)])  # noqa: E731
+    ratio = lambda n: np.mean([_norms(seed, n)[1] / _norms(seed, n)[0] for seed in range(5)])  # noqa: E731
     assert 0.25 < ratio(1) < 1.0  # ~0.5
     assert 10 < ratio(50) / ratio(1) < 100  # ~L = 50 times the single-step balance: long segments tilt it
 
