@@ -6,7 +6,9 @@ For each env: ``collect`` once (demonstrator, demonstrations, pool, labelled pai
 snapshot) and a number of preference pairs; at 0 pairs AIHF is ML-IRL. Each plan (``PLANS``) names the
 methods run per setting: ``ml_irl`` and ``bc`` at 0 pairs; ``aihf`` (and, where the budget allows,
 ``two_stage``) above 0; ``pref_rl`` (which ignores demonstrations) once per pair count, in the
-one-demonstration setting.
+one-demonstration setting; the null rewards (``null_constant``, ``null_untrained``, which ignore the
+data) once per env and seed, at 1 demonstration and 0 pairs, and every learned reward is compared
+with them seed by seed (:mod:`aihf.control.null_table`).
 
 Every run is one plain command (``--list`` prints them) that writes one result file
 ``<results>/run_results/<env>/<setting>__<method>__seed<k>.json``; runs whose file exists are skipped,
@@ -27,18 +29,21 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .null_table import not_above_null, null_differences, null_table_lines
 from .plots import plot_curves
 
 # Each plan: envs, seeds and the runs of one (env, seed) as {setting: methods}. A setting is
 # <demo source><count>_p<pairs>. At 0 pairs AIHF is ML-IRL, so p0 runs ml_irl (and bc); pref_rl ignores
-# demonstrations, so it runs in one demonstration setting only.
+# demonstrations, so it runs in one demonstration setting only; the null rewards ignore all data: once per env
+# and seed.
+BASE_P0, NULLS = ["ml_irl", "bc"], ["null_constant", "null_untrained"]
 PLANS = {
     "ci": dict(
         envs=["Pendulum-v1"],
         seeds=[0],
-        runs={"expert1_p0": ["ml_irl", "bc"], "expert1_p10": ["aihf", "two_stage", "pref_rl"]},
+        runs={"expert1_p0": [*BASE_P0, *NULLS], "expert1_p10": ["aihf", "two_stage", "pref_rl"]},
     ),
-    # 10 SAC runs (+3 BC) per env and seed; docs/control.md ("CPU budget") has the arithmetic.
+    # 12 SAC runs (+3 BC) per env and seed; docs/control.md ("Presets and budgets") has the arithmetic.
     "cpu": dict(
         envs=["HalfCheetah-v5", "Hopper-v5"],
         seeds=[0, 1, 2],
@@ -46,12 +51,26 @@ PLANS = {
         # the steps with an update every step hops on (2059; benchmarks/results/control/NOTES.md).
         collect_flags={"Hopper-v5": ["--expert_steps", "300000", "--train_freq", "1"]},
         runs={
-            "expert1_p0": ["ml_irl", "bc"],
+            "expert1_p0": [*BASE_P0, *NULLS],
             "expert1_p10": ["aihf", "pref_rl"],
             "expert1_p100": ["aihf", "pref_rl", "two_stage"],
-            "expert4_p0": ["ml_irl", "bc"],
+            "expert4_p0": BASE_P0,
             "expert4_p100": ["aihf"],
-            "low1_p0": ["ml_irl", "bc"],
+            "low1_p0": BASE_P0,
+            "low1_p100": ["aihf"],
+        },
+    ),
+    # 300k env steps a run (the `long` train preset), 1 demonstration: 11 SAC runs (+2 BC) per env and
+    # seed; docs/control.md ("The long preset") has the CPU-hours. Same data as `cpu`.
+    "long": dict(
+        envs=["HalfCheetah-v5", "Hopper-v5"],
+        seeds=[0, 1, 2],
+        collect_flags={"Hopper-v5": ["--expert_steps", "300000", "--train_freq", "1"]},
+        runs={
+            "expert1_p0": [*BASE_P0, *NULLS],
+            "expert1_p10": ["aihf", "pref_rl", "two_stage"],
+            "expert1_p100": ["aihf", "pref_rl", "two_stage"],
+            "low1_p0": BASE_P0,
             "low1_p100": ["aihf"],
         },
     ),
@@ -59,16 +78,17 @@ PLANS = {
         envs=["HalfCheetah-v5", "Hopper-v5", "Walker2d-v5", "Ant-v5"],
         seeds=[0, 1, 2, 3, 4],
         runs={
-            **{f"expert{n}_p0": ["ml_irl", "bc"] for n in (1, 4, 16)},
+            "expert1_p0": [*BASE_P0, *NULLS],
+            **{f"expert{n}_p0": BASE_P0 for n in (4, 16)},
             **{f"expert{n}_p{p}": ["aihf", "two_stage"] for n in (1, 4) for p in (10, 50, 200, 1000)},
             **{f"expert1_p{p}": ["aihf", "two_stage", "pref_rl"] for p in (10, 50, 200, 1000)},
             "expert16_p200": ["aihf", "two_stage"],
-            "low1_p0": ["ml_irl", "bc"],
+            "low1_p0": BASE_P0,
             "low1_p200": ["aihf", "two_stage"],
         },
     ),
 }
-METHOD_ORDER = ("aihf", "pref_rl", "ml_irl", "two_stage", "bc")
+METHOD_ORDER = ("aihf", "pref_rl", "ml_irl", "two_stage", "bc", "null_constant", "null_untrained")
 PYTHON = "python"  # as printed; runs use sys.executable
 
 
@@ -297,6 +317,8 @@ def _cell(values: list[float]) -> str:
 def report(results: str, command: str) -> dict:
     """Aggregate the per-run files into results.json, results.md and learning-curve PNGs."""
     rows = _load_results(results)
+    nulls = null_differences(rows)
+    below_null = not_above_null(nulls)
     table: dict = {}
     for r in rows:
         table.setdefault(r["env_id"], {}).setdefault(r["setting"], {}).setdefault(r["method"], []).append(r["final"])
@@ -305,7 +327,9 @@ def report(results: str, command: str) -> dict:
         "",
         "Mean ± std over seeds (number of seeds) of the final deterministic evaluation. At 0 preference pairs",
         "AIHF is ML-IRL; pref_rl ignores demonstrations, so its value is repeated across demonstration settings;",
-        "ml_irl and bc ignore preferences, so theirs is repeated across pair counts. `–`: not run (yet).",
+        "ml_irl and bc ignore preferences, so theirs is repeated across pair counts; the null rewards ignore all",
+        "data (one run per env and seed, repeated in every row). `–`: not run (yet). †: not above a null reward",
+        "(paired by seed, below).",
         "",
         f"Aggregated from every result file under `run_results/` by `{command}`; "
         "`aihf control bench --preset <preset> --list` prints every run's command.",
@@ -324,15 +348,16 @@ def report(results: str, command: str) -> dict:
             for p in counts:
                 cells = []
                 for m in METHOD_ORDER:
-                    if m in ("ml_irl", "bc"):
-                        values = settings.get(f"{d}_p0", {}).get(m, [])
+                    source, shown = f"{d}_p{p}", m
+                    if m in ("ml_irl", "bc") or (m == "aihf" and p == 0):
+                        source, shown = f"{d}_p0", "ml_irl" if m == "aihf" else m
                     elif m == "pref_rl":
-                        values = next((v[m] for s, v in settings.items() if s.endswith(f"_p{p}") and m in v), [])
-                    elif m == "aihf" and p == 0:
-                        values = settings.get(f"{d}_p0", {}).get("ml_irl", [])
-                    else:
-                        values = settings.get(f"{d}_p{p}", {}).get(m, [])
-                    cells.append(_cell(values) if not (m in ("pref_rl", "two_stage") and p == 0) else "n/a")
+                        source = next((s for s, v in settings.items() if s.endswith(f"_p{p}") and m in v), source)
+                    elif m in NULLS:
+                        source = next((s for s, v in sorted(settings.items()) if m in v), source)
+                    values = settings.get(source, {}).get(shown, [])
+                    flag = " †" if values and (env_id, source, shown) in below_null else ""
+                    cells.append(_cell(values) + flag if not (m in ("pref_rl", "two_stage") and p == 0) else "n/a")
                 lines.append(f"| {d} | {p} | " + " | ".join(cells) + " |")
         lines.append("")
         env_rows = [r for r in rows if r["env_id"] == env_id]
@@ -359,9 +384,11 @@ def report(results: str, command: str) -> dict:
                 cells += [f"{d['mean']:+.2f} [{each}]", f"{d['wins']}/{len(r['seeds'])}"]
             lines.append(f"| {r['env_id']} | {demos} | {pairs} | {r['baseline']} | " + " | ".join(cells) + " |")
         lines.append("")
+    lines += null_table_lines(nulls)
     summary = {
         "command": command,
         "paired": paired,
+        "null_paired": nulls,
         "table": {
             e: {
                 s: {m: {"mean": float(np.mean(v)), "std": float(np.std(v)), "seeds": len(v)} for m, v in ms.items()}
@@ -491,8 +518,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", default=None, help="Comma-separated seeds (default: the preset's).")
     parser.add_argument("--only", default=None, help="Run only runs whose name contains this (e.g. __aihf__).")
     parser.add_argument("--data_root", default="benchmarks/data/control", help="Collected data, one folder per env.")
-    parser.add_argument("--results", default="benchmarks/results/control", help="Result files and the table.")
-    parser.add_argument("--work", default="runs/control-bench", help="Checkpoints of unfinished runs.")
+    parser.add_argument(
+        "--results",
+        default=None,
+        help="Result files and the table (default: benchmarks/results/control, or control-<preset> for other presets "
+        "than cpu, so that presets never share a result file).",
+    )
+    parser.add_argument(
+        "--work", default=None, help="Checkpoints of unfinished runs (default: runs/control-bench[-<preset>])."
+    )
     parser.add_argument("--jobs", type=int, default=1, help="Runs in parallel (one core each).")
     parser.add_argument("--nice", type=int, default=0, help="Run each command under nice -n N.")
     parser.add_argument(
@@ -510,6 +544,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--speed_steps", type=int, default=10_000, help="--speed: env steps per run.")
     parser.add_argument("--speed_repeats", type=int, default=2, help="--speed: runs of each.")
     args = parser.parse_args(argv)
+    suffix = "" if args.preset == "cpu" else f"-{args.preset}"  # the cpu table's folders predate the others
+    args.results = args.results or f"benchmarks/results/control{suffix}"
+    args.work = args.work or f"runs/control-bench{suffix}"
     if args.jobs < 1:
         parser.error(f"argument --jobs: must be >= 1, got {args.jobs}")
     envs = args.envs.split(",") if args.envs else None

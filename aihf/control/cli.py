@@ -2,7 +2,7 @@
 
 Every field of :class:`~aihf.control.config.ControlConfig` (``train``) and
 :class:`~aihf.control.config.CollectConfig` (``collect``) is a flag whose help is the field's;
-``--preset ci|cpu|paper`` replaces the defaults first. Bad data or settings print one line and
+``--preset ci|cpu|long|paper`` replaces the defaults first. Bad data or settings print one line and
 exit with status 2 before anything is written; a run stopped by a NaN/inf (:class:`aihf.TrainingError`)
 prints one line and exits with status 3, its last checkpoint intact.
 """
@@ -29,7 +29,7 @@ from .config import (
 
 COMMANDS = {
     "collect": "train a SAC demonstrator and write demonstrations, a pool and labelled pairs",
-    "train": "one run: aihf, pref_rl, ml_irl, bc or two_stage",
+    "train": "one run: aihf, pref_rl, ml_irl, two_stage, bc, null_constant or null_untrained",
     "eval": "ground-truth and normalised return of a finished run's policy",
     "bench": "the benchmark table (one result file per run; see 'aihf control bench --help')",
 }
@@ -101,9 +101,13 @@ def train(argv: list[str]) -> dict:
             file=sys.stderr,
             flush=True,
         )
+    # Once every start-up check has passed (a refused command prints its one line only): on envs that end
+    # episodes early the survival bonus can decide the score.
+    trainer.announce = lambda line: print(line, file=sys.stderr, flush=True)
     result = trainer.train()
     _note_missing_references("train", trainer.random_return)  # after the run: a failed command prints one line
-    out = {k: result[k] for k in ("env_id", "method", "seed", "num_demonstrations", "num_preferences", "final")}
+    keys = ("env_id", "method", "seed", "num_demonstrations", "num_preferences", "survival_bonus", "final")
+    out = {k: result[k] for k in keys}
     return {**out, "output_dir": config.output_dir}
 
 
@@ -122,13 +126,10 @@ def collect(argv: list[str]) -> dict:
 
     config = parse_config(CollectConfig, argv, "aihf control collect", "Demonstrations and preferences for one env.")
     meta = run(config, command="aihf control collect " + shlex.join(argv))
-    if not meta["expert_return"] > meta["random_return"]:
-        print(
-            f"aihf control collect: the demonstrator (expert_return {meta['expert_return']:.1f}) is no better than "
-            f"the random policy ({meta['random_return']:.1f}): normalised scores on this data mean nothing; "
-            "train it longer (--expert_steps)",
-            file=sys.stderr,
-        )
+    check = meta.get("demonstrator_check") or {}
+    if check.get("message"):  # weak, or refused and kept with --accept_weak_demonstrator
+        kept = " (kept: --accept_weak_demonstrator)" if check["verdict"] == "refused" else ""
+        print(f"aihf control collect: warning: {check['message']}{kept}", file=sys.stderr)
     return {k: v for k, v in meta.items() if k != "config"}
 
 

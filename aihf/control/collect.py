@@ -9,7 +9,12 @@ along the way (evenly spaced in env steps, so of increasing quality). Written to
 * ``preferences.npz``: ``num_preferences`` segment pairs from the pool, labelled by
   :func:`aihf.control.data.label_preferences`, in random order (runs take the first N);
 * ``meta.json``: ``random_return``, ``expert_return`` (mean over ``eval_episodes``), the returns of
-  each snapshot and of the low-quality demos, and the command that wrote the folder.
+  each snapshot and of the low-quality demos, ``demonstrator_check``
+  (:func:`aihf.control.references.check_demonstrator`) and the command that wrote the folder.
+
+A demonstrator within noise of the random policy, or short of ``min_expert_fraction`` of the gap
+from random to the env's reference return, is refused before anything is written
+(``accept_weak_demonstrator`` keeps it, with a warning).
 """
 
 from __future__ import annotations
@@ -22,8 +27,10 @@ import os
 import numpy as np
 import torch
 
+from ..errors import ConfigError
 from .config import CollectConfig, parse_sizes
 from .data import Trajectories, label_preferences, save_preferences, save_trajectories
+from .references import check_demonstrator
 from .trainer import evaluate_policy, make_env
 
 __all__ = ["rollout", "collect", "write_dataset"]
@@ -79,6 +86,12 @@ def write_dataset(config: CollectConfig, expert, low_quality, pool_policies: lis
     demos_low = rollout(lambda o: low_quality(o, True), c.env_id, c.num_demonstrations, c.seed + 2)
     random_returns = evaluate_policy(random_act, c.env_id, c.eval_episodes, c.seed + 3)
     expert_returns = evaluate_policy(lambda o: expert(o, True), c.env_id, c.eval_episodes, c.seed + 4)
+    check = check_demonstrator(c.env_id, random_returns, expert_returns, c.min_expert_fraction)
+    if check["verdict"] == "refused" and not c.accept_weak_demonstrator:
+        raise ConfigError(
+            f"{check['message']}: nothing written; train it longer (--expert_steps) or keep it with "
+            "--accept_weak_demonstrator true"
+        )
     prefs, extras = label_preferences(
         pool, c.num_preferences, c.segment_length, rng, c.temperature_scale, c.label_noise
     )
@@ -96,6 +109,7 @@ def write_dataset(config: CollectConfig, expert, low_quality, pool_policies: lis
         "pool_returns_by_policy": snapshot_returns,
         "label_accuracy": float((extras["chosen_returns"] >= extras["rejected_returns"]).mean()),
         "temperature": float(extras["temperature"]),
+        "demonstrator_check": check,
         "config": dataclasses.asdict(c),
         "command": command,
     }

@@ -6,6 +6,8 @@ Presets (``--preset``) replace the defaults; flags still win:
 * ``cpu``: the CPU benchmark table (64x64 SAC nets, batch 128, one gradient step per two env
   steps, 70k env steps per run, SAC on the buffer-standardised learned reward; a run takes about
   5.5 min on one quiet core, docs/control.md "Presets and budgets");
+* ``long``: the ``cpu`` preset's SAC and reward settings for 300k env steps per run (60 rounds), the
+  longer benchmark (docs/control.md, "The long preset", has its CPU-hours);
 * ``paper``: the authors' budgets (256x256 SAC, batch 256, one gradient step per env step,
   1M env steps per run, 5000 SAC steps per round).
 """
@@ -20,7 +22,10 @@ from dataclasses import dataclass, field
 
 from ..errors import ConfigError
 
-METHODS = ("aihf", "pref_rl", "ml_irl", "bc", "two_stage")
+# The null rewards: the same SAC loop on a reward that is never trained (a constant, or the reward net
+# as initialised); what a learned reward must beat to be a result (docs/control.md, "Null rewards").
+NULL_METHODS = ("null_constant", "null_untrained")
+METHODS = ("aihf", "pref_rl", "ml_irl", "bc", "two_stage", *NULL_METHODS)
 
 
 @dataclass
@@ -33,7 +38,9 @@ class ControlConfig:
         metadata={
             "help": "aihf: demo_weight/pref_weight as set; pref_rl: demo_weight=0 (reward from preferences, "
             "SAC on it); ml_irl: pref_weight=0; bc: behaviour cloning of the demonstrations; two_stage: reward "
-            "fitted on preferences first (reward_pretrain_steps), then ML-IRL from it.",
+            "fitted on preferences first (reward_pretrain_steps), then ML-IRL from it; null_constant / null_untrained: "
+            "the null-reward baselines, SAC on a reward that is never trained (0, shifted by the survival bonus, or "
+            "the reward net as initialised).",
             "choices": list(METHODS),
         },
     )
@@ -125,7 +132,16 @@ class ControlConfig:
     bc_learning_rate: float = field(default=1e-3, metadata={"help": "bc: Adam learning rate."})
     # Evaluation
     eval_every: int = field(default=1, metadata={"help": "Evaluate every N rounds (and after the last)."})
-    eval_episodes: int = field(default=5, metadata={"help": "Deterministic episodes per evaluation."})
+    eval_episodes: int = field(
+        default=5, metadata={"help": "Deterministic episodes per evaluation during training (the learning curve)."}
+    )
+    final_eval_episodes: int = field(
+        default=10,
+        metadata={
+            "help": "Deterministic episodes of the last evaluation, the run's reported score (and of bc's only one); "
+            "5 episodes can differ from 10 by 0.1 normalised."
+        },
+    )
     torch_threads: int = field(default=1, metadata={"help": "torch.set_num_threads (1: one core per run)."})
     progress: bool = field(default=True, metadata={"help": "Show a progress bar."})
     skip_nonfinite_steps: bool = field(
@@ -158,6 +174,7 @@ class ControlConfig:
             "batch_size",
             "reward_batch_size",
             "eval_episodes",
+            "final_eval_episodes",
             "train_freq",
             "eval_every",
             "torch_threads",
@@ -194,7 +211,7 @@ class ControlConfig:
     @property
     def effective_weights(self) -> tuple[float, float]:
         """(w_D, w_P) after the method's reduction (method.md, "Reductions")."""
-        if self.method == "bc":
+        if self.method == "bc" or self.method in NULL_METHODS:
             return 0.0, 0.0  # no reward is learned
         if self.method == "pref_rl":
             return 0.0, 1.0
@@ -207,14 +224,21 @@ class ControlConfig:
 _BC_ONLY = ("bc_steps", "bc_learning_rate")
 _BC_USES = {
     "env_id", "method", "demonstrations", "num_demonstrations", "reference_returns", "output_dir", "result_file",
-    "seed", "resume", "net_arch", "batch_size", "eval_episodes", "torch_threads", "progress", *_BC_ONLY,
+    "seed", "resume", "net_arch", "batch_size", "final_eval_episodes", "torch_threads", "progress", *_BC_ONLY,
 }  # fmt: skip
+# The null rewards never train: every setting of the reward step is unused, and the constant has no net.
+_REWARD_STEP = (
+    "preferences", "num_preferences", "demo_weight", "pref_weight", "reward_learning_rate", "reward_steps_per_round",
+    "reward_batch_size", "policy_sample_steps", "reward_pretrain_steps",
+)  # fmt: skip
 METHOD_IGNORES: dict[str, tuple[str, ...]] = {
     "aihf": (*_BC_ONLY, "reward_pretrain_steps"),
     "pref_rl": (*_BC_ONLY, "demo_weight", "pref_weight", "policy_sample_steps"),
     "ml_irl": (*_BC_ONLY, "preferences", "num_preferences", "pref_weight", "reward_pretrain_steps"),
     "two_stage": (*_BC_ONLY, "pref_weight"),
     "bc": tuple(f.name for f in dataclasses.fields(ControlConfig) if f.name not in _BC_USES),
+    "null_untrained": (*_BC_ONLY, *_REWARD_STEP),
+    "null_constant": (*_BC_ONLY, *_REWARD_STEP, "reward_net_arch", "reward_input", "normalization_samples"),
 }
 
 
@@ -345,6 +369,18 @@ class CollectConfig:
     )
     label_noise: float = field(default=0.0, metadata={"help": "Chance that a label is a coin flip."})
     eval_episodes: int = field(default=10, metadata={"help": "Episodes to measure the random and expert returns."})
+    min_expert_fraction: float = field(
+        default=0.1,
+        metadata={
+            "help": "Refuse (nothing written) a demonstrator whose return closes less than this fraction of the gap "
+            "from the random policy's return to the env's reference return (aihf.control.references), or that is "
+            "within noise of random; below 0.5 of that gap it only warns."
+        },
+    )
+    accept_weak_demonstrator: bool = field(
+        default=False,
+        metadata={"help": "Write the data even when the demonstrator is refused (a warning instead)."},
+    )
     torch_threads: int = field(default=1, metadata={"help": "torch.set_num_threads."})
     progress: bool = field(default=True, metadata={"help": "Show a progress bar."})
 
@@ -368,6 +404,8 @@ class CollectConfig:
             raise ConfigError(f"temperature_scale={self.temperature_scale} (from {source}) must be > 0")
         if not 0 <= self.label_noise <= 1:
             raise ConfigError(f"label_noise={self.label_noise} (from {source}) must be between 0 and 1")
+        if not 0 <= self.min_expert_fraction <= 1:
+            raise ConfigError(f"min_expert_fraction={self.min_expert_fraction} (from {source}) must be between 0 and 1")
         return self
 
 
@@ -383,6 +421,7 @@ PRESETS: dict[str, dict[str, dict]] = {
             reward_pretrain_steps=100,
             bc_steps=500,
             eval_episodes=2,
+            final_eval_episodes=2,
         ),
         "collect": dict(
             expert_steps=5000,
@@ -406,6 +445,32 @@ PRESETS: dict[str, dict[str, dict]] = {
             reward_steps_per_round=20,
             sac_reward_normalization="buffer",
             eval_every=2,
+            eval_episodes=5,
+        ),
+        "collect": dict(
+            expert_steps=150_000,
+            net_arch="64,64",
+            batch_size=128,
+            train_freq=2,
+            snapshots=5,
+            num_demonstrations=4,
+            pool_episodes_per_snapshot=6,
+            num_preferences=200,
+        ),
+    },
+    # The cpu preset's SAC and reward settings, 300k env steps per run: how far the learned rewards lead
+    # once SAC has converged on the true reward at this network size (the demonstrators' budget).
+    "long": {
+        "train": dict(
+            rounds=60,
+            sac_steps_per_round=5000,
+            learning_starts=1000,
+            net_arch="64,64",
+            batch_size=128,
+            train_freq=2,
+            reward_steps_per_round=20,
+            sac_reward_normalization="buffer",
+            eval_every=4,
             eval_episodes=5,
         ),
         "collect": dict(

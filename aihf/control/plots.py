@@ -36,13 +36,18 @@ def plot_curves(env_id: str, rows: list[dict], path: str, methods, columns: int 
     fig, axes = plt.subplots(
         nrows, ncols, figsize=(3.6 * ncols, 2.7 * nrows + 0.6), squeeze=False, sharex=True, sharey=True
     )
-    colors = dict(zip(methods, ("C0", "C1", "C2", "C3", "k")))  # one color per method in every panel
+    # One color per method in every panel; the null rewards grey and dashed, the floor to beat.
+    colors = {**dict(zip(methods, ("C0", "C1", "C2", "C3", "k"))), "null_constant": "0.45", "null_untrained": "C5"}
+    styles = {"null_constant": "--", "null_untrained": "--"}
     handles: dict[str, object] = {}
     for k, setting in enumerate(settings):
         ax = axes[k // ncols][k % ncols]
         for method in methods:
-            # ML-IRL and BC ignore preferences: their result at 0 pairs is the reference in every panel.
+            # ML-IRL and BC ignore preferences: their result at 0 pairs is the reference in every panel; the
+            # null rewards ignore all data: their one setting's runs are drawn in every panel.
             source = setting.split("_p")[0] + "_p0" if method in ("ml_irl", "bc") else setting
+            if method in styles:
+                source = min((r["setting"] for r in rows if r["method"] == method), default="")
             curves = [r["history"] for r in rows if r["setting"] == source and r["method"] == method]
             if not curves:
                 continue
@@ -53,7 +58,7 @@ def plot_curves(env_id: str, rows: list[dict], path: str, methods, columns: int 
             n = min(len(c) for c in curves)
             steps = [c[0] for c in curves[0][:n]]
             values = np.array([[c[i][1] for i in range(n)] for c in curves])
-            (line,) = ax.plot(steps, values.mean(0), color=colors[method])
+            (line,) = ax.plot(steps, values.mean(0), color=colors[method], ls=styles.get(method, "-"))
             handles.setdefault(method, line)
             ax.fill_between(
                 steps, values.mean(0) - values.std(0), values.mean(0) + values.std(0), color=colors[method], alpha=0.2

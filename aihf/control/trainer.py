@@ -51,6 +51,7 @@ from ..errors import ConfigError, NonFiniteError
 from .config import ControlConfig, parse_sizes
 from .data import Preferences, Trajectories, load_preferences, load_trajectories
 from .reward import RewardNet, env_actions, segment_returns
+from .sac_reward import learns_reward, survival_bonus_line, survival_bonus_record, terminations
 
 __all__ = [
     "ControlTrainer",
@@ -165,10 +166,15 @@ class RewardBatch:
     rejected_len: torch.Tensor | None = None
 
 
-def reward_loss(net: RewardNet, batch: RewardBatch, demo_weight: float, pref_weight: float):
+def reward_loss(net: RewardNet, batch: RewardBatch, demo_weight: float, pref_weight: float, grad_norms=False):
     """The reward's loss, method.md (U) as in "Instantiations" 1(c):
     ``w_D * ML-IRL-linear(r(demo states), r(policy states)) + w_P * BT(R(chosen), R(rejected))``
     with ``R`` a segment's summed reward. Returns ``(loss, logs)``.
+
+    With ``grad_norms`` the logs also hold ``reward/grad_norm_demo`` and ``reward/grad_norm_pref``:
+    the L2 norm over the net's parameters of each weighted term's gradient, ``||grad(w_D * demo)||``
+    and ``||grad(w_P * pref)||`` (so doubling a weight doubles its norm), from two extra backward
+    passes; docs/control.md, "Balance of the two terms".
     """
     demo_term = pref_term = None
     logs: dict[str, float] = {}
@@ -188,6 +194,13 @@ def reward_loss(net: RewardNet, batch: RewardBatch, demo_weight: float, pref_wei
         pref_term = bt.loss
         logs.update({"loss/pref": bt.loss.item(), "rewards/accuracies": (bt.margins > 0).float().mean().item()})
     loss = losses.aihf_loss(demo_term, pref_term, demo_weight, pref_weight)
+    if grad_norms:
+        params = [p for p in net.parameters() if p.requires_grad]
+        for name, term, weight in (("demo", demo_term, demo_weight), ("pref", pref_term, pref_weight)):
+            if term is not None:
+                grads = torch.autograd.grad(weight * term, params, retain_graph=True, allow_unused=True)
+                norm = torch.sqrt(sum((g.detach() ** 2).sum() for g in grads if g is not None))
+                logs[f"reward/grad_norm_{name}"] = float(norm)
     if demo_term is not None:
         logs["loss/demo"] = demo_term.item()
     logs["loss"] = loss.item()
@@ -229,6 +242,7 @@ _RESUMABLE = {
     "output_dir",
     "result_file",
     "skip_nonfinite_steps",
+    "final_eval_episodes",
 }
 _SAC_LOSSES = ("train/critic_loss", "train/actor_loss", "train/ent_coef_loss")
 
@@ -273,7 +287,7 @@ class ControlTrainer:
                 self.demos = self.demos.episodes(range(c.num_demonstrations))
         self.demo_weight, self.pref_weight = c.effective_weights
         self.prefs: Preferences | None = None
-        if c.preferences is not None and c.num_preferences != 0 and c.method != "ml_irl" and c.method != "bc":
+        if c.preferences is not None and c.num_preferences != 0 and learns_reward(c) and c.method != "ml_irl":
             self.prefs = load_preferences(c.preferences, obs_space, act_space)
             if c.num_preferences is not None:
                 if c.num_preferences > len(self.prefs):
@@ -286,13 +300,16 @@ class ControlTrainer:
             self.pref_weight = 0.0  # AIHF with no preferences is ML-IRL (method.md, "Reductions")
         if self.demos is None:
             self.demo_weight = 0.0
-        if self.demo_weight == 0 and self.pref_weight == 0 and c.method != "bc":
+        if self.demo_weight == 0 and self.pref_weight == 0 and learns_reward(c):
             raise ConfigError(f"method={c.method} (from {source}) has no data to learn a reward from")
         self.random_return, self.expert_return = self._reference_returns()
         self.rng = np.random.default_rng(c.seed)
         self.nonfinite_skipped = 0  # reward steps dropped for a non-finite value (skip_nonfinite_steps)
         self.round = 0  # rounds finished before the current one (0-based index of the current round)
         self.checkpoint_dir = os.path.join(c.output_dir, "checkpoint")
+        # Called with one line (the survival bonus) once the start-up checks have passed; `aihf control
+        # train` prints it on stderr.
+        self.announce = None
 
     def _reference_returns(self):
         c = self.config
@@ -389,7 +406,10 @@ class ControlTrainer:
         return env_actions(torch.as_tensor(actions, dtype=torch.float32), self.action_low, self.action_high)
 
     def buffer_reward(self, observations, actions) -> torch.Tensor:
-        """The learned reward of replay-buffer transitions (actions as stored, in SAC's scale)."""
+        """The learned reward of replay-buffer transitions (actions as stored, in SAC's scale); 0 for
+        ``null_constant``."""
+        if self.config.method == "null_constant":
+            return torch.zeros(len(observations))
         return self.reward_net(torch.as_tensor(observations, dtype=torch.float32), self.buffer_env_actions(actions))
 
     def _nonfinite_distribution(self, error: ValueError, step: str) -> Exception:
@@ -441,7 +461,9 @@ class ControlTrainer:
         logs: dict = {}
         for i in range(steps):
             batch = self._reward_batch(demo_weight, pref_weight)
-            loss, step_logs = reward_loss(self.reward_net, batch, demo_weight, pref_weight)
+            # The logs are the last step's: only it pays for the per-term gradient norms.
+            last = i == steps - 1
+            loss, step_logs = reward_loss(self.reward_net, batch, demo_weight, pref_weight, grad_norms=last)
             self.reward_optimizer.zero_grad()
             problem = self._nonfinite_reward_step(step_logs, loss)
             if problem is not None:
@@ -482,7 +504,7 @@ class ControlTrainer:
         data's states while the buffer is empty. Draws no random numbers, so a resumed run recomputes
         the values the stopped one used. Returns logs."""
         c = self.config
-        if c.sac_reward_normalization == "none":
+        if c.sac_reward_normalization == "none" or c.method == "null_constant":  # a constant has no spread
             return {}
         buf = self.model.replay_buffer
         size = buf.buffer_size if buf.full else buf.pos
@@ -499,8 +521,9 @@ class ControlTrainer:
 
     def _evaluate(self, round_: int) -> dict:
         c = self.config
+        episodes = c.final_eval_episodes if round_ == c.rounds else c.eval_episodes
         returns = evaluate_policy(
-            lambda o: self.model.predict(o, deterministic=True)[0], c.env_id, c.eval_episodes, c.seed + 1_000_000
+            lambda o: self.model.predict(o, deterministic=True)[0], c.env_id, episodes, c.seed + 1_000_000
         )
         return {
             "round": round_,
@@ -508,6 +531,7 @@ class ControlTrainer:
             "return_mean": float(returns.mean()),
             "return_std": float(returns.std()),
             "normalized_return": normalized_score(returns, self.random_return, self.expert_return),
+            "episodes": episodes,
         }
 
     # ----------------------------------------------------------------------------------------
@@ -532,6 +556,8 @@ class ControlTrainer:
             self._reward_steps(c.reward_pretrain_steps, 0.0, 1.0, label="reward pretraining step")
             timing["reward_s"] += time.perf_counter() - t0
         self._fit_sac_reward_normalization()
+        if self.announce is not None:
+            self.announce(survival_bonus_line(c))
         bar = tqdm(total=c.rounds, initial=start_round, desc=f"{c.method} {c.env_id}", disable=not c.progress)
         try:
             for r in range(start_round, c.rounds):
@@ -543,7 +569,8 @@ class ControlTrainer:
                 except ValueError as e:  # acting on the env, outside an update
                     raise self._nonfinite_distribution(e, "SAC rollout") from None
                 t1 = time.perf_counter()
-                logs = self._reward_steps(c.reward_steps_per_round, self.demo_weight, self.pref_weight)
+                steps = c.reward_steps_per_round if learns_reward(c) else 0  # a null reward never trains
+                logs = self._reward_steps(steps, self.demo_weight, self.pref_weight)
                 logs.update(self._fit_sac_reward_normalization())
                 t2 = time.perf_counter()
                 if (r + 1) % c.eval_every == 0 or r + 1 == c.rounds:
@@ -587,6 +614,9 @@ class ControlTrainer:
             "num_preferences": len(self.prefs) if self.prefs is not None else 0,
             "random_return": self.random_return,
             "expert_return": self.expert_return,
+            "survival_bonus": survival_bonus_record(
+                c, terminations(self.model.replay_buffer) if c.method != "bc" else None
+            ),
             "final": final,
             "history": history,
             "timing": {**timing, "env_steps_per_s": env_steps / total_s if total_s > 0 else None},
@@ -769,7 +799,7 @@ class ControlTrainer:
             opt.step()
         train_s = time.perf_counter() - t0
         # One evaluation: BC has no env-step learning curve.
-        returns = evaluate_policy(self.bc_policy.act, c.env_id, c.eval_episodes, c.seed + 1_000_000)
+        returns = evaluate_policy(self.bc_policy.act, c.env_id, c.final_eval_episodes, c.seed + 1_000_000)
         history = [
             {
                 "round": 1,
@@ -779,6 +809,7 @@ class ControlTrainer:
                 "return_mean": float(returns.mean()),
                 "return_std": float(returns.std()),
                 "normalized_return": normalized_score(returns, self.random_return, self.expert_return),
+                "episodes": c.final_eval_episodes,
             }
         ]
         return history, {"sac_s": 0.0, "reward_s": train_s, "eval_s": time.perf_counter() - t0 - train_s}

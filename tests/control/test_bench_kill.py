@@ -19,7 +19,7 @@ from .helpers import ENV, pendulum_dataset  # noqa: E402
 TINY = (
     "--rounds 2 --sac_steps_per_round 200 --learning_starts 100 --net_arch 16,16 --batch_size 32 "
     "--reward_net_arch 16,16 --reward_batch_size 32 --reward_steps_per_round 3 --reward_pretrain_steps 5 "
-    "--bc_steps 30 --eval_episodes 1"
+    "--bc_steps 30 --eval_episodes 1 --final_eval_episodes 1"
 )
 
 

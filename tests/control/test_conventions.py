@@ -141,10 +141,10 @@ def _pref_file(path, chosen_lengths, rejected_lengths, with_lengths):
 def _train_argv(data_dir, out, method, *extra):
     """A seconds-long `aihf control train` command, with only the budget flags ``method`` uses."""
     budget = ["--bc_steps", "5"] if method == "bc" else ["--rounds", "1", "--sac_steps_per_round", "150"]
+    budget += ["--final_eval_episodes", "1"] if method == "bc" else ["--eval_episodes", "1", "--final_eval_episodes", "1"]
     return [
         "train", "--preset", "ci", "--env_id", ENV, "--method", method, "--demonstrations",
-        str(data_dir / "demos.npz"), *budget, "--eval_episodes", "1", "--progress", "false", "--output_dir", str(out),
-        *extra,
+        str(data_dir / "demos.npz"), *budget, "--progress", "false", "--output_dir", str(out), *extra,
     ]  # fmt: skip
 
 
