@@ -45,6 +45,7 @@ from .. import losses
 from ..data import pad_sequences, prepare_demonstrations, prepare_preferences, references_as_demonstrations
 from ..errors import ConfigError
 from . import card, guards, runs
+from .callbacks import RoundCallbacks
 from .generation import HFGenerator, SampleGenerator
 from .loading import load_policy, load_policy_tokenizer
 from .logprobs import check_packing, packed_logits, token_logps
@@ -197,6 +198,9 @@ class AIHFRLTrainer:
         model_init_kwargs: keyword arguments for loading ``model`` (and ``ref_model``) when they
             are paths, as in :class:`aihf.llm.AIHFTrainer` and TRL: ``dtype``, ``gguf_file``,
             ``revision``, ``attn_implementation``, ``trust_remote_code``...
+        callbacks: ``transformers.TrainerCallback`` objects (or classes); ``on_train_begin``,
+            ``on_step_end`` (after each round: ``state.global_step`` counts rounds) and ``on_train_end``
+            are called with ``model=`` the policy (:mod:`aihf.llm.callbacks`).
 
     Data are read, validated and tokenised before any model is loaded from a path, so bad input
     raises :class:`aihf.DataError` (and bad settings :class:`aihf.ConfigError`) first.
@@ -217,6 +221,7 @@ class AIHFRLTrainer:
         generator: SampleGenerator | None = None,
         gold_reward: GoldReward | None = None,
         model_init_kwargs: dict[str, Any] | None = None,
+        callbacks: list | None = None,
     ):
         args = args if args is not None else AIHFRLConfig(output_dir="aihf-rl-output")
         if not isinstance(args, AIHFRLConfig):
@@ -325,6 +330,7 @@ class AIHFRLTrainer:
         self.log_history: list[dict[str, float]] = []
         self.timings: dict[str, float] = defaultdict(float)
         self._writer = None
+        self.callback_handler = RoundCallbacks(callbacks)
 
     # ------------------------------------------------------------------ setup
     def _prepare_data(self, preferences: Any, demonstrations: Any, eval_preferences: Any) -> None:
@@ -813,8 +819,10 @@ class AIHFRLTrainer:
             total=args.num_rounds, initial=self.round, desc="AIHF-RL rounds", disable=args.disable_tqdm or self.rank > 0
         )
         metrics: dict[str, float] = {}
-        while self.round < args.num_rounds:
+        control = self.callback_handler.call("on_train_begin", self)
+        while self.round < args.num_rounds and not control.should_training_stop:
             metrics = self.run_round()
+            control = self.callback_handler.call("on_step_end", self)
             bar.update(1)
             bar.set_postfix(reward=round(metrics.get("reward", float("nan")), 3))
             if self.round % max(1, int(args.logging_steps)) == 0 or self.round == args.num_rounds:
@@ -824,6 +832,7 @@ class AIHFRLTrainer:
         bar.close()
         if args.save_strategy in ("steps", "epoch") and not self._has_checkpoint(self.round):
             self.save_checkpoint()
+        self.callback_handler.call("on_train_end", self)
         metrics = dict(metrics)
         metrics["train_runtime"] = time.perf_counter() - start
         metrics.update({f"time/{name}": value for name, value in self.timings.items()})
