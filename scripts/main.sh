@@ -9,8 +9,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+# One single-threaded process per core, at most 8 (the quick sweep has 15 runs). Counted before
+# OMP_NUM_THREADS=1 is exported and without it: GNU nproc reports OMP_NUM_THREADS, so it said 1 and
+# the sweep ran its runs one after another in one process.
+jobs=$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc 2>/dev/null || echo 2)
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false OMP_NUM_THREADS=1
-# One single-threaded process per core, at most 8 (the quick sweep has 15 runs).
-jobs=$(nproc 2>/dev/null || echo 2)
 if [ "$jobs" -gt 8 ]; then jobs=8; fi
 exec .venv/bin/aihf bench llm --preset quick --jobs "$jobs" --output_dir runs/bench/llm-quick "$@"

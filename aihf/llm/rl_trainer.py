@@ -1102,19 +1102,23 @@ def sft_then_rlhf(
     peft_config: Any = None,
     reward_peft_config: Any = None,
     gold_reward: GoldReward | None = None,
+    callbacks: list | None = None,
 ) -> RLHFPipelineResult:
     """The classic pipeline in one call: SFT on the demonstrations (``sft_args``, an :class:`AIHFConfig`
     with ``pref_weight=0``; default :func:`sft_args_from_rl` of ``args``), then a reward model
     initialised from the SFT model and fitted on the preferences (``args.reward_pretrain_steps``,
     early-stopped when ``reward_pretrain_patience`` is set), then KL-regularised RL on that frozen
     reward with the SFT model as reference. Stages write to ``<output_dir>/sft`` (as set in
-    ``sft_args``) and ``<output_dir>/rlhf``.
+    ``sft_args``) and ``<output_dir>/rlhf``. ``callbacks`` (``transformers.TrainerCallback``) go to both
+    stages' trainers (the RL stage counts rounds as steps, :mod:`aihf.llm.callbacks`).
     """
     from .pipelines import run_sft_stage
 
     rl_args = rlhf_stage_args(args)  # checked before any training
     sft_args = sft_args if sft_args is not None else sft_args_from_rl(args)
-    sft, sft_model = run_sft_stage(model, sft_args, demonstrations, preferences, processing_class, peft_config)
+    sft, sft_model = run_sft_stage(
+        model, sft_args, demonstrations, preferences, processing_class, peft_config, callbacks
+    )
     rl = AIHFRLTrainer(
         sft_model,
         args=rl_args,
@@ -1124,6 +1128,7 @@ def sft_then_rlhf(
         peft_config=peft_config,
         reward_peft_config=reward_peft_config,
         gold_reward=gold_reward,
+        callbacks=callbacks,
     )
     rl.train()
     rl.save_model()
