@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # The main command: every alignment method on the built-in sentiment task (`aihf bench llm
-# --preset quick`), end to end from a fresh clone after setting up .venv (offline; ~9 CPU-minutes,
-# so ~5 min on 2 quiet CPU cores, plus the first set-up; the base model is shipped). Prints the
-# comparison table and the paths of the plots. Extra arguments go to `aihf bench llm` and win over
-# the ones here (e.g. `--jobs 1`, `--output_dir DIR`); finished runs are skipped, so a rerun
-# resumes. It writes to runs/bench/llm-quick rather than to the committed results in
-# benchmarks/results/llm/quick, which it would otherwise find finished.
+# --preset quick`), end to end from a fresh clone after setting up .venv (offline; ~10 CPU-minutes,
+# so ~5-6 min on 2 quiet CPU cores, plus the first set-up; the base model is shipped). Prints the
+# comparison tables (gold at matched KL first) and the paths of the plots. Extra arguments go to
+# `aihf bench llm` and win over the ones here (e.g. `--jobs 1`, `--output_dir DIR`); finished runs
+# are skipped, so a rerun resumes. It writes to runs/bench/llm-quick rather than to the committed
+# results in benchmarks/results/llm/quick, which it would otherwise find finished.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh

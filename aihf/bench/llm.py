@@ -4,8 +4,10 @@ The task is :mod:`aihf.tasks.sentiment` (continue Shakespeare so that VADER find
 Each method trains from the same base model on the same demonstrations and a random subset of
 ``budget`` preference pairs, for each budget of the sweep and each seed. Its hyper-parameters are
 chosen from the same grid (learning rate x beta) on the validation prompts: the highest mean gold
-reward among the grid points whose KL to the base stays under ``kl_cap``. The chosen model is
-then evaluated on the test prompts.
+reward among the grid points whose KL to the base stays under ``kl_cap``. The chosen grid point's
+policy is evaluated on the test prompts at points along its training (its frontier); the report
+reads each frontier at fixed KL levels (gold at matched KL, :mod:`aihf.bench.frontier`) before
+the final points' table.
 
 One run = one (method, budget, seed) = one result file ``run_results/<method>__<budget>__<seed>.json``;
 finished runs are skipped, so an interrupted sweep resumes. ``--list`` prints each pending run as
@@ -13,7 +15,9 @@ one plain command (for a cluster scheduler); ``--jobs N`` runs N of them at once
 At the end the results are aggregated into ``results.json``, ``results.md`` and PNG plots.
 
 A method is one function ``train(ctx, hp) -> model`` (or ``(model, info)``, e.g. a reward model's
-held-out pair accuracy) and one entry of :data:`METHODS`.
+held-out pair accuracy) and one entry of :data:`aihf.bench.methods.METHODS`. This module is the
+command, one run and the sweep; :mod:`.settings`, :mod:`.methods`, :mod:`.evaluation`,
+:mod:`.frontier` and :mod:`.report` hold the rest.
 """
 
 from __future__ import annotations

@@ -215,6 +215,27 @@ def matched_table(rows: list[dict], levels: list[float]) -> list[str]:
     return lines
 
 
+def paired_table(rows: list[dict], levels: list[float]) -> list[str]:
+    """One line per (budget, variant, baseline), one column per KL level."""
+    head = " | ".join(f"at KL {lv:g}" for lv in levels)
+    lines = [f"| prefs | AIHF variant | baseline | {head} |", "|---|---|---|" + "---|" * len(levels)]
+    by_key: dict[tuple, dict[float, dict]] = {}
+    for r in rows:
+        by_key.setdefault((r["budget"], r["method"], r["baseline"]), {})[r["kl"]] = r
+    for (budget, method, baseline), at in by_key.items():
+        cells = []
+        for level in levels:
+            r = at[level]
+            missing = f"not reached {r['method_not_reached']} / {r['baseline_not_reached']}"
+            if r["gold_difference"] is None:
+                cells.append(missing)
+            else:
+                cell = f"{_fmt(r['gold_difference'])} ({r['normalised_difference'][0]:+.2f})"
+                cells.append(cell + (f"; {missing}" if r["method_not_reached"] or r["baseline_not_reached"] else ""))
+        lines.append(f"| {budget} | {method} | {baseline} | {' | '.join(cells)} |")
+    return lines
+
+
 def _capped_table(rows: list[dict]) -> list[str]:
     lines = [
         "| method | prefs | seeds | gold | normalised | KL (nats) | win vs base | win vs SFT->DPO | distinct-2 | "
@@ -256,19 +277,12 @@ def markdown(report: dict) -> str:
     if report.get("matched_paired"):
         lines += [
             "",
-            "**AIHF variants minus baselines at matched KL**, paired by seed and test prompt (gold difference, 95 % "
-            "interval, normalised by R_demo - R_base; over the seeds where both reach the level):",
+            "**AIHF variants minus baselines at matched KL**, paired by seed and test prompt: gold difference with "
+            "its 95 % interval (normalised by R_demo - R_base), over the seeds where both reach the level; "
+            "'not reached a / b' = seeds of the variant / the baseline that do not:",
             "",
-            "| prefs | AIHF variant | baseline | KL | seeds | gold difference | normalised "
-            "| not reached (variant / baseline) |",
-            "|---|---|---|---|---|---|---|---|",
+            *paired_table(report["matched_paired"], levels),
         ]
-        for r in report["matched_paired"]:
-            lines.append(
-                f"| {r['budget']} | {r['method']} | {r['baseline']} | {r['kl']:g} | {r['seeds']} | "
-                f"{_fmt(r['gold_difference'])} | {_fmt(r['normalised_difference'], 2)} | "
-                f"{r['method_not_reached']} / {r['baseline_not_reached']} |"
-            )
     lines += ["", "**The final points, tuned under the KL cap** (the grid point chosen on validation):", ""]
     lines += _capped_table(report["rows"])
     if report.get("paired"):
@@ -388,8 +402,9 @@ def plot_frontiers(report: dict, output_dir: str) -> list[str]:
                 points = run["frontier"]
                 ax.plot([p["kl"] for p in points], [p["gold"] for p in points], color=colour, lw=0.7, alpha=0.6)
             levels = [lv for lv in matched[key]["levels"] if lv["gold"] is not None]
+            shift = 0.04 * (i - (len(methods) - 1) / 2)  # side by side at each level, not on top of each other
             ax.errorbar(
-                [lv["kl"] for lv in levels],
+                [lv["kl"] + shift for lv in levels],
                 [lv["gold"][0] for lv in levels],
                 yerr=[lv["gold"][1] for lv in levels],
                 fmt="o",
