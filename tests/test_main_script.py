@@ -48,3 +48,15 @@ def test_quick_preset_keeps_every_method_and_a_small_and_the_full_pair_budget():
     args = llm.parse(["--preset", "quick"])
     assert llm.method_names(args) == list(llm.METHODS)
     assert llm.budgets(args) == [50, args.num_preferences]
+
+
+def test_main_sh_runs_one_process_per_core_even_with_omp_num_threads_1_set():
+    """GNU nproc reports OMP_NUM_THREADS: counted after exporting it, the sweep ran one run at a time."""
+    import os
+
+    (line,) = [x for x in SCRIPT.read_text().splitlines() if x.startswith("jobs=")]
+    text = SCRIPT.read_text()
+    assert text.index(line) < text.index("OMP_NUM_THREADS=1\n")
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    got = subprocess.run(["bash", "-c", f"{line}; echo $jobs"], env=env, capture_output=True, text=True).stdout
+    assert int(got) == len(os.sched_getaffinity(0))

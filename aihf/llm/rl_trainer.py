@@ -49,6 +49,7 @@ from .. import losses
 from ..data import pad_sequences, prepare_demonstrations, prepare_preferences, references_as_demonstrations
 from ..errors import ConfigError
 from . import card, guards, reference, runs
+from .callbacks import RoundCallbacks
 from .generation import HFGenerator, SampleGenerator
 from .loading import load_policy, load_policy_tokenizer
 from .logprobs import check_packing, packed_logits, token_logps
@@ -212,6 +213,9 @@ class AIHFRLTrainer:
         model_init_kwargs: keyword arguments for loading ``model`` (and ``ref_model``) when they
             are paths, as in :class:`aihf.llm.AIHFTrainer` and TRL: ``dtype``, ``gguf_file``,
             ``revision``, ``attn_implementation``, ``trust_remote_code``...
+        callbacks: ``transformers.TrainerCallback`` objects (or classes); ``on_train_begin``,
+            ``on_step_end`` (after each round: ``state.global_step`` counts rounds) and ``on_train_end``
+            are called with ``model=`` the policy (:mod:`aihf.llm.callbacks`).
 
     Data are read, validated and tokenised before any model is loaded from a path, so bad input
     raises :class:`aihf.DataError` (and bad settings :class:`aihf.ConfigError`) first.
@@ -233,6 +237,7 @@ class AIHFRLTrainer:
         gold_reward: GoldReward | None = None,
         model_init_kwargs: dict[str, Any] | None = None,
         reward_funcs: list[RewardFunc] | None = None,
+        callbacks: list | None = None,
     ):
         args = args if args is not None else AIHFRLConfig(output_dir="aihf-rl-output")
         if not isinstance(args, AIHFRLConfig):
@@ -353,6 +358,7 @@ class AIHFRLTrainer:
         self.log_history: list[dict[str, float]] = []
         self.timings: dict[str, float] = defaultdict(float)
         self._writer = None
+        self.callback_handler = RoundCallbacks(callbacks)
 
     # ------------------------------------------------------------------ setup
     def _prepare_data(self, preferences: Any, demonstrations: Any, eval_preferences: Any) -> None:
@@ -876,8 +882,10 @@ class AIHFRLTrainer:
             total=args.num_rounds, initial=self.round, desc="AIHF-RL rounds", disable=args.disable_tqdm or self.rank > 0
         )
         metrics: dict[str, float] = {}
-        while self.round < args.num_rounds:
+        control = self.callback_handler.call("on_train_begin", self)
+        while self.round < args.num_rounds and not control.should_training_stop:
             metrics = self.run_round()
+            control = self.callback_handler.call("on_step_end", self)
             bar.update(1)
             bar.set_postfix(reward=round(metrics.get("reward", float("nan")), 3))
             if self.round % max(1, int(args.logging_steps)) == 0 or self.round == args.num_rounds:
@@ -887,6 +895,7 @@ class AIHFRLTrainer:
         bar.close()
         if args.save_strategy in ("steps", "epoch") and not self._has_checkpoint(self.round):
             self.save_checkpoint()
+        self.callback_handler.call("on_train_end", self)
         metrics = dict(metrics)
         metrics["train_runtime"] = time.perf_counter() - start
         metrics.update({f"time/{name}": value for name, value in self.timings.items()})
@@ -1161,19 +1170,23 @@ def sft_then_rlhf(
     peft_config: Any = None,
     reward_peft_config: Any = None,
     gold_reward: GoldReward | None = None,
+    callbacks: list | None = None,
 ) -> RLHFPipelineResult:
     """The classic pipeline in one call: SFT on the demonstrations (``sft_args``, an :class:`AIHFConfig`
     with ``pref_weight=0``; default :func:`sft_args_from_rl` of ``args``), then a reward model
     initialised from the SFT model and fitted on the preferences (``args.reward_pretrain_steps``,
     early-stopped when ``reward_pretrain_patience`` is set), then KL-regularised RL on that frozen
     reward with the SFT model as reference. Stages write to ``<output_dir>/sft`` (as set in
-    ``sft_args``) and ``<output_dir>/rlhf``.
+    ``sft_args``) and ``<output_dir>/rlhf``. ``callbacks`` (``transformers.TrainerCallback``) go to both
+    stages' trainers (the RL stage counts rounds as steps, :mod:`aihf.llm.callbacks`).
     """
     from .pipelines import run_sft_stage
 
     rl_args = rlhf_stage_args(args)  # checked before any training
     sft_args = sft_args if sft_args is not None else sft_args_from_rl(args)
-    sft, sft_model = run_sft_stage(model, sft_args, demonstrations, preferences, processing_class, peft_config)
+    sft, sft_model = run_sft_stage(
+        model, sft_args, demonstrations, preferences, processing_class, peft_config, callbacks
+    )
     rl = AIHFRLTrainer(
         sft_model,
         args=rl_args,
@@ -1183,6 +1196,7 @@ def sft_then_rlhf(
         peft_config=peft_config,
         reward_peft_config=reward_peft_config,
         gold_reward=gold_reward,
+        callbacks=callbacks,
     )
     rl.train()
     rl.save_model()

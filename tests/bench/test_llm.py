@@ -3,10 +3,14 @@ import math
 import os
 import shlex
 import sys
+import time
 
 import pytest
 
-from aihf.bench import llm
+from aihf.bench import llm, report
+from aihf.bench.evaluation import FrontierRecorder
+from aihf.bench.frontier import gold_at_kl, matched_rows, paired_at_kl
+from aihf.bench.methods import policy_steps_per_round
 from aihf.bench.llm import distinct_n, main, mean_ci, parse, repetition_rate, select
 from tests.tasks.helpers import micro_base
 
@@ -91,6 +95,21 @@ def test_list_prints_each_run_as_one_command_that_parses_back(capsys, tmp_path):
     assert not os.listdir(tmp_path)  # --list writes nothing
 
 
+def test_the_ablation_runs_the_aihf_variants_with_other_weights_at_the_smallest_budget(tmp_path):
+    full = parse(["--preset", "full", "--output_dir", str(tmp_path)])
+    ablation = [r for r in llm.all_runs(full) if r[0] not in llm.METHODS]
+    weights = ("_wd0.3_wp1", "_wd1_wp0.3", "_wd3_wp1")
+    names = [m + w for m in ("aihf_dpo", "self_play_aihf", "aihf_rl") for w in weights]
+    assert ablation == [(n, 50, seed) for seed in range(3) for n in names]
+    assert llm.method_spec("self_play_aihf_wd0.3_wp1") == ("self_play_aihf", 0.3, 1.0)
+    with pytest.raises(KeyError):
+        llm.method_spec("dpo_wd0.3_wp1")  # DPO has no demonstration term
+    words = shlex.split(llm.run_command(full, "aihf_rl_wd3_wp1", 50, 2))
+    assert parse(words[3:]).run == "aihf_rl_wd3_wp1:50:2"
+    quick = parse(["--output_dir", str(tmp_path), "--ablation", "true"])  # off in quick unless asked
+    assert len(llm.all_runs(quick)) == 15 + 9 and not any(r[0] not in llm.METHODS for r in llm.all_runs(parse([])))
+
+
 def test_bad_settings_exit_2_with_one_line_and_write_nothing(capsys, tmp_path):
     for argv, needle in (
         (["--methods", "sft,ppo"], "--methods"),
@@ -111,7 +130,8 @@ def test_bad_settings_exit_2_with_one_line_and_write_nothing(capsys, tmp_path):
 def test_end_to_end_every_method_on_a_micro_model(micro, tmp_path, capsys):
     out = tmp_path / "bench"
     # A plug-in gold that is rarely 0, so that the held-out pairs of the reward models exist.
-    assert main(micro_argv(micro, out, "--gold", "tests.tasks.helpers:count_e")) == 0
+    argv = micro_argv(micro, out, "--gold", "tests.tasks.helpers:count_e", "--kl_levels", "0.01,1")
+    assert main([*argv, "--max_steps", "2", "--frontier_points", "2"]) == 0
     report = json.loads((out / "results.json").read_text())
     preference_methods = ("dpo", "sft_then_dpo", "aihf_dpo", "self_play_aihf", "rlhf", "aihf_rl")
     assert report["runs_finished"] == report["runs_total"] == 3 + 2 * len(preference_methods)
@@ -134,10 +154,28 @@ def test_end_to_end_every_method_on_a_micro_model(micro, tmp_path, capsys):
     assert len(run["test"]["per_prompt"]) == 4 and all(len(p["gold"]) == 2 for p in run["test"]["per_prompt"])
     assert run["command"].endswith("--run dpo:3:0")
     assert (out / "gold_vs_preferences.png").stat().st_size > 0 and (out / "gold_vs_kl.png").stat().st_size > 0
+    # The frontier: the start and every max_steps / frontier_points steps of each stage (2 x 1 step here).
+    assert [p["steps"] for p in run["frontier"]] == [0, 1, 2] and run["frontier"][0]["kl"] == 0.0
+    assert all(len(p["per_prompt_gold"]) == 4 for p in run["frontier"])
+    two_stage = json.loads((out / "run_results" / "rlhf__3__0.json").read_text())["frontier"]
+    # SFT's points, then the RL stage's at the ends of its rounds (the library's policy steps per round).
+    per_round = min(policy_steps_per_round(), 2)
+    assert [p["steps"] for p in two_stage] == [0, 1, 2, *range(2 + per_round, 5, per_round)]
+    assert [(r["method"], r["budget"]) for r in report["matched"]] == [
+        (r["method"], r["budget"]) for r in report["rows"]
+    ]
+    assert all([lv["kl"] for lv in r["levels"]] == [0.01, 1.0] for r in report["matched"])
+    assert {(r["method"], r["baseline"]) for r in report["matched_paired"]} == {
+        (m, b) for m in ("aihf_dpo", "self_play_aihf", "aihf_rl") for b in ("dpo", "sft_then_dpo", "rlhf", "sft")
+    }
+    assert (out / "frontier_3.png").stat().st_size > 0 and (out / "frontier_6.png").stat().st_size > 0
     assert 0 < run["cpu_seconds"] and math.isfinite(run["cpu_seconds"])
     table = (out / "results.md").read_text()
     printed = capsys.readouterr().out
     assert "| aihf_dpo | 3 | 1 |" in table and table in printed
+    assert (
+        table.index("Gold at matched KL") < table.index("minus baselines at matched KL") < table.index("final points")
+    )
     assert f"Plot: {out / 'gold_vs_preferences.png'}" in printed and f"Plot: {out / 'gold_vs_kl.png'}" in printed
 
 
@@ -147,8 +185,13 @@ def test_an_interrupted_sweep_resumes_without_running_anything_twice(micro, tmp_
     calls = []
     real = llm.do_run
     monkeypatch.setattr(llm, "do_run", lambda args, *run, **kw: calls.append(run[:3]) or real(args, *run, **kw))
+    cpu = time.process_time()
     assert main(argv) == 0
+    cpu = time.process_time() - cpu
     assert sorted(c for c in calls) == [("dpo", 3, 0), ("dpo", 6, 0), ("sft", 0, 0)]
+    # Each run's CPU seconds are its own, not its process's so far (--jobs 1 runs them in one process).
+    spent = [json.loads(p.read_text())["cpu_seconds"] for p in (out / "run_results").glob("*.json")]
+    assert len(spent) == 3 and all(s > 0 for s in spent) and sum(spent) <= cpu + 0.3
     # Interrupt: one result lost (and a half-written file, which never counts as finished).
     os.remove(out / "run_results" / "dpo__6__0.json")
     (out / "run_results" / "dpo__6__0.json.tmp").write_text("{")
@@ -350,3 +393,108 @@ def test_paired_differences_match_seeds_and_prompts():
     assert rows[("aihf_dpo", "dpo", 50)]["kl"] == 3.0 and rows[("aihf_dpo", "dpo", 50)]["baseline_kl"] == 7.0
     against_rlhf = rows[("aihf_dpo", "rlhf", 50)]
     assert against_rlhf["seeds"] == 1 and against_rlhf["gold_difference"][0] == pytest.approx(0.2)
+
+
+# ----------------------------------------------------------------------------- matched KL
+def _point(steps, kl, per_prompt):
+    return {"steps": steps, "kl": kl, "gold": sum(per_prompt) / len(per_prompt), "per_prompt_gold": per_prompt}
+
+
+def test_gold_at_kl_interpolates_at_the_first_crossing_and_says_not_reached():
+    frontier = [
+        _point(0, 0.0, [0.0, 0.2]),
+        _point(2, 2.0, [0.2, 0.4]),
+        _point(4, 6.0, [0.6, 0.0]),
+        _point(6, 3.0, [1.0, 1.0]),  # back below 4 nats: the first crossing (2 -> 6) counts
+        _point(8, 7.0, [0.9, 0.9]),
+    ]
+    at4 = gold_at_kl(frontier, 4.0)  # w = (4 - 2) / (6 - 2) = 0.5 between points 1 and 2
+    assert at4["per_prompt_gold"] == pytest.approx([0.4, 0.2])
+    assert at4["gold"] == pytest.approx(0.3) and at4["steps"] == pytest.approx(3.0)
+    at1 = gold_at_kl(frontier, 1.0)  # w = 0.5 between the start and point 1
+    assert at1["per_prompt_gold"] == pytest.approx([0.1, 0.3]) and at1["gold"] == pytest.approx(0.2)
+    assert gold_at_kl(frontier, 6.0)["per_prompt_gold"] == pytest.approx([0.6, 0.0])  # exactly on a point
+    # 6.5: point 2 (6.0) falls short; the first point past it is the last, reached from point 3 (3.0)
+    assert gold_at_kl(frontier, 6.5)["per_prompt_gold"] == pytest.approx([0.125 * 1.0 + 0.875 * 0.9] * 2)
+    assert gold_at_kl(frontier, 7.5) is None  # never reached
+    assert gold_at_kl([_point(0, 5.0, [0.3, 0.1])], 4.0)["gold"] == pytest.approx(0.2)  # already past it
+
+
+def test_matched_rows_and_paired_differences_at_kl_count_the_seeds_that_do_not_reach_a_level():
+    def run(frontier):
+        return {"frontier": frontier}
+
+    ours = [run([_point(0, 0.0, [0.0, 0.0]), _point(4, 4.0, [0.4, 0.8])]), run([_point(0, 0.0, [0.0, 0.0])])]
+    theirs = [run([_point(0, 0.0, [0.0, 0.0]), _point(4, 8.0, [0.4, 0.4])]) for _ in range(2)]
+    rows = matched_rows({("aihf_dpo", 50): ours}, [2.0, 6.0], r_base=0.0, r_demo=0.5)
+    (row,) = rows
+    at2, at6 = row["levels"]
+    # seed 0 at 2 nats: half way to point 1 -> prompts 0.2, 0.4; seed 1 never leaves KL 0
+    assert at2["reached"] == 1 and at2["not_reached"] == 1
+    assert at2["gold"][0] == pytest.approx(0.3) and at2["gold_normalised"][0] == pytest.approx(0.6)
+    assert at6["gold"] is None and at6["not_reached"] == 2
+    paired = paired_at_kl([("aihf_dpo", "dpo", 50, list(zip(ours, theirs)))], [2.0, 6.0], r_base=0.0, r_demo=0.5)
+    by_level = {r["kl"]: r for r in paired}
+    # at 2 nats, seed 0 only: ours 0.2, 0.4; theirs a quarter of the way: 0.1, 0.1 -> differences 0.1, 0.3
+    two = by_level[2.0]
+    assert two["seeds"] == 1 and (two["method_not_reached"], two["baseline_not_reached"]) == (1, 0)
+    assert two["gold_difference"][0] == pytest.approx(0.2) and two["normalised_difference"][0] == pytest.approx(0.4)
+    assert two["gold_difference"][1] == pytest.approx(1.96 * (0.02**0.5) / 2**0.5)
+    assert by_level[6.0]["seeds"] == 0 and by_level[6.0]["gold_difference"] is None
+    assert "not reached (2)" in report.matched_table(rows, [2.0, 6.0])[-1]
+
+
+def test_frontier_recorder_records_every_n_steps_and_each_stage_end_counting_rl_rounds_as_policy_steps():
+    from transformers import TrainerControl, TrainerState, TrainingArguments
+
+    rec = FrontierRecorder(every=4, record=lambda model: model)
+    control = TrainerControl()
+
+    def stage(args, max_steps):
+        state = TrainerState(max_steps=max_steps)
+        rec.on_train_begin(args, state, control)
+        for step in range(1, max_steps + 1):
+            state.global_step = step
+            rec.on_step_end(args, state, control, model=f"m{step}")
+        rec.on_train_end(args, state, control)
+
+    stage(TrainingArguments("unused", use_cpu=True), 10)  # a Trainer: optimizer steps 4, 8 and the end, 10
+    rl = type("RLArgs", (), {"policy_steps_per_round": 3})()  # rounds of 3 policy steps: 3, 6, 9, 12
+    stage(rl, 4)
+    assert [(p["stage"], p["step"], p["steps"], p["value"]) for p in rec.points] == [
+        (1, 4, 4, "m4"),
+        (1, 8, 8, "m8"),
+        (1, 10, 10, "m10"),
+        (2, 6, 16, "m2"),  # 6 crosses 4
+        (2, 9, 19, "m3"),  # 9 crosses 8
+        (2, 12, 22, "m4"),  # 12 crosses 12, and the end
+    ]
+
+
+def test_rl_methods_start_from_the_sft_model_with_the_same_policy_step_budget(micro, tmp_path):
+    """rlhf, aihf_rl and rft run the sft method's SFT stage first (so their frontiers' first stage is
+    sft's, point for point), then max_steps policy steps; sft_then_dpo too."""
+    out = tmp_path / "bench"
+    argv = micro_argv(micro, out, "--methods", "sft,sft_then_dpo,rlhf,aihf_rl,rft", "--budgets", "3")
+    argv += ["--learning_rates", "1e-2", "--max_steps", "4", "--frontier_points", "2", "--kl_levels", "0.01"]
+    assert main([*argv, "--gold", "tests.tasks.helpers:count_e"]) == 0
+    runs = {p.stem: json.loads(p.read_text()) for p in (out / "run_results").glob("*.json")}
+    sft = runs["sft__0__0"]["frontier"]
+    assert [p["steps"] for p in sft] == [0, 2, 4] and runs["sft__0__0"]["frontier"][-1]["kl"] > 0
+    # The RL stages record at the ends of their rounds (the library's policy steps per round), DPO every 2 steps.
+    # A round's end is a point when it crosses a recording step (2, 4) or ends the stage.
+    per_round = min(policy_steps_per_round(), 4)
+    ends = [per_round * i for i in range(1, 4 // per_round + 1)]
+    rl_points = [
+        (2, 4 + e) for i, e in enumerate(ends) if e == ends[-1] or any((ends[i - 1] if i else 0) < t <= e for t in (2, 4))
+    ]
+    for name in ("sft_then_dpo__3__0", "rlhf__3__0", "aihf_rl__3__0", "rft__0__0"):
+        frontier = runs[name]["frontier"]
+        second = [(2, 6), (2, 8)] if name.startswith("sft_then_dpo") else rl_points
+        assert [(p["stage"], p["steps"]) for p in frontier] == [(0, 0), (1, 2), (1, 4), *second], name
+        assert frontier[:3] == sft, name
+        assert frontier[-1]["kl"] == runs[name]["test"]["kl"]  # the last point is the final model
+    report = json.loads((out / "results.json").read_text())
+    assert [(r["method"], r["budget"]) for r in report["matched"]] == [
+        (r["method"], r["budget"]) for r in report["rows"]
+    ]
