@@ -72,6 +72,45 @@ def evaluate(model, base, tokenizer, references: list[dict], gold_fn, *, samples
     }
 
 
+def ranks(values: list[float]) -> list[float]:
+    """1-based ranks of ``values``, ties given their average rank."""
+    order = sorted(range(len(values)), key=lambda i: values[i])
+    out = [0.0] * len(values)
+    i = 0
+    while i < len(order):
+        j = i
+        while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
+            j += 1
+        for k in range(i, j + 1):
+            out[order[k]] = (i + j) / 2 + 1
+        i = j + 1
+    return out
+
+
+def spearman(x: list[float], y: list[float]) -> float:
+    """Spearman's rank correlation of ``x`` and ``y`` (Pearson's of their average-tie ranks); NaN
+    when either is constant or has fewer than 2 values."""
+    if len(x) != len(y):
+        raise ValueError(f"spearman: {len(x)} and {len(y)} values")
+    if len(x) < 2:
+        return float("nan")
+    rx, ry = ranks(x), ranks(y)
+    mx, my = sum(rx) / len(rx), sum(ry) / len(ry)
+    cov = sum((a - mx) * (b - my) for a, b in zip(rx, ry))
+    vx, vy = sum((a - mx) ** 2 for a in rx), sum((b - my) ** 2 for b in ry)
+    return cov / (vx * vy) ** 0.5 if vx > 0 and vy > 0 else float("nan")
+
+
+def held_out_samples(references: list[dict]) -> list[dict]:
+    """Every base sample of the reference prompts with its gold: ``prompt``, ``completion``, ``gold``
+    (what a reward model's ranking is compared with)."""
+    return [
+        {"prompt": r["prompt"], "completion": c, "gold": g}
+        for r in references
+        for c, g in zip(r["base_completions"], r["base_gold"])
+    ]
+
+
 def mean(values: list[float]) -> float:
     return sum(values) / len(values) if values else float("nan")
 

@@ -37,6 +37,7 @@ from .evaluation import (  # noqa: F401  (the benchmark's public names, importab
     evaluate,
     frontier_point,
     held_out_pairs,
+    held_out_samples,
     mean_ci,
     repetition_rate,
     select,
@@ -189,6 +190,7 @@ def _do_run(args: BenchArguments, method: str, budget: int, seed: int, data_dir:
         batch_size=args.batch_size,
         continuation_tokens=args.continuation_tokens,
         eval_preferences=held_out,
+        eval_samples=held_out_samples(refs["validation"]),
         peft_config=peft_config(args),
         demo_weight=demo_weight,
         pref_weight=pref_weight,
@@ -247,6 +249,7 @@ def _do_run(args: BenchArguments, method: str, budget: int, seed: int, data_dir:
         "pref_weight": pref_weight,
         "selected": chosen["hp"],
         "reward_pair_accuracy": chosen.get("reward_pair_accuracy"),
+        "reward_spearman": chosen.get("reward_spearman"),
         "selected_within_kl_cap": chosen["validation"]["kl"] <= args.kl_cap,
         "grid": points,
         "test": evaluated[-1],  # the final model

@@ -32,6 +32,7 @@ class RunContext:
     batch_size: int
     continuation_tokens: int
     eval_preferences: list[dict] = field(default_factory=list)  # held-out pairs (reward models' accuracy)
+    eval_samples: list[dict] = field(default_factory=list)  # held-out base samples with gold (reward models' Spearman)
     peft_config: Any = None  # LoRA adapters on the policy (None: full fine-tuning)
     callbacks: list = field(default_factory=list)  # transformers.TrainerCallback, given to every stage's trainer
     demo_weight: float = 1.0  # the AIHF variants' w_D (the ablation changes it)
@@ -130,7 +131,7 @@ class RunContext:
             callbacks=self.callbacks,
         )
         trainer.train()
-        return trainer.policy, _reward_info(trainer)
+        return trainer.policy, _reward_info(trainer, self)
 
     def train(self, hp: dict[str, float], *, demonstrations: bool, preferences: bool, **fields):
         from ..llm import AIHFTrainer
@@ -194,10 +195,18 @@ def train_self_play_aihf(ctx: RunContext, hp: dict[str, float]):
     return ctx.train(hp, demonstrations=True, preferences=True, demo_loss="self_play", **weights)
 
 
-def _reward_info(trainer) -> dict[str, float]:
-    """The reward model's accuracy on held-out pairs labelled by the gold (higher gold wins)."""
+def _reward_info(trainer, ctx: RunContext) -> dict[str, float]:
+    """The reward model's accuracy on held-out pairs labelled by the gold (higher gold wins), and the
+    Spearman correlation of its scores with the gold over the held-out base samples."""
+    from .evaluation import spearman
+
     found = trainer.evaluate_reward()
-    return {"reward_pair_accuracy": found["reward/eval_accuracy"]} if found else {}
+    info = {"reward_pair_accuracy": found["reward/eval_accuracy"]} if found else {}
+    if ctx.eval_samples:
+        rows = ctx.eval_samples
+        scores = trainer.score([r["prompt"] for r in rows], [r["completion"] for r in rows])
+        info["reward_spearman"] = spearman(scores, [r["gold"] for r in rows])
+    return info
 
 
 def train_rlhf(ctx: RunContext, hp: dict[str, float]):
@@ -218,7 +227,7 @@ def train_rlhf(ctx: RunContext, hp: dict[str, float]):
         peft_config=ctx.peft_config,
         callbacks=ctx.callbacks,
     )
-    return result.model, _reward_info(result.rl_trainer)
+    return result.model, _reward_info(result.rl_trainer, ctx)
 
 
 def train_aihf_rl(ctx: RunContext, hp: dict[str, float]):

@@ -63,6 +63,8 @@ def _row(method: str, budget: int, runs: list[dict], results: dict, args: BenchA
         "wall_seconds": mean_ci([r["wall_seconds"] for r in runs]),
         "cpu_seconds": mean_ci(cpus) if cpus else None,
         "reward_pair_accuracy": mean_ci(pair_units(accuracies, num_pairs)) if accuracies else None,
+        # Per run, in seed order: the reward model's Spearman correlation with the gold on held-out base samples.
+        "reward_spearman": [r["reward_spearman"] for r in runs if r.get("reward_spearman") is not None] or None,
         "selected": [r["selected"] for r in runs],
         "within_kl_cap": [r["selected_within_kl_cap"] for r in runs],
     }
@@ -236,11 +238,17 @@ def paired_table(rows: list[dict], levels: list[float]) -> list[str]:
     return lines
 
 
+def _spearman_cell(values: list[float] | None) -> str:
+    if not values:
+        return ""
+    return f"{mean(values):.2f} ({', '.join(f'{v:.2f}' for v in values)})"
+
+
 def _capped_table(rows: list[dict]) -> list[str]:
     lines = [
         "| method | prefs | seeds | gold | normalised | KL (nats) | win vs base | win vs SFT->DPO | distinct-2 | "
-        "rep-2 | RM pair acc | wall s | CPU s | selected |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "rep-2 | RM pair acc | RM Spearman (per seed) | wall s | CPU s | selected |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         selected = "; ".join(
@@ -252,7 +260,8 @@ def _capped_table(rows: list[dict]) -> list[str]:
             f"| {r['method']} | {r['budget'] or '-'} | {r['seeds']} | {_fmt(r['gold'])} | "
             f"{_fmt(r['gold_normalised'], 2)} | {_fmt(r['kl'], 2)} | {_fmt(r['win_vs_base'], 2)} | "
             f"{_fmt(r['win_vs_sft_then_dpo'], 2)} | {_fmt(r['distinct_2'], 2)} | {_fmt(r['repetition_2'], 3)} | "
-            f"{_fmt(r.get('reward_pair_accuracy'), 2)} | {r['wall_seconds'][0]:.0f} | {cpu} | {selected} |"
+            f"{_fmt(r.get('reward_pair_accuracy'), 2)} | {_spearman_cell(r.get('reward_spearman'))} | "
+            f"{r['wall_seconds'][0]:.0f} | {cpu} | {selected} |"
         )
     return lines
 

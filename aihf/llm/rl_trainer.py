@@ -752,6 +752,27 @@ class AIHFRLTrainer:
         self.timings["reward_step"] += time.perf_counter() - start
         return metrics
 
+    @torch.no_grad()
+    def score(self, prompts: list[str], completions: list[str], batch_size: int | None = None) -> list[float]:
+        """The current reward model's ``r(x, y)`` of text rows (``prompts[i]``, ``completions[i]``),
+        tokenized as the demonstrations are and framed and read out as in training: a list of floats."""
+        rows = prepare_demonstrations(
+            [{"prompt": p, "completion": c} for p, c in zip(prompts, completions)],
+            self.tokenizer,
+            max_length=self.args.max_length,
+            max_prompt_length=self.args.max_prompt_length,
+            eos_token=self.args.eos_token,
+        )
+        size = batch_size or self.args.reward_batch_size
+        was_training = self.reward_model.training
+        self.reward_model.eval()
+        out: list[float] = []
+        for start in range(0, len(rows), size):
+            part = rows[start : start + size]
+            out += self._scores(list(part["prompt_ids"]), list(part["completion_ids"])).tolist()
+        self.reward_model.train(was_training)
+        return out
+
     def evaluate_reward(self, preferences: Any = None) -> dict[str, float]:
         """``reward/eval_accuracy`` and ``reward/eval_margin`` on held-out pairs (default: eval_preferences)."""
         prefs = self.eval_preferences if preferences is None else preferences

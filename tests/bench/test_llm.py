@@ -148,6 +148,9 @@ def test_end_to_end_every_method_on_a_micro_model(micro, tmp_path, capsys):
         assert (r["reward_pair_accuracy"] is not None) == explicit_reward
         if explicit_reward:
             assert 0 <= r["reward_pair_accuracy"][0] <= 1
+            assert len(r["reward_spearman"]) == 1 and -1 <= r["reward_spearman"][0] <= 1
+        else:
+            assert r["reward_spearman"] is None
     assert next(r for r in report["rows"] if r["method"] == "sft_then_dpo")["win_vs_sft_then_dpo"][0] == 0.5
     run = json.loads((out / "run_results" / "dpo__3__0.json").read_text())
     assert len(run["grid"]) == 2 and run["selected"] in [p["hp"] for p in run["grid"]]  # lr grid x one beta
@@ -498,3 +501,14 @@ def test_rl_methods_start_from_the_sft_model_with_the_same_policy_step_budget(mi
     assert [(r["method"], r["budget"]) for r in report["matched"]] == [
         (r["method"], r["budget"]) for r in report["rows"]
     ]
+
+
+def test_spearman_is_pearson_of_average_tie_ranks():
+    from aihf.bench.evaluation import ranks, spearman
+
+    assert ranks([3.0, 1.0, 2.0, 1.0]) == [4.0, 1.5, 3.0, 1.5]
+    assert spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
+    assert spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
+    # ranks x = (1, 2, 3, 4), y = (1.5, 1.5, 3, 4): cov 4.5 / sqrt(5 * 4.5)
+    assert spearman([1, 2, 3, 4], [0, 0, 5, 9]) == pytest.approx(4.5 / (5 * 4.5) ** 0.5)
+    assert math.isnan(spearman([1, 1, 1], [1, 2, 3])) and math.isnan(spearman([1], [2]))
