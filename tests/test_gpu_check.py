@@ -54,3 +54,30 @@ def test_result_log_records_each_test_as_it_ends(tmp_path):
     assert rows["test_skipped"][0] == "skipped"
     assert rows["test_error"][0] == "error" and "fixture broke" in rows["test_error"][1]
     assert len(rows) == 4
+
+
+def test_the_test_device_comes_from_one_place_and_cpu_only_tests_say_why(tmp_path):
+    """AIHF_TEST_DEVICE picks the device; an unknown value is refused; without a GPU, cuda is a usage
+    error rather than a suite of CPU runs that claim to be GPU runs."""
+    code = "import tests.device as d; print(d.DEVICE, d.USE_CPU, d.USE_CPU_FLAG)"
+    run = lambda value: subprocess.run(  # noqa: E731
+        [sys.executable, "-c", code],
+        env={**os.environ, "AIHF_TEST_DEVICE": value, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    assert run("cpu").stdout.split() == ["cpu", "True", "true"]
+    assert run("CUDA").stdout.split() == ["cuda", "False", "false"]
+    assert "AIHF_TEST_DEVICE must be cpu or cuda" in run("tpu").stderr
+    import torch
+
+    if not torch.cuda.is_available():
+        proc = subprocess.run(
+            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_gpu_check.py", "--co"],
+            env={**os.environ, "AIHF_TEST_DEVICE": "cuda", "PYTHONPATH": str(ROOT)},
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+        )
+        assert proc.returncode != 0 and "torch sees no CUDA GPU" in proc.stdout + proc.stderr

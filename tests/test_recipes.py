@@ -24,6 +24,7 @@ from aihf.cli import train as train_cli
 from aihf.cli.args import RL_METHODS, parse_train_args
 from aihf.errors import ConfigError
 from aihf.tasks.tiny import build_model, build_word_tokenizer
+from tests.device import USE_CPU_FLAG
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = ROOT / "recipes"
@@ -216,7 +217,7 @@ SMALL_RL = [
     *("--reward_batch_size", "4", "--reward_pretrain_steps", "2", "--reward_pretrain_eval_steps", "1"),
     *("--max_new_tokens", "6"),
 ]
-ON_CPU = ["--use_cpu", "true", "--report_to", "none", "--save_strategy", "no"]
+ON_CPU = ["--use_cpu", USE_CPU_FLAG, "--report_to", "none", "--save_strategy", "no"]
 
 
 def test_pythia_hh_recipes_run_their_data_path(workdir, capsys):

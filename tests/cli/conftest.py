@@ -8,6 +8,7 @@ import yaml
 from aihf.cli import main
 from aihf.tasks.tiny import build_model
 from tests.llm.helpers import reverse_task, task_tokenizer
+from tests.device import USE_CPU
 
 
 def write_jsonl(path, rows):
@@ -35,7 +36,7 @@ def workdir(tmp_path):
         "per_device_train_batch_size": 8,
         "save_strategy": "no",
         "report_to": "none",
-        "use_cpu": True,
+        "use_cpu": USE_CPU,
         "max_new_tokens": 4,
     }
     (tmp_path / "run.yaml").write_text(yaml.safe_dump(config))

@@ -15,6 +15,7 @@ from aihf.cli import main
 from aihf.cli import train as train_module
 from aihf.llm.generation import HFGenerator
 from tests.llm import rl_task
+from tests.device import USE_CPU_FLAG
 
 from .conftest import assert_in_order, user_error, write_jsonl
 
@@ -57,7 +58,7 @@ def _flags(ws, out, method, **extra):
         "reward_batch_size": 16,
         "beta": 0.01,
         "report_to": "none",
-        "use_cpu": "true",
+        "use_cpu": USE_CPU_FLAG,
         "save_strategy": "no",
         "disable_tqdm": "true",
         "seed": 0,
@@ -185,7 +186,7 @@ def test_a_gguf_policy_with_lora_trains_through_the_cli(tmp_path, capsys):
         "--demonstrations", str(tmp_path / "demos.jsonl"), "--preferences", str(tmp_path / "prefs.jsonl"),
         "--output_dir", str(out), "--num_rounds", "1", "--per_device_train_batch_size", "2",
         "--num_generations", "2", "--max_new_tokens", "2", "--reward_batch_size", "2", "--use_peft", "true",
-        "--lora_r", "2", "--reward_use_peft", "true", "--use_cpu", "true", "--save_strategy", "no",
+        "--lora_r", "2", "--reward_use_peft", "true", "--use_cpu", USE_CPU_FLAG, "--save_strategy", "no",
         "--report_to", "none", "--disable_tqdm", "true",
     ]  # fmt: skip
     metrics, stdout = _train(capsys, argv, out)

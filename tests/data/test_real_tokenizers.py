@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 import aihf
 from aihf.data import Rows, end_token, preference_texts, prepare_demonstrations, prepare_preferences, special_tokens
 from aihf.data.formats import implicit_prompt_cut
+from tests.device import USE_CPU
 
 from .real_tokenizers import byte_level_bpe, legacy_sentencepiece, metaspace_llama, r1_tokenizer
 
@@ -270,7 +271,7 @@ def test_trainer_stops_self_play_at_the_end_token(tmp_path):
     tok = byte_level_bpe(eos="<|endoftext|>")
     im_end = tok.convert_tokens_to_ids("<|im_end|>")
     demos = [{"messages": QUESTION + ANSWER}] * 2
-    args = dict(output_dir=str(tmp_path), demo_loss="self_play", pref_weight=0.0, report_to="none", use_cpu=True)
+    args = dict(output_dir=str(tmp_path), demo_loss="self_play", pref_weight=0.0, report_to="none", use_cpu=USE_CPU)
     model = build_model(tok, hidden_size=16, num_layers=1)
     trainer = AIHFTrainer(model, args=AIHFConfig(**args), demonstrations=demos, processing_class=tok)
     assert im_end in trainer.generator.eos_token_id

@@ -4,6 +4,7 @@ import random
 
 from aihf.llm import AIHFConfig, AIHFTrainer
 from aihf.tasks.tiny import build_model, build_word_tokenizer
+from tests.device import USE_CPU
 
 LETTERS = "a b c d e f".split()
 
@@ -40,7 +41,7 @@ def config(tmp_path, **overrides):
         logging_steps=1,
         save_strategy="no",
         report_to="none",
-        use_cpu=True,
+        use_cpu=USE_CPU,
         max_new_tokens=4,
         seed=0,
     )

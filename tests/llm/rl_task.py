@@ -10,6 +10,7 @@ import random
 
 from aihf.llm.rl_config import AIHFRLConfig
 from aihf.tasks.tiny import build_model, build_word_tokenizer
+from tests.device import USE_CPU
 
 GOOD = ["g1", "g2", "g3"]
 BAD = ["b1", "b2", "b3"]
@@ -81,7 +82,7 @@ def rl_args(tmp_path, defaults=False, **overrides):
         reward_batch_size=16,
         beta=0.01,
         report_to="none",
-        use_cpu=True,
+        use_cpu=USE_CPU,
         save_strategy="no",
         disable_tqdm=True,
         seed=0,

@@ -11,6 +11,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from aihf import ConfigError
 from aihf.llm import AIHFTrainer
 from aihf.llm.loading import load_policy
+from tests.device import USE_CPU
 
 from .helpers import config, reverse_task
 from .tiny_gguf import write_tiny_llama_gguf
@@ -85,7 +86,7 @@ def test_aihf_rl_trainer_loads_a_gguf_policy_through_load_policy(gguf_dir, tmp_p
     demos, prefs = reverse_task(n_demos=4, n_prefs=4)
     args = AIHFRLConfig(
         output_dir=str(tmp_path / "rl"), num_rounds=1, per_device_train_batch_size=2, num_generations=2,
-        max_new_tokens=2, reward_batch_size=2, use_cpu=True, report_to="none", save_strategy="no",
+        max_new_tokens=2, reward_batch_size=2, use_cpu=USE_CPU, report_to="none", save_strategy="no",
         disable_tqdm=True,
     )  # fmt: skip
     t = AIHFRLTrainer(

@@ -8,6 +8,7 @@ from datasets import Dataset
 
 from aihf.llm import AIHFTrainer
 from aihf.tasks.tiny import build_model
+from tests.device import USE_CPU
 
 from .helpers import config, reverse_task, task_tokenizer, trainer
 
@@ -59,7 +60,7 @@ def _ours_and_trl(tmp_path, arch="llama", n_pairs=8, ours=None, theirs=None):
         max_length=None,
         per_device_train_batch_size=n_pairs,
         report_to="none",
-        use_cpu=True,
+        use_cpu=USE_CPU,
         **(theirs or {}),
     )
     trl_trainer = trl.DPOTrainer(

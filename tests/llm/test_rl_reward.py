@@ -18,6 +18,7 @@ from aihf.llm.reward_model import (
 )
 from aihf.llm.rl_trainer import AIHFRLTrainer
 from aihf.tasks.tiny import build_model
+from tests.device import USE_CPU
 
 from . import rl_task
 from .helpers import reverse_task, task_tokenizer
@@ -60,7 +61,7 @@ def test_reward_step_with_demo_weight_zero_equals_trl_reward_trainer(tmp_path):
             max_length=None,
             bf16=False,
             report_to="none",
-            use_cpu=True,
+            use_cpu=USE_CPU,
         ),
         train_dataset=Dataset.from_list(prefs),
         processing_class=tok,

@@ -21,6 +21,8 @@ from aihf.tasks.sentiment.gold import (
     vader_compound,
 )
 
+from tests.device import USE_CPU
+
 from .helpers import count_e, micro_base
 
 
@@ -186,7 +188,7 @@ def test_task_data_trains_with_aihf(task_data, tmp_path):
             max_steps=1,
             per_device_train_batch_size=2,
             report_to="none",
-            use_cpu=True,
+            use_cpu=USE_CPU,
             save_strategy="no",
         ),
         demonstrations=os.path.join(folder, "demonstrations.jsonl"),

