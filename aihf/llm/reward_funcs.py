@@ -27,10 +27,18 @@ def func_name(func: RewardFunc, index: int) -> str:
     return getattr(func, "__name__", None) or f"reward_func_{index}"
 
 
+def as_func_list(funcs: RewardFunc | Sequence[RewardFunc] | None) -> list[RewardFunc]:
+    """``reward_funcs`` as a list: ``None`` is none, one callable is a list of one (as TRL takes it)."""
+    if funcs is None:
+        return []
+    return [funcs] if callable(funcs) else list(funcs)
+
+
 def resolve_weights(funcs: Sequence[RewardFunc], weights: Sequence[float] | None) -> list[float]:
     """The weights of ``[reward model, *funcs]``: ``weights`` checked against their count, or 1 each.
 
-    Raises :class:`aihf.ConfigError` when a function is not callable or the counts differ.
+    Raises :class:`aihf.ConfigError` when a function is not callable, the counts differ or every
+    weight is 0 (the policy would have no reward at all).
     """
     for i, f in enumerate(funcs):
         if not callable(f):
@@ -42,13 +50,22 @@ def resolve_weights(funcs: Sequence[RewardFunc], weights: Sequence[float] | None
             f"reward_weights has {len(weights)} values but there are {1 + len(funcs)} rewards "
             f"(the reward model, then {len(funcs)} reward function(s))"
         )
-    return [float(w) for w in weights]
+    resolved = [float(w) for w in weights]
+    if not any(resolved):
+        raise ConfigError(f"reward_weights={list(weights)}: every weight is 0, so the policy would have no reward")
+    return resolved
 
 
 def call_reward_func(func: RewardFunc, index: int, prompts: list[str], completions: list[str]) -> Tensor:
     """``func``'s scores as a float32 tensor ``(B,)``; a wrong count or a non-number raises ``ValueError``."""
     name = func_name(func, index)
-    values = list(func(prompts, completions))
+    returned = func(prompts, completions)
+    try:
+        values = list(returned)
+    except TypeError:
+        raise ValueError(
+            f"reward function '{name}' returned a {type(returned).__name__}, not one score per completion"
+        ) from None
     if len(values) != len(completions):
         raise ValueError(f"reward function '{name}' returned {len(values)} scores for {len(completions)} completions")
     try:

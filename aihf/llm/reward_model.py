@@ -40,8 +40,11 @@ def reward_model_from_policy(policy: PreTrainedModel, pad_token_id: int) -> PreT
     """A reward model with the policy's transformer weights (copied) and a new score head.
 
     Raises ``ValueError`` when the architecture has no sequence-classification class or when
-    weights other than the score head would be left uninitialised.
+    weights other than the score head would be left uninitialised. A PEFT policy (a LoRA SFT model)
+    gives its merged weights, base plus adapter: the policy as it samples.
     """
+    if hasattr(policy, "merge_and_unload"):
+        policy = copy.deepcopy(policy).merge_and_unload()
     config = copy.deepcopy(policy.config)
     config.num_labels = 1
     dtype = next(policy.parameters()).dtype
@@ -64,7 +67,7 @@ def load_reward_model(
     """A reward model from a folder / hub id (a saved reward model, or a causal LM whose head is
     replaced by a new score head), or from a causal LM object (:func:`reward_model_from_policy`)."""
     if not isinstance(model, str):
-        if getattr(model.config, "num_labels", None) == 1 and hasattr(model, "score"):
+        if _is_classifier(model):
             _set_pad(model, pad_token_id)
             return model
         return reward_model_from_policy(model, pad_token_id)
@@ -154,9 +157,16 @@ def default_readout(given: Any) -> str:
         if not any(a.endswith("ForSequenceClassification") for a in archs):
             return "mean"  # a causal LM: a new score head
         return model_readout(type("Given", (), {"config": config})())
-    if getattr(getattr(given, "config", None), "num_labels", None) == 1 and hasattr(given, "score"):
+    if _is_classifier(given):
         return model_readout(given)
     return "mean"
+
+
+def _is_classifier(model: Any) -> bool:
+    """A sequence classifier with one output (any head: ``score``, BERT's ``classifier``, ...)."""
+    if getattr(getattr(model, "config", None), "num_labels", None) != 1:
+        return False
+    return hasattr(model, "score") or type(model).__name__.endswith("ForSequenceClassification")
 
 
 def check_readout(model: nn.Module, readout: str) -> None:
@@ -166,7 +176,7 @@ def check_readout(model: nn.Module, readout: str) -> None:
     if readout == "mean" and score_head(model) is None:
         raise ValueError(
             f"reward readout 'mean' needs per-token scores, but {type(model).__name__} has no `score` head "
-            "(a transformers *ForSequenceClassification model has one): use readout 'last'"
+            "(transformers' decoder classifiers, e.g. LlamaForSequenceClassification, have one): use readout 'last'"
         )
 
 

@@ -322,7 +322,7 @@ class AIHFRLConfig(TrainingArguments):
             raise ConfigError(f"reward_demo_batch_size must be >= 1, got {self.reward_demo_batch_size}")
         if self.reward_readout is not None and self.reward_readout not in REWARD_READOUTS:
             raise ConfigError(f"reward_readout must be one of {REWARD_READOUTS}, got '{self.reward_readout}'")
-        if self.reward_weights is not None and not all(math.isfinite(float(w)) for w in self.reward_weights):
+        if self.reward_weights is not None and not all(_finite_number(w) for w in self.reward_weights):
             raise ConfigError(f"reward_weights must be finite numbers, got {self.reward_weights}")
         if self.num_generations < 2:
             raise ConfigError(
@@ -365,3 +365,9 @@ class AIHFRLConfig(TrainingArguments):
             check_lengths(self.max_length, self.max_prompt_length)
         except ValueError as e:
             raise ConfigError(str(e)) from e
+
+
+def _finite_number(value: object) -> bool:
+    import numbers
+
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)

@@ -53,7 +53,7 @@ from .callbacks import RoundCallbacks
 from .generation import HFGenerator, SampleGenerator
 from .loading import load_policy, load_policy_tokenizer
 from .logprobs import check_packing, packed_logits, token_logps
-from .reward_funcs import RewardFunc, combined_scores, resolve_weights
+from .reward_funcs import RewardFunc, as_func_list, combined_scores, resolve_weights
 from .reward_model import (
     READOUT_CONFIG_KEY,
     check_readout,
@@ -207,7 +207,7 @@ class AIHFRLTrainer:
         gold_reward: optional ``gold_reward(prompts, completions) -> scores`` on decoded texts;
             its mean over each round's policy samples is logged as ``gold_reward`` (for
             experiments with a known programmatic reward; never used for training).
-        reward_funcs: optional ``fn(prompts, completions) -> scores`` callables on decoded texts
+        reward_funcs: optional ``fn(prompts, completions) -> scores`` callables (or one) on decoded texts
             whose scores, weighted by ``args.reward_weights``, are added to the reward model's in
             the policy step (TRL's name); the reward steps never see them (:mod:`aihf.llm.reward_funcs`).
         model_init_kwargs: keyword arguments for loading ``model`` (and ``ref_model``) when they
@@ -236,7 +236,7 @@ class AIHFRLTrainer:
         generator: SampleGenerator | None = None,
         gold_reward: GoldReward | None = None,
         model_init_kwargs: dict[str, Any] | None = None,
-        reward_funcs: list[RewardFunc] | None = None,
+        reward_funcs: RewardFunc | list[RewardFunc] | None = None,
         callbacks: list | None = None,
     ):
         args = args if args is not None else AIHFRLConfig(output_dir="aihf-rl-output")
@@ -251,7 +251,7 @@ class AIHFRLTrainer:
                 "but pref_weight=0 ignores them: set reward_pretrain_steps=0 or pref_weight > 0"
             )
         self.args = args
-        self.reward_funcs = list(reward_funcs or [])
+        self.reward_funcs = as_func_list(reward_funcs)
         self.reward_weights = resolve_weights(self.reward_funcs, args.reward_weights)
         self.world, self.rank = args.world_size, args.process_index
         if self.world > 1 and not (dist.is_available() and dist.is_initialized()):
@@ -526,9 +526,10 @@ class AIHFRLTrainer:
 
     def _policy_scores(self, prompts: list[list[int]], completions: list[list[int]]) -> tuple[Tensor, dict]:
         """The policy's reward before the KL penalty: the reward model's score plus any ``reward_funcs``."""
-        if not self.reward_funcs:
-            return self._scores(prompts, completions), {}
         w = self.reward_weights
+        if not self.reward_funcs:
+            # reward_weights=[w0] alone scales the reward model's score.
+            return w[0] * self._scores(prompts, completions), {}
         model_scores = self._scores(prompts, completions) if w[0] != 0 else None
         texts = [self.tokenizer.batch_decode(x, skip_special_tokens=True) for x in (prompts, completions)]
         scores, metrics = combined_scores(model_scores, self.reward_funcs, w, *texts)
@@ -755,7 +756,14 @@ class AIHFRLTrainer:
     @torch.no_grad()
     def score(self, prompts: list[str], completions: list[str], batch_size: int | None = None) -> list[float]:
         """The current reward model's ``r(x, y)`` of text rows (``prompts[i]``, ``completions[i]``),
-        tokenized as the demonstrations are and framed and read out as in training: a list of floats."""
+        tokenized as the demonstrations are and framed and read out as in training: a list of floats.
+        Raises ``TypeError`` unless both are lists of texts (or message lists), ``ValueError`` when
+        their lengths differ."""
+        if isinstance(prompts, str) or isinstance(completions, str):
+            raise TypeError("score(prompts, completions) takes two lists of texts, one row each, not strings")
+        prompts, completions = list(prompts), list(completions)
+        if len(prompts) != len(completions):
+            raise ValueError(f"score: {len(prompts)} prompts but {len(completions)} completions")
         rows = prepare_demonstrations(
             [{"prompt": p, "completion": c} for p, c in zip(prompts, completions)],
             self.tokenizer,

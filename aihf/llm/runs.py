@@ -119,7 +119,14 @@ def previous_run(output_dir: str) -> list[str]:
 def check_output_dir(output_dir: str, overwrite: bool, remedy: str | None = None) -> list[str]:
     """What :func:`previous_run` finds in ``output_dir``; raises :class:`aihf.ConfigError` if it
     finds anything and ``overwrite`` is off. Cheap, so callers run it before loading a model.
-    ``remedy`` replaces the error's advice (default: a trainer's options)."""
+    ``remedy`` replaces the error's advice (default: a trainer's options). An ``output_dir`` that
+    is (or lies under) a file, not a folder, is refused too."""
+    existing = os.path.abspath(output_dir)
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        where = "is a file" if existing == os.path.abspath(output_dir) else f"lies under a file, {existing}"
+        raise ConfigError(f"output_dir {output_dir} {where}, not a folder")
     found = previous_run(output_dir)
     if found and not overwrite:
         shown = ", ".join(found[:4]) + (", ..." if len(found) > 4 else "")

@@ -1,0 +1,113 @@
+"""AIHF-RL as a new user meets it: a LoRA SFT policy without a reward model, reward_weights without
+reward functions, reward functions and score() called wrongly, a BERT-style classifier as the reward
+model, an output_dir that is a file. Each either works as documented or fails with one clear error."""
+
+import pytest
+import torch
+from peft import LoraConfig, get_peft_model
+from transformers import BertConfig, BertForSequenceClassification
+
+from aihf import ConfigError
+from aihf.llm.reward_model import default_readout, load_reward_model
+from aihf.llm.rl_trainer import AIHFRLTrainer
+from aihf.llm.runs import check_output_dir
+
+from . import rl_task
+from .rl_task import rl_args
+
+
+def _trainer(tmp_path, model=None, **kw):
+    tok = rl_task.tokenizer()
+    demos, prefs, _ = rl_task.make_data(n_demos=8, n_prefs=8)
+    funcs, reward_model = kw.pop("reward_funcs", None), kw.pop("reward_model", None)
+    return AIHFRLTrainer(
+        model if model is not None else rl_task.model(tok),
+        reward_model=reward_model,
+        args=rl_args(tmp_path, num_rounds=1, **kw),
+        demonstrations=demos,
+        preferences=prefs,
+        processing_class=tok,
+        reward_funcs=funcs,
+    )
+
+
+def test_a_lora_policy_gives_the_new_reward_model_its_merged_weights(tmp_path):
+    """docs/aihf_rl.md: a PeftModel policy with a trained adapter (a LoRA SFT model) and no reward_model.
+    The reward model starts from the policy as it samples (base plus adapter), not a crash."""
+    tok = rl_task.tokenizer()
+    policy = get_peft_model(rl_task.model(tok), LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj"]))
+    with torch.no_grad():
+        for name, param in policy.named_parameters():
+            if "lora_B" in name:
+                param.fill_(0.5)
+    merged_q = policy.base_model.model.model.layers[0].self_attn.q_proj.get_delta_weight("default")
+    merged_q = merged_q + policy.base_model.model.model.layers[0].self_attn.q_proj.base_layer.weight
+    trainer = _trainer(tmp_path, model=policy)
+    reward_q = trainer.reward_model.model.layers[0].self_attn.q_proj.weight
+    assert torch.equal(reward_q, merged_q)
+    assert not torch.equal(reward_q, policy.base_model.model.model.layers[0].self_attn.q_proj.base_layer.weight)
+
+
+def test_reward_weights_without_reward_funcs_scale_the_reward_model(tmp_path):
+    one = _trainer(tmp_path / "a")
+    two = _trainer(tmp_path / "b", reward_weights=[2.0])
+    prompts = [one.tokenizer("say : t1")["input_ids"]] * 2
+    completions = [one.tokenizer(" g1 b1")["input_ids"], one.tokenizer(" b2")["input_ids"]]
+    base, _ = one._policy_scores(prompts, completions)
+    doubled, _ = two._policy_scores(prompts, completions)
+    assert torch.equal(doubled, 2.0 * base) and base.abs().min() > 0
+    for weights in ([0.0], [0, 0]):
+        funcs = [rl_task.gold_reward] if len(weights) == 2 else None
+        with pytest.raises(ConfigError, match="every weight is 0, so the policy would have no reward"):
+            _trainer(tmp_path / "c", reward_weights=weights, reward_funcs=funcs)
+    with pytest.raises(ConfigError, match="reward_weights must be finite numbers"):
+        rl_args(tmp_path, reward_weights=["a", 1.0])
+
+
+def test_one_reward_function_is_taken_and_a_bad_return_is_named(tmp_path):
+    trainer = _trainer(tmp_path, reward_funcs=rl_task.gold_reward)  # one callable, as TRL takes it
+    assert trainer.reward_funcs == [rl_task.gold_reward]
+    prompts = [trainer.tokenizer("say : t1")["input_ids"]]
+    completions = [trainer.tokenizer(" g1")["input_ids"]]
+
+    def returns_none(prompts, completions):
+        return None
+
+    trainer.reward_funcs = [returns_none]
+    with pytest.raises(ValueError, match="reward function 'returns_none' returned a NoneType, not one score per"):
+        trainer._policy_scores(prompts, completions)
+
+
+def test_score_refuses_strings_and_unequal_lengths(tmp_path):
+    trainer = _trainer(tmp_path)
+    assert len(trainer.score(["say : t1"], [" g1"])) == 1
+    with pytest.raises(TypeError, match="two lists of texts"):
+        trainer.score("say : t1", " g1")
+    with pytest.raises(ValueError, match="score: 2 prompts but 1 completions"):
+        trainer.score(["say : t1", "say : t2"], [" g1"])
+
+
+def test_a_classifier_without_a_score_head_is_read_at_the_last_token(tmp_path):
+    """docs/aihf_rl.md: 'any other given classifier with last', whether given as a folder or an object."""
+    tok = rl_task.tokenizer()
+    config = BertConfig(
+        vocab_size=len(tok), hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=16, num_labels=1
+    )
+    bert = BertForSequenceClassification(config)
+    bert.save_pretrained(tmp_path / "bert")
+    assert default_readout(bert) == "last" and default_readout(str(tmp_path / "bert")) == "last"
+    assert load_reward_model(bert, tok.pad_token_id) is bert  # used as given, not rebuilt
+    assert _trainer(tmp_path, reward_model=bert).readout == "last"
+    with pytest.raises(ConfigError, match="'mean' needs per-token scores, but BertForSequenceClassification has no"):
+        _trainer(tmp_path, reward_model=bert, reward_readout="mean")
+
+
+def test_an_output_dir_that_is_a_file_is_refused(tmp_path):
+    afile = tmp_path / "afile"
+    afile.write_text("mine")
+    with pytest.raises(ConfigError, match="afile is a file, not a folder"):
+        check_output_dir(str(afile), overwrite=True)
+    with pytest.raises(ConfigError, match=r"afile/sub lies under a file, .*afile, not a folder"):
+        check_output_dir(str(afile / "sub"), overwrite=False)
+    assert afile.read_text() == "mine"
+    assert check_output_dir(str(tmp_path / "new" / "run"), overwrite=False) == []
