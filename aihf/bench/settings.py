@@ -42,7 +42,13 @@ class BenchArguments:
     num_preferences: int | None = field(default=None, metadata={"help": "Preference pairs generated ('all')."})
     num_validation: int | None = field(default=None, metadata={"help": "Validation prompts (tuning)."})
     num_test: int | None = field(default=None, metadata={"help": "Test prompts."})
-    best_of: int | None = field(default=None, metadata={"help": "Best-of-n of the demonstrator."})
+    best_of: int | None = field(
+        default=None,
+        metadata={
+            "help": "Base samples per evaluation reference (R_demo) and, with --regime strong_demos, per "
+            "demonstration (weak_demos: best of 2)."
+        },
+    )
     eval_samples: int | None = field(default=None, metadata={"help": "Samples per validation/test prompt."})
     data_seed: int = field(default=0, metadata={"help": "Seed of the task data (fixed across runs)."})
     regime: str = field(
@@ -186,7 +192,31 @@ def resolve(args: BenchArguments) -> BenchArguments:
     budgets(filled)
     grid(filled)
     kl_levels(filled)
+    _check_task_choices(filled)
     return filled
+
+
+def _check_task_choices(args: BenchArguments) -> None:
+    """Settings that would each fail a run later or change nothing: one line now."""
+    from ..tasks.chat import SMOLLM2
+
+    base = args.base_model
+    found = base is None or base == SMOLLM2 or os.path.isdir(base) or (base.endswith(".gguf") and os.path.isfile(base))
+    if not found:
+        raise ConfigError(f"--base_model {base}: no such model folder or .gguf file")
+    if args.ablation and not any(m in AIHF_VARIANTS for m in method_names(args)):
+        raise ConfigError(
+            f"--ablation varies the weights of the AIHF methods ({', '.join(AIHF_VARIANTS)}), and --methods "
+            f"'{args.methods}' has none of them"
+        )
+    if args.regime == "weak_demos" and args.best_of != PRESETS[args.preset]["best_of"]:
+        import warnings
+
+        warnings.warn(
+            f"--best_of {args.best_of} with --regime weak_demos: the demonstrations stay best of 2 (the regime's); "
+            "best_of sets only the evaluation references (R_demo)",
+            stacklevel=3,
+        )
 
 
 def method_names(args: BenchArguments) -> list[str]:
