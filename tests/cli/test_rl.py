@@ -446,7 +446,7 @@ def test_example_config_with_method_rft_skips_reward_pretraining(workspace, tmp_
     # The output's model card names the method, the run's length and where the reward model is.
     readme = (out / "README.md").read_text()
     assert "| method | RFT (ML-IRL)" in readme and "| pref_weight | 0.0 |" in readme, readme
-    assert "1 rounds of 1 policy step(s)" in readme and str(out / "reward_model") in readme, readme
+    assert "1 rounds of 4 policy step(s)" in readme and str(out / "reward_model") in readme, readme
     # Asked for in the same place as the method (both flags), the contradiction is refused.
     line = user_error(
         capsys, ["train", *argv, "--reward_pretrain_steps", "5", "--output_dir", str(tmp_path / "x")], tmp_path / "x"
