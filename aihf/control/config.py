@@ -409,6 +409,30 @@ class CollectConfig:
         return self
 
 
+# The cpu preset (70k env steps a run); the long preset is the same settings for longer.
+_CPU_TRAIN = dict(
+    rounds=14,
+    sac_steps_per_round=5000,
+    learning_starts=1000,
+    net_arch="64,64",
+    batch_size=128,
+    train_freq=2,
+    reward_steps_per_round=20,
+    sac_reward_normalization="buffer",
+    eval_every=2,
+    eval_episodes=5,
+)
+_CPU_COLLECT = dict(
+    expert_steps=150_000,
+    net_arch="64,64",
+    batch_size=128,
+    train_freq=2,
+    snapshots=5,
+    num_demonstrations=4,
+    pool_episodes_per_snapshot=6,
+    num_preferences=200,
+)
+
 PRESETS: dict[str, dict[str, dict]] = {
     "ci": {
         "train": dict(
@@ -434,56 +458,10 @@ PRESETS: dict[str, dict[str, dict]] = {
             eval_episodes=2,
         ),
     },
-    "cpu": {
-        "train": dict(
-            rounds=14,
-            sac_steps_per_round=5000,
-            learning_starts=1000,
-            net_arch="64,64",
-            batch_size=128,
-            train_freq=2,
-            reward_steps_per_round=20,
-            sac_reward_normalization="buffer",
-            eval_every=2,
-            eval_episodes=5,
-        ),
-        "collect": dict(
-            expert_steps=150_000,
-            net_arch="64,64",
-            batch_size=128,
-            train_freq=2,
-            snapshots=5,
-            num_demonstrations=4,
-            pool_episodes_per_snapshot=6,
-            num_preferences=200,
-        ),
-    },
+    "cpu": {"train": dict(_CPU_TRAIN), "collect": dict(_CPU_COLLECT)},
     # The cpu preset's SAC and reward settings, 300k env steps per run: how far the learned rewards lead
     # once SAC has converged on the true reward at this network size (the demonstrators' budget).
-    "long": {
-        "train": dict(
-            rounds=60,
-            sac_steps_per_round=5000,
-            learning_starts=1000,
-            net_arch="64,64",
-            batch_size=128,
-            train_freq=2,
-            reward_steps_per_round=20,
-            sac_reward_normalization="buffer",
-            eval_every=4,
-            eval_episodes=5,
-        ),
-        "collect": dict(
-            expert_steps=150_000,
-            net_arch="64,64",
-            batch_size=128,
-            train_freq=2,
-            snapshots=5,
-            num_demonstrations=4,
-            pool_episodes_per_snapshot=6,
-            num_preferences=200,
-        ),
-    },
+    "long": {"train": {**_CPU_TRAIN, "rounds": 60, "eval_every": 4}, "collect": dict(_CPU_COLLECT)},
     "paper": {
         "train": dict(
             rounds=200,
