@@ -24,9 +24,16 @@ COMMANDS = {
 }
 
 
+# `aihf dpo ...` is `aihf train --method dpo ...`, as TRL's CLI has `trl dpo` / `trl sft`: one alias per
+# method (args.METHODS + args.RL_METHODS; `aihf` itself is the default method of `aihf train`).
+METHOD_ALIASES = ("dpo", "sft", "spin", "sft_then_dpo", "aihf_rl", "rlhf", "rft", "sft_then_rlhf")
+
+
 def _usage() -> str:
     lines = ["usage: aihf <command> [options]", "", "commands:"]
     lines += [f"  {name:<12} {text}" for name, text in COMMANDS.items()]
+    aliases = ", ".join(METHOD_ALIASES)
+    lines += [f"  {'<method>':<12} 'aihf dpo ...' = 'aihf train --method dpo ...'; methods: {aliases}"]
     lines += ["", "options:", "  -h, --help  show this message", "  --version   print aihf's version"]
     return "\n".join(lines)
 
@@ -64,6 +71,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"aihf {__version__}")
         return 0
     command, rest = argv[0], argv[1:]
+    if command in METHOD_ALIASES:
+        if any(a == "--method" or a.startswith("--method=") for a in rest):
+            hint = "use 'aihf train --method ...'"
+            print(f"aihf {command}: --method is given by the command itself; {hint}", file=sys.stderr)
+            return 2
+        command, rest = "train", ["--method", command, *rest]
     if command not in COMMANDS:
         from .args import unknown_command
 
@@ -115,4 +128,4 @@ def _close_progress_bars() -> None:
         bar.close()
 
 
-__all__ = ["COMMANDS", "main", "stdout_closed"]
+__all__ = ["COMMANDS", "METHOD_ALIASES", "main", "stdout_closed"]
