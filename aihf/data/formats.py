@@ -122,6 +122,12 @@ def demonstration_texts(rows: Rows, tokenizer: Any = None) -> list[Demonstration
     split_by_prefix: list[str] = []
     for where, record in rows:
         row = _Row(rows, where, record)
+        if {"chosen", "rejected"} <= set(map(str, row.record)) and not ({"completion", "messages"} & set(row.record)):
+            raise row.error(
+                "completion",
+                "missing: this row is a preference pair (chosen, rejected), not a demonstration; preference pairs "
+                "go in preferences= (TRL's train_dataset=; aihf train --preferences)",
+            )
         if "messages" in row.record and "completion" not in row.record:
             messages = row.text_or_messages("messages")
             if isinstance(messages, str):
@@ -154,6 +160,14 @@ def preference_texts(
     split_by_prefix: list[str] = []
     for where, record in rows:
         row = _Row(rows, where, record)
+        if "chosen" not in row.record and ({"messages", "completion", "text"} & set(map(str, row.record))):
+            present = ", ".join(sorted(map(str, row.record)))
+            raise row.error(
+                "chosen",
+                f"missing: this row is a demonstration ({present}), not a preference pair; demonstrations (SFT "
+                "data) go in demonstrations= (aihf train --demonstrations), with pref_weight=0 or --method sft for SFT "
+                "alone",
+            )
         chosen = row.text_or_messages("chosen")
         rejected = row.text_or_messages("rejected")
         row.same_kind("rejected", rejected, "chosen", chosen)

@@ -762,3 +762,21 @@ def test_fixed_files_pass(tmp_path, tokenizer):
 
     ds = datasets.Dataset.from_list([GOOD_DEMO, {"prompt": "hello", "completion": "fine"}])
     assert len(prepare_demonstrations(ds, tokenizer)) == 2
+
+
+def test_a_demonstration_given_as_preferences_and_a_pair_given_as_demonstrations_say_where_they_go():
+    """A TRL SFT script ported by the import alone passes its `messages` dataset as train_dataset=
+    (aihf's preferences): the error says where demonstrations go, and the other way round."""
+    from aihf import DataError
+    from aihf.data.formats import demonstration_texts, preference_texts
+    from aihf.data.sources import read_rows
+
+    messages = [{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}]
+    with pytest.raises(DataError) as e:
+        preference_texts(read_rows(messages))
+    assert "field 'chosen'" in str(e.value) and "go in demonstrations=" in str(e.value)
+    assert "pref_weight=0 or --method sft" in str(e.value)
+    pairs = [{"prompt": "p", "chosen": " a", "rejected": " b"}]
+    with pytest.raises(DataError) as e:
+        demonstration_texts(read_rows(pairs))
+    assert "field 'completion'" in str(e.value) and "preference pairs go in preferences=" in str(e.value)
