@@ -71,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"aihf {__version__}")
         return 0
     command, rest = argv[0], argv[1:]
+    shown = command  # errors name the command as typed (`aihf dpo: ...`)
     if command in METHOD_ALIASES:
         if any(a == "--method" or a.startswith("--method=") for a in rest):
             hint = "use 'aihf train --method ...'"
@@ -103,11 +104,11 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `aihf control bench --list | head`
         return stdout_closed()
     except (ConfigError, DataError) as e:
-        print(f"aihf {command}: {_one_line(str(e))}", file=sys.stderr)
+        print(f"aihf {shown}: {_one_line(str(e))}", file=sys.stderr)
         return 2
     except TrainingError as e:
         _close_progress_bars()
-        print(f"aihf {command}: {_one_line(str(e))}", file=sys.stderr)
+        print(f"aihf {shown}: {_one_line(str(e))}", file=sys.stderr)
         return 3
 
 

@@ -334,7 +334,19 @@ def options_elsewhere(method: str) -> dict[str, str]:
     found = {name: f"an option of `aihf eval-reward`, {here}" for name in _field_names(EvalRewardArguments)}
     elsewhere_in_train = f"an option of `aihf train --method {which}`, {here}"
     found.update({name: elsewhere_in_train for name in _field_names(*train_dataclasses(other))})
+    found.update(TRL_DATA_FLAGS)
     return {name: text for name, text in found.items() if name not in own}
+
+
+# TRL's data flags, which aihf splits by kind of data: what to write instead.
+TRL_DATA_FLAGS = {
+    name: "aihf reads preference pairs from --preferences (TRL's train_dataset) and demonstrations (SFT data) from "
+    "--demonstrations, each a local file or folder or a Hub id"
+    for name in ("dataset_name", "train_dataset", "dataset_train_split")
+} | {
+    name: "aihf reads held-out data from --eval_preferences and --eval_demonstrations"
+    for name in ("eval_dataset", "dataset_test_split")
+}
 
 
 def train_option_names() -> set[str]:

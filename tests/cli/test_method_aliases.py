@@ -29,3 +29,15 @@ def test_an_alias_with_another_method_is_refused_in_one_line(workdir, tmp_path, 
 def _usage_text(capsys):
     main(["--help"])
     return capsys.readouterr().out
+
+
+def test_trl_data_flags_point_to_where_aihf_reads_data(workdir, tmp_path, capsys):
+    out = tmp_path / "x"
+    for flag, says in (
+        ("--dataset_name", "aihf reads preference pairs from --preferences (TRL's train_dataset)"),
+        ("--train_dataset", "and demonstrations (SFT data) from --demonstrations"),
+        ("--eval_dataset", "aihf reads held-out data from --eval_preferences and --eval_demonstrations"),
+    ):
+        argv = ["sft", "--config", str(workdir / "run.yaml"), "--output_dir", str(out), flag, "data.jsonl"]
+        line = user_error(capsys, argv, out)
+        assert line.startswith(f"aihf sft: unknown option {flag}: ") and says in line, line
