@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import itertools
 import json
+import logging
 import math
 import os
 import pickle
@@ -158,6 +159,23 @@ class _IndexedCollator(AIHFCollator):
         return batch
 
 
+def _say_eval_loss_terms(args, train_prefs, train_demos, eval_prefs, eval_demos) -> None:
+    """One line when ``eval_loss`` holds fewer terms than the training ``loss`` (an evaluation set of
+    one source only), so that selecting a checkpoint on it is no surprise."""
+    term = {"preferences": "preference (DPO) term", "demonstrations": "demonstration term"}
+    sources = (("preferences", train_prefs, args.pref_weight), ("demonstrations", train_demos, args.demo_weight))
+    trained = {n for n, data, w in sources if data is not None and w > 0}
+    evaluated = {n for n, data in (("preferences", eval_prefs), ("demonstrations", eval_demos)) if data is not None}
+    missing = sorted(trained - evaluated)
+    if not missing or args.process_index != 0:
+        return
+    kept = " and ".join(term[n] for n in sorted(evaluated & trained)) or "no term of the training loss"
+    logging.getLogger("aihf").info(
+        f"eval_loss is the {kept} alone (no eval_{missing[0]} given), while the training loss also has the "
+        f"{term[missing[0]]}: pass eval_{missing[0]}= to evaluate the same objective"
+    )
+
+
 class _NonFiniteGuard(TrainerCallback):
     """Checks each update just before the optimizer applies it (after clipping)."""
 
@@ -266,6 +284,7 @@ class AIHFTrainer(Trainer):
             )
             if eval_prefs is not None or eval_demos is not None:
                 eval_dataset = _IndexedPairs(eval_prefs, eval_demos)
+                _say_eval_loss_terms(args, train_prefs, train_demos, eval_prefs, eval_demos)
 
         if peft_config is not None:
             from peft import get_peft_model

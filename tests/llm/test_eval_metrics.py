@@ -81,3 +81,30 @@ def test_eval_metrics_are_whole_set_values_for_any_batch_size(tmp_path):
         for name, value in expected.items():
             assert metrics[name] == pytest.approx(value, rel=1e-5, abs=1e-7), (batch_size, name)
         assert metrics["eval_loss/demo"] == metrics["eval_demo/nll"]
+
+
+def test_an_eval_loss_with_fewer_terms_than_the_training_loss_is_said_once(tmp_path, caplog):
+    """Issue 21, item 4: eval_loss is the objective over the eval sets given; when one source is
+    missing there, one line says which term eval_loss lacks."""
+    demos, prefs = reverse_task(n_demos=4, n_prefs=4, seed=3)
+    tok = task_tokenizer()
+
+    def build(**evals):
+        caplog.clear()
+        with caplog.at_level("INFO", logger="aihf"):
+            AIHFTrainer(
+                build_model(tok, "llama", hidden_size=32, seed=0),
+                args=config(tmp_path / str(len(caplog.records)), overwrite_output_dir=True),
+                demonstrations=demos,
+                preferences=prefs,
+                processing_class=tok,
+                **evals,
+            )
+        return [r.getMessage() for r in caplog.records if r.getMessage().startswith("eval_loss")]
+
+    said = build(eval_preferences=prefs[:2])
+    assert said == [
+        "eval_loss is the preference (DPO) term alone (no eval_demonstrations given), while the training loss also "
+        "has the demonstration term: pass eval_demonstrations= to evaluate the same objective"
+    ]
+    assert build(eval_preferences=prefs[:2], eval_demonstrations=demos[:2]) == []
