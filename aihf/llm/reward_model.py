@@ -24,6 +24,7 @@ from torch import Tensor, nn
 from transformers import AutoModelForSequenceClassification, PreTrainedModel
 
 from ..data import pad_sequences
+from ..errors import ConfigError
 
 REWARD_READOUTS = ("last", "mean")
 READOUT_CONFIG_KEY = "aihf_reward_readout"  # in a saved reward model's config.json
@@ -71,11 +72,19 @@ def load_reward_model(
             _set_pad(model, pad_token_id)
             return model
         return reward_model_from_policy(model, pad_token_id)
+    if _local_path(model) and not os.path.isdir(os.path.expanduser(model)):
+        what = "a file, not a model folder" if os.path.exists(os.path.expanduser(model)) else "no such folder"
+        raise ConfigError(f"reward_model '{model}': {what}")
     loaded = AutoModelForSequenceClassification.from_pretrained(
         model, num_labels=1, dtype=dtype, trust_remote_code=trust_remote_code
     )
     _set_pad(loaded, pad_token_id)
     return loaded
+
+
+def _local_path(name: str) -> bool:
+    """Whether ``name`` can only mean a local path: a Hub id is ``name`` or ``org/name``."""
+    return name.startswith(("/", ".", "~")) or name.count("/") > 1 or os.sep != "/" and os.sep in name
 
 
 def _layer_list(model: nn.Module) -> nn.ModuleList | None:

@@ -111,3 +111,15 @@ def test_an_output_dir_that_is_a_file_is_refused(tmp_path):
         check_output_dir(str(afile / "sub"), overwrite=False)
     assert afile.read_text() == "mine"
     assert check_output_dir(str(tmp_path / "new" / "run"), overwrite=False) == []
+
+
+def test_a_missing_local_reward_model_path_is_one_clear_error(tmp_path):
+    """Not Hugging Face's 'Repo id must be in the form ...': a path that can only be local must exist."""
+    from aihf import ConfigError
+    from aihf.llm.reward_model import load_reward_model
+
+    with pytest.raises(ConfigError, match=r"reward_model '.*nope': no such folder"):
+        load_reward_model(str(tmp_path / "nope"), 0)
+    (tmp_path / "file.bin").write_text("x")
+    with pytest.raises(ConfigError, match="a file, not a model folder"):
+        load_reward_model(str(tmp_path / "file.bin"), 0)
