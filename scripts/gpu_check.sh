@@ -4,11 +4,12 @@
 # 1. versions and device; 2. every method's `aihf train` run in bf16 on a tiny model (implicit,
 # self-play, RL, LoRA, two-stage); 3. the test suite on CUDA (AIHF_TEST_DEVICE=cuda, xdist), with a
 # per-test log and a summary written even when its time runs out; 4. `aihf bench speed --device cuda`
-# (aihf vs TRL DPOTrainer, bf16, 1B and 135M shapes); 5. summary.md in RESULTS_DIR.
+# (aihf vs TRL DPOTrainer, bf16, a 1B Llama shape); 5. summary.md in RESULTS_DIR.
 # Packages the GPU image lacks (trl, datasets, vaderSentiment, gymnasium, ...) are installed from a
 # folder of wheels, ${AIHF_WHEELS:-.whl}, that `bash scripts/gpu_wheels.sh` fills on a networked machine.
 # On a machine without a CUDA GPU it says so in one line and exits 0.
-# Phase time limits (seconds) can be set: AIHF_GPU_CLI_S, AIHF_GPU_TESTS_S, AIHF_GPU_SPEED_S.
+# Phase time limits (seconds) can be set: AIHF_GPU_CLI_S (45 a run), AIHF_GPU_TESTS_S (200), AIHF_GPU_SPEED_S
+# (150); the speed phase's AIHF_GPU_SPEED_SIZES (1b; also 135m) and AIHF_GPU_SPEED_VARIANTS.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -59,7 +60,7 @@ cli() {  # name, then aihf arguments
 }
 qs="$work/qs"
 cli quickstart quickstart --output_dir "$qs" --max_steps 20 --num_demonstrations 200 --num_preferences 200 \
-  --num_eval 20 --bf16 true
+  --num_eval 20
 common=(--model_name_or_path "$qs/model" --demonstrations "$qs/data/demonstrations.jsonl"
   --preferences "$qs/data/preferences.jsonl" --bf16 true --report_to none --save_strategy no --max_new_tokens 8)
 implicit=(--max_steps 4 --per_device_train_batch_size 8 --learning_rate 1e-4)
@@ -76,7 +77,7 @@ cli aihf_rl_lora train "${common[@]}" "${rl[@]}" --method aihf_rl --use_peft tru
 
 # --- 3. the test suite on CUDA; tests/result_log.py writes one line per test as it finishes, so a
 # run stopped by its time limit still leaves its results
-tests_s=${AIHF_GPU_TESTS_S:-240}
+tests_s=${AIHF_GPU_TESTS_S:-200}
 note "test suite on CUDA (limit ${tests_s}s)"
 AIHF_TEST_DEVICE=cuda AIHF_TEST_RESULT_LOG="$out/tests.tsv" timeout -s INT -k 20 "$tests_s" \
   "$PY" -m pytest -q -p no:cacheprovider -p tests.result_log -n "${AIHF_GPU_TEST_WORKERS:-8}" \
@@ -87,8 +88,8 @@ note "tests: exit $tests_rc; $(cut -f2 "$out/tests.tsv" 2>/dev/null | sort | uni
 # --- 4. speed against TRL on the GPU
 speed_s=${AIHF_GPU_SPEED_S:-150}
 note "speed (limit ${speed_s}s)"
-timeout -s INT "$speed_s" "$PY" -m aihf.bench.speed --device cuda --sizes 1b,135m \
-  --variants trl_dpo,aihf_dpo,aihf_dpo_shared,aihf_dpo_fast,aihf_aihf_dpo --repeats 1 --warmup 3 --steps 10 \
+timeout -s INT "$speed_s" "$PY" -m aihf.bench.speed --device cuda --sizes "${AIHF_GPU_SPEED_SIZES:-1b}" \
+  --variants "${AIHF_GPU_SPEED_VARIANTS:-trl_dpo,aihf_dpo,aihf_dpo_shared}" --repeats 1 --warmup 3 --steps 10 \
   --pairs 120 --output_dir "$out/speed" >"$out/speed.log" 2>&1
 note "speed: exit $?"
 
