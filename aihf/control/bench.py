@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .null_table import not_above_null, null_differences, null_table_lines
+from .null_table import difference_cells, not_above_null, null_differences, null_table_lines
 from .plots import plot_curves
 
 # Each plan: envs, seeds and the runs of one (env, seed) as {setting: methods}. A setting is
@@ -377,11 +377,7 @@ def report(results: str, command: str) -> dict:
         ]
         for r in paired:
             demos, pairs = r["setting"].split("_p")
-            cells = []
-            for metric in ("final", "late"):
-                d = r[metric]
-                each = ", ".join(f"{x:+.2f}" for x in d["per_seed"])
-                cells += [f"{d['mean']:+.2f} [{each}]", f"{d['wins']}/{len(r['seeds'])}"]
+            cells = difference_cells(r)
             lines.append(f"| {r['env_id']} | {demos} | {pairs} | {r['baseline']} | " + " | ".join(cells) + " |")
         lines.append("")
     lines += null_table_lines(nulls)

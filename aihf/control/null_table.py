@@ -12,7 +12,7 @@ import numpy as np
 
 from .config import NULL_METHODS
 
-__all__ = ["LEARNED_METHODS", "null_differences", "null_table_lines", "not_above_null"]
+__all__ = ["LEARNED_METHODS", "difference_cells", "null_differences", "null_table_lines", "not_above_null"]
 
 LEARNED_METHODS = ("aihf", "pref_rl", "ml_irl", "two_stage")
 
@@ -73,12 +73,19 @@ def null_table_lines(differences: list[dict]) -> list[str]:
     ]
     for d in differences:
         demos, pairs = d["setting"].split("_p")
-        cells = []
-        for metric in ("final", "late"):
-            m = d[metric]
-            each = ", ".join(f"{x:+.2f}" for x in m["per_seed"])
-            cells += [f"{m['mean']:+.2f} [{each}]", f"{m['wins']}/{len(d['seeds'])}"]
+        cells = difference_cells(d)
         verdict = "above" if d["above"] else "**not above null**"
         head = f"| {d['env_id']} | {demos} | {pairs} | {d['method']} | {d['null']} | "
         lines.append(head + " | ".join(cells) + f" | {verdict} |")
     return [*lines, ""]
+
+
+def difference_cells(entry: dict) -> list[str]:
+    """The table cells of a paired difference (``final`` and ``late``): the mean [each seed's] and how
+    many seeds are ahead."""
+    cells = []
+    for metric in ("final", "late"):
+        m = entry[metric]
+        each = ", ".join(f"{x:+.2f}" for x in m["per_seed"])
+        cells += [f"{m['mean']:+.2f} [{each}]", f"{m['wins']}/{len(entry['seeds'])}"]
+    return cells
