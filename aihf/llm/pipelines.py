@@ -12,7 +12,8 @@ from torch import nn
 from transformers import AutoModelForCausalLM
 
 from .config import AIHFConfig
-from .trainer import AIHFTrainer, _is_peft
+from .model_setup import is_peft
+from .trainer import AIHFTrainer
 
 
 @dataclass
@@ -68,7 +69,7 @@ def run_sft_stage(
     sft.save_model()
     sft.save_state()
     sft_model = sft.accelerator.unwrap_model(sft.model)
-    if _is_peft(sft_model):
+    if is_peft(sft_model):
         merged_dir = os.path.join(sft_args.output_dir, "merged")
         sft_model = sft_model.merge_and_unload()
         if sft.args.should_save:

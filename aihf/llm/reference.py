@@ -16,15 +16,10 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
+from .model_setup import is_peft
+
 REF_ADAPTER = "aihf_reference"
 
-
-def _is_peft(model: nn.Module) -> bool:
-    try:
-        from peft import PeftModel
-    except ImportError:
-        return False
-    return isinstance(model, PeftModel)
 
 
 def adapter_is_identity(model: nn.Module) -> bool:
@@ -63,7 +58,7 @@ def add_reference_adapter(model: nn.Module, announce: bool = True) -> str | None
     adapter named :data:`REF_ADAPTER` and return its name; else (no PEFT, a fresh adapter) None,
     and the reference stays the base model (adapters disabled). ``announce`` prints which
     reference is used, in one line on stderr."""
-    if not _is_peft(model) or adapter_is_identity(model):
+    if not is_peft(model) or adapter_is_identity(model):
         return None
     active = model.active_adapter
     if REF_ADAPTER in model.peft_config:
@@ -112,7 +107,7 @@ def reference_mode(model: nn.Module, adapter: str | None):
 def without_reference_adapter(model: nn.Module):
     """Hide :data:`REF_ADAPTER` from ``model.peft_config`` inside the block, so that
     ``save_pretrained`` writes the policy's adapter only (no ``aihf_reference/`` folder)."""
-    config = getattr(model, "peft_config", None) if _is_peft(model) else None
+    config = getattr(model, "peft_config", None) if is_peft(model) else None
     hidden = config.pop(REF_ADAPTER, None) if isinstance(config, dict) else None
     try:
         yield

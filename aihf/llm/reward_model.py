@@ -245,10 +245,10 @@ def save_reward_model(model: nn.Module, output_dir: str, tokenizer: Any = None, 
     """Save a standalone reward model (LoRA adapters merged into a copy) that
     :func:`load_reward_model` and ``AutoModelForSequenceClassification`` can load, with its
     read-out (default: :func:`model_readout`) in its config and a README saying how to score."""
-    from .trainer import _is_peft
+    from .model_setup import is_peft
 
     readout = model_readout(model) if readout is None else readout
-    if _is_peft(model):
+    if is_peft(model):
         model = copy.deepcopy(model).merge_and_unload()
     setattr(model.config, READOUT_CONFIG_KEY, readout)
     os.makedirs(output_dir, exist_ok=True)

@@ -66,15 +66,7 @@ from .reward_model import (
 )
 from .rl_config import ROUND_FIELDS, AIHFRLConfig, unused_setting_error
 from .runs import check_output_dir
-from .trainer import (
-    STAGING_DIR,
-    _frozen,
-    _is_peft,
-    _refusing_pickles,
-    _stable_seed,
-    _stop_tokens,
-    disable_dropout,
-)
+from .model_setup import STAGING_DIR, disable_dropout, frozen, is_peft, refusing_pickles, stable_seed, stop_tokens
 
 CHECKPOINT_PREFIX = "checkpoint"
 STATE_FILE = "rl_state.json"
@@ -139,7 +131,7 @@ class _Cycler:
     def _perm(self) -> list[int]:
         if self._order is None:
             self._order = list(range(self.n))
-            random.Random(_stable_seed(self.seed, self.stream, self.epoch)).shuffle(self._order)
+            random.Random(stable_seed(self.seed, self.stream, self.epoch)).shuffle(self._order)
         return self._order
 
     def take(self, count: int) -> list[int]:
@@ -304,7 +296,7 @@ class AIHFRLTrainer:
             from peft import get_peft_model
 
             reward_model = get_peft_model(reward_model, reward_peft_config)
-        if ref_model is None and not _is_peft(model):
+        if ref_model is None and not is_peft(model):
             ref_model = copy.deepcopy(model)
         # PEFT without ref_model: the base model for a fresh adapter, else a frozen copy of the starting one.
         self._ref_adapter = (
@@ -317,11 +309,11 @@ class AIHFRLTrainer:
         self.device = args.device
         self.policy = model.to(self.device)
         self.reward_model = reward_model.to(self.device)
-        self.ref_model = _frozen(ref_model.to(self.device)) if ref_model is not None else None
+        self.ref_model = frozen(ref_model.to(self.device)) if ref_model is not None else None
         # Every process starts from rank 0's weights (a new score head is randomly initialised).
         for m in (self.policy, self.reward_model):
             self._broadcast(m)
-        self.stop_tokens = _stop_tokens(tokenizer, self.policy, args.eos_token)
+        self.stop_tokens = stop_tokens(tokenizer, self.policy, args.eos_token)
         self.generator = generator or HFGenerator(
             pad_token_id=self.pad,
             eos_token_id=self.stop_tokens,
@@ -576,7 +568,7 @@ class AIHFRLTrainer:
         self.policy.train()
         n_prompts = n // k
         per_mb = n_prompts // args.num_mini_batches
-        gen = torch.Generator().manual_seed(_stable_seed(args.seed, 4, step, self.rank))
+        gen = torch.Generator().manual_seed(stable_seed(args.seed, 4, step, self.rank))
         stats = defaultdict(list)
         for _ in range(args.num_ppo_epochs):
             order = torch.randperm(n_prompts, generator=gen) if args.num_mini_batches > 1 else torch.arange(n_prompts)
@@ -843,7 +835,7 @@ class AIHFRLTrainer:
             drawn = self._samplers["rl"].take_shard(args.per_device_train_batch_size, self.world, self.rank)
             chosen = [self.rl_prompts[i] for i in drawn]
             prompts = [p for p, _ in chosen for _ in range(k)]
-            completions = self._generate(prompts, _stable_seed(args.seed, 5, step, self.rank))
+            completions = self._generate(prompts, stable_seed(args.seed, 5, step, self.rank))
             for name, value in self.policy_step(prompts, completions, step).items():
                 collected[name].append(value)
             last_step = [(j, completions[i * k : (i + 1) * k]) for i, (_, j) in enumerate(chosen) if j >= 0]
@@ -880,7 +872,7 @@ class AIHFRLTrainer:
         n_fresh = per_step * (n_steps if args.fresh_reward_samples else 1)
         drawn = self._samplers["demo"].take_shard(n_fresh, self.world, self.rank)
         prompts = [p for p in self.demonstrations[drawn]["prompt_ids"] for _ in range(k)]
-        fresh = self._generate(prompts, _stable_seed(args.seed, 6, self.round, self.rank))
+        fresh = self._generate(prompts, stable_seed(args.seed, 6, self.round, self.rank))
         groups = [fresh[i * k : (i + 1) * k] for i in range(len(drawn))]
         if not args.fresh_reward_samples:
             return [(drawn, groups)] * n_steps
@@ -982,7 +974,7 @@ class AIHFRLTrainer:
                     num_demonstrations=len(self.demonstrations) if self.demonstrations is not None else 0,
                     num_eval_preferences=len(self.eval_preferences) if self.eval_preferences is not None else 0,
                     log_history=self.log_history,
-                    peft_config=policy.peft_config[policy.active_adapter] if _is_peft(policy) else None,
+                    peft_config=policy.peft_config[policy.active_adapter] if is_peft(policy) else None,
                 )
             )
         self._barrier()
@@ -993,8 +985,8 @@ class AIHFRLTrainer:
             args = self.args
             self._fingerprint = {
                 **self._model_source,
-                "peft": _is_peft(self.policy),
-                "reward_peft": _is_peft(self.reward_model),
+                "peft": is_peft(self.policy),
+                "reward_peft": is_peft(self.reward_model),
                 "preferences": runs.data_digest(self.preferences, ("prompt_ids", "chosen_ids", "rejected_ids")),
                 "demonstrations": runs.data_digest(self.demonstrations, ("prompt_ids", "completion_ids")),
                 **{name: getattr(args, name, None) for name in RUN_FIELDS},
@@ -1118,10 +1110,10 @@ class AIHFRLTrainer:
             ("reward_optimizer", self.reward_optimizer),
             ("reward_scheduler", self.reward_scheduler),
         ):
-            with _refusing_pickles(folder, key.replace("_", " ")):
+            with refusing_pickles(folder, key.replace("_", " ")):
                 state = torch.load(os.path.join(folder, f"{key}.pt"), weights_only=True, map_location="cpu")
             obj.load_state_dict(state)
-        with _refusing_pickles(folder, "RNG state"):
+        with refusing_pickles(folder, "RNG state"):
             torch.set_rng_state(torch.load(os.path.join(folder, "rng_state.pt"), weights_only=True)["cpu"])
         state_file = os.path.join(folder, STATE_FILE)
         with open(state_file) as f:

@@ -15,12 +15,10 @@ import json
 import logging
 import math
 import os
-import pickle
 import random
 import shutil
 import sys
 import warnings
-import zlib
 from collections import defaultdict
 from typing import Any
 
@@ -51,44 +49,13 @@ from .config import AIHFConfig
 from .generation import HFGenerator, SampleGenerator
 from .loading import is_loadable, load_policy
 from .logprobs import check_packing, sequence_logps
+from .model_setup import STAGING_DIR, disable_dropout, frozen, is_peft, refusing_pickles, stable_seed, stop_tokens
 
 SELF_PLAY_STATE = "aihf_self_play.json"
 SELF_PLAY_SAMPLES = "aihf_self_play_samples_rank{rank}.json"
 OPPONENT_WEIGHTS = "aihf_opponent.safetensors"
 RUN_STATE = "aihf_state.json"  # running totals that the logs continue after a resume
-STAGING_DIR = ".aihf-staging"
 BASE_MODEL_DIR = "base_model"
-
-
-def _is_peft(model: nn.Module) -> bool:
-    try:
-        from peft import PeftModel
-    except ImportError:  # peft is a dependency, but keep the trainer usable without it
-        return False
-    return isinstance(model, PeftModel)
-
-
-def disable_dropout(model: nn.Module) -> None:
-    for module in model.modules():
-        if isinstance(module, nn.Dropout):
-            module.p = 0.0
-
-
-def _frozen(model: nn.Module) -> nn.Module:
-    model.eval()
-    model.requires_grad_(False)
-    return model
-
-
-def _stop_tokens(tokenizer: Any, model: nn.Module, eos_token: str | None = None) -> list[int]:
-    """The data's end token, the tokenizer's EOS and any end-of-turn ids the model's generation config lists."""
-    ids = [i for i in (end_token(tokenizer, eos_token).id, tokenizer.eos_token_id) if i is not None]
-    ids = list(dict.fromkeys(ids))
-    config_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-    for i in config_eos if isinstance(config_eos, list) else [config_eos]:
-        if i is not None and i not in ids:
-            ids.append(i)
-    return ids
 
 
 def _mean_of(values: torch.Tensor) -> tuple[torch.Tensor, int]:
@@ -107,30 +74,6 @@ def _checkpoint_step(checkpoint: str) -> int | str:
     name = os.path.basename(os.path.normpath(checkpoint))
     suffix = name.rsplit("-", 1)[-1]
     return int(suffix) if suffix.isdigit() else "?"
-
-
-def _stable_seed(*parts: int) -> int:
-    return zlib.crc32(repr(parts).encode()) & 0x7FFFFFFF
-
-
-class _refusing_pickles:
-    """Turns torch.load(weights_only=True)'s refusal of a file that would run code on loading
-    into a one-line :class:`aihf.ConfigError` naming the checkpoint."""
-
-    def __init__(self, checkpoint: str | None, what: str):
-        self.checkpoint, self.what = checkpoint, what
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, kind, error, tb):
-        if kind is not None and issubclass(kind, pickle.UnpicklingError):
-            first = str(error).strip().splitlines()[0] if str(error).strip() else kind.__name__
-            raise ConfigError(
-                f"resume_from_checkpoint: {self.checkpoint}: the {self.what} is not a plain tensor file and was not "
-                f"unpickled ({first})"
-            ) from error
-        return False
 
 
 class _IndexedPairs(PairedDataset):
@@ -304,7 +247,7 @@ class AIHFTrainer(Trainer):
             )
 
         needs_reference = train_prefs is not None or (eval_dataset is not None and eval_dataset.preferences is not None)
-        if needs_reference and ref_model is None and not _is_peft(model):
+        if needs_reference and ref_model is None and not is_peft(model):
             if is_deepspeed_zero3_enabled():
                 raise ValueError(
                     "under DeepSpeed ZeRO-3 the policy's weights are partitioned and cannot be copied: pass ref_model "
@@ -318,7 +261,7 @@ class AIHFTrainer(Trainer):
             if needs_reference and ref_model is None
             else None
         )
-        self.ref_model = _frozen(ref_model) if ref_model is not None else None
+        self.ref_model = frozen(ref_model) if ref_model is not None else None
         if self.ref_model is not None and args.disable_dropout:
             disable_dropout(self.ref_model)
 
@@ -358,7 +301,7 @@ class AIHFTrainer(Trainer):
             if self.is_deepspeed_enabled and self.accelerator.state.deepspeed_plugin.zero_stage == 3:
                 raise NotImplementedError("self-play generation under DeepSpeed ZeRO-3 is not supported yet")
             self._opponent = self._prepare_frozen(copy.deepcopy(self.model))
-            self._stop_ids = _stop_tokens(tokenizer, self.model, args.eos_token)
+            self._stop_ids = stop_tokens(tokenizer, self.model, args.eos_token)
             self.generator = generator or HFGenerator(
                 pad_token_id=tokenizer.pad_token_id,
                 eos_token_id=self._stop_ids,
@@ -419,8 +362,8 @@ class AIHFTrainer(Trainer):
             config.pop("optimizer", None)
             config.pop("scheduler", None)
             engine, *_ = deepspeed.initialize(model=model, config=config)
-            return _frozen(engine)
-        return _frozen(model.to(self.accelerator.device))
+            return frozen(engine)
+        return frozen(model.to(self.accelerator.device))
 
     # ------------------------------------------------------------------ loss
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
@@ -624,7 +567,7 @@ class AIHFTrainer(Trainer):
         if table is not None:
             ref = table[torch.as_tensor(inputs["pref_index"], device=table.device)]
             return ref[:, 0], ref[:, 1]
-        if self.ref_model is None and self.args.precompute_ref_log_probs and not _is_peft(self._policy()):
+        if self.ref_model is None and self.args.precompute_ref_log_probs and not is_peft(self._policy()):
             raise RuntimeError(
                 "precompute_ref_log_probs=True scored only the datasets given to AIHFTrainer and freed the reference "
                 "model; pass other evaluation data to AIHFTrainer(eval_preferences=...)"
@@ -726,7 +669,7 @@ class AIHFTrainer(Trainer):
         step, calls = self._gen_calls
         calls = calls + 1 if step == self.state.global_step else 0
         self._gen_calls = (self.state.global_step, calls)
-        seed = _stable_seed(self.args.seed, self._round, self.state.global_step, calls, self.args.process_index)
+        seed = stable_seed(self.args.seed, self._round, self.state.global_step, calls, self.args.process_index)
 
         n_p = inputs["num_pairs"]
         indices, prompts = inputs["demo_index"], inputs["demo_prompt_ids"]
@@ -843,7 +786,7 @@ class AIHFTrainer(Trainer):
             every = args.save_steps if args.save_steps >= 1 else math.ceil(args.save_steps * steps)
             saves = steps // max(1, int(every)) + 1  # and the final step's
         policy = self._policy()
-        size = guards.checkpoint_bytes(policy, full_model=not _is_peft(policy))
+        size = guards.checkpoint_bytes(policy, full_model=not is_peft(policy))
         if self.self_play:
             size += sum(p.numel() * p.element_size() for p in self._opponent.parameters())
         guards.check_disk_space(args.output_dir, size, guards.checkpoints_at_once(saves, args.save_total_limit))
@@ -855,7 +798,7 @@ class AIHFTrainer(Trainer):
                 self.train_dataset.preferences,
                 self.train_dataset.demonstrations,
                 self.args,
-                peft=_is_peft(self._policy()),
+                peft=is_peft(self._policy()),
             )
         return self._fingerprint
 
@@ -923,7 +866,7 @@ class AIHFTrainer(Trainer):
 
     def _ensure_loadable_base(self) -> None:
         policy = self._policy()
-        if not _is_peft(policy) or is_loadable(policy.peft_config[policy.active_adapter].base_model_name_or_path):
+        if not is_peft(policy) or is_loadable(policy.peft_config[policy.active_adapter].base_model_name_or_path):
             return
         base_dir = os.path.abspath(os.path.join(self.args.output_dir, BASE_MODEL_DIR))
         if self.args.should_save:
@@ -944,7 +887,7 @@ class AIHFTrainer(Trainer):
             source = getattr(dataset, part, None) if dataset is not None else None
             return len(source) if source is not None else 0
 
-        peft_config = policy.peft_config[policy.active_adapter] if _is_peft(policy) else None
+        peft_config = policy.peft_config[policy.active_adapter] if is_peft(policy) else None
         return card.render(
             output_dir=output_dir,
             base_model=self._model_source["model"],
@@ -1020,7 +963,7 @@ class AIHFTrainer(Trainer):
     def _load_rng_state(self, checkpoint):
         # Every resume path (plain, FSDP, DeepSpeed) calls this before the first resumed step,
         # unlike _load_from_checkpoint, so the self-play state is restored here.
-        with _refusing_pickles(checkpoint, "RNG state"):
+        with refusing_pickles(checkpoint, "RNG state"):
             super()._load_rng_state(checkpoint)
         if checkpoint is None:
             return
@@ -1037,7 +980,7 @@ class AIHFTrainer(Trainer):
 
     def _load_optimizer_and_scheduler(self, checkpoint):
         # transformers 5 loads optimizer.pt / scheduler.pt with torch.load(weights_only=True).
-        with _refusing_pickles(checkpoint, "optimizer or scheduler state"):
+        with refusing_pickles(checkpoint, "optimizer or scheduler state"):
             super()._load_optimizer_and_scheduler(checkpoint)
 
     def _load_self_play_state(self, checkpoint: str) -> None:
