@@ -14,6 +14,8 @@ import logging
 import os
 import sys
 
+from ..commandline import stdout_closed, unknown_command
+
 COMMANDS = {
     "train": "align a causal LM (see 'aihf train --help'; with a reward model: 'aihf train --method aihf_rl --help')",
     "eval-reward": "pairwise accuracy of a saved reward model on preference pairs (see 'aihf eval-reward --help')",
@@ -79,8 +81,6 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         command, rest = "train", ["--method", command, *rest]
     if command not in COMMANDS:
-        from .args import unknown_command
-
         print(unknown_command("aihf", command, list(COMMANDS)), file=sys.stderr)
         return 2
 
@@ -110,15 +110,6 @@ def main(argv: list[str] | None = None) -> int:
         _close_progress_bars()
         print(f"aihf {shown}: {_one_line(str(e))}", file=sys.stderr)
         return 3
-
-
-def stdout_closed() -> int:
-    """The reader of stdout went away (``aihf ... | head``): end quietly, as Unix tools do, with the
-    status a shell gives a command that SIGPIPE ended (128 + 13)."""
-    # Python would otherwise report the failed flush of the rest of stdout at exit.
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, sys.stdout.fileno())
-    return 141
 
 
 def _close_progress_bars() -> None:
