@@ -51,6 +51,7 @@ _PATH_FIELDS = {
     "output_dir",
     "gguf_file",
     "reward_model",
+    "dataset_name",
     *(f"{p}{k}" for p in ("", "eval_") for k in ("demonstrations", "preferences")),
 }
 

@@ -157,11 +157,11 @@ def apply_method(
     """Set on ``config`` (an :class:`aihf.llm.AIHFConfig`, or :class:`aihf.llm.AIHFRLConfig` for
     :data:`RL_METHODS`) what ``method`` fixes, and check the options the method makes depend on each other.
 
-    Returns ``{name: value}`` of what was changed (each also ``sources.forget``-ten). A setting less explicit than the method
-    (``sources.level``) is overridden with a ``warn`` line; one as explicit that disagrees raises
-    :class:`aihf.ConfigError`, as do both weights 0, a two-stage method without a preference stage, RLHF
-    without reward pretraining, reward pretraining or a frozen reward under RFT, and ``max_steps`` or
-    ``num_train_epochs`` set for an RL method that counts rounds. ``sources`` defaults to every
+    Returns ``{name: value}`` of what was changed (each also passed to ``sources.forget``). A setting less
+    explicit than the method (``sources.level``) is overridden with a ``warn`` line; one as explicit that
+    disagrees raises :class:`aihf.ConfigError`, as do both weights 0, a two-stage method without a
+    preference stage, RLHF without reward pretraining, reward pretraining or a frozen reward under RFT,
+    and ``max_steps`` or ``num_train_epochs`` set for an RL method that counts rounds. ``sources`` defaults to every
     attribute being a default; ``warn`` to ``warnings.warn``.
     """
     _check_name(method)

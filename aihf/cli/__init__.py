@@ -29,6 +29,10 @@ COMMANDS = {
 # `aihf dpo ...` is `aihf train --method dpo ...`, as TRL's CLI has `trl dpo` / `trl sft`: one alias per
 # method (args.METHODS + args.RL_METHODS; `aihf` itself is the default method of `aihf train`).
 METHOD_ALIASES = ("dpo", "sft", "spin", "sft_then_dpo", "aihf_rl", "rlhf", "rft", "sft_then_rlhf")
+# TRL's trainer names that are one of these methods: `aihf rloo` is `aihf train --method rlhf`, TRL's
+# RewardTrainer then RLOOTrainer in one run (the reward model is fitted on the preference pairs, from
+# --reward_model_name_or_path if given, frozen, and the policy trained by RLOO against it).
+TRL_ALIASES = {"rloo": "rlhf"}
 
 
 def _usage() -> str:
@@ -36,6 +40,8 @@ def _usage() -> str:
     lines += [f"  {name:<12} {text}" for name, text in COMMANDS.items()]
     aliases = ", ".join(METHOD_ALIASES)
     lines += [f"  {'<method>':<12} 'aihf dpo ...' = 'aihf train --method dpo ...'; methods: {aliases}"]
+    lines += [f"  {name:<12} = 'aihf train --method {method} ...' (TRL's RewardTrainer, then RLOOTrainer)"
+              for name, method in TRL_ALIASES.items()]
     lines += ["", "options:", "  -h, --help  show this message", "  --version   print aihf's version"]
     return "\n".join(lines)
 
@@ -74,12 +80,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     command, rest = argv[0], argv[1:]
     shown = command  # errors name the command as typed (`aihf dpo: ...`)
-    if command in METHOD_ALIASES:
+    if command in METHOD_ALIASES or command in TRL_ALIASES:
         if any(a == "--method" or a.startswith("--method=") for a in rest):
             hint = "use 'aihf train --method ...'"
             print(f"aihf {command}: --method is given by the command itself; {hint}", file=sys.stderr)
             return 2
-        command, rest = "train", ["--method", command, *rest]
+        command, rest = "train", ["--method", TRL_ALIASES.get(command, command), *rest]
     if command not in COMMANDS:
         print(unknown_command("aihf", command, list(COMMANDS)), file=sys.stderr)
         return 2
@@ -120,4 +126,4 @@ def _close_progress_bars() -> None:
         bar.close()
 
 
-__all__ = ["COMMANDS", "METHOD_ALIASES", "main", "stdout_closed"]
+__all__ = ["COMMANDS", "METHOD_ALIASES", "TRL_ALIASES", "main", "stdout_closed"]

@@ -126,6 +126,16 @@ class DataArguments:
     )
     preferences_split: str = field(default="train", metadata={"help": "Split to read preferences from."})
     eval_split: str = field(default="test", metadata={"help": "Split to read both eval sources from."})
+    dataset_name: str | None = field(
+        default=None,
+        metadata={
+            "help": "TRL's flag: one dataset (a local file or save_to_disk folder, or a Hub id) read as "
+            "--preferences if its rows are pairs (chosen, rejected), else as --demonstrations; its dataset_test_split is the eval set "
+            "when eval_strategy is not 'no'."
+        },
+    )
+    dataset_train_split: str = field(default="train", metadata={"help": "Split of dataset_name to train on."})
+    dataset_test_split: str = field(default="test", metadata={"help": "Split of dataset_name to evaluate on."})
 
 
 @dataclass
@@ -204,14 +214,11 @@ def options_elsewhere(method: str) -> dict[str, str]:
     return {name: text for name, text in found.items() if name not in own}
 
 
-# TRL's data flags, which aihf splits by kind of data: what to write instead.
+# TRL's trainer arguments as flags, which aihf splits by kind of data: what to write instead.
 TRL_DATA_FLAGS = {
-    name: "aihf reads preference pairs from --preferences (TRL's train_dataset) and demonstrations (SFT data) from "
-    "--demonstrations, each a local file or folder or a Hub id"
-    for name in ("dataset_name", "train_dataset", "dataset_train_split")
-} | {
-    name: "aihf reads held-out data from --eval_preferences and --eval_demonstrations"
-    for name in ("eval_dataset", "dataset_test_split")
+    "train_dataset": "aihf reads preference pairs from --preferences (TRL's train_dataset) and demonstrations (SFT "
+    "data) from --demonstrations, each a local file or folder or a Hub id (or --dataset_name, routed by its rows)",
+    "eval_dataset": "aihf reads held-out data from --eval_preferences and --eval_demonstrations",
 }
 
 

@@ -36,6 +36,7 @@ from .checks import (
     sft_overrides,
     warn_ignored,
 )
+from .dataset_name import route_dataset_name
 
 
 # ---------------------------------------------------------------------------------- loading
@@ -116,6 +117,7 @@ def train(argv: list[str]) -> TrainResult:
     else:
         check_settings, fit = _check_settings, _train
     with info_after_checks():
+        route_dataset_name(args)  # TRL's --dataset_name, as --preferences or --demonstrations
         check_settings(args)
         check_paths(args)
         tokenizer = _loading(args, "tokenizer", lambda: load_tokenizer(args.model))
