@@ -97,9 +97,9 @@ def test_reward_then_rloo_port_fits_the_same_reward_objective(tmp_path, rlhf_run
 TEXTS = [("reverse : a b c =", " c b a"), ("reverse : d e f =", " d e f"), ("reverse : a c e =", " e c")]
 
 
-def _trl_scores(tmp_path, reward_funcs):
-    """TRL's RLOOTrainer's rewards for TEXTS, one column per reward_funcs entry: the function its
-    training step calls (``_calculate_rewards``, TRL 1.x)."""
+def _trl_scores(tmp_path, reward_funcs, kind="RLOO"):
+    """TRL's RLOOTrainer's (or GRPOTrainer's) rewards for TEXTS, one column per reward_funcs entry: the
+    function its training step calls (``_calculate_rewards``, TRL 1.x)."""
     sys.path.insert(0, str(EXAMPLES))
     try:
         import tiny
@@ -109,7 +109,8 @@ def _trl_scores(tmp_path, reward_funcs):
     policy_dir = tmp_path / "policy"
     tiny.model(tok).save_pretrained(policy_dir)
     tok.save_pretrained(policy_dir)
-    args = trl.RLOOConfig(
+    config_class, trainer_class = getattr(trl, f"{kind}Config"), getattr(trl, f"{kind}Trainer")
+    args = config_class(
         output_dir=str(tmp_path / "rloo"),
         per_device_train_batch_size=2,
         num_generations=2,
@@ -118,7 +119,7 @@ def _trl_scores(tmp_path, reward_funcs):
         gradient_checkpointing=False,
         use_cpu=True,
     )
-    trainer = trl.RLOOTrainer(
+    trainer = trainer_class(
         model=str(policy_dir), reward_funcs=reward_funcs, args=args, train_dataset=tiny.prompts(), processing_class=tok
     )
     prompts, completions = [p for p, _ in TEXTS], [c for _, c in TEXTS]
@@ -138,8 +139,10 @@ def _aihf_scores(folder, tok, *, readout=None, framed=True):
         return reward_scores(model, prompt_ids, completion_ids, tok.pad_token_id, end_token_id=end, readout=readout)
 
 
-def test_learned_reward_model_scores_in_trl_as_in_aihf(tmp_path, rlhf_run):
-    """rlhf's reward model (read-out "last"): as a folder or a loaded classifier in reward_funcs, TRL
+@pytest.mark.parametrize("kind", ["RLOO", "GRPO"])
+def test_learned_reward_model_scores_in_trl_as_in_aihf(tmp_path, rlhf_run, kind):
+    """rlhf's reward model (read-out "last"): as a folder or a loaded classifier in reward_funcs, TRL's
+    RLOOTrainer and GRPOTrainer
     scores prompt + completion as aihf does without the end token; through the example's aihf_reward,
     exactly as aihf scores inside training (one end token appended)."""
     from transformers import AutoModelForSequenceClassification
@@ -147,7 +150,7 @@ def test_learned_reward_model_scores_in_trl_as_in_aihf(tmp_path, rlhf_run):
     folder = rlhf_run[1] / "reward_model"
     helper = _example_reward_func()
     loaded = AutoModelForSequenceClassification.from_pretrained(folder, num_labels=1)
-    trl_scores, tok = _trl_scores(tmp_path, [str(folder), loaded, helper(str(folder))])
+    trl_scores, tok = _trl_scores(tmp_path, [str(folder), loaded, helper(str(folder))], kind)
     unframed = _aihf_scores(folder, tok, framed=False)
     framed = _aihf_scores(folder, tok)
     torch.testing.assert_close(trl_scores[:, 0], unframed, rtol=0, atol=1e-5)
