@@ -1,5 +1,6 @@
 """Command line: ``aihf train``, ``aihf eval-reward``, ``aihf quickstart``, ``aihf env`` (one module per
-command; ``aihf train --method aihf_rl|rlhf|rft|sft_then_rlhf`` and ``aihf eval-reward`` live in :mod:`.rl`).
+command; ``aihf train --method aihf_rl|rlhf|rft|sft_then_rlhf`` and ``aihf eval-reward`` live in :mod:`.rl`,
+the start-up checks both train paths share in :mod:`.checks`, the method presets in :mod:`aihf.methods`).
 
 ``main`` dispatches to the command's ``run(argv)``. A user error, :class:`aihf.ConfigError` or
 :class:`aihf.DataError`, is printed as one line, ``aihf <command>: <message>``, on stderr, and
@@ -27,7 +28,7 @@ COMMANDS = {
 
 
 # `aihf dpo ...` is `aihf train --method dpo ...`, as TRL's CLI has `trl dpo` / `trl sft`: one alias per
-# method (args.METHODS + args.RL_METHODS; `aihf` itself is the default method of `aihf train`).
+# method (aihf.methods.METHODS + RL_METHODS; `aihf` itself is the default method of `aihf train`).
 METHOD_ALIASES = ("dpo", "sft", "spin", "sft_then_dpo", "aihf_rl", "rlhf", "rft", "sft_then_rlhf")
 # TRL's trainer names that are one of these methods: `aihf rloo` is `aihf train --method rlhf`, TRL's
 # RewardTrainer then RLOOTrainer in one run (the reward model is fitted on the preference pairs, from
@@ -40,8 +41,10 @@ def _usage() -> str:
     lines += [f"  {name:<12} {text}" for name, text in COMMANDS.items()]
     aliases = ", ".join(METHOD_ALIASES)
     lines += [f"  {'<method>':<12} 'aihf dpo ...' = 'aihf train --method dpo ...'; methods: {aliases}"]
-    lines += [f"  {name:<12} = 'aihf train --method {method} ...' (TRL's RewardTrainer, then RLOOTrainer)"
-              for name, method in TRL_ALIASES.items()]
+    lines += [
+        f"  {name:<12} = 'aihf train --method {method} ...' (TRL's RewardTrainer, then RLOOTrainer)"
+        for name, method in TRL_ALIASES.items()
+    ]
     lines += ["", "options:", "  -h, --help  show this message", "  --version   print aihf's version"]
     return "\n".join(lines)
 

@@ -3,8 +3,8 @@
 The RL methods train an explicit reward model with the policy (:class:`aihf.llm.AIHFRLTrainer`,
 method.md instantiation 1). ``aihf train`` (:mod:`aihf.cli.train`) parses their options into
 :class:`aihf.cli.args.RLModelArguments` and :class:`aihf.llm.AIHFRLConfig`, runs
-:func:`check_settings` here, then the checks every method shares (:mod:`aihf.cli.checks`) (paths, every data row, the
-output folder), loads the policy (GGUF included) and calls :func:`fit`.
+:func:`check_settings` here, then the checks every method shares (:mod:`aihf.cli.checks`: paths,
+every data row, the output folder), loads the policy (GGUF included) and calls :func:`fit`.
 
 ``aihf eval-reward --reward_model PATH --preferences FILE`` prints a saved reward model's
 pairwise accuracy on preference pairs.
