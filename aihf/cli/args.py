@@ -130,8 +130,8 @@ class DataArguments:
         default=None,
         metadata={
             "help": "TRL's flag: one dataset (a local file or save_to_disk folder, or a Hub id) read as "
-            "--preferences if its rows are pairs (chosen, rejected), else as --demonstrations; its dataset_test_split is the eval set "
-            "when eval_strategy is not 'no'."
+            "--preferences if its rows are pairs (chosen, rejected), else as --demonstrations; its "
+            "dataset_test_split is the eval set when eval_strategy is not 'no'."
         },
     )
     dataset_train_split: str = field(default="train", metadata={"help": "Split of dataset_name to train on."})
