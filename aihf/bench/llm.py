@@ -357,7 +357,7 @@ def sweep(args: BenchArguments, argv_prog: list[str], pending: list[tuple[str, i
 
 # --------------------------------------------------------------------------- entry point
 def parse(argv: list[str]) -> BenchArguments:
-    from ..cli.args import _HelpFormatter, argument_parser
+    from ..commandline import HelpFormatter, argument_parser
 
     # One-line errors (exit 2) with "did you mean", and the help, as every aihf command.
     description = "Every LLM alignment method on the built-in sentiment task, scored by a gold reward."
@@ -366,7 +366,7 @@ def parse(argv: list[str]) -> BenchArguments:
         prog=PROG,
         usage=f"{PROG} [--preset quick|full|smollm2] [--field value ...]",
         description=description,
-        formatter_class=_HelpFormatter,
+        formatter_class=HelpFormatter,
     )
     namespace = parser.parse_args(argv)
     return resolve(BenchArguments(**vars(namespace)))

@@ -1,5 +1,6 @@
 """Command line: ``aihf train``, ``aihf eval-reward``, ``aihf quickstart``, ``aihf env`` (one module per
-command; ``aihf train --method aihf_rl|rlhf|rft|sft_then_rlhf`` and ``aihf eval-reward`` live in :mod:`.rl`).
+command; ``aihf train --method aihf_rl|rlhf|rft|sft_then_rlhf`` and ``aihf eval-reward`` live in :mod:`.rl`,
+the start-up checks both train paths share in :mod:`.checks`, the method presets in :mod:`aihf.methods`).
 
 ``main`` dispatches to the command's ``run(argv)``. A user error, :class:`aihf.ConfigError` or
 :class:`aihf.DataError`, is printed as one line, ``aihf <command>: <message>``, on stderr, and
@@ -14,6 +15,8 @@ import logging
 import os
 import sys
 
+from ..commandline import stdout_closed, unknown_command
+
 COMMANDS = {
     "train": "align a causal LM (see 'aihf train --help'; with a reward model: 'aihf train --method aihf_rl --help')",
     "eval-reward": "pairwise accuracy of a saved reward model on preference pairs (see 'aihf eval-reward --help')",
@@ -25,8 +28,12 @@ COMMANDS = {
 
 
 # `aihf dpo ...` is `aihf train --method dpo ...`, as TRL's CLI has `trl dpo` / `trl sft`: one alias per
-# method (args.METHODS + args.RL_METHODS; `aihf` itself is the default method of `aihf train`).
+# method (aihf.methods.METHODS + RL_METHODS; `aihf` itself is the default method of `aihf train`).
 METHOD_ALIASES = ("dpo", "sft", "spin", "sft_then_dpo", "aihf_rl", "rlhf", "rft", "sft_then_rlhf")
+# TRL's trainer names that are one of these methods: `aihf rloo` is `aihf train --method rlhf`, TRL's
+# RewardTrainer then RLOOTrainer in one run (the reward model is fitted on the preference pairs, from
+# --reward_model_name_or_path if given, frozen, and the policy trained by RLOO against it).
+TRL_ALIASES = {"rloo": "rlhf"}
 
 
 def _usage() -> str:
@@ -34,6 +41,10 @@ def _usage() -> str:
     lines += [f"  {name:<12} {text}" for name, text in COMMANDS.items()]
     aliases = ", ".join(METHOD_ALIASES)
     lines += [f"  {'<method>':<12} 'aihf dpo ...' = 'aihf train --method dpo ...'; methods: {aliases}"]
+    lines += [
+        f"  {name:<12} = 'aihf train --method {method} ...' (TRL's RewardTrainer, then RLOOTrainer)"
+        for name, method in TRL_ALIASES.items()
+    ]
     lines += ["", "options:", "  -h, --help  show this message", "  --version   print aihf's version"]
     return "\n".join(lines)
 
@@ -72,15 +83,13 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     command, rest = argv[0], argv[1:]
     shown = command  # errors name the command as typed (`aihf dpo: ...`)
-    if command in METHOD_ALIASES:
+    if command in METHOD_ALIASES or command in TRL_ALIASES:
         if any(a == "--method" or a.startswith("--method=") for a in rest):
             hint = "use 'aihf train --method ...'"
             print(f"aihf {command}: --method is given by the command itself; {hint}", file=sys.stderr)
             return 2
-        command, rest = "train", ["--method", command, *rest]
+        command, rest = "train", ["--method", TRL_ALIASES.get(command, command), *rest]
     if command not in COMMANDS:
-        from .args import unknown_command
-
         print(unknown_command("aihf", command, list(COMMANDS)), file=sys.stderr)
         return 2
 
@@ -112,15 +121,6 @@ def main(argv: list[str] | None = None) -> int:
         return 3
 
 
-def stdout_closed() -> int:
-    """The reader of stdout went away (``aihf ... | head``): end quietly, as Unix tools do, with the
-    status a shell gives a command that SIGPIPE ended (128 + 13)."""
-    # Python would otherwise report the failed flush of the rest of stdout at exit.
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, sys.stdout.fileno())
-    return 141
-
-
 def _close_progress_bars() -> None:
     """Close the progress bars a failed run left open, so that its error starts a line of its own."""
     from tqdm import tqdm
@@ -129,4 +129,4 @@ def _close_progress_bars() -> None:
         bar.close()
 
 
-__all__ = ["COMMANDS", "METHOD_ALIASES", "main", "stdout_closed"]
+__all__ = ["COMMANDS", "METHOD_ALIASES", "TRL_ALIASES", "main", "stdout_closed"]

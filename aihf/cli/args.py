@@ -12,78 +12,22 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import difflib
 import os
 import re
 from dataclasses import dataclass, field
-from enum import Enum
 from typing import Any
 
+from ..commandline import (
+    HelpFormatter,
+    argument_parser,
+    describe,
+    did_you_mean,
+    show,
+    type_name,
+    unknown_arguments,
+)
 from ..errors import ConfigError
-
-METHODS = ("aihf", "dpo", "sft", "spin", "sft_then_dpo")
-# Methods with an explicit reward model, trained by aihf.llm.AIHFRLTrainer (aihf.cli.rl).
-RL_METHODS = ("aihf_rl", "rlhf", "rft", "sft_then_rlhf")
-
-# What each --method sets. A value the user set at the same level as --method (both flags, or both
-# in the YAML) that disagrees is refused; a --method flag overrides values from the YAML.
-METHOD_SETTINGS: dict[str, dict[str, Any]] = {
-    "aihf": {},
-    "dpo": {"demo_weight": 0.0, "demo_loss": "nll"},
-    "sft": {"pref_weight": 0.0, "demo_loss": "nll"},
-    "spin": {"pref_weight": 0.0, "demo_loss": "self_play"},
-    "sft_then_dpo": {"demo_weight": 1.0, "demo_loss": "nll"},
-    "aihf_rl": {},
-    "rlhf": {"demo_weight": 0.0, "freeze_reward_model": True},
-    "rft": {"pref_weight": 0.0},
-    "sft_then_rlhf": {"demo_weight": 1.0},
-}
-
-# Options each --method does not use. A flag setting one draws a one-line warning (aihf.cli.train.
-# warn_ignored); the same key in a YAML file passes quietly, as one YAML file serves several methods.
-_TWO_STAGE = ("sft_num_train_epochs", "sft_max_steps", "sft_learning_rate")
-_SELF_PLAY = (
-    "self_play_round_steps",
-    "self_play_round_epochs",
-    "self_play_regen_prob",
-    "max_new_tokens",
-    "temperature",
-    "top_p",
-    "top_k",
-    "do_sample",
-    "generation_batch_size",
-    "generation_backend",
-)
-# What only the preference term (and the reference model it compares with) reads.
-_PREFERENCE_TERM = (
-    "loss_type",
-    "label_smoothing",
-    "precompute_ref_log_probs",
-    "precompute_ref_batch_size",
-    "prefix_sharing",
-    "ref_model_name_or_path",
-    "eval_preferences",
-)
-# What only the reward model's demonstration-vs-sample steps read (none under a frozen reward model).
-_DEMO_REWARD_STEPS = ("demo_loss", "reward_clamp", "fresh_reward_samples", "reward_steps_per_round")
-METHOD_IGNORES: dict[str, tuple[str, ...]] = {
-    "aihf": _TWO_STAGE,  # and _SELF_PLAY under demo_loss=nll (see ignored_options)
-    "dpo": (*_TWO_STAGE, *_SELF_PLAY, "demonstrations", "eval_demonstrations", "use_references_as_demonstrations"),
-    "sft": (*_TWO_STAGE, *_SELF_PLAY, "beta", *_PREFERENCE_TERM),
-    "spin": (*_TWO_STAGE, *_PREFERENCE_TERM),
-    "sft_then_dpo": _SELF_PLAY,
-    "aihf_rl": _TWO_STAGE,
-    "rlhf": (*_TWO_STAGE, *_DEMO_REWARD_STEPS, "demonstrations"),
-    "rft": (*_TWO_STAGE, "reward_pretrain_eval_steps", "reward_pretrain_patience", "reward_holdout_fraction"),
-    "sft_then_rlhf": _DEMO_REWARD_STEPS,
-}
-
-
-def ignored_options(method: str, demo_loss: str) -> tuple[str, ...]:
-    """The fields ``--method <method>`` does not use (with ``demo_loss`` as the method leaves it)."""
-    if method == "aihf" and demo_loss != "self_play":
-        return METHOD_IGNORES[method] + _SELF_PLAY
-    return METHOD_IGNORES[method]
+from ..methods import METHOD_SETTINGS, METHODS, RL_METHODS, SettingSources
 
 
 @dataclass
@@ -182,6 +126,16 @@ class DataArguments:
     )
     preferences_split: str = field(default="train", metadata={"help": "Split to read preferences from."})
     eval_split: str = field(default="test", metadata={"help": "Split to read both eval sources from."})
+    dataset_name: str | None = field(
+        default=None,
+        metadata={
+            "help": "TRL's flag: one dataset (a local file or save_to_disk folder, or a Hub id) read as "
+            "--preferences if its rows are pairs (chosen, rejected), else as --demonstrations; its "
+            "dataset_test_split is the eval set when eval_strategy is not 'no'."
+        },
+    )
+    dataset_train_split: str = field(default="train", metadata={"help": "Split of dataset_name to train on."})
+    dataset_test_split: str = field(default="test", metadata={"help": "Split of dataset_name to evaluate on."})
 
 
 @dataclass
@@ -206,8 +160,9 @@ class EvalRewardArguments:
 
 
 @dataclass
-class TrainArguments:
-    """The parsed command line, and where each field the user set came from."""
+class TrainArguments(SettingSources):
+    """The parsed command line, and where each field the user set came from (the
+    :class:`aihf.methods.SettingSources` of ``aihf train``: flags and YAML lines)."""
 
     model: ModelArguments
     data: DataArguments
@@ -235,90 +190,11 @@ class TrainArguments:
         origin = self.origins.get(name)
         return 0 if origin is None else 2 if origin.startswith("--") else 1
 
+    def forget(self, name: str) -> None:
+        self.origins.pop(name, None)
 
-def describe(name: str, value: Any, origins: dict[str, str]) -> str:
-    """``--name value`` (a flag), ``name: value in run.yaml`` or ``name=value (the default)``."""
-    origin = origins.get(name)
-    if origin is None:
-        return f"{name}={show(value)} (the default)"
-    if origin.startswith("--"):
-        return f"{origin} {show(value)}"
-    return f"{name}: {show(value)} in {origin}"
-
-
-def show(value: Any) -> str:
-    """A default or setting as the user would write it: strings with newlines come out escaped."""
-    if isinstance(value, Enum):
-        value = value.value
-    if isinstance(value, str):
-        return repr(value) if not value or not value.isprintable() or value != value.strip() else value
-    return str(value)
-
-
-def _type_name(kind: Any) -> str:
-    from transformers.hf_argparser import string_to_bool
-
-    return {int: "an integer", float: "a number", str: "a string", string_to_bool: "true or false"}.get(kind, "a value")
-
-
-_PATH_FIELDS = {
-    "config",
-    "output_dir",
-    "gguf_file",
-    "reward_model",
-    *(f"{p}{k}" for p in ("", "eval_") for k in ("demonstrations", "preferences")),
-}
-
-
-class _HelpFormatter(argparse.HelpFormatter):
-    """One spelling per option, a metavar naming its type, and defaults shown as they are."""
-
-    def _format_action_invocation(self, action):
-        if not action.option_strings:
-            return super()._format_action_invocation(action)
-        # Each field also has a --with-hyphens alias; listing both doubles every line of the help.
-        names = [s for s in action.option_strings if not (s.startswith("--") and "-" in s[2:])]
-        if action.nargs == 0:
-            return ", ".join(names)
-        from transformers.hf_argparser import string_to_bool
-
-        metavar = {int: "INT", float: "FLOAT", string_to_bool: "BOOL"}.get(action.type, "TEXT")
-        if action.dest in _PATH_FIELDS or action.dest.endswith("_name_or_path"):
-            metavar = "PATH"
-        elif action.dest == "resume_from_checkpoint":
-            metavar = "true|PATH"
-        return f"{names[0]} {self._format_args(action, metavar)}"
-
-    def _get_help_string(self, action):
-        text = action.help or ""
-        if action.nargs == 0 or action.default in (None, argparse.SUPPRESS) or "default" in text.lower():
-            return text
-        return f"{text} (default: {show(action.default).replace('%', '%%')})"
-
-
-def argument_parser(dataclass_types, elsewhere: dict[str, str] | None = None, **kwargs):
-    """An ``HfArgumentParser`` for an ``aihf`` command: a mistake raises :class:`ConfigError`
-    (printed as one line, exit status 2) where argparse would print its usage and exit, and
-    abbreviations (``--learning_rat``) are refused, as a YAML file refuses them.
-
-    ``elsewhere`` maps the fields of other commands (or methods) that this one lacks to what to say
-    of them (``an option of `aihf eval-reward`, not of `aihf train```), said instead of a "did you
-    mean" guess at a look-alike of this command's options."""
-    from transformers import HfArgumentParser
-
-    class Parser(HfArgumentParser):
-        def error(self, message):
-            # "argument --max_steps/--max-steps: invalid int value: 'two'" -> "--max_steps: expected an
-            # integer, got 'two'", as the same mistake in the YAML file reads.
-            message = re.sub(r"^argument (--[\w]+)(/--[\w-]+)*: ", r"\1: ", one_line_error(message, self))
-            bad = re.match(r"^(--\w+): invalid (int|float) value: (.*)$", message)
-            if bad:
-                message = f"{bad[1]}: expected {_type_name(int if bad[2] == 'int' else float)}, got {bad[3]}"
-            raise ConfigError(message)
-
-    parser = Parser(dataclass_types, allow_abbrev=False, **kwargs)
-    parser.elsewhere = elsewhere or {}
-    return parser
+    def spell(self, name: str, value: Any) -> str:
+        return f"--{name} {show(value)}"
 
 
 def _field_names(*dataclass_types) -> set[str]:
@@ -338,14 +214,11 @@ def options_elsewhere(method: str) -> dict[str, str]:
     return {name: text for name, text in found.items() if name not in own}
 
 
-# TRL's data flags, which aihf splits by kind of data: what to write instead.
+# TRL's trainer arguments as flags, which aihf splits by kind of data: what to write instead.
 TRL_DATA_FLAGS = {
-    name: "aihf reads preference pairs from --preferences (TRL's train_dataset) and demonstrations (SFT data) from "
-    "--demonstrations, each a local file or folder or a Hub id"
-    for name in ("dataset_name", "train_dataset", "dataset_train_split")
-} | {
-    name: "aihf reads held-out data from --eval_preferences and --eval_demonstrations"
-    for name in ("eval_dataset", "dataset_test_split")
+    "train_dataset": "aihf reads preference pairs from --preferences (TRL's train_dataset) and demonstrations (SFT "
+    "data) from --demonstrations, each a local file or folder or a Hub id (or --dataset_name, routed by its rows)",
+    "eval_dataset": "aihf reads held-out data from --eval_preferences and --eval_demonstrations",
 }
 
 
@@ -402,7 +275,7 @@ def build_parser(method: str = "aihf"):
         prog="aihf train",
         usage="aihf train [--config run.yaml] [--field value ...]",
         description=_TRAIN_DESCRIPTION[kind],
-        formatter_class=_HelpFormatter,
+        formatter_class=HelpFormatter,
     )
     for action in parser._actions:
         if action.dest == "resume_from_checkpoint":
@@ -494,9 +367,9 @@ def _from_yaml_scalar(action: argparse.Action, value: Any, where: str) -> Any:
     from transformers.hf_argparser import string_to_bool
 
     kind = action.type
-    bad = ConfigError(f"{where}: expected {_type_name(kind)}, got {value!r}")
+    bad = ConfigError(f"{where}: expected {type_name(kind)}, got {value!r}")
     if isinstance(value, (list, dict)):
-        raise ConfigError(f"{where}: expected one value ({_type_name(kind)}), got a {type(value).__name__}")
+        raise ConfigError(f"{where}: expected one value ({type_name(kind)}), got a {type(value).__name__}")
     if kind is string_to_bool:
         if isinstance(value, bool):
             converted = value
@@ -549,42 +422,6 @@ def _nullable_fields() -> set[str]:
     return {name for name, kind in _field_types().items() if "None" in kind or "Optional" in kind}
 
 
-def _did_you_mean(word: str, candidates: list[str]) -> str:
-    match = difflib.get_close_matches(word, candidates, n=1, cutoff=0.6)
-    return f" (did you mean {match[0]}?)" if match else ""
-
-
-def unknown_command(prog: str, command: str, commands: list[str]) -> str:
-    """``aihf: unknown command 'trian': did you mean 'train'? commands: train, ...`` (``prog`` is ``aihf``,
-    ``aihf control``, ...)."""
-    match = difflib.get_close_matches(command, commands, n=1)
-    hint = f"did you mean '{match[0]}'? " if match else ""
-    return f"{prog}: unknown command '{command}': {hint}commands: {', '.join(commands)}"
-
-
-def unknown_arguments(remaining: list[str], parser: argparse.ArgumentParser) -> str:
-    """The one line for arguments ``parser`` does not take: ``unknown option --max_step (did you mean
-    --max_steps?)``, or for a stray value ``unexpected argument '5': options are written --name value``.
-    Every ``aihf`` command's parser words it so (its ``error`` for argparse's "unrecognized arguments")."""
-    unknown = next((t for t in remaining if t.startswith("-")), None)
-    if unknown is None:
-        return f"unexpected argument {remaining[0]!r}: options are written --name value"
-    name = unknown.split("=", 1)[0]
-    belongs = getattr(parser, "elsewhere", {}).get(name[2:].replace("-", "_"))
-    if belongs:
-        return f"unknown option {name}: {belongs}"
-    # Only the --snake_case spelling is suggested (HfArgumentParser also accepts --kebab-case).
-    flags = sorted(o for o in parser._option_string_actions if o.startswith("--") and "-" not in o[2:])
-    return f"unknown option {name}{_did_you_mean(name, flags)}"
-
-
-def one_line_error(message: str, parser: argparse.ArgumentParser) -> str:
-    """argparse's complaint as the line an ``aihf`` command prints (see :func:`unknown_arguments`)."""
-    if message.startswith("unrecognized arguments: "):
-        return unknown_arguments(message.split(": ", 1)[1].split(), parser)
-    return message
-
-
 def _flag_value(argv: list[str], name: str) -> str | None:
     """The value of the last ``--name value`` or ``--name=value`` in ``argv`` (as argparse takes it)."""
     value = None
@@ -630,10 +467,10 @@ def parse_arguments(parser, argv: list[str], dataclass_types: tuple) -> tuple[li
             key = str(key)
             if key == "config" or key not in fields_by_name:
                 belongs = getattr(parser, "elsewhere", {}).get(key)
-                hint = f": {belongs}" if belongs else _did_you_mean(key, [n for n in fields_by_name if n != "config"])
+                hint = f": {belongs}" if belongs else did_you_mean(key, [n for n in fields_by_name if n != "config"])
                 raise ConfigError(f"{where}: unknown key '{key}'{hint}")
             if value is None and key not in _nullable_fields():
-                kind = _type_name(fields_by_name[key].type)
+                kind = type_name(fields_by_name[key].type)
                 raise ConfigError(f"{where}: {key}: expected {kind}, got null (remove the line to keep the default)")
             converted[key] = _from_yaml(fields_by_name[key], value, f"{where}: {key}")
             origins[key] = config_path

@@ -3,8 +3,8 @@
 The RL methods train an explicit reward model with the policy (:class:`aihf.llm.AIHFRLTrainer`,
 method.md instantiation 1). ``aihf train`` (:mod:`aihf.cli.train`) parses their options into
 :class:`aihf.cli.args.RLModelArguments` and :class:`aihf.llm.AIHFRLConfig`, runs
-:func:`check_settings` here, then the checks every method shares (paths, every data row, the
-output folder), loads the policy (GGUF included) and calls :func:`fit`.
+:func:`check_settings` here, then the checks every method shares (:mod:`aihf.cli.checks`: paths,
+every data row, the output folder), loads the policy (GGUF included) and calls :func:`fit`.
 
 ``aihf eval-reward --reward_model PATH --preferences FILE`` prints a saved reward model's
 pairwise accuracy on preference pairs.
@@ -17,31 +17,22 @@ import json
 import os
 import sys
 
+from ..commandline import HelpFormatter, argument_parser, describe, show
 from ..errors import ConfigError
-from .args import (
-    EvalRewardArguments,
-    TrainArguments,
-    _HelpFormatter,
-    argument_parser,
-    describe,
-    parse_arguments,
-    show,
-    train_option_names,
-)
-from .train import (
+from .args import EvalRewardArguments, TrainArguments, parse_arguments, train_option_names
+from .checks import (
     Sources,
     TrainResult,
-    _check_model_path,
-    _info_after_checks,
-    _looks_local,
-    _no_demonstrations,
-    _resume,
     apply_method,
+    check_model_path,
     check_no_resume,
+    info_after_checks,
     load_error,
+    looks_local,
     lora_config,
+    no_demonstrations,
+    resume_setting,
     sft_overrides,
-    warn,
     warn_ignored,
 )
 
@@ -50,36 +41,11 @@ _UNSUPPORTED = {"sft_then_rlhf": ("ref_model_name_or_path", "reward_model_name_o
 
 
 def check_settings(args: TrainArguments) -> None:
-    """What ``--method`` sets (refusing contradictions, as :func:`aihf.cli.train.apply_method`), the
-    options the method cannot take, the data sources it needs, the reward model's path, and max_steps or
-    num_train_epochs, which the rounds would ignore (but for sft_then_rlhf's SFT stage)."""
+    """What ``--method`` sets and the checks across options it implies (:func:`aihf.methods.apply_method`:
+    contradictions, reward pretraining, rounds rather than steps), the options the method cannot take,
+    the data sources it needs, and the reward model's path."""
     apply_method(args)
     method, config, data = args.run.method, args.config, args.data
-    if method in ("rlhf", "sft_then_rlhf") and config.reward_pretrain_steps < 1:
-        raise ConfigError(
-            f"--method {method} fits the reward model on the preferences before RL, but "
-            f"{args.describe('reward_pretrain_steps')}: set reward_pretrain_steps > 0 (and reward_pretrain_patience "
-            "for early stopping)"
-        )
-    if config.pref_weight == 0 and config.reward_pretrain_steps > 0:
-        # Reward pretraining is Bradley-Terry on the preferences, which pref_weight=0 (rft) ignores.
-        if args.level("reward_pretrain_steps") >= args.level("method"):
-            raise ConfigError(
-                f"{args.describe('method')} with {args.describe('pref_weight')} contradicts "
-                f"{args.describe('reward_pretrain_steps')}: reward pretraining fits the preferences, which "
-                f"pref_weight=0 ignores. Remove one of them, or use --method aihf_rl"
-            )
-        # A --method flag over a YAML written for all the RL methods (examples/aihf_rl.yaml): flags win.
-        warn(
-            f"{args.describe('method')} ignores the preferences, so {args.describe('reward_pretrain_steps')} is skipped"
-        )
-        config.reward_pretrain_steps = 0
-        args.origins.pop("reward_pretrain_steps", None)
-        if config.freeze_reward_model:
-            raise ConfigError(
-                f"{args.describe('freeze_reward_model')} would run RL on an untrained reward model: "
-                f"{args.describe('method')} skips reward pretraining (it ignores the preferences)"
-            )
     check_no_resume(args)
     values = {**vars(data), **vars(args.model)}
     given = [name for name in ("eval_demonstrations", *_UNSUPPORTED.get(method, ())) if values[name]]
@@ -98,20 +64,9 @@ def check_settings(args: TrainArguments) -> None:
             f"set preferences (prompt/chosen/rejected rows){hint}"
         )
     if config.demo_weight > 0 and not data.demonstrations and not data.preferences:
-        raise ConfigError(_no_demonstrations(args))
-    _check_model_path(args, "reward_model_name_or_path")
+        raise ConfigError(no_demonstrations(args))
+    check_model_path(args, "reward_model_name_or_path")
     warn_ignored(args)
-    if method != "sft_then_rlhf":  # there they size the SFT stage
-        for name in ("max_steps", "num_train_epochs"):
-            # max_steps <= 0 means "not set" (transformers' convention), e.g. --max_steps -1 over a shared YAML.
-            if name in args.origins and not (name == "max_steps" and config.max_steps <= 0):
-                # Not mapped onto num_rounds: a round is several optimizer steps (policy and reward), and
-                # training silently longer or shorter than asked is worse than one line now.
-                raise ConfigError(
-                    f"{args.describe(name)}: --method {method} trains in rounds, not in steps or epochs: set "
-                    "num_rounds (each round: policy_steps_per_round policy steps, then reward_steps_per_round "
-                    "reward steps)"
-                )
 
 
 def fit(args: TrainArguments, model, ref, tokenizer, sources: Sources) -> TrainResult:
@@ -151,7 +106,7 @@ def fit(args: TrainArguments, model, ref, tokenizer, sources: Sources) -> TrainR
             peft_config=peft_config,
             reward_peft_config=reward_peft_config,
         )
-        metrics = trainer.train(resume_from_checkpoint=_resume(config))
+        metrics = trainer.train(resume_from_checkpoint=resume_setting(config))
         trainer.save_model()
     out = trainer.args.output_dir
     is_main = trainer.rank == 0
@@ -171,7 +126,7 @@ def _eval_parser():
         usage="aihf eval-reward --reward_model PATH --preferences FILE [--field value ...]",
         description="Pairwise accuracy of a reward model on preference pairs: the share of pairs with "
         "r(chosen) > r(rejected), the mean margin r(chosen) - r(rejected), and the number of pairs.",
-        formatter_class=_HelpFormatter,
+        formatter_class=HelpFormatter,
     )
 
 
@@ -180,7 +135,7 @@ def eval_reward(argv: list[str]) -> dict:
     Bad settings raise :class:`aihf.ConfigError`, bad rows :class:`aihf.DataError`, before the model loads."""
     from ..llm.reward_model import evaluate_reward_model
 
-    with _info_after_checks():
+    with info_after_checks():
         model, data, pad_token_id, batch_size, stops = _load_for_eval(argv)
     # The answers are framed as in training: a trailing end token removed, one appended.
     return evaluate_reward_model(model, data, pad_token_id, batch_size, end_token_id=stops)
@@ -204,7 +159,7 @@ def _load_for_eval(argv: list[str]):
     if os.path.isdir(path):
         if not os.path.isfile(os.path.join(path, "config.json")):
             raise ConfigError(f"{where}: not a model folder (no config.json)")
-    elif os.path.exists(path) or _looks_local(args.reward_model):
+    elif os.path.exists(path) or looks_local(args.reward_model):
         raise ConfigError(f"{where}: no such folder")
     try:
         tokenizer = AutoTokenizer.from_pretrained(args.reward_model, trust_remote_code=args.trust_remote_code)

@@ -247,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {name:<8} {text}")
         return 0
     if argv[0] not in COMMANDS:
-        from ..cli.args import unknown_command
+        from ..commandline import unknown_command
 
         print(unknown_command("aihf control", argv[0], list(COMMANDS)), file=sys.stderr)
         return 2
@@ -271,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from ..cli import stdout_closed
+    from ..commandline import stdout_closed
 
     try:
         status = main()

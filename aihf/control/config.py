@@ -504,6 +504,6 @@ class OneLineParser(argparse.ArgumentParser):
         super().__init__(allow_abbrev=False, **kwargs)
 
     def error(self, message: str):
-        from ..cli.args import one_line_error  # the wording (and "did you mean") of every aihf command
+        from ..commandline import one_line_error  # the wording (and "did you mean") of every aihf command
 
         raise ConfigError(one_line_error(message, self))

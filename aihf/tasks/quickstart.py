@@ -157,7 +157,8 @@ def evaluate(model_dir: str, task: dict) -> dict[str, float]:
 
 
 def main(argv: list[str]) -> int:
-    from ..cli.args import _HelpFormatter, argument_parser, ignored_options
+    from ..commandline import HelpFormatter, argument_parser
+    from ..methods import ignored_options
     from ..cli.train import train
     from ..llm.runs import check_output_dir
     from .tiny import build_model, build_word_tokenizer
@@ -169,7 +170,7 @@ def main(argv: list[str]) -> int:
         description="The built-in task, offline, end to end: writes demonstrations, preference pairs and a tiny "
         "Llama under output_dir, trains it through 'aihf train' and reports held-out exact match and preference "
         "accuracy before and after (results.json, results.md).",
-        formatter_class=_HelpFormatter,
+        formatter_class=HelpFormatter,
     )
     args = QuickstartArguments(**vars(parser.parse_args(argv)))
     remedy = "choose another --output_dir, or add --overwrite_output_dir to write the quickstart into it"

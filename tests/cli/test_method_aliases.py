@@ -1,7 +1,10 @@
 """`aihf dpo ...` is `aihf train --method dpo ...` (TRL's `trl dpo` habit), for every method."""
 
-from aihf.cli import METHOD_ALIASES, main
-from aihf.cli.args import METHODS, RL_METHODS
+import json
+
+from aihf.cli import METHOD_ALIASES, TRL_ALIASES, main
+from aihf.cli.args import METHODS, RL_METHODS, parse_train_args
+from aihf.cli.dataset_name import route_dataset_name
 
 from .conftest import losses, train, user_error
 
@@ -31,13 +34,75 @@ def _usage_text(capsys):
     return capsys.readouterr().out
 
 
-def test_trl_data_flags_point_to_where_aihf_reads_data(workdir, tmp_path, capsys):
+def test_trl_trainer_arguments_as_flags_point_to_where_aihf_reads_data(workdir, tmp_path, capsys):
     out = tmp_path / "x"
     for flag, says in (
-        ("--dataset_name", "aihf reads preference pairs from --preferences (TRL's train_dataset)"),
-        ("--train_dataset", "and demonstrations (SFT data) from --demonstrations"),
+        ("--train_dataset", "aihf reads preference pairs from --preferences (TRL's train_dataset)"),
         ("--eval_dataset", "aihf reads held-out data from --eval_preferences and --eval_demonstrations"),
     ):
         argv = ["sft", "--config", str(workdir / "run.yaml"), "--output_dir", str(out), flag, "data.jsonl"]
         line = user_error(capsys, argv, out)
         assert line.startswith(f"aihf sft: unknown option {flag}: ") and says in line, line
+
+
+def test_rloo_is_rlhf_reward_model_then_rloo(workdir, tmp_path, capsys):
+    """`aihf rloo` runs --method rlhf: its own check (reward pretraining before RL) answers, under its name."""
+    out = tmp_path / "x"
+    argv = ["rloo", "--config", str(workdir / "run.yaml"), "--output_dir", str(out), "--max_steps", "-1"]
+    line = user_error(capsys, argv, out)
+    assert line.startswith("aihf rloo: --method rlhf fits the reward model on the preferences before RL, but "), line
+    assert "rloo" in TRL_ALIASES and TRL_ALIASES["rloo"] == "rlhf"
+    assert "rloo         = 'aihf train --method rlhf ...'" in _usage_text(capsys)
+
+
+def test_dataset_name_of_pairs_trains_as_preferences(workdir, tmp_path):
+    """`aihf dpo --dataset_name prefs.jsonl` (TRL's habit) is `aihf dpo --preferences prefs.jsonl`."""
+    assert train(workdir, tmp_path / "train", "--method", "dpo") == 0
+    prefs = str(workdir / "prefs.jsonl")
+    argv = ["dpo", "--config", str(workdir / "run.yaml"), "--output_dir", str(tmp_path / "ds")]
+    assert main([*argv, "--preferences", "", "--dataset_name", prefs]) == 0
+    assert losses(tmp_path / "ds") == losses(tmp_path / "train")
+
+
+def _routed(workdir, *flags):
+    args = parse_train_args(["--config", str(workdir / "run.yaml"), "--output_dir", "o", *flags])
+    return route_dataset_name(args), args
+
+
+def test_dataset_name_of_demonstrations_is_read_as_demonstrations(workdir):
+    demos = str(workdir / "demos.jsonl")
+    kind, args = _routed(workdir, "--method", "sft", "--demonstrations", "", "--dataset_name", demos)
+    assert kind == "demonstrations" and args.data.demonstrations == str(workdir / "demos.jsonl")
+    assert args.describe("demonstrations") == f"--dataset_name {workdir / 'demos.jsonl'}"
+    assert args.data.eval_demonstrations is None  # eval_strategy=no: no eval set
+
+
+def test_dataset_name_folder_gives_its_test_split_to_evaluation(workdir, tmp_path):
+    import datasets
+
+    rows = [json.loads(line) for line in (workdir / "prefs.jsonl").read_text().splitlines()]
+    folder = tmp_path / "hh"
+    datasets.DatasetDict(
+        {"train": datasets.Dataset.from_list(rows[:24]), "held": datasets.Dataset.from_list(rows[24:])}
+    ).save_to_disk(str(folder))
+    flags = ["--preferences", "", "--dataset_name", str(folder), "--dataset_test_split", "held"]
+    kind, args = _routed(workdir, *flags, "--eval_strategy", "steps", "--eval_steps", "1")
+    data = args.data
+    assert kind == "preferences"
+    assert (data.preferences, data.preferences_split) == (str(folder), "train")
+    assert (data.eval_preferences, data.eval_split) == (str(folder), "held")
+
+
+def test_dataset_name_mistakes_are_one_line(workdir, tmp_path, capsys):
+    prefs, out = str(workdir / "prefs.jsonl"), tmp_path / "x"
+    base = ["train", "--config", str(workdir / "run.yaml"), "--output_dir", str(out), "--dataset_name", prefs]
+    line = user_error(capsys, base, out)
+    assert line == (
+        f"aihf train: --dataset_name {prefs} holds preference pairs (chosen, rejected), and preferences: {prefs} in "
+        f"{workdir / 'run.yaml'} is given too: give one of them"
+    )
+    line = user_error(capsys, [*base, "--preferences", "", "--eval_strategy", "steps", "--eval_steps", "1"], out)
+    assert line == (
+        f"aihf train: --dataset_name {prefs} is one file, with no 'test' split to evaluate on (--eval_strategy "
+        "steps): give held-out rows with --eval_preferences"
+    )

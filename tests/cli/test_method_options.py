@@ -12,7 +12,8 @@ import yaml
 from aihf.cli import main
 from aihf.cli import rl as rl_module
 from aihf.cli import train as train_module
-from aihf.cli.args import METHODS, RL_METHODS, ignored_options, train_dataclasses
+from aihf.cli.args import train_dataclasses
+from aihf.methods import METHODS, RL_METHODS, ignored_options
 
 from .conftest import user_error
 

@@ -1,0 +1,58 @@
+"""TRL's ``--dataset_name``: one dataset, routed to ``--preferences`` or ``--demonstrations`` by its rows.
+
+TRL's scripts train on ``--dataset_name`` (split ``--dataset_train_split``) and evaluate on its
+``--dataset_test_split`` when ``eval_strategy`` is not ``no``; the trainer (DPO, SFT) decides what the
+rows are. aihf reads preference pairs and demonstrations from separate sources, so the dataset's
+first row decides: pairs (``chosen`` and ``rejected``) are preferences, anything else
+demonstrations (the format checks that follow name any row that is neither).
+"""
+
+from __future__ import annotations
+
+import os
+
+from ..errors import ConfigError
+from ..methods import RL_METHODS
+from .args import TrainArguments
+
+
+def dataset_kind(record) -> str:
+    """``"preferences"`` for a row holding ``chosen`` and ``rejected``, else ``"demonstrations"``."""
+    keys = set(map(str, record)) if isinstance(record, dict) else set()
+    return "preferences" if {"chosen", "rejected"} <= keys else "demonstrations"
+
+
+def route_dataset_name(args: TrainArguments) -> str | None:
+    """Set ``args.data.preferences`` or ``.demonstrations`` (and the eval source of the same kind)
+    from ``dataset_name``; returns the kind, or None without ``dataset_name``.
+
+    Raises :class:`aihf.ConfigError` when the source of that kind is also given, or when evaluation is
+    asked of one file (it has no test split); :class:`aihf.DataError` for an unreadable dataset.
+    """
+    from ..data import read_rows
+
+    data = args.data
+    if not data.dataset_name:
+        return None
+    where = args.describe("dataset_name")
+    rows = read_rows(data.dataset_name, split=data.dataset_train_split)
+    kind = dataset_kind(rows.records[0])
+    what = "preference pairs (chosen, rejected)" if kind == "preferences" else "demonstrations"
+    if getattr(data, kind):
+        raise ConfigError(f"{where} holds {what}, and {args.describe(kind)} is given too: give one of them")
+    setattr(data, kind, data.dataset_name)
+    setattr(data, f"{kind}_split", data.dataset_train_split)
+    args.origins[kind] = args.origins["dataset_name"]
+    eval_kind = f"eval_{kind}"
+    evaluates = str(getattr(args.config.eval_strategy, "value", args.config.eval_strategy)) != "no"
+    if not evaluates or getattr(data, eval_kind) or (kind == "demonstrations" and args.run.method in RL_METHODS):
+        return kind  # (the RL methods evaluate the reward model on preference pairs only)
+    if os.path.isfile(os.path.expanduser(data.dataset_name)):
+        raise ConfigError(
+            f"{where} is one file, with no {data.dataset_test_split!r} split to evaluate on "
+            f"({args.describe('eval_strategy')}): give held-out rows with --{eval_kind}"
+        )
+    setattr(data, eval_kind, data.dataset_name)
+    data.eval_split = data.dataset_test_split
+    args.origins[eval_kind] = args.origins["dataset_name"]
+    return kind
