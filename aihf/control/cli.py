@@ -137,7 +137,8 @@ def evaluate(argv: list[str]) -> dict:
     import numpy as np
     from safetensors import SafetensorError
 
-    from .trainer import evaluate_policy, load_policy, normalized_score
+    from .envs import evaluate_policy, normalized_score
+    from .trainer import load_policy
 
     parser = OneLineParser(prog="aihf control eval", description=COMMANDS["eval"])
     parser.add_argument("--run_dir", required=True, help="output_dir of a finished 'aihf control train' run.")
@@ -264,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
     except TrainingError as e:  # a non-finite value; the run's last checkpoint is intact
         print(f"aihf control {command}: {_one_line(str(e))}", file=sys.stderr)
         return 3
-    from .trainer import json_safe
+    from .envs import json_safe
 
     print(json.dumps(json_safe(out), indent=1, default=float))
     return 0

@@ -21,8 +21,8 @@ from aihf.control.data import (  # noqa: E402
     load_trajectories,
     save_trajectories,
 )
-from aihf.control.reward import RewardNet, segment_returns  # noqa: E402
-from aihf.control.trainer import ControlTrainer, RewardBatch, reward_loss  # noqa: E402
+from aihf.control.reward import RewardBatch, RewardNet, reward_loss, segment_returns  # noqa: E402
+from aihf.control.trainer import ControlTrainer  # noqa: E402
 
 from .helpers import ENV, pendulum_dataset  # noqa: E402
 

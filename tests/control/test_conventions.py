@@ -15,8 +15,8 @@ from aihf import DataError  # noqa: E402
 from aihf.control import cli  # noqa: E402
 from aihf.control.config import ControlConfig  # noqa: E402
 from aihf.control.data import load_preferences, load_trajectories  # noqa: E402
-from aihf.control.reward import env_actions, segment_returns  # noqa: E402
-from aihf.control.trainer import ControlTrainer, reward_loss  # noqa: E402
+from aihf.control.reward import env_actions, reward_loss, segment_returns  # noqa: E402
+from aihf.control.trainer import ControlTrainer  # noqa: E402
 
 from .helpers import ENV, pendulum_dataset  # noqa: E402
 

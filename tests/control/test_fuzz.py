@@ -26,7 +26,8 @@ from aihf import DataError  # noqa: E402
 from aihf.control import cli  # noqa: E402
 from aihf.control.config import CollectConfig, ControlConfig  # noqa: E402
 from aihf.control.data import load_preferences, load_trajectories  # noqa: E402
-from aihf.control.trainer import ControlTrainer, make_env  # noqa: E402
+from aihf.control.envs import make_env  # noqa: E402
+from aihf.control.trainer import ControlTrainer  # noqa: E402
 
 from .helpers import ENV, pendulum_dataset  # noqa: E402
 

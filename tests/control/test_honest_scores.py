@@ -15,8 +15,8 @@ pytest.importorskip("stable_baselines3")
 from aihf.control import bench, cli  # noqa: E402
 from aihf.control.config import CollectConfig, ControlConfig  # noqa: E402
 from aihf.control.references import check_demonstrator  # noqa: E402
-from aihf.control.reward import RewardNet  # noqa: E402
-from aihf.control.trainer import ControlTrainer, RewardBatch, reward_loss  # noqa: E402
+from aihf.control.reward import RewardBatch, RewardNet, reward_loss  # noqa: E402
+from aihf.control.trainer import ControlTrainer  # noqa: E402
 
 from .helpers import ENV, controller, pendulum_dataset  # noqa: E402
 
