@@ -17,17 +17,15 @@ from aihf.control.checkpoint import BUFFER_ARRAYS  # noqa: E402
 from aihf.control.envs import replay_buffer_bytes  # noqa: E402
 from aihf.control.trainer import ControlTrainer  # noqa: E402
 
-from .helpers import ENV, pendulum_dataset  # noqa: E402
+from .helpers import ENV  # noqa: E402
 
 SMALL = ["--rounds", "2", "--sac_steps_per_round", "100", "--learning_starts", "50", "--net_arch", "8"]
 SMALL += ["--batch_size", "16", "--reward_net_arch", "8", "--eval_episodes", "1", "--progress", "false"]
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("data")
-    pendulum_dataset(folder, num_preferences=20)
-    return folder
+def data(pendulum_data):
+    return pendulum_data(20)
 
 
 def test_replay_buffer_estimate_equals_what_sb3_allocates(data, tmp_path):
