@@ -55,6 +55,8 @@ __all__ = [
     "clipped_policy_loss",
     "ClippedPolicyLoss",
     "center_rewards_loss",
+    "RewardModelLoss",
+    "reward_model_loss",
     "bradley_terry_preference_probability",
 ]
 
@@ -372,6 +374,93 @@ def center_rewards_loss(first_rewards: Tensor, second_rewards: Tensor) -> Tensor
     """
     _check_pair(first_rewards, second_rewards, None, ("first_rewards", "second_rewards"))
     return ((first_rewards + second_rewards) ** 2).mean()
+
+
+class RewardModelLoss(NamedTuple):
+    """What :func:`reward_model_loss` returns: the scalar ``loss``; the two terms as
+    :class:`PairwiseLoss` (``pref``: chosen vs rejected, ``demo``: demonstration vs sample, after any
+    clamp), None where absent; ``metrics``, floats named ``loss``, ``loss_pref``, ``pref_accuracy``,
+    ``pref_margin``, ``loss_demo``, ``demo_accuracy``, ``demo_margin`` (those of absent terms left out)."""
+
+    loss: Tensor
+    pref: PairwiseLoss | None
+    demo: PairwiseLoss | None
+    metrics: dict[str, float]
+
+
+def reward_model_loss(
+    chosen_rewards: Tensor | None,
+    rejected_rewards: Tensor | None,
+    demo_rewards: Tensor | None,
+    sample_rewards: Tensor | None,
+    *,
+    demo_weight: float,
+    pref_weight: float,
+    demo_loss: str = "linear",
+    reward_clamp: float | None = None,
+    center_rewards_coefficient: float | None = None,
+) -> RewardModelLoss:
+    """The explicit reward model's objective, method.md (U) with an explicit reward ("Instantiations"
+    1(c)): ``w_P * BT(r(chosen), r(rejected)) + w_D * ML-IRL(r(demo), r(sample))`` as a loss, plus
+    ``center_rewards_coefficient * mean((r1 + r2)^2)`` over every scored pair when set.
+
+    Args:
+        chosen_rewards, rejected_rewards: ``(P,)`` rewards of the preferred and dispreferred sides
+            (summed over a trajectory segment in control), or both None: no preference term.
+        demo_rewards, sample_rewards: ``(S,)`` rewards of a demonstration and of a policy sample paired
+            with it (repeat a demonstration's reward once per sample), or both None: no demonstration term.
+        demo_weight, pref_weight: ``w_D``, ``w_P`` >= 0; an absent term's weight is ignored, a present
+            term with weight 0 is left out of ``loss`` (as in :func:`aihf_loss`).
+        demo_loss: ``"linear"`` (:func:`ml_irl_linear_loss`) or ``"logistic"`` (:func:`ml_irl_logistic_loss`).
+        reward_clamp: with ``"linear"``, clamp both sides' rewards to ``[-c, c]`` first: the linear term
+            is unbounded below (the authors' code clamps too); None for a reward bounded already.
+        center_rewards_coefficient: weight of :func:`center_rewards_loss` over the preference pairs and
+            the (clamped) demonstration/sample pairs together; None for none.
+
+    Raises ``ValueError`` for one side of a pair without the other, no term present, an unknown
+    ``demo_loss``, or bad weights.
+    """
+    if (chosen_rewards is None) != (rejected_rewards is None):
+        raise ValueError("chosen_rewards and rejected_rewards must both be given or both be None")
+    if (demo_rewards is None) != (sample_rewards is None):
+        raise ValueError("demo_rewards and sample_rewards must both be given or both be None")
+    if demo_loss not in ("linear", "logistic"):
+        raise ValueError(f"demo_loss must be 'linear' or 'logistic', got {demo_loss!r}")
+    metrics: dict[str, float] = {}
+    pref = demo = None
+    if chosen_rewards is not None:
+        pref = bradley_terry_loss(chosen_rewards, rejected_rewards)
+        metrics.update(
+            loss_pref=pref.loss.item(),
+            pref_accuracy=(pref.margins > 0).float().mean().item(),
+            pref_margin=pref.margins.mean().item(),
+        )
+    if demo_rewards is not None:
+        if demo_loss == "linear":
+            if reward_clamp is not None:
+                demo_rewards = demo_rewards.clamp(-reward_clamp, reward_clamp)
+                sample_rewards = sample_rewards.clamp(-reward_clamp, reward_clamp)
+            demo = ml_irl_linear_loss(demo_rewards, sample_rewards)
+        else:
+            demo = ml_irl_logistic_loss(demo_rewards, sample_rewards)
+        metrics.update(
+            loss_demo=demo.loss.item(),
+            demo_accuracy=(demo.margins > 0).float().mean().item(),
+            demo_margin=demo.margins.mean().item(),
+        )
+    loss = aihf_loss(
+        demo.loss if demo is not None else None,
+        pref.loss if pref is not None else None,
+        demo_weight if demo is not None else 0.0,
+        pref_weight if pref is not None else 0.0,
+    )
+    if center_rewards_coefficient is not None:
+        pairs = [(chosen_rewards, rejected_rewards)] if pref is not None else []
+        pairs += [(demo_rewards, sample_rewards)] if demo is not None else []
+        first, second = torch.cat([a for a, _ in pairs]), torch.cat([b for _, b in pairs])
+        loss = loss + center_rewards_coefficient * center_rewards_loss(first, second)
+    metrics["loss"] = loss.item()
+    return RewardModelLoss(loss, pref, demo, metrics)
 
 
 # ---------------------------------------------------------------------------- lower level (L)

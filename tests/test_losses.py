@@ -135,6 +135,105 @@ def test_aihf_combination_exact():
     assert losses.aihf_loss(T(2.0)[0], T(3.0)[0], 0.5, 2.0).item() == pytest.approx(7.0)
 
 
+
+# ---------------------------------------------------------------- the reward model's objective
+# chosen (1, 0) vs rejected (0, 2): BT = (log(1 + e^-1) + log(1 + e^2)) / 2 = 1.2200948492805979
+_BT = 1.2200948492805979
+
+
+def test_reward_model_loss_exact_linear():
+    out = losses.reward_model_loss(
+        T(1.0, 0.0), T(0.0, 2.0), T(3.0, 1.0), T(0.5, 2.0), demo_weight=0.5, pref_weight=2.0
+    )
+    # demo term: mean(sample - demo) = mean(-2.5, 1.0) = -0.75; 0.5 * -0.75 + 2 * BT
+    assert out.loss.item() == pytest.approx(2.0651896985611957, abs=1e-12)
+    assert out.metrics == pytest.approx(
+        {
+            "loss_pref": _BT,
+            "pref_accuracy": 0.5,
+            "pref_margin": -0.5,
+            "loss_demo": -0.75,
+            "demo_accuracy": 0.5,
+            "demo_margin": 0.75,
+            "loss": 2.0651896985611957,
+        },
+        abs=1e-12,
+    )
+    assert out.demo.per_example.tolist() == [-2.5, 1.0]
+    assert out.pref.margins.tolist() == [1.0, -2.0]
+
+
+def test_reward_model_loss_exact_clamp_and_centring():
+    kw = dict(demo_weight=0.5, pref_weight=2.0, reward_clamp=1.5)
+    out = losses.reward_model_loss(T(1.0, 0.0), T(0.0, 2.0), T(3.0, 1.0), T(0.5, 2.0), **kw)
+    # clamped to [-1.5, 1.5]: demo (1.5, 1.0), sample (0.5, 1.5): mean(-1.0, 0.5) = -0.25
+    assert out.loss.item() == pytest.approx(0.5 * -0.25 + 2 * _BT, abs=1e-12)
+    out = losses.reward_model_loss(
+        T(1.0, 0.0), T(0.0, 2.0), T(3.0, 1.0), T(0.5, 2.0), center_rewards_coefficient=0.1, **kw
+    )
+    # centring over all four pairs, the clamped ones included: (1^2 + 2^2 + 2^2 + 2.5^2) / 4 = 3.8125
+    assert out.loss.item() == pytest.approx(2.696439698561196, abs=1e-12)
+    assert out.metrics["loss"] == pytest.approx(2.696439698561196, abs=1e-12)
+
+
+def test_reward_model_loss_exact_logistic_ignores_the_clamp():
+    kw = dict(demo_weight=0.5, pref_weight=2.0, demo_loss="logistic", reward_clamp=1.5)
+    out = losses.reward_model_loss(T(1.0, 0.0), T(0.0, 2.0), T(3.0, 1.0), T(0.5, 2.0), **kw)
+    # (log(1 + e^-2.5) + log(1 + e)) / 2 = 0.6960757109053862
+    assert out.metrics["loss_demo"] == pytest.approx(0.6960757109053862, abs=1e-12)
+    assert out.loss.item() == pytest.approx(2.788227554013889, abs=1e-12)
+
+
+def test_reward_model_loss_terms_and_reductions():
+    pref_only = losses.reward_model_loss(T(1.0, 0.0), T(0.0, 2.0), None, None, demo_weight=5.0, pref_weight=2.0)
+    assert pref_only.demo is None and "loss_demo" not in pref_only.metrics
+    assert pref_only.loss.item() == pytest.approx(2 * _BT, abs=1e-12)  # an absent term's weight is ignored
+    demo_only = losses.reward_model_loss(None, None, T(3.0, 1.0), T(0.5, 2.0), demo_weight=1.0, pref_weight=2.0)
+    assert demo_only.pref is None and demo_only.loss.item() == pytest.approx(-0.75)
+    # a present term with weight 0 is computed (its metrics logged) but left out of the loss
+    both = (T(1.0, 0.0), T(0.0, 2.0), T(3.0, 1.0), T(0.5, 2.0))
+    off = losses.reward_model_loss(*both, demo_weight=0.0, pref_weight=1.0)
+    assert off.loss.item() == pytest.approx(_BT, abs=1e-12) and off.metrics["loss_demo"] == -0.75
+    with pytest.raises(ValueError, match="both be given"):
+        losses.reward_model_loss(T(1.0), None, None, None, demo_weight=1.0, pref_weight=1.0)
+    with pytest.raises(ValueError, match="both be given"):
+        losses.reward_model_loss(None, None, None, T(1.0), demo_weight=1.0, pref_weight=1.0)
+    with pytest.raises(ValueError, match="demo_loss"):
+        losses.reward_model_loss(None, None, T(1.0), T(1.0), demo_weight=1.0, pref_weight=1.0, demo_loss="nll")
+    with pytest.raises(ValueError, match="at least one"):
+        losses.reward_model_loss(None, None, None, None, demo_weight=1.0, pref_weight=1.0)
+
+
+@pytest.mark.parametrize(
+    "demo_loss, clamp, center", [("linear", 1.5, None), ("linear", 1.5, 0.1), ("logistic", 1.5, 0.01)]
+)
+def test_reward_model_loss_equals_the_llm_rl_trainers_reward_loss(demo_loss, clamp, center):
+    """AIHFRLTrainer.reward_loss (today's LLM reward step) scores its rows in the order
+    [chosen | rejected | demonstrations | samples] and pairs each sample with its demonstration;
+    fed the same scores, reward_model_loss gives the same loss and metrics."""
+    from types import SimpleNamespace
+
+    from aihf.llm.rl_trainer import AIHFRLTrainer
+
+    # 2 pairs, 2 demonstrations with 1 and 2 samples: rows 0-1 chosen, 2-3 rejected, 4-5 demos, 6-8 samples
+    scores = T(1.0, -0.5, 0.0, 2.0, 3.0, -2.0, 0.5, -1.0, 2.5)
+    args = SimpleNamespace(
+        demo_loss=demo_loss, reward_clamp=clamp, demo_weight=0.5, pref_weight=2.0, center_rewards_coefficient=center
+    )
+    stub = SimpleNamespace(args=args, _scores=lambda prompts, answers: scores)
+    prefs = {"prompt_ids": [[1], [2]], "chosen_ids": [[3], [4]], "rejected_ids": [[5], [6]]}
+    demos = {"prompt_ids": [[7], [8]], "completion_ids": [[9], [10]]}
+    theirs, their_metrics = AIHFRLTrainer.reward_loss(stub, prefs, demos, [[[11]], [[12], [13]]])
+    kw = dict(demo_weight=0.5, pref_weight=2.0, demo_loss=demo_loss, reward_clamp=clamp)
+    demo_rows = scores[4:6][torch.tensor([0, 1, 1])]  # each sample paired with its demonstration
+    ours = losses.reward_model_loss(
+        scores[0:2], scores[2:4], demo_rows, scores[6:9], center_rewards_coefficient=center, **kw
+    )
+    assert ours.loss.item() == pytest.approx(theirs.item(), abs=1e-12)
+    mine = {f"reward_model/{k}": v for k, v in ours.metrics.items()}
+    assert mine == pytest.approx({k: v for k, v in their_metrics.items() if k != "reward_model/mean_reward"}, abs=1e-12)
+
+
 # ---------------------------------------------------------------- reductions
 def test_aihf_reductions():
     demo, pref = T(2.0)[0], T(3.0)[0]

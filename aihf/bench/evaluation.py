@@ -4,11 +4,12 @@ tuning rule; and the record of a policy at points along training (:class:`Fronti
 from __future__ import annotations
 
 import copy
-import math
 from collections.abc import Callable
 from typing import Any
 
 from transformers import TrainerCallback
+
+from .stats import mean, mean_ci  # noqa: F401  (importable from here, as before)
 
 
 def distinct_n(texts: list[str], n: int = 2) -> float:
@@ -111,10 +112,6 @@ def held_out_samples(references: list[dict]) -> list[dict]:
     ]
 
 
-def mean(values: list[float]) -> float:
-    return sum(values) / len(values) if values else float("nan")
-
-
 def select(points: list[dict], kl_cap: float) -> dict:
     """The grid point with the highest validation gold among those with validation KL <= ``kl_cap``;
     if none qualifies, the one with the lowest KL."""
@@ -133,16 +130,6 @@ def held_out_pairs(references: list[dict]) -> list[dict]:
         if len(r["base_gold"]) >= 2 and r["base_gold"][0] != r["base_gold"][1]
         for i in [0 if r["base_gold"][0] > r["base_gold"][1] else 1]
     ]
-
-
-def mean_ci(values: list[float]) -> tuple[float, float]:
-    """Mean and the half-width of its normal 95 % confidence interval (0 for fewer than 2 values)."""
-    n = len(values)
-    m = mean(values)
-    if n < 2:
-        return m, 0.0
-    sd = math.sqrt(sum((v - m) ** 2 for v in values) / (n - 1))
-    return m, 1.96 * sd / math.sqrt(n)
 
 
 # --------------------------------------------------------------------------- points along training

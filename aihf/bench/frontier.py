@@ -7,7 +7,7 @@ A run's frontier is its list of points in training order, each ``{"kl", "gold", 
 
 from __future__ import annotations
 
-from .evaluation import mean_ci
+from .stats import mean_ci
 
 
 def _mix(a: float, b: float, w: float) -> float:

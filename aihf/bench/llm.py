@@ -23,10 +23,10 @@ command, one run and the sweep; :mod:`.settings`, :mod:`.methods`, :mod:`.evalua
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import random
-import subprocess
 import sys
 import time
 
@@ -46,7 +46,7 @@ from .evaluation import (  # noqa: F401  (the benchmark's public names, importab
 )
 from .methods import METHODS, RunContext, method_spec  # noqa: F401
 from .report import aggregate, markdown, paired_differences, write_report  # noqa: F401
-from .runlock import try_lock_run
+from .runner import Job, run_jobs
 from .settings import (  # noqa: F401
     PRESETS,
     PROG,
@@ -273,84 +273,25 @@ def _do_run(args: BenchArguments, method: str, budget: int, seed: int, data_dir:
 
 
 # --------------------------------------------------------------------------- the sweep
-def _format_seconds(s: float) -> str:
-    return f"{int(s // 60)}m{int(s % 60):02d}s"
-
-
 def sweep(args: BenchArguments, argv_prog: list[str], pending: list[tuple[str, int, int]], data_dir: str) -> None:
-    """Do the pending runs, ``args.jobs`` at a time, printing progress and an ETA."""
-    start, done = time.time(), 0
-    total = len(pending)
-
-    def progress(name: str, seconds: float) -> None:
-        nonlocal done
-        done += 1
-        elapsed = time.time() - start
-        eta = elapsed / done * (total - done)
-        print(
-            f"[{done}/{total}] {name} done in {seconds:.0f} s; elapsed {_format_seconds(elapsed)}, "
-            f"ETA {_format_seconds(eta)}",
-            flush=True,
+    """Do the pending runs, ``args.jobs`` at a time (in this process when 1), printing progress and an
+    ETA (:mod:`aihf.bench.runner`); raises ``RuntimeError`` naming the runs that failed."""
+    jobs = [
+        Job(
+            run_name(method, budget, seed),
+            argv_prog + run_args(args, method, budget, seed),
+            result_path(args, method, budget, seed),
+            run_here=functools.partial(do_run, args, method, budget, seed, data_dir),
         )
-
-    def lock(method: str, budget: int, seed: int) -> int | None:
-        """The run's lock (held by the run for its lifetime, :mod:`aihf.bench.runlock`), or None
-        to skip it: a copy from an earlier sweep is still running, or it finished meanwhile."""
-        name = run_name(method, budget, seed)
-        fd = try_lock_run(os.path.join(args.output_dir, "locks", name + ".lock"))
-        if fd is not None and os.path.isfile(result_path(args, method, budget, seed)):
-            os.close(fd)
-            return None
-        if fd is None:
-            print(f"skipped {name}: already running elsewhere (its lock is held)", flush=True)
-        return fd
-
-    if args.jobs == 1:
-        for method, budget, seed in pending:
-            fd = lock(method, budget, seed)
-            if fd is None:
-                continue
-            print(f"[{done + 1}/{total}] running {run_name(method, budget, seed)}", flush=True)
-            t0 = time.time()
-            try:
-                do_run(args, method, budget, seed, data_dir)
-            finally:
-                os.close(fd)
-            progress(run_name(method, budget, seed), time.time() - t0)
-        return
-    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false")
-    queue, running, failed = list(pending), {}, []
-    log_dir = os.path.join(args.output_dir, "logs")
-    os.makedirs(log_dir, exist_ok=True)
-    while queue or running:
-        while queue and len(running) < args.jobs:
-            method, budget, seed = queue.pop(0)
-            name = run_name(method, budget, seed)
-            fd = lock(method, budget, seed)
-            if fd is None:
-                continue
-            log_file = open(os.path.join(log_dir, name + ".log"), "w")
-            try:  # the run inherits the locked descriptor and holds the lock until it exits
-                proc = subprocess.Popen(
-                    argv_prog + run_args(args, method, budget, seed),
-                    stdout=log_file,
-                    stderr=subprocess.STDOUT,
-                    env=env,
-                    pass_fds=(fd,),
-                )
-            finally:
-                os.close(fd)
-            running[proc] = (name, time.time(), log_file)
-            print(f"started {name} ({len(running)} running, {len(queue)} queued)", flush=True)
-        time.sleep(0.5)
-        for proc in [p for p in running if p.poll() is not None]:
-            name, t0, log_file = running.pop(proc)
-            log_file.close()
-            if proc.returncode != 0:
-                failed.append(name)
-                print(f"FAILED {name} (exit {proc.returncode}); see {log_dir}/{name}.log", flush=True)
-            else:
-                progress(name, time.time() - t0)
+        for method, budget, seed in pending
+    ]
+    failed = run_jobs(
+        jobs,
+        args.jobs,
+        lock_dir=os.path.join(args.output_dir, "locks"),
+        log_dir=os.path.join(args.output_dir, "logs"),
+        env={"TOKENIZERS_PARALLELISM": "false"},
+    )
     if failed:
         raise RuntimeError(f"{len(failed)} run(s) failed: {', '.join(failed)}")
 

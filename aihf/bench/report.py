@@ -7,7 +7,7 @@ import json
 import os
 from dataclasses import asdict
 
-from .evaluation import held_out_pairs, mean, mean_ci
+from .evaluation import held_out_pairs
 from .frontier import matched_rows, paired_at_kl
 from .methods import AIHF_VARIANTS, BASELINES, MATCHED_BASELINES, METHODS, REFERENCE_METHOD, method_spec
 from .settings import (
@@ -21,6 +21,7 @@ from .settings import (
     result_path,
     sweep_command,
 )
+from .stats import mean, mean_ci
 
 
 def pair_units(accuracies: list[float], num_pairs: int) -> list[float]:

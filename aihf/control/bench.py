@@ -22,15 +22,16 @@ from __future__ import annotations
 import json
 import os
 import shlex
-import subprocess
 import sys
-import time
 from dataclasses import dataclass
 
 import numpy as np
 
+from ..bench.runner import Job, Reporter, run_jobs
+from ..bench.stats import seed_differences
 from .null_table import difference_cells, not_above_null, null_differences, null_table_lines
 from .plots import plot_curves
+from .speed import speed
 
 # Each plan: envs, seeds and the runs of one (env, seed) as {setting: methods}. A setting is
 # <demo source><count>_p<pairs>. At 0 pairs AIHF is ML-IRL, so p0 runs ml_irl (and bc); pref_rl ignores
@@ -185,51 +186,45 @@ def _command(argv: list[str], python: str = PYTHON) -> str:
 def _execute(
     jobs: list[tuple[str, list[str], str]], parallel: int, nice: int, log_dir: str, lock_dir: str
 ) -> list[str]:
-    """Run (label, argv, done_file) jobs, ``parallel`` at a time; returns the labels that failed.
-    Each run holds ``<lock_dir>/<label>.lock`` for its lifetime (:mod:`aihf.bench.runlock`); a run
-    whose lock is held (a copy still running from an earlier sweep) is skipped, saying so."""
-    from tqdm.auto import tqdm
-
-    from ..bench.runlock import try_lock_run
-
+    """Run (label, argv, done_file) jobs, ``parallel`` at a time, with a progress bar; returns the
+    labels that failed. Each run holds ``<lock_dir>/<label>.lock`` for its lifetime; a run whose lock
+    is held (a copy still running from an earlier sweep) is skipped, saying so (:mod:`aihf.bench.runner`)."""
+    prefix = ["nice", "-n", str(nice)] if nice else []
+    runs = [Job(label, [*prefix, sys.executable, "-m", "aihf.control.cli", *argv], done) for label, argv, done in jobs]
     os.makedirs(log_dir, exist_ok=True)
-    pending, running, failed = list(jobs), [], []
-    bar = tqdm(total=len(jobs), desc="control bench", unit="run")
-    while pending or running:
-        while pending and len(running) < parallel:
-            label, argv, done = pending.pop(0)
-            lock = try_lock_run(os.path.join(lock_dir, label + ".lock"))
-            if lock is None or os.path.exists(done):
-                if lock is not None:
-                    os.close(lock)
-                bar.write(f"{label}: skipped, " + ("already running elsewhere" if lock is None else "already done"))
-                bar.update(1)
-                continue
-            cmd = [sys.executable, "-m", "aihf.control.cli", *argv]
-            if nice:
-                cmd = ["nice", "-n", str(nice), *cmd]
-            log = open(os.path.join(log_dir, label.replace("/", "__") + ".log"), "w")
-            env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-            try:  # the run inherits the locked descriptor and holds the lock until it exits
-                proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, pass_fds=(lock,))
-            finally:
-                os.close(lock)
-            running.append((label, proc, log, time.time()))
-            bar.set_postfix_str(f"running: {', '.join(r[0] for r in running)}"[:120])
-        time.sleep(2)
-        for item in list(running):
-            label, proc, log, started = item
-            if proc.poll() is None:
-                continue
-            running.remove(item)
-            log.close()
-            status = "ok" if proc.returncode == 0 else f"FAILED (exit {proc.returncode}, see {log.name})"
-            if proc.returncode != 0:
-                failed.append(label)
-            bar.write(f"{label}: {status} in {time.time() - started:.0f}s")
-            bar.update(1)
-    bar.close()
-    return failed
+    return run_jobs(runs, parallel, lock_dir=lock_dir, log_dir=log_dir, poll_s=2, reporter=_BarReporter(len(runs)))
+
+
+class _BarReporter(Reporter):
+    """A tqdm bar over the runs, one line written above it per run skipped or ended."""
+
+    def __init__(self, total: int):
+        from tqdm.auto import tqdm
+
+        super().__init__(total)
+        self.bar, self.running = tqdm(total=total, desc="control bench", unit="run"), []
+
+    def skipped(self, job: Job, why: str) -> None:
+        self.bar.write(f"{job.name}: skipped, " + ("already running elsewhere" if why == "running" else "already done"))
+        self.bar.update(1)
+
+    def started(self, job: Job, running: int, queued: int, in_process: bool) -> None:
+        self.running.append(job.name)
+        self.bar.set_postfix_str(f"running: {', '.join(self.running)}"[:120])
+
+    def finished(self, job: Job, seconds: float) -> None:
+        self._ended(job, "ok", seconds)
+
+    def failed(self, job: Job, returncode: int, log_path: str, seconds: float) -> None:
+        self._ended(job, f"FAILED (exit {returncode}, see {log_path})", seconds)
+
+    def _ended(self, job: Job, status: str, seconds: float) -> None:
+        self.running.remove(job.name)
+        self.bar.write(f"{job.name}: {status} in {seconds:.0f}s")
+        self.bar.update(1)
+
+    def close(self) -> None:
+        self.bar.close()
 
 
 # ------------------------------------------------------------------------------------------ report
@@ -303,7 +298,7 @@ def paired_differences(rows: list[dict]) -> list[dict]:
                     by_key[(env_id, setting, "aihf", k)][metric] - by_key[(env_id, source, baseline, k)][metric]
                     for k in seeds
                 ]
-                row[metric] = {"mean": float(np.mean(diffs)), "per_seed": diffs, "wins": sum(d > 0 for d in diffs)}
+                row[metric] = seed_differences(diffs)
             out.append(row)
     return out
 
@@ -417,93 +412,6 @@ def _remove_partial_results(results: str) -> None:
 
 
 # ------------------------------------------------------------------------------------------ speed
-def speed(preset: str, env_id: str, data_dir: str, steps: int, repeats: int, out: str, command: str) -> dict:
-    """Env steps/s of the AIHF loop (1 demonstration, up to 100 pairs) against plain SB3 SAC on the
-    true reward, same env, network, batch and update schedule (the preset's), alternated
-    ``repeats`` times, by wall clock and by this process's CPU time. Returns and writes ``out`` (JSON)."""
-    import dataclasses
-    import tempfile
-
-    import torch
-    from stable_baselines3 import SAC
-
-    from .config import ControlConfig, parse_sizes, with_preset
-    from .trainer import ControlTrainer, make_env
-
-    base = with_preset(ControlConfig, preset, "train")
-    rounds = max(1, steps // base.sac_steps_per_round)
-    steps_per_run = rounds * base.sac_steps_per_round
-    wall: dict[str, list[float]] = {"sac": [], "aihf": []}
-    cpu: dict[str, list[float]] = {"sac": [], "aihf": []}
-
-    def plain_sac(k):
-        model = SAC(
-            "MlpPolicy",
-            make_env(env_id),
-            learning_rate=base.sac_learning_rate,
-            batch_size=base.batch_size,
-            learning_starts=base.learning_starts,
-            train_freq=base.train_freq,
-            gradient_steps=base.gradient_steps,
-            policy_kwargs={"net_arch": parse_sizes(base.net_arch)},
-            seed=k,
-            device="cpu",
-            verbose=0,
-        )
-        model.learn(steps_per_run)
-
-    def aihf_loop(k):
-        with np.load(os.path.join(data_dir, "preferences.npz"), allow_pickle=False) as f:
-            n_pairs = len(f["chosen_actions"])
-        with tempfile.TemporaryDirectory() as tmp:
-            config = dataclasses.replace(
-                base,
-                env_id=env_id,
-                method="aihf",
-                seed=k,
-                rounds=rounds,
-                eval_every=rounds,
-                eval_episodes=1,
-                demonstrations=os.path.join(data_dir, "demos.npz"),
-                num_demonstrations=1,
-                preferences=os.path.join(data_dir, "preferences.npz"),
-                num_preferences=min(100, n_pairs),
-                output_dir=tmp,
-                progress=False,
-            )
-            ControlTrainer(config).train()
-
-    torch.set_num_threads(1)
-    for k in range(repeats):
-        # ABBA order, so a load that drifts during the measurement hits both alike.
-        for name in ("sac", "aihf") if k % 2 == 0 else ("aihf", "sac"):
-            t0, c0 = time.perf_counter(), time.process_time()
-            (plain_sac if name == "sac" else aihf_loop)(k)
-            wall[name].append(steps_per_run / (time.perf_counter() - t0))
-            cpu[name].append(steps_per_run / (time.process_time() - c0))
-        print(f"repeat {k}: CPU-time steps/s SAC {cpu['sac'][-1]:.0f}, AIHF loop {cpu['aihf'][-1]:.0f}", flush=True)
-    result = {
-        "env_id": env_id,
-        "preset": preset,
-        "env_steps_per_run": steps_per_run,
-        "net_arch": base.net_arch,
-        "batch_size": base.batch_size,
-        "train_freq": base.train_freq,
-        "cpu_time_steps_per_s": cpu,
-        "wall_steps_per_s": wall,
-        "overhead_cpu_time": 1.0 - float(np.mean(cpu["aihf"]) / np.mean(cpu["sac"])),
-        "overhead_wall": 1.0 - float(np.mean(wall["aihf"]) / np.mean(wall["sac"])),
-        "command": command,
-        "note": "AIHF figures include building the run, checkpoints after every round and one evaluation "
-        "episode; alternated (ABBA) single-threaded runs on a shared 2-core machine: wall-clock figures are "
-        "noisy, process CPU time less so",
-    }
-    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    with open(out, "w") as f:
-        json.dump(result, f, indent=1)
-    return result
-
-
 # ------------------------------------------------------------------------------------------ main
 def main(argv: list[str] | None = None) -> int:
     from .config import OneLineParser
@@ -586,8 +494,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         for r in runs
     ]
-    from .cli import parse_config
     from .config import ControlConfig
+    from .flags import parse_config
 
     for label, run_argv, _ in trains:  # a bad --train_flags fails here, not once per run
         parse_config(ControlConfig, run_argv[1:], "aihf control train", "").validate(f"the flags of run {label}")

@@ -9,23 +9,14 @@ prints one line and exits with status 3, its last checkpoint intact.
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
 import json
 import os
 import shlex
 import sys
 
 from ..errors import ConfigError, DataError, TrainingError
-from .config import (
-    PRESETS,
-    CollectConfig,
-    ControlConfig,
-    OneLineParser,
-    config_from_dict,
-    unused_settings,
-    with_preset,
-)
+from .config import CollectConfig, ControlConfig, OneLineParser, config_from_dict, unused_settings
+from .flags import parse_config, parse_flags
 
 COMMANDS = {
     "collect": "train a SAC demonstrator and write demonstrations, a pool and labelled pairs",
@@ -35,62 +26,10 @@ COMMANDS = {
 }
 
 
-def _to_bool(text: str) -> bool:
-    if text.lower() in ("1", "true", "yes"):
-        return True
-    if text.lower() in ("0", "false", "no"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
-
-
-def _parser_for(cls, prog: str, description: str) -> argparse.ArgumentParser:
-    usage = f"{prog} [--preset {'|'.join(PRESETS)}] [--field value ...]"
-    parser = OneLineParser(prog=prog, usage=usage, description=description)
-    parser.add_argument("--preset", choices=list(PRESETS), default=None, help="Replace the defaults with a preset.")
-    for f in dataclasses.fields(cls):
-        # Annotations are strings under `from __future__ import annotations`.
-        kind = str(f.type)
-        conv = (
-            _to_bool
-            if kind.startswith("bool")
-            else int
-            if kind.startswith("int")
-            else float
-            if kind.startswith("float")
-            else str
-        )
-        parser.add_argument(
-            f"--{f.name}",
-            type=conv,
-            default=None,
-            choices=f.metadata.get("choices"),
-            help=_with_default(f.metadata.get("help", ""), f.default),
-        )
-    return parser
-
-
-def _with_default(text: str, default) -> str:
-    # A help text that already says its default ("default: all") is not followed by "(default: None)".
-    return text if "default" in text.lower() else f"{text} (default: {default})"
-
-
-def parse_config(cls, argv: list[str], prog: str, description: str):
-    """Flags -> ``cls`` (preset defaults first, then the flags that were given)."""
-    return _parse_flags(cls, argv, prog, description)[0]
-
-
-def _parse_flags(cls, argv: list[str], prog: str, description: str):
-    """``(config, names of the fields set by a flag)``."""
-    args = _parser_for(cls, prog, description).parse_args(argv)
-    config = with_preset(cls, args.preset, "collect" if cls is CollectConfig else "train")
-    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if getattr(args, f.name) is not None}
-    return dataclasses.replace(config, **given), set(given)
-
-
 def train(argv: list[str]) -> dict:
     from .trainer import ControlTrainer
 
-    config, given = _parse_flags(ControlConfig, argv, "aihf control train", "One AIHF (or baseline) control run.")
+    config, given = parse_flags(ControlConfig, argv, "aihf control train", "One AIHF (or baseline) control run.")
     trainer = ControlTrainer(config)
     # After the settings and data are validated (a failed command prints one line), as `aihf train` words it.
     for name in unused_settings(config, given):
@@ -137,7 +76,8 @@ def evaluate(argv: list[str]) -> dict:
     import numpy as np
     from safetensors import SafetensorError
 
-    from .trainer import evaluate_policy, load_policy, normalized_score
+    from .envs import evaluate_policy, normalized_score
+    from .trainer import load_policy
 
     parser = OneLineParser(prog="aihf control eval", description=COMMANDS["eval"])
     parser.add_argument("--run_dir", required=True, help="output_dir of a finished 'aihf control train' run.")
@@ -264,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     except TrainingError as e:  # a non-finite value; the run's last checkpoint is intact
         print(f"aihf control {command}: {_one_line(str(e))}", file=sys.stderr)
         return 3
-    from .trainer import json_safe
+    from .envs import json_safe
 
     print(json.dumps(json_safe(out), indent=1, default=float))
     return 0

@@ -31,7 +31,7 @@ from ..errors import ConfigError
 from .config import CollectConfig, parse_sizes
 from .data import Trajectories, label_preferences, save_preferences, save_trajectories
 from .references import check_demonstrator
-from .trainer import evaluate_policy, make_env
+from .envs import evaluate_policy, make_env
 
 __all__ = ["rollout", "collect", "write_dataset"]
 

@@ -8,8 +8,7 @@ with no information from the data. A learned reward that does not beat it is not
 
 from __future__ import annotations
 
-import numpy as np
-
+from ..bench.stats import seed_differences
 from .config import NULL_METHODS
 
 __all__ = ["LEARNED_METHODS", "difference_cells", "null_differences", "null_table_lines", "not_above_null"]
@@ -44,7 +43,7 @@ def null_differences(rows: list[dict]) -> list[dict]:
             row = {"env_id": env_id, "setting": setting, "method": method, "null": null, "seeds": [p[0] for p in pairs]}
             for metric in ("final", "late"):
                 diffs = [float(a[metric] - b[metric]) for _, a, b in pairs]
-                row[metric] = {"mean": float(np.mean(diffs)), "per_seed": diffs, "wins": sum(d > 0 for d in diffs)}
+                row[metric] = seed_differences(diffs)
             row["above"] = bool(row["final"]["mean"] > 0 and row["final"]["wins"] > len(pairs) / 2)
             out.append(row)
     return out

@@ -1,14 +1,18 @@
 """The learned reward for control: an MLP over the state (or state and action) with normalised
 inputs and a bounded output (method.md, "Control specifics": state-only 2x64 MLP, output within
-+/-10)."""
++/-10), and the loss of one reward step on it (:func:`reward_loss`)."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-__all__ = ["RewardNet", "segment_returns", "env_actions"]
+from .. import losses
+
+__all__ = ["RewardNet", "segment_returns", "env_actions", "RewardBatch", "reward_loss"]
 
 
 class RewardNet(nn.Module):
@@ -74,3 +78,59 @@ def env_actions(scaled: Tensor, low: Tensor, high: Tensor) -> Tensor:
     the reward tell demonstrations from samples by scale alone.
     """
     return low + (scaled + 1.0) * (high - low) / 2
+
+
+@dataclass
+class RewardBatch:
+    """Tensors for one reward step. Demo/sample sides: ``(B, obs_dim)``/``(B, act_dim)``; preference
+    sides: ``(P, L, obs_dim)``/``(P, L, act_dim)`` with valid lengths ``(P,)``. Absent parts are None."""
+
+    demo_obs: Tensor | None = None
+    demo_act: Tensor | None = None
+    sample_obs: Tensor | None = None
+    sample_act: Tensor | None = None
+    chosen_obs: Tensor | None = None
+    chosen_act: Tensor | None = None
+    chosen_len: Tensor | None = None
+    rejected_obs: Tensor | None = None
+    rejected_act: Tensor | None = None
+    rejected_len: Tensor | None = None
+
+
+def reward_loss(net: RewardNet, batch: RewardBatch, demo_weight: float, pref_weight: float, grad_norms=False):
+    """The reward's loss, method.md (U) as in "Instantiations" 1(c):
+    ``w_D * ML-IRL-linear(r(demo states), r(policy states)) + w_P * BT(R(chosen), R(rejected))``
+    with ``R`` a segment's summed reward (:func:`aihf.losses.reward_model_loss`; no clamp, the net's
+    output is bounded already). A term whose weight is 0 is not computed. Returns ``(loss, logs)``.
+
+    With ``grad_norms`` the logs also hold ``reward/grad_norm_demo`` and ``reward/grad_norm_pref``:
+    the L2 norm over the net's parameters of each weighted term's gradient, ``||grad(w_D * demo)||``
+    and ``||grad(w_P * pref)||`` (so doubling a weight doubles its norm), from two extra backward
+    passes; docs/control.md, "Balance of the two terms".
+    """
+    demo = sample = chosen = rejected = None
+    if demo_weight > 0:
+        demo, sample = net(batch.demo_obs, batch.demo_act), net(batch.sample_obs, batch.sample_act)
+    if pref_weight > 0:
+        chosen = segment_returns(net(batch.chosen_obs, batch.chosen_act), batch.chosen_len)
+        rejected = segment_returns(net(batch.rejected_obs, batch.rejected_act), batch.rejected_len)
+    out = losses.reward_model_loss(
+        chosen, rejected, demo, sample, demo_weight=demo_weight, pref_weight=pref_weight, demo_loss="linear"
+    )
+    logs: dict[str, float] = {}
+    if out.demo is not None:
+        logs["demo/reward_expert"] = out.demo.chosen_rewards.mean().item()
+        logs["demo/reward_policy"] = out.demo.rejected_rewards.mean().item()
+    if out.pref is not None:
+        logs.update({"loss/pref": out.metrics["loss_pref"], "rewards/accuracies": out.metrics["pref_accuracy"]})
+    if grad_norms:
+        params = [p for p in net.parameters() if p.requires_grad]
+        for name, term, weight in (("demo", out.demo, demo_weight), ("pref", out.pref, pref_weight)):
+            if term is not None:
+                grads = torch.autograd.grad(weight * term.loss, params, retain_graph=True, allow_unused=True)
+                norm = torch.sqrt(sum((g.detach() ** 2).sum() for g in grads if g is not None))
+                logs[f"reward/grad_norm_{name}"] = float(norm)
+    if out.demo is not None:
+        logs["loss/demo"] = out.metrics["loss_demo"]
+    logs["loss"] = out.metrics["loss"]
+    return out.loss, logs

@@ -44,3 +44,23 @@ def pendulum_dataset(out_dir, num_preferences=60, seed=0) -> dict:
     )
     pool = [controller(n, seed + i) for i, n in enumerate((4.0, 2.0, 1.0, 0.3))]
     return write_dataset(config, controller(0.0, seed), controller(2.0, seed + 7), pool)
+
+
+def pendulum_config(data_dir, out, **settings):
+    """A :class:`~aihf.control.config.ControlConfig` for a small run on ``ENV``: ``data_dir``'s
+    demonstrations and preferences, ``output_dir=out``, 16x16 networks, batches of 32, one evaluation
+    episode, no progress bar; ``settings`` override any field."""
+    from aihf.control.config import ControlConfig
+
+    base = dict(
+        env_id=ENV,
+        demonstrations=str(data_dir / "demos.npz"),
+        preferences=str(data_dir / "preferences.npz"),
+        output_dir=str(out),
+        net_arch="16,16",
+        batch_size=32,
+        reward_net_arch="16,16",
+        eval_episodes=1,
+        progress=False,
+    )
+    return ControlConfig(**{**base, **settings})

@@ -13,7 +13,6 @@ pytest.importorskip("stable_baselines3")
 
 from aihf import ConfigError, DataError, losses  # noqa: E402
 from aihf.control import cli  # noqa: E402
-from aihf.control.config import ControlConfig  # noqa: E402
 from aihf.control.data import (  # noqa: E402
     Trajectories,
     label_preferences,
@@ -21,17 +20,10 @@ from aihf.control.data import (  # noqa: E402
     load_trajectories,
     save_trajectories,
 )
-from aihf.control.reward import RewardNet, segment_returns  # noqa: E402
-from aihf.control.trainer import ControlTrainer, RewardBatch, reward_loss  # noqa: E402
+from aihf.control.reward import RewardBatch, RewardNet, reward_loss, segment_returns  # noqa: E402
+from aihf.control.trainer import ControlTrainer  # noqa: E402
 
-from .helpers import ENV, pendulum_dataset  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    out = tmp_path_factory.mktemp("pendulum")
-    pendulum_dataset(out)
-    return out
+from .helpers import ENV, pendulum_config  # noqa: E402
 
 
 # ----------------------------------------------------------------------------- labeller
@@ -223,11 +215,7 @@ def test_preference_files_validate_lengths_and_padding(tmp_path, data_dir):
 
 # ----------------------------------------------------------------------------- the loop
 def _config(data_dir, out, **kw):
-    base = dict(
-        env_id=ENV,
-        demonstrations=str(data_dir / "demos.npz"),
-        preferences=str(data_dir / "preferences.npz"),
-        output_dir=str(out),
+    settings = dict(
         num_demonstrations=1,
         rounds=3,
         sac_steps_per_round=300,
@@ -237,11 +225,9 @@ def _config(data_dir, out, **kw):
         reward_net_arch="32,32",
         reward_steps_per_round=5,
         reward_pretrain_steps=10,
-        eval_episodes=1,
-        progress=False,
         bc_steps=60,
     )
-    return ControlConfig(**{**base, **kw})
+    return pendulum_config(data_dir, out, **{**settings, **kw})
 
 
 @pytest.mark.slow

@@ -15,36 +15,19 @@ from aihf import DataError  # noqa: E402
 from aihf.control import cli  # noqa: E402
 from aihf.control.config import ControlConfig  # noqa: E402
 from aihf.control.data import load_preferences, load_trajectories  # noqa: E402
-from aihf.control.reward import env_actions, segment_returns  # noqa: E402
-from aihf.control.trainer import ControlTrainer, reward_loss  # noqa: E402
+from aihf.control.reward import env_actions, reward_loss, segment_returns  # noqa: E402
+from aihf.control.trainer import ControlTrainer  # noqa: E402
 
-from .helpers import ENV, pendulum_dataset  # noqa: E402
+from .helpers import ENV, pendulum_config  # noqa: E402
 
 
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    out = tmp_path_factory.mktemp("pendulum")
-    pendulum_dataset(out, num_preferences=10)
-    return out
+NUM_PREFERENCES = 10  # the data_dir fixture's pairs (conftest.py)
 
 
 def _trainer(data_dir, out, **kw) -> ControlTrainer:
-    base = dict(
-        env_id=ENV,  # actions in [-2, 2]: SAC's [-1, 1] scale differs from the env's units by 2
-        demonstrations=str(data_dir / "demos.npz"),
-        preferences=str(data_dir / "preferences.npz"),
-        output_dir=str(out),
-        reward_input="state_action",
-        rounds=1,
-        sac_steps_per_round=300,
-        learning_starts=200,
-        net_arch="16,16",
-        batch_size=32,
-        reward_net_arch="16,16",
-        eval_episodes=1,
-        progress=False,
-    )
-    trainer = ControlTrainer(ControlConfig(**{**base, **kw}))
+    # Pendulum's actions are in [-2, 2]: SAC's [-1, 1] scale differs from the env's units by 2.
+    settings = dict(reward_input="state_action", rounds=1, sac_steps_per_round=300, learning_starts=200)
+    trainer = ControlTrainer(pendulum_config(data_dir, out, **{**settings, **kw}))
     trainer._build()
     return trainer
 

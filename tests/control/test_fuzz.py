@@ -26,9 +26,10 @@ from aihf import DataError  # noqa: E402
 from aihf.control import cli  # noqa: E402
 from aihf.control.config import CollectConfig, ControlConfig  # noqa: E402
 from aihf.control.data import load_preferences, load_trajectories  # noqa: E402
-from aihf.control.trainer import ControlTrainer, make_env  # noqa: E402
+from aihf.control.envs import make_env  # noqa: E402
+from aihf.control.trainer import ControlTrainer  # noqa: E402
 
-from .helpers import ENV, pendulum_dataset  # noqa: E402
+from .helpers import ENV  # noqa: E402
 
 CASES: Counter = Counter()
 # Derandomized in the suite, so that every machine runs the same cases (see tests/data/test_fuzz.py).
@@ -52,10 +53,8 @@ def _report():
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("data")
-    pendulum_dataset(folder, num_preferences=20)
-    return folder
+def data(pendulum_data):
+    return pendulum_data(20)
 
 
 @st.composite

@@ -15,38 +15,25 @@ pytest.importorskip("stable_baselines3")
 from aihf.control import bench, cli  # noqa: E402
 from aihf.control.config import CollectConfig, ControlConfig  # noqa: E402
 from aihf.control.references import check_demonstrator  # noqa: E402
-from aihf.control.reward import RewardNet  # noqa: E402
-from aihf.control.trainer import ControlTrainer, RewardBatch, reward_loss  # noqa: E402
+from aihf.control.reward import RewardBatch, RewardNet, reward_loss  # noqa: E402
+from aihf.control.trainer import ControlTrainer  # noqa: E402
 
-from .helpers import ENV, controller, pendulum_dataset  # noqa: E402
+from .helpers import ENV, controller, pendulum_config, pendulum_dataset  # noqa: E402
 
 
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    out = tmp_path_factory.mktemp("pendulum")
-    pendulum_dataset(out, num_preferences=20)
-    return out
+NUM_PREFERENCES = 20  # the data_dir fixture's pairs (conftest.py)
 
 
 def _config(data_dir, out, **kw):
-    base = dict(
-        env_id=ENV,
-        demonstrations=str(data_dir / "demos.npz"),
-        preferences=str(data_dir / "preferences.npz"),
-        output_dir=str(out),
+    settings = dict(
         rounds=2,
         sac_steps_per_round=150,
         learning_starts=50,
-        net_arch="16,16",
-        batch_size=32,
-        reward_net_arch="16,16",
         reward_batch_size=32,
         reward_steps_per_round=3,
-        eval_episodes=1,
         final_eval_episodes=3,
-        progress=False,
     )
-    return ControlConfig(**{**base, **kw})
+    return pendulum_config(data_dir, out, **{**settings, **kw})
 
 
 # ----------------------------------------------------------------------------- null rewards

@@ -29,45 +29,28 @@ from safetensors.torch import load_file, save_file  # noqa: E402
 import aihf.control.trainer as trainer_module  # noqa: E402
 from aihf import ConfigError, NonFiniteError  # noqa: E402
 from aihf.control import cli  # noqa: E402
-from aihf.control.config import ControlConfig  # noqa: E402
 from aihf.control.reward import RewardNet  # noqa: E402
 from aihf.control.trainer import ControlTrainer  # noqa: E402
 
-from .helpers import ENV, pendulum_dataset  # noqa: E402
+from .helpers import ENV, pendulum_config  # noqa: E402
 
 FORK = multiprocessing.get_context("fork")
 STEPS = 300  # SAC env steps per round
 ROUNDS = 4
 
 
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    out = tmp_path_factory.mktemp("pendulum")
-    pendulum_dataset(out)
-    return out
-
-
 def _config(data_dir, out, **kw):
-    base = dict(
-        env_id=ENV,
+    settings = dict(
         method="aihf",
-        demonstrations=str(data_dir / "demos.npz"),
-        preferences=str(data_dir / "preferences.npz"),
         num_demonstrations=1,
-        output_dir=str(out),
         rounds=ROUNDS,
         sac_steps_per_round=STEPS,
         learning_starts=100,
-        net_arch="16,16",
-        batch_size=32,
-        reward_net_arch="16,16",
         reward_batch_size=32,
         reward_steps_per_round=4,
         reward_pretrain_steps=5,
-        eval_episodes=1,
-        progress=False,
     )
-    return ControlConfig(**{**base, **kw})
+    return pendulum_config(data_dir, out, **{**settings, **kw})
 
 
 def _weights(t: ControlTrainer) -> dict:

@@ -13,19 +13,19 @@ pytest.importorskip("stable_baselines3")
 
 from aihf.control import cli  # noqa: E402
 from aihf.control.config import ControlConfig  # noqa: E402
-from aihf.control.trainer import _BUFFER_ARRAYS, ControlTrainer, replay_buffer_bytes  # noqa: E402
+from aihf.control.checkpoint import BUFFER_ARRAYS  # noqa: E402
+from aihf.control.envs import replay_buffer_bytes  # noqa: E402
+from aihf.control.trainer import ControlTrainer  # noqa: E402
 
-from .helpers import ENV, pendulum_dataset  # noqa: E402
+from .helpers import ENV  # noqa: E402
 
 SMALL = ["--rounds", "2", "--sac_steps_per_round", "100", "--learning_starts", "50", "--net_arch", "8"]
 SMALL += ["--batch_size", "16", "--reward_net_arch", "8", "--eval_episodes", "1", "--progress", "false"]
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("data")
-    pendulum_dataset(folder, num_preferences=20)
-    return folder
+def data(pendulum_data):
+    return pendulum_data(20)
 
 
 def test_replay_buffer_estimate_equals_what_sb3_allocates(data, tmp_path):
@@ -36,7 +36,7 @@ def test_replay_buffer_estimate_equals_what_sb3_allocates(data, tmp_path):
     trainer = ControlTrainer(config)
     trainer._build()
     buf = trainer.model.replay_buffer
-    allocated = sum(getattr(buf, k).nbytes for k in _BUFFER_ARRAYS)
+    allocated = sum(getattr(buf, k).nbytes for k in BUFFER_ARRAYS)
     assert replay_buffer_bytes(config, trainer.env.observation_space, trainer.env.action_space) == allocated
     assert allocated == 250 * (2 * 3 * 4 + 1 * 4 + 3 * 4)  # Pendulum: 3 float32 observations, 1 action
     config.buffer_size = 10**6  # capped at the transitions the run will ever collect
@@ -67,7 +67,7 @@ def test_too_little_disk_stops_the_run_before_its_first_checkpoint(data, tmp_pat
     monkeypatch.undo()  # with the disk's real room the same run goes through
     assert cli.main(argv) == 0 and (out / "checkpoint" / "buffer.npz").exists()
     with np.load(out / "checkpoint" / "buffer.npz", allow_pickle=False) as saved:
-        assert sum(saved[k].nbytes for k in _BUFFER_ARRAYS) <= 201 * 40
+        assert sum(saved[k].nbytes for k in BUFFER_ARRAYS) <= 201 * 40
 
 
 def test_the_disk_check_counts_two_checkpoints_for_a_new_run_and_one_more_for_a_resumed_one(
