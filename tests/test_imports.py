@@ -15,10 +15,6 @@ import aihf
 
 ROOT = pathlib.Path(aihf.__file__).parent
 
-# The one cycle left, inside aihf.control (control/bench.py reads parse_config from control/cli.py,
-# which dispatches `aihf control bench` to control/bench.py): control's own files, being moved on the
-# control branch. Delete the entry when that lands.
-KNOWN_CYCLES = {frozenset({"aihf.control.bench", "aihf.control.cli"})}
 
 
 def _modules() -> dict[str, tuple[pathlib.Path, bool]]:
@@ -112,7 +108,7 @@ def test_cycle_finder_finds_a_cycle_and_passes_a_chain():
 
 
 def test_no_import_cycle():
-    found = [c for c in cycles(import_graph()[0]) if frozenset(c) not in KNOWN_CYCLES]
+    found = cycles(import_graph()[0])
     assert not found, f"import cycles: {found}"
 
 
