@@ -11,7 +11,6 @@ from aihf.llm.rl_trainer import rlhf_stage_args
 from . import rl_task
 
 SET_VALUES = {
-    "max_steps": 2,
     "num_train_epochs": 1.0,
     "eval_strategy": "steps",
     "eval_steps": 5,
@@ -19,7 +18,6 @@ SET_VALUES = {
     "eval_on_start": True,
     "per_device_eval_batch_size": 4,
     "logging_strategy": "epoch",
-    "logging_first_step": True,
     "save_strategy": "best",
     "load_best_model_at_end": True,
     "metric_for_best_model": "loss",
