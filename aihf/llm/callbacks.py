@@ -5,8 +5,9 @@ the same default callbacks (``DefaultFlowCallback``, which decides when to log a
 ``report_to`` integrations such as ``TensorBoardCallback``; the progress bar) followed by the user's.
 One "step" of AIHF-RL is one round (``state.global_step`` counts rounds; ``state.max_steps`` is the
 number of rounds). Events: ``on_init_end``, ``on_train_begin``, ``on_step_begin``, ``on_step_end``,
-``on_log``, ``on_evaluate`` (after a round that evaluated the reward model on ``eval_preferences``),
-``on_save``, ``on_train_end``; each gets the keyword arguments ``model`` (the policy),
+``on_pre_optimizer_step`` and ``on_optimizer_step`` (around each policy optimizer update), ``on_log``,
+``on_evaluate`` (after a round that evaluated the reward model on ``eval_preferences``), ``on_save``,
+``on_train_end``; each gets the keyword arguments ``model`` (the policy),
 ``processing_class``, ``optimizer`` and ``lr_scheduler`` (the policy's). ``control.should_training_stop``
 set by ``on_step_end`` ends training after that round.
 """

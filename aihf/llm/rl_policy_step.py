@@ -151,7 +151,9 @@ class PolicyStepMixin:
                 if self._update_is_finite(where, {"reward": raw_scores, "policy/loss": update["loss"]}, self.policy):
                     if args.max_grad_norm:
                         torch.nn.utils.clip_grad_norm_(trainable(self.policy).values(), args.max_grad_norm)
+                    self._event("on_pre_optimizer_step")
                     self.policy_optimizer.step()
+                    self._event("on_optimizer_step")
                     stats["policy/loss"].append(update["loss"].item())
                     stats["policy/clip_fraction"].append(update["clip"].item())
                     stats["policy/approx_kl"].append(update["kl"].item())

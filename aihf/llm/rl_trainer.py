@@ -382,7 +382,7 @@ class AIHFRLTrainer(DataParallelMixin, PolicyStepMixin, RewardStepMixin, Checkpo
         if checkpoint is not None:
             self._check_fingerprint(checkpoint)
             self._load_checkpoint(checkpoint)
-        elif not self.log_history:  # a fresh run, not a second train() call on this trainer
+        elif self.round == 0 and not self.log_history:  # a fresh run, not a second train() call on this trainer
             self._claim_output_dir()
         rounds = self.num_rounds
         if args.save_strategy in ("steps", "epoch") and self.rank == 0:
