@@ -179,3 +179,16 @@ def test_trl_dataset_names(tmp_path):
     assert texts == ["say : t1", "say : t2", "say : t3"]
     assert [j for _, j in t.rl_prompts] == [0, -1, -1]
     t.train()
+
+
+def test_resume_with_gradient_accumulation_matches_the_uninterrupted_run(tmp_path):
+    kw = dict(num_rounds=3, gradient_accumulation_steps=2, num_ppo_epochs=2, save_strategy="steps", save_steps=1)
+    full = _trainer(tmp_path / "full", **kw)
+    full.train()
+    first = _trainer(tmp_path / "split", **{**kw, "max_steps": 1})
+    first.train()
+    resumed = _trainer(tmp_path / "split", **kw)
+    resumed.train(resume_from_checkpoint=True)
+    assert [h["step"] for h in resumed.state.log_history] == [1, 2, 3]
+    assert resumed.state.log_history == full.state.log_history  # num_tokens included
+    assert torch.equal(_weights(resumed), _weights(full))
