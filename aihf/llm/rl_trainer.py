@@ -399,13 +399,14 @@ class AIHFRLTrainer(DataParallelMixin, PolicyStepMixin, RewardStepMixin, Checkpo
             self._event("on_step_begin")
             metrics = self.run_round()
             control = self._event("on_step_end")
-            evaluated = {k: v for k, v in metrics.items() if k.startswith("reward/eval_")}
-            if evaluated:
-                control = self._event("on_evaluate", metrics=evaluated)
             if self.round == rounds and args.logging_strategy != "no":
                 control.should_log = True  # the last round is always in the history
             if control.should_log:
                 self._log(metrics)
+            # As the Trainer orders them: log, evaluate, save (the evaluation ran in the round, and is logged with it).
+            evaluated = {k: v for k, v in metrics.items() if k.startswith("reward/eval_")}
+            if evaluated:
+                control = self._event("on_evaluate", metrics=evaluated)
             if control.should_save and args.save_strategy == "steps":
                 self.save_checkpoint()
         if args.save_strategy in ("steps", "epoch") and not self._has_checkpoint(self.round):

@@ -58,7 +58,7 @@ def test_every_trainer_event_fires_in_the_trainers_order(tmp_path):
     rec = Recorder()
     t = _trainer(tmp_path, [rec], save_strategy="steps", save_steps=1)
     t.train()
-    per_round = ["step_begin", "optimizer_step", "step_end", "evaluate", "log", "save"]
+    per_round = ["step_begin", "optimizer_step", "step_end", "log", "evaluate", "save"]
     assert [e[0] for e in rec.events] == ["init_end", "train_begin", *per_round, *per_round, "train_end"]
     assert [e[1] for e in rec.events if e[0] in ("log", "save")] == [1, 1, 2, 2]
     logs = [kw["logs"] for name, _, kw in rec.events if name == "log"]
