@@ -68,16 +68,25 @@ class RLData:
     samplers: dict[str, Cycler | None]
 
 
+def _columns(data: Any) -> set[str]:
+    if isinstance(data, datasets.Dataset):
+        return set(data.column_names)
+    if isinstance(data, list) and data and isinstance(data[0], dict):
+        return set(data[0])
+    return set()  # a path: read (and checked) as preferences
+
+
 def is_prompt_only(data: Any) -> bool:
     """Whether ``data`` (a ``datasets.Dataset`` or a list of dicts) has a ``prompt`` column and no answers:
     TRL's prompt-only format, taken by ``AIHFRLTrainer(train_dataset=...)`` as extra RL prompts."""
-    if isinstance(data, datasets.Dataset):
-        columns = set(data.column_names)
-    elif isinstance(data, list) and data and isinstance(data[0], dict):
-        columns = set(data[0])
-    else:
-        return False
-    return "prompt" in columns and not columns & {"chosen", "rejected", "completion"}
+    columns = _columns(data)
+    return "prompt" in columns and not columns & {"chosen", "rejected", "completion", "messages"}
+
+
+def is_demonstrations(data: Any) -> bool:
+    """Whether ``data``'s rows are demonstrations (``completion`` or ``messages``, no ``chosen``/``rejected``)."""
+    columns = _columns(data)
+    return bool(columns & {"completion", "messages"}) and not columns & {"chosen", "rejected"}
 
 
 def prepare_rl_data(

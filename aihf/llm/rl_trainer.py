@@ -57,7 +57,7 @@ from .reward_model import READOUT_CONFIG_KEY, check_readout, default_readout, fr
 from .reward_model import save_reward_model
 from .rl_checkpoint import CHECKPOINT_PREFIX, RUN_FIELDS, STATE_FILE, CheckpointMixin
 from .rl_config import ROUND_FIELDS, UNUSED_TRAINING_ARGUMENTS, AIHFRLConfig, unused_setting_error
-from .rl_data import is_prompt_only, prepare_rl_data
+from .rl_data import is_demonstrations, is_prompt_only, prepare_rl_data
 from .rl_parallel import DataParallelMixin
 from .rl_policy_step import PolicyStepMixin, mean
 from .rl_reward_step import RewardStepMixin
@@ -92,8 +92,8 @@ class AIHFRLTrainer(DataParallelMixin, PolicyStepMixin, RewardStepMixin, Checkpo
             pairs on which ``reward/eval_accuracy`` and ``reward/eval_margin`` are logged each round.
         train_dataset / eval_dataset: TRL's names. ``train_dataset`` is the preferences, or, when its
             rows hold only a ``prompt`` (TRL's prompt-only format), prompts added to the RL prompts;
-            ``eval_dataset`` is ``eval_preferences``. Giving both names of one source raises
-            :class:`aihf.ConfigError`.
+            ``eval_dataset`` is ``eval_preferences``. Giving both names of one source, or demonstrations
+            (``completion`` / ``messages`` rows) as ``train_dataset``, raises :class:`aihf.ConfigError`.
         processing_class: the tokenizer (loaded from ``model`` when that is a path).
         peft_config / reward_peft_config: train LoRA (or other PEFT) adapters of the policy /
             reward model instead of all weights.
@@ -182,6 +182,11 @@ class AIHFRLTrainer(DataParallelMixin, PolicyStepMixin, RewardStepMixin, Checkpo
         if train_dataset is not None:
             if preferences is not None:
                 raise ConfigError("train_dataset and preferences name the same data: give one of them")
+            if is_demonstrations(train_dataset):
+                raise ConfigError(
+                    "train_dataset holds demonstrations (completion or messages rows), but AIHF-RL reads "
+                    "train_dataset as preference pairs (or prompt-only rows): pass them as demonstrations="
+                )
             if is_prompt_only(train_dataset):
                 prompts = train_dataset
             else:

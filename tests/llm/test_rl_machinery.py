@@ -170,6 +170,8 @@ def test_trl_dataset_names(tmp_path):
             rl_task.model(tok), args=args, preferences=prefs, eval_dataset=prefs, eval_preferences=prefs,
             processing_class=tok,
         )
+    with pytest.raises(ConfigError, match="train_dataset holds demonstrations.*demonstrations="):
+        AIHFRLTrainer(rl_task.model(tok), args=args, train_dataset=demos, processing_class=tok)
     # TRL's prompt-only rows: more RL prompts.
     only = [{"prompt": "say : t1"}, {"prompt": "say : t2"}]
     demos = [{"prompt": "say : t3", "completion": " g1 g2"}]
