@@ -47,12 +47,14 @@ def size_state(state: TrainerState, args: TrainingArguments, rounds: int, batch_
     (an interval below 1 is a fraction of the rounds, rounded up)."""
     state.max_steps = rounds
     state.train_batch_size = batch_size
+    state.logging_steps = round_interval(args.logging_steps, rounds)
+    state.save_steps = round_interval(args.save_steps, rounds)
+    state.eval_steps = round_interval(args.eval_steps, rounds)
 
-    def interval(value: float | None) -> int:
-        if value is None:
-            return 1
-        return max(1, math.ceil(rounds * value) if value < 1 else int(value))
 
-    state.logging_steps = interval(args.logging_steps)
-    state.save_steps = interval(args.save_steps)
-    state.eval_steps = interval(args.eval_steps)
+def round_interval(value: float | None, rounds: int) -> int:
+    """A ``logging_steps``/``save_steps``/``eval_steps`` value in rounds: a value below 1 is that fraction
+    of ``rounds`` (rounded up), as the Trainer reads it; at least 1."""
+    if value is None:
+        return 1
+    return max(1, math.ceil(rounds * value) if value < 1 else int(value))

@@ -21,16 +21,14 @@ RL_DEMO_LOSSES = ("logistic", "linear")
 RL_PROMPT_SOURCES = ("all", "demonstrations", "preferences")
 
 _ROUNDS = "AIHF-RL trains in rounds, not in epochs: set num_rounds (or max_steps, which counts rounds)"
-_EVAL = "AIHF-RL evaluates the reward model on eval_preferences after every round"
+_EVAL = "no epochs in AIHF-RL: eval_strategy steps (eval_steps counts rounds) or no (every round)"
 # Inherited TrainingArguments fields that AIHFRLTrainer's round loop does not act on, each with
 # when it counts as set and what to do instead: refused rather than silently ignored. (max_steps,
-# logging_first_step, report_to, save_strategy steps/epoch/no and gradient_accumulation_steps are honoured.)
+# logging_first_step, eval_strategy steps/no, eval_steps, eval_delay, eval_on_start, report_to, save_strategy
+# steps/epoch/no and gradient_accumulation_steps are honoured.)
 UNUSED_TRAINING_ARGUMENTS: dict[str, tuple] = {
     "num_train_epochs": (lambda v: v != 3.0, _ROUNDS),
-    "eval_strategy": (lambda v: v != "no", _EVAL),
-    "eval_steps": (lambda v: v is not None, _EVAL),
-    "eval_delay": (lambda v: bool(v), _EVAL),
-    "eval_on_start": (bool, _EVAL),
+    "eval_strategy": (lambda v: v == "epoch", _EVAL),
     "per_device_eval_batch_size": (lambda v: v != 8, "evaluation batches hold reward_batch_size pairs"),
     "logging_strategy": (lambda v: v == "epoch", "no epochs in AIHF-RL: logging_steps counts rounds"),
     "save_strategy": (lambda v: v == "best", "save_steps counts rounds (save_strategy steps, epoch or no)"),
@@ -85,8 +83,10 @@ class AIHFRLConfig(TrainingArguments):
     and ``save_steps``, as seen by ``transformers`` callbacks. ``per_device_train_batch_size`` counts prompts
     per policy step and process (TRL counts completions), each sampled ``num_generations`` times;
     ``gradient_accumulation_steps = g`` makes a policy step take ``g`` such batches, run forward/backward in
-    ``g`` parts. Inherited fields that the AIHF-RL loop does not act on (:data:`UNUSED_TRAINING_ARGUMENTS`:
-    ``eval_strategy``, ``fp16``, ``gradient_checkpointing``, ...) raise :class:`aihf.ConfigError` when set;
+    ``g`` parts. ``eval_strategy='no'`` (the default) evaluates the reward model on the eval preferences after
+    every round, ``'steps'`` every ``eval_steps`` rounds. Inherited fields that the AIHF-RL loop does not act on
+    (:data:`UNUSED_TRAINING_ARGUMENTS`: ``fp16``, ``gradient_checkpointing``, ...) raise :class:`aihf.ConfigError`
+    when set;
     ``num_train_epochs`` (set ``num_rounds``) is refused by :class:`AIHFRLTrainer`, since ``sft_then_rlhf``
     reads it for its SFT stage.
     """

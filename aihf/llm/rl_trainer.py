@@ -47,7 +47,7 @@ from transformers import PreTrainedTokenizerBase, TrainerControl, TrainerState, 
 
 from ..errors import ConfigError
 from . import card, guards, reference, runs
-from .callbacks import rl_callback_handler, size_state
+from .callbacks import rl_callback_handler, round_interval, size_state
 from .generation import HFGenerator, SampleGenerator
 from .loading import load_policy, load_policy_tokenizer
 from .logprobs import check_packing
@@ -366,12 +366,25 @@ class AIHFRLTrainer(DataParallelMixin, PolicyStepMixin, RewardStepMixin, Checkpo
         metrics = self._average({name: mean(v) for name, v in collected.items()})
         self.state.num_input_tokens_seen += int(self._sum_over_processes(self.round_tokens))
         metrics["num_tokens"] = self.state.num_input_tokens_seen
-        metrics.update(self.evaluate_reward())
+        if self._evaluates_after(self.round + 1):
+            metrics.update(self.evaluate_reward())
         if self.nonfinite_skipped:
             metrics["nonfinite/skipped_steps"] = self.nonfinite_skipped
         self.round += 1
         metrics["round"] = self.round
         return metrics
+
+    def _evaluates_after(self, round_: int) -> bool:
+        """Whether round ``round_`` (1-based) ends with the reward model's evaluation on ``eval_preferences``:
+        every round under ``eval_strategy='no'`` (AIHF-RL's default), else every ``eval_steps`` rounds from
+        ``eval_delay`` on, and the last round."""
+        args = self.args
+        if self.eval_preferences is None:
+            return False
+        if args.eval_strategy == "no":
+            return True
+        every = round_interval(args.eval_steps, self.num_rounds)
+        return round_ >= args.eval_delay and (round_ % every == 0 or round_ == self.num_rounds)
 
     def train(self, resume_from_checkpoint: str | bool | None = None) -> dict[str, float]:
         """Run the remaining rounds; returns the last round's metrics plus ``train_runtime`` and
@@ -399,6 +412,10 @@ class AIHFRLTrainer(DataParallelMixin, PolicyStepMixin, RewardStepMixin, Checkpo
         control = self._event("on_train_begin")
         if not self.pretrain_done:
             self.pretrain_reward()
+        if args.eval_on_start and self.round == 0 and self.eval_preferences is not None:
+            evaluated = self.evaluate_reward()
+            self._log(evaluated)
+            control = self._event("on_evaluate", metrics=evaluated)
         metrics: dict[str, float] = {}
         while self.round < rounds and not control.should_training_stop:
             self._event("on_step_begin")

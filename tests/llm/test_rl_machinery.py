@@ -194,3 +194,14 @@ def test_resume_with_gradient_accumulation_matches_the_uninterrupted_run(tmp_pat
     assert [h["step"] for h in resumed.state.log_history] == [1, 2, 3]
     assert resumed.state.log_history == full.state.log_history  # num_tokens included
     assert torch.equal(_weights(resumed), _weights(full))
+
+
+def test_eval_strategy_steps_evaluates_every_eval_steps_rounds_and_on_start(tmp_path):
+    t = _trainer(tmp_path, num_rounds=3, eval_strategy="steps", eval_steps=2, eval_on_start=True)
+    t.train()
+    evaluated = [h["step"] for h in t.state.log_history if "reward/eval_accuracy" in h]
+    assert evaluated == [0, 2, 3]  # at the start, every 2 rounds, and the last round
+    assert [h["step"] for h in t.state.log_history] == [0, 1, 2, 3]
+    t = _trainer(tmp_path / "delay", num_rounds=3, eval_strategy="steps", eval_steps=1, eval_delay=2)
+    t.train()
+    assert [h["step"] for h in t.state.log_history if "reward/eval_accuracy" in h] == [2, 3]

@@ -12,10 +12,7 @@ from . import rl_task
 
 SET_VALUES = {
     "num_train_epochs": 1.0,
-    "eval_strategy": "steps",
-    "eval_steps": 5,
-    "eval_delay": 1,
-    "eval_on_start": True,
+    "eval_strategy": "epoch",
     "per_device_eval_batch_size": 4,
     "logging_strategy": "epoch",
     "save_strategy": "best",
