@@ -579,6 +579,22 @@ def clipped_policy_loss(
     return ClippedPolicyLoss(loss, clip_fraction, approx_kl)
 
 
+def clip_ratios(
+    token_logps: Tensor, old_token_logps: Tensor, advantages: Tensor, completion_mask: Tensor, clip_range: float
+) -> tuple[Tensor, Tensor]:
+    """TRL's ``clip_ratio/low_mean`` and ``clip_ratio/high_mean`` of :func:`clipped_policy_loss` (method.md (L)):
+    the shares of completion tokens whose ratio ``rho`` is clipped from below (``rho < 1 - eps``, ``A < 0``)
+    and from above (``rho > 1 + eps``, ``A > 0``). Shapes as in :func:`clipped_policy_loss`; scalars."""
+    with torch.no_grad():
+        mask = completion_mask.to(token_logps.dtype)
+        ratio = torch.exp(token_logps - old_token_logps)
+        adv = advantages.unsqueeze(1)
+        low = ((ratio < 1.0 - clip_range) & (adv < 0)).to(mask.dtype)
+        high = ((ratio > 1.0 + clip_range) & (adv > 0)).to(mask.dtype)
+        tokens = mask.sum().clamp_min(1.0)
+        return (low * mask).sum() / tokens, (high * mask).sum() / tokens
+
+
 def bradley_terry_preference_probability(
     returns_a: Tensor, returns_b: Tensor, temperature: float, label_noise: float = 0.0
 ) -> Tensor:

@@ -87,7 +87,8 @@ def combined_scores(
     """``w_0 * model_scores + sum_i w_i * f_i(prompts, completions)``: ``(B,)`` on ``model_scores``' device.
 
     ``model_scores`` may be ``None`` when ``w_0 == 0`` (the reward model is not run). Returns the
-    sum and, when there are functions, each term's mean as ``rewards/<name>/mean``.
+    sum and, when there are functions, each term's mean and standard deviation (over the batch) as
+    ``rewards/<name>/mean`` and ``rewards/<name>/std`` (TRL's names).
     """
     if model_scores is None and weights[0] != 0:
         raise ValueError("the reward model's scores are needed (its weight is not 0)")
@@ -98,8 +99,10 @@ def combined_scores(
         total = total + weights[0] * model_scores
         if funcs:
             metrics["rewards/reward_model/mean"] = model_scores.mean().item()
+            metrics["rewards/reward_model/std"] = model_scores.std(unbiased=False).item()
     for i, (func, w) in enumerate(zip(funcs, weights[1:])):
         scores = call_reward_func(func, i, prompts, completions).to(device)
         metrics[f"rewards/{func_name(func, i)}/mean"] = scores.mean().item()
+        metrics[f"rewards/{func_name(func, i)}/std"] = scores.std(unbiased=False).item()
         total = total + w * scores
     return total, metrics

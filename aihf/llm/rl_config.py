@@ -20,20 +20,17 @@ from .reward_model import REWARD_READOUTS
 RL_DEMO_LOSSES = ("logistic", "linear")
 RL_PROMPT_SOURCES = ("all", "demonstrations", "preferences")
 
-_ROUNDS = "AIHF-RL trains in rounds, not in steps or epochs: set num_rounds"
-_EVAL = "AIHF-RL evaluates the reward model on eval_preferences after every round"
-# Inherited TrainingArguments fields that AIHFRLTrainer's own loop does not act on, each with
-# when it counts as set and what to do instead: refused rather than silently ignored.
+_ROUNDS = "AIHF-RL trains in rounds, not in epochs: set num_rounds (or max_steps, which counts rounds)"
+_EVAL = "no epochs in AIHF-RL: eval_strategy steps (eval_steps counts rounds) or no (every round)"
+# Inherited TrainingArguments fields that AIHFRLTrainer's round loop does not act on, each with
+# when it counts as set and what to do instead: refused rather than silently ignored. (max_steps,
+# logging_first_step, eval_strategy steps/no, eval_steps, eval_delay, eval_on_start, report_to, save_strategy
+# steps/epoch/no and gradient_accumulation_steps are honoured.)
 UNUSED_TRAINING_ARGUMENTS: dict[str, tuple] = {
-    "max_steps": (lambda v: v > 0, _ROUNDS),
     "num_train_epochs": (lambda v: v != 3.0, _ROUNDS),
-    "eval_strategy": (lambda v: v != "no", _EVAL),
-    "eval_steps": (lambda v: v is not None, _EVAL),
-    "eval_delay": (lambda v: bool(v), _EVAL),
-    "eval_on_start": (bool, _EVAL),
+    "eval_strategy": (lambda v: v == "epoch", _EVAL),
     "per_device_eval_batch_size": (lambda v: v != 8, "evaluation batches hold reward_batch_size pairs"),
-    "logging_strategy": (lambda v: v != "steps", "logging_steps counts rounds"),
-    "logging_first_step": (bool, "logging_steps counts rounds"),
+    "logging_strategy": (lambda v: v == "epoch", "no epochs in AIHF-RL: logging_steps counts rounds"),
     "save_strategy": (lambda v: v == "best", "save_steps counts rounds (save_strategy steps, epoch or no)"),
     "load_best_model_at_end": (bool, "no best model is tracked"),
     "metric_for_best_model": (lambda v: v is not None, "no best model is tracked"),
@@ -52,7 +49,8 @@ UNUSED_TRAINING_ARGUMENTS: dict[str, tuple] = {
     "deepspeed": (bool, "AIHF-RL runs plain data parallelism (torchrun)"),
     "fsdp": (bool, "AIHF-RL runs plain data parallelism (torchrun)"),
 }
-# Set in a config handed to sft_then_rlhf, these size its SFT stage: refused by the trainer instead.
+# Set in a config handed to sft_then_rlhf, these size its SFT stage (its RL stage resets them); the trainer
+# refuses those of them that it does not honour (num_train_epochs) and reads max_steps as rounds.
 ROUND_FIELDS = ("max_steps", "num_train_epochs")
 
 
@@ -81,11 +79,16 @@ class AIHFRLConfig(TrainingArguments):
     ``pref_weight=0`` is ML-IRL ("RFT").
 
     ``learning_rate`` is the policy's; the reward model has ``reward_learning_rate``. Rounds, not
-    optimizer steps, are the unit of ``logging_steps`` and ``save_steps``. Inherited fields that the
-    AIHF-RL loop does not act on (:data:`UNUSED_TRAINING_ARGUMENTS`: ``eval_strategy``, ``fp16``,
-    ``gradient_checkpointing``, ...) raise :class:`aihf.ConfigError` when set; ``max_steps`` and
-    ``num_train_epochs`` (set ``num_rounds``) are refused by :class:`AIHFRLTrainer`, since
-    ``sft_then_rlhf`` reads them for its SFT stage.
+    optimizer steps, are the unit of ``max_steps`` (when > 0 it replaces ``num_rounds``), ``logging_steps``
+    and ``save_steps``, as seen by ``transformers`` callbacks. ``per_device_train_batch_size`` counts prompts
+    per policy step and process (TRL counts completions), each sampled ``num_generations`` times;
+    ``gradient_accumulation_steps = g`` makes a policy step take ``g`` such batches, run forward/backward in
+    ``g`` parts. ``eval_strategy='no'`` (the default) evaluates the reward model on the eval preferences after
+    every round, ``'steps'`` every ``eval_steps`` rounds. Inherited fields that the AIHF-RL loop does not act on
+    (:data:`UNUSED_TRAINING_ARGUMENTS`: ``fp16``, ``gradient_checkpointing``, ...) raise :class:`aihf.ConfigError`
+    when set;
+    ``num_train_epochs`` (set ``num_rounds``) is refused by :class:`AIHFRLTrainer`, since ``sft_then_rlhf``
+    reads it for its SFT stage.
     """
 
     # Overridden TrainingArguments defaults.
@@ -353,8 +356,8 @@ class AIHFRLConfig(TrainingArguments):
                 f"per_device_train_batch_size={self.per_device_train_batch_size} prompts cannot be split into "
                 f"num_mini_batches={self.num_mini_batches}"
             )
-        if self.gradient_accumulation_steps != 1:
-            raise ConfigError("gradient_accumulation_steps is not used by AIHF-RL: set num_mini_batches instead")
+        if self.gradient_accumulation_steps < 1:
+            raise ConfigError(f"gradient_accumulation_steps must be >= 1, got {self.gradient_accumulation_steps}")
         if self.freeze_reward_model and self.reward_pretrain_steps == 0:
             raise ConfigError(
                 "freeze_reward_model=True with reward_pretrain_steps=0 would run RL on an untrained reward model"

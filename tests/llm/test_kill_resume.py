@@ -22,7 +22,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from transformers import TrainerCallback
 
-import aihf.llm.rl_trainer as rl_trainer_module
+import aihf.llm.rl_checkpoint as rl_checkpoint_module  # where AIHF-RL writes its checkpoint files
 from aihf.llm import AIHFRLTrainer
 from aihf.llm import runs as runs_module
 from tests.llm import rl_task
@@ -115,8 +115,8 @@ def _rl(out, kill):
     if where == "generate":  # round n + 1's first samples
         t.generator = _kill_when(t.generator, lambda *args: t.round == n)
     elif where == "save":  # checkpoint-n: the policy's weights are staged, the reward model's not yet
-        rl_trainer_module.save_file = _kill_when(
-            rl_trainer_module.save_file, lambda tensors, path: t.round == n and "reward" in path
+        rl_checkpoint_module.save_file = _kill_when(
+            rl_checkpoint_module.save_file, lambda tensors, path: t.round == n and "reward" in path
         )
     elif where == "step":  # as round n + 1 starts
         t.run_round = _kill_when(t.run_round, lambda: t.round == n)

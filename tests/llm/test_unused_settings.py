@@ -11,15 +11,10 @@ from aihf.llm.rl_trainer import rlhf_stage_args
 from . import rl_task
 
 SET_VALUES = {
-    "max_steps": 2,
     "num_train_epochs": 1.0,
-    "eval_strategy": "steps",
-    "eval_steps": 5,
-    "eval_delay": 1,
-    "eval_on_start": True,
+    "eval_strategy": "epoch",
     "per_device_eval_batch_size": 4,
     "logging_strategy": "epoch",
-    "logging_first_step": True,
     "save_strategy": "best",
     "load_best_model_at_end": True,
     "metric_for_best_model": "loss",
