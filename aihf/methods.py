@@ -152,7 +152,11 @@ def _warn(message: str) -> None:
 
 
 def apply_method(
-    method: str, config: Any, sources: SettingSources | None = None, warn: Callable[[str], None] | None = None
+    method: str,
+    config: Any,
+    sources: SettingSources | None = None,
+    warn: Callable[[str], None] | None = None,
+    trained_reward_model: bool = False,
 ) -> dict[str, Any]:
     """Set on ``config`` (an :class:`aihf.llm.AIHFConfig`, or :class:`aihf.llm.AIHFRLConfig` for
     :data:`RL_METHODS`) what ``method`` fixes, and check the options the method makes depend on each other.
@@ -160,7 +164,8 @@ def apply_method(
     Returns ``{name: value}`` of what was changed (each also passed to ``sources.forget``). A setting less
     explicit than the method (``sources.level``) is overridden with a ``warn`` line; one as explicit that
     disagrees raises :class:`aihf.ConfigError`, as do both weights 0, a two-stage method without a
-    preference stage, RLHF without reward pretraining, reward pretraining or a frozen reward under RFT,
+    preference stage, RLHF without reward pretraining (unless ``trained_reward_model``: RL on a given, frozen
+    reward model, as TRL's RLOOTrainer), reward pretraining or a frozen reward under RFT,
     and ``max_steps`` or ``num_train_epochs`` set for an RL method that counts rounds. ``sources`` defaults to every
     attribute being a default; ``warn`` to ``warnings.warn``.
     """
@@ -201,18 +206,20 @@ def apply_method(
             f"({sources.describe('pref_weight')})"
         )
     if method in RL_METHODS:
-        changed.update(_check_rl(method, config, sources, warn))
+        changed.update(_check_rl(method, config, sources, warn, trained_reward_model))
     return changed
 
 
-def _check_rl(method: str, config: Any, sources: SettingSources, warn: Callable[[str], None]) -> dict[str, Any]:
+def _check_rl(
+    method: str, config: Any, sources: SettingSources, warn: Callable[[str], None], trained_reward_model: bool
+) -> dict[str, Any]:
     changed: dict[str, Any] = {}
     this = sources.spell("method", method)
-    if method in ("rlhf", "sft_then_rlhf") and config.reward_pretrain_steps < 1:
+    if method in ("rlhf", "sft_then_rlhf") and config.reward_pretrain_steps < 1 and not trained_reward_model:
         raise ConfigError(
             f"{this} fits the reward model on the preferences before RL, but "
             f"{sources.describe('reward_pretrain_steps')}: set reward_pretrain_steps > 0 (and "
-            "reward_pretrain_patience for early stopping)"
+            "reward_pretrain_patience for early stopping), or give a trained reward model to run RL on"
         )
     if config.pref_weight == 0 and config.reward_pretrain_steps > 0:
         # Reward pretraining is Bradley-Terry on the preferences, which pref_weight=0 (rft) ignores.
@@ -268,7 +275,7 @@ def config_class(method: str) -> type:
     return AIHFConfig
 
 
-def config_for(method: str = "aihf", **overrides: Any):
+def config_for(method: str = "aihf", trained_reward_model: bool = False, **overrides: Any):
     """The config of ``method`` with ``overrides`` (any field of its config class) on top of the preset.
 
     Returns an :class:`aihf.llm.AIHFConfig` (``aihf``, ``dpo``, ``sft``, ``spin``, ``sft_then_dpo``) or an
@@ -276,6 +283,8 @@ def config_for(method: str = "aihf", **overrides: Any):
     :class:`aihf.ConfigError` for an unknown method, an override the preset contradicts
     (``config_for("dpo", demo_weight=1.0)``: use ``method="aihf"``), or a combination the method cannot
     run (:func:`apply_method`); an override the method does not read warns (``UserWarning``).
+    ``trained_reward_model=True`` says the trainer will get a trained ``reward_model=``: ``rlhf`` may then
+    skip reward pretraining (``reward_pretrain_steps=0``) and run RL on it frozen, as TRL's RLOOTrainer.
     """
     cls = config_class(method)
     names = {f.name for f in dataclasses.fields(cls)}
@@ -287,7 +296,7 @@ def config_for(method: str = "aihf", **overrides: Any):
     probe = cls(**overrides)
     sources = SettingSources(method, probe, set(overrides))
     said: list[str] = []
-    changed = apply_method(method, probe, sources, said.append)
+    changed = apply_method(method, probe, sources, said.append, trained_reward_model)
     said += [f"{name} is not used by method={method!r}" for name in ignored_settings(method, probe, sources)]
     config = cls(**{**overrides, **changed})
     for message in said:

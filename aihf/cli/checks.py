@@ -39,7 +39,8 @@ class TrainResult:
 def apply_method(args: TrainArguments):
     """Set what ``args.run.method`` fixes (:func:`aihf.methods.apply_method`), refusing contradictions
     in one line that names the flag or YAML line of each; a setting it overrides is no longer the user's."""
-    methods.apply_method(args.run.method, args.config, args, warn)
+    trained = getattr(args.model, "reward_model_name_or_path", None) is not None
+    methods.apply_method(args.run.method, args.config, args, warn, trained_reward_model=trained)
     return args.config
 
 

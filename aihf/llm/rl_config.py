@@ -358,10 +358,6 @@ class AIHFRLConfig(TrainingArguments):
             )
         if self.gradient_accumulation_steps < 1:
             raise ConfigError(f"gradient_accumulation_steps must be >= 1, got {self.gradient_accumulation_steps}")
-        if self.freeze_reward_model and self.reward_pretrain_steps == 0:
-            raise ConfigError(
-                "freeze_reward_model=True with reward_pretrain_steps=0 would run RL on an untrained reward model"
-            )
         if self.max_prompt_length is None and self.max_length is not None:
             self.max_prompt_length = max(1, self.max_length // 2)
         try:

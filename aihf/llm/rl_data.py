@@ -101,7 +101,8 @@ def prepare_rl_data(
     rows) are added to the RL prompts. Raises :class:`aihf.DataError` for bad rows and
     :class:`aihf.ConfigError` when a source the weights use is missing."""
     kw = dict(max_length=args.max_length, max_prompt_length=args.max_prompt_length, eos_token=args.eos_token)
-    uses_prefs = args.pref_weight > 0 or args.reward_pretrain_steps > 0
+    # A frozen reward model takes no reward steps: its preference term is never computed.
+    uses_prefs = (args.pref_weight > 0 and not args.freeze_reward_model) or args.reward_pretrain_steps > 0
     prefs = demos = None
     if preferences is not None:
         prefs = prepare_preferences(preferences, tok, implicit_prompt_marker=args.implicit_prompt_marker, **kw)
@@ -118,8 +119,17 @@ def prepare_rl_data(
             raise ConfigError(f"demo_weight={args.demo_weight} but no demonstrations were given")
     elif demonstrations is not None:
         warnings.warn("demo_weight=0: the demonstrations are ignored", stacklevel=4)
+    prompts_of_prefs: list = []
     if prefs is not None and not uses_prefs:
-        warnings.warn("pref_weight=0: the preference pairs are ignored", stacklevel=4)
+        if args.freeze_reward_model:  # RL on a given reward model: the pairs still hold prompts
+            warnings.warn(
+                "freeze_reward_model=True, reward_pretrain_steps=0: the reward model does not learn from the "
+                "preference pairs; their prompts are RL prompts",
+                stacklevel=4,
+            )
+            prompts_of_prefs = list(prefs["prompt_ids"])
+        else:
+            warnings.warn("pref_weight=0: the preference pairs are ignored", stacklevel=4)
         prefs = None
     evals = None
     if eval_preferences is not None:
@@ -139,8 +149,8 @@ def prepare_rl_data(
     if args.rl_prompts in ("all", "demonstrations") and demos is not None:
         pool += [(list(p), j) for j, p in enumerate(demos["prompt_ids"])]
     extra = []
-    if args.rl_prompts in ("all", "preferences") and prefs is not None:
-        extra += list(prefs["prompt_ids"])
+    if args.rl_prompts in ("all", "preferences"):
+        extra += list(prefs["prompt_ids"]) if prefs is not None else prompts_of_prefs
     if prompts is not None:
         extra += list(_prompt_ids(prompts, tok, args))
     seen = {tuple(p) for p, _ in pool}

@@ -213,6 +213,11 @@ class AIHFRLTrainer(DataParallelMixin, PolicyStepMixin, RewardStepMixin, Checkpo
             ref_model, _ = load_policy(ref_model, ref_kwargs, load_tokenizer=False)
         if isinstance(model, str):
             model, _ = load_policy(model, model_init_kwargs, load_tokenizer=False)
+        if reward_model is None and args.freeze_reward_model and args.reward_pretrain_steps == 0:
+            raise ConfigError(
+                "freeze_reward_model=True with reward_pretrain_steps=0 would run RL on an untrained reward model: "
+                "pass a trained reward_model= (RL on a fixed reward, as TRL's RLOOTrainer) or set reward_pretrain_steps"
+            )
         self.readout = args.reward_readout or default_readout(reward_model)
         # The reward model starts from the policy as given (before adapters are added).
         reward_model = load_reward_model(model if reward_model is None else reward_model, self.pad)

@@ -134,7 +134,6 @@ def test_quickstart_errors_are_one_line_and_write_nothing(tmp_path, capsys, flag
         (AIHFRLConfig, {"learning_rate": -1.0}, "learning_rate must be >= 0"),
         (AIHFRLConfig, {"temperature": 0.0}, "temperature must be > 0"),
         (AIHFRLConfig, {"per_device_train_batch_size": 0}, "per_device_train_batch_size must be >= 1"),
-        (AIHFRLConfig, {"freeze_reward_model": True}, "untrained reward model"),
         (AIHFRLConfig, {"seed": 2**32}, "seed must be in"),
     ],
 )
