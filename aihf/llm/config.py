@@ -1,4 +1,4 @@
-"""Configuration of :class:`aihf.llm.AIHFTrainer`: ``transformers.TrainingArguments`` plus AIHF's fields.
+"""Configuration of :class:`aihf.llm.AIHFTrainer`: the shared :class:`AIHFBaseConfig` plus the implicit-reward fields.
 
 Field help strings double as ``aihf train --help``.
 """
@@ -9,19 +9,17 @@ import os
 from dataclasses import dataclass, field
 
 import torch
-from transformers import TrainingArguments
 
-from ..data.formats import HH_ASSISTANT_MARKER
 from ..data.tokenize import check_lengths
 from ..errors import ConfigError
 from ..losses import PREFERENCE_LOSS_TYPES
-from .generation import GENERATION_BACKENDS
+from .base_config import AIHFBaseConfig, check_common_settings
 
 DEMO_LOSSES = ("nll", "self_play")
 
 
 @dataclass
-class AIHFConfig(TrainingArguments):
+class AIHFConfig(AIHFBaseConfig):
     """Training arguments for AIHF with an implicit reward ``r = beta * log(pi / pi_ref)``.
 
     The loss is ``pref_weight * DPO(preferences) + demo_weight * D(demonstrations)`` where ``D``
@@ -29,38 +27,12 @@ class AIHFConfig(TrainingArguments):
     against the policy frozen at the start of each round (``demo_loss="self_play"``).
     ``demo_weight=0`` is DPO, ``pref_weight=0`` is SFT (nll) or SPIN (self_play).
 
-    Defaults that differ from ``TrainingArguments``: ``learning_rate=1e-6``, ``logging_steps=10``,
-    ``remove_unused_columns=False``.
+    The fields shared with :class:`aihf.llm.AIHFRLConfig` (objective weights, lengths, sampling)
+    live in :class:`aihf.llm.base_config.AIHFBaseConfig`. Defaults that differ from
+    ``TrainingArguments``: ``learning_rate=1e-6``, ``logging_steps=10``, ``remove_unused_columns=False``.
     """
 
-    # Overridden TrainingArguments defaults.
-    learning_rate: float = field(default=1e-6, metadata={"help": "Initial learning rate for AdamW."})
-    logging_steps: float = field(
-        default=10,
-        metadata={"help": "Log every X update steps (an integer, or a float in [0, 1) for a ratio of all steps)."},
-    )
-    remove_unused_columns: bool = field(
-        default=False, metadata={"help": "Kept False: AIHF batches are built by its own collator."}
-    )
-    overwrite_output_dir: bool = field(
-        default=False,
-        metadata={
-            "help": "Start a fresh run in an output_dir that already holds another run's checkpoints or model "
-            "(its checkpoint-* folders are deleted when training starts). Without it such a run is refused."
-        },
-    )
-
-    # The objective.
-    beta: float = field(
-        default=0.1,
-        metadata={"help": "KL strength beta > 0: the implicit reward is beta * log(pi / pi_ref)."},
-    )
-    demo_weight: float = field(
-        default=1.0, metadata={"help": "Weight w_D of the demonstration term (0 turns AIHF into DPO)."}
-    )
-    pref_weight: float = field(
-        default=1.0, metadata={"help": "Weight w_P of the preference (DPO) term (0 turns AIHF into SFT or SPIN)."}
-    )
+    # The objective (beta, demo_weight, pref_weight: AIHFBaseConfig).
     demo_loss: str = field(
         default="nll",
         metadata={
@@ -95,54 +67,8 @@ class AIHFConfig(TrainingArguments):
         default=None,
         metadata={"help": "Pairs per reference forward pass when precomputing (default: per_device_eval_batch_size)."},
     )
-    use_references_as_demonstrations: bool = field(
-        default=True,
-        metadata={"help": "Add the gold 'reference' answers of preference rows to the demonstrations."},
-    )
-    disable_dropout: bool = field(
-        default=True, metadata={"help": "Set every dropout probability of the policy (and copies) to 0."}
-    )
-    skip_nonfinite_steps: bool = field(
-        default=False,
-        metadata={
-            "help": "A NaN/inf in a loss term, reward or gradient skips that update (counted as "
-            "nonfinite/skipped_steps) instead of stopping the run with an error naming the step and term."
-        },
-    )
 
-    # Data.
-    max_length: int | None = field(
-        default=1024, metadata={"help": "Maximum tokens of prompt + completion; completions are cut on the right."}
-    )
-    max_prompt_length: int | None = field(
-        default=None,
-        metadata={
-            "help": "Maximum prompt tokens; longer prompts are cut on the left (BOS kept). Default: half of max_length."
-        },
-    )
-    implicit_prompt_marker: str | None = field(
-        default=HH_ASSISTANT_MARKER,
-        metadata={
-            "help": "For preference rows without 'prompt': cut the shared prefix of chosen/rejected after the last "
-            "occurrence of this marker (Anthropic-HH's assistant turn); else at the last token boundary both share."
-        },
-    )
-    eos_token: str | None = field(
-        default=None,
-        metadata={
-            "help": "Token that ends every completion and stops self-play sampling. Default: conversations end with "
-            "the chat template's end-of-turn token (e.g. <|im_end|>), plain text with the tokenizer's EOS."
-        },
-    )
-    padding_free: bool = field(
-        default=False,
-        metadata={
-            "help": "Pack each batch's sequences end to end into fewer rows (as wide as its longest sequence, "
-            "position ids restarting per sequence) so that no compute goes to padding. Same losses up to float "
-            "rounding; checked at start-up to work with the model (Llama, Qwen2, GPT-2 and most transformers "
-            "decoders do)."
-        },
-    )
+    # Data (lengths, eos_token, padding_free: AIHFBaseConfig).
     prefix_sharing: bool = field(
         default=False,
         metadata={
@@ -155,7 +81,7 @@ class AIHFConfig(TrainingArguments):
         default=None, metadata={"help": "Pad batches to a multiple of this length (helps GPU kernels)."}
     )
 
-    # Self-play.
+    # Self-play (sampling settings: AIHFBaseConfig).
     self_play_round_steps: int | None = field(
         default=None,
         metadata={"help": "Self-play round length in optimizer steps (overrides self_play_round_epochs)."},
@@ -171,23 +97,7 @@ class AIHFConfig(TrainingArguments):
             "though this round already sampled them (matters when a round spans more than one epoch)."
         },
     )
-    max_new_tokens: int = field(default=128, metadata={"help": "Self-play: tokens generated per sample at most."})
-    temperature: float = field(default=1.0, metadata={"help": "Self-play: sampling temperature."})
-    top_p: float = field(default=1.0, metadata={"help": "Self-play: nucleus sampling threshold."})
-    top_k: int = field(default=0, metadata={"help": "Self-play: sample among the k likeliest tokens (0 = all)."})
     do_sample: bool = field(default=True, metadata={"help": "Self-play: sample (True) or decode greedily (False)."})
-    generation_batch_size: int | None = field(
-        default=None,
-        metadata={"help": "Self-play: prompts per generate() call (default: the whole micro-batch)."},
-    )
-    generation_backend: str = field(
-        default="generate",
-        metadata={
-            "help": "Self-play: how samples are drawn: 'generate' (model.generate), 'static' (aihf's decode loop on a "
-            "static KV cache, the same samples for a seed) or 'compiled' (that loop with the decode step compiled "
-            "by torch.compile: seconds to compile once per batch shape, then faster per token; docs/speed.md)."
-        },
-    )
 
     def __post_init__(self):
         if _launched_data_parallel_on_cpu() and not self.use_cpu and not self.deepspeed:
@@ -236,37 +146,6 @@ class AIHFConfig(TrainingArguments):
             )
         if self.label_smoothing and self.loss_type in ("ipo", "hinge"):
             raise ConfigError(f"label_smoothing={self.label_smoothing} has no meaning for loss_type '{self.loss_type}'")
-
-
-def check_common_settings(args: TrainingArguments) -> None:
-    """Settings of ``TrainingArguments`` and of sampling that transformers or torch would only refuse
-    deep inside training (an optimizer, a dataloader, ``generate``), checked at start-up instead.
-    Raises :class:`aihf.ConfigError` naming the setting."""
-    if not str(args.output_dir or "").strip():
-        raise ConfigError("output_dir must be a folder path, got an empty one")
-    if args.learning_rate < 0:
-        raise ConfigError(f"learning_rate must be >= 0, got {args.learning_rate}")
-    for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps"):
-        if getattr(args, name) < 1:
-            raise ConfigError(f"{name} must be >= 1, got {getattr(args, name)}")
-    if not 0 <= args.seed < 2**32:
-        raise ConfigError(f"seed must be in [0, 2**32 - 1], got {args.seed}")
-    if args.save_strategy == "steps" and args.save_steps <= 0:
-        raise ConfigError(f"save_steps must be > 0 with save_strategy='steps', got {args.save_steps}")
-    if args.save_total_limit is not None and args.save_total_limit < 0:
-        raise ConfigError(f"save_total_limit must be >= 1 (or unset for no limit), got {args.save_total_limit}")
-    if args.temperature <= 0:
-        raise ConfigError(f"temperature must be > 0 (do_sample=False decodes greedily), got {args.temperature}")
-    if not 0 < args.top_p <= 1:
-        raise ConfigError(f"top_p must be in (0, 1], got {args.top_p}")
-    if args.top_k < 0:
-        raise ConfigError(f"top_k must be >= 0 (0 = all tokens), got {args.top_k}")
-    if args.generation_batch_size is not None and args.generation_batch_size < 1:
-        raise ConfigError(f"generation_batch_size must be >= 1 (or unset), got {args.generation_batch_size}")
-    if args.generation_backend not in GENERATION_BACKENDS:
-        raise ConfigError(
-            f"generation_backend must be one of {', '.join(GENERATION_BACKENDS)}, got {args.generation_backend!r}"
-        )
 
 
 def _launched_data_parallel_on_cpu() -> bool:
