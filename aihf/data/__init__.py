@@ -2,6 +2,7 @@
 
 from .collator import AIHFCollator, PairedDataset, concat_padded, match_end_tokens, pad_sequences
 from .formats import ROLES, DemonstrationText, PreferenceText, demonstration_texts, preference_texts
+from .indexed import IndexedCollator, IndexedPairs
 from .sources import Rows, read_rows
 from .special_tokens import EndToken, end_token
 from .tokenize import (
@@ -18,6 +19,8 @@ __all__ = [
     "ROLES",
     "DemonstrationText",
     "EndToken",
+    "IndexedCollator",
+    "IndexedPairs",
     "PreferenceText",
     "check_lengths",
     "concat_padded",
