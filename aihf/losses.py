@@ -26,6 +26,7 @@ Everything goes through ``logsigmoid`` so log-ratios of +/-1e4 stay finite.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
@@ -36,7 +37,10 @@ __all__ = [
     "PairwiseLoss",
     "NLLLoss",
     "bradley_terry_loss",
+    "PREFERENCE_LOSSES",
     "PREFERENCE_LOSS_TYPES",
+    "PreferenceLossType",
+    "label_smoothing_error",
     "dpo_loss",
     "robust_dpo_loss",
     "ipo_loss",
@@ -240,7 +244,40 @@ def hinge_loss(
     return _implicit_pairwise(per_example, chosen, rejected, beta, weights)
 
 
-PREFERENCE_LOSS_TYPES = ("sigmoid", "robust", "ipo", "hinge")
+class PreferenceLossType(NamedTuple):
+    """One entry of :data:`PREFERENCE_LOSSES`: the preference term under the implicit reward and what
+    it needs. ``loss`` takes the four log-prob tensors and ``beta`` positionally, ``weights`` and
+    (when asked for) ``label_smoothing``, ``chosen_num_tokens``/``rejected_num_tokens`` by keyword."""
+
+    loss: Callable[..., PairwiseLoss]
+    description: str  # for the ``loss_type`` help
+    label_smoothing: tuple[float, bool] | None = None  # (upper bound, bound allowed); None: not taken
+    needs_num_tokens: bool = False  # the completion token counts of both answers
+
+
+# The preference loss types, by TRL's ``loss_type`` names: what losses, the trainer and the config
+# checks read. A new type is one entry here (and its test).
+PREFERENCE_LOSSES: dict[str, PreferenceLossType] = {
+    "sigmoid": PreferenceLossType(dpo_loss, "DPO; conservative DPO with label_smoothing > 0", (0.5, True)),
+    "robust": PreferenceLossType(robust_dpo_loss, "robust DPO", (0.5, False)),
+    "ipo": PreferenceLossType(ipo_loss, "IPO, beta is its tau", needs_num_tokens=True),
+    "hinge": PreferenceLossType(hinge_loss, "SLiC hinge on the reward margin"),
+}
+PREFERENCE_LOSS_TYPES = tuple(PREFERENCE_LOSSES)
+
+
+def label_smoothing_error(loss_type: str, label_smoothing: float) -> str | None:
+    """Why ``label_smoothing`` is not valid for ``loss_type`` (a key of :data:`PREFERENCE_LOSSES`), or None."""
+    bound = PREFERENCE_LOSSES[loss_type].label_smoothing
+    if bound is None:
+        if not label_smoothing:
+            return None
+        return f"label_smoothing={label_smoothing} has no meaning for loss_type '{loss_type}'"
+    upper, closed = bound
+    if 0.0 <= label_smoothing < upper or (closed and label_smoothing == upper):
+        return None
+    interval = f"[0, {upper}{']' if closed else ')'}"
+    return f"label_smoothing must be in {interval} for loss_type '{loss_type}', got {label_smoothing}"
 
 
 def implicit_preference_loss(
@@ -256,22 +293,23 @@ def implicit_preference_loss(
     rejected_num_tokens: Tensor | None = None,
     weights: Tensor | None = None,
 ) -> PairwiseLoss:
-    """The preference term under the implicit reward, by TRL's ``loss_type`` name: ``"sigmoid"``
-    (:func:`dpo_loss`, conservative with ``label_smoothing``), ``"robust"`` (:func:`robust_dpo_loss`),
-    ``"ipo"`` (:func:`ipo_loss`, needs the completion token counts) or ``"hinge"`` (:func:`hinge_loss`).
+    """The preference term under the implicit reward, by TRL's ``loss_type`` name (a key of
+    :data:`PREFERENCE_LOSSES`: ``"sigmoid"`` :func:`dpo_loss`, ``"robust"`` :func:`robust_dpo_loss`,
+    ``"ipo"`` :func:`ipo_loss`, ``"hinge"`` :func:`hinge_loss`). Inputs ``(B,)``; ``label_smoothing``
+    goes to the types that take it, the token counts are required by those that need them.
+    Raises ValueError for an unknown type or a missing input.
     """
-    logps = (policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps, beta)
-    if loss_type == "sigmoid":
-        return dpo_loss(*logps, weights=weights, label_smoothing=label_smoothing)
-    if loss_type == "robust":
-        return robust_dpo_loss(*logps, label_smoothing=label_smoothing, weights=weights)
-    if loss_type == "ipo":
+    spec = PREFERENCE_LOSSES.get(loss_type)
+    if spec is None:
+        raise ValueError(f"loss_type must be one of {PREFERENCE_LOSS_TYPES}, got '{loss_type}'")
+    extra: dict = {"weights": weights}
+    if spec.label_smoothing is not None:
+        extra["label_smoothing"] = label_smoothing
+    if spec.needs_num_tokens:
         if chosen_num_tokens is None or rejected_num_tokens is None:
-            raise ValueError("loss_type 'ipo' needs chosen_num_tokens and rejected_num_tokens")
-        return ipo_loss(*logps, chosen_num_tokens, rejected_num_tokens, weights=weights)
-    if loss_type == "hinge":
-        return hinge_loss(*logps, weights=weights)
-    raise ValueError(f"loss_type must be one of {PREFERENCE_LOSS_TYPES}, got '{loss_type}'")
+            raise ValueError(f"loss_type '{loss_type}' needs chosen_num_tokens and rejected_num_tokens")
+        extra.update(chosen_num_tokens=chosen_num_tokens, rejected_num_tokens=rejected_num_tokens)
+    return spec.loss(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps, beta, **extra)
 
 
 def demonstration_nll_loss(

@@ -12,7 +12,7 @@ import torch
 
 from ..data.tokenize import check_lengths
 from ..errors import ConfigError
-from ..losses import PREFERENCE_LOSS_TYPES
+from ..losses import PREFERENCE_LOSS_TYPES, PREFERENCE_LOSSES, label_smoothing_error
 from .base_config import AIHFBaseConfig, check_common_settings
 
 DEMO_LOSSES = ("nll", "self_play")
@@ -44,8 +44,9 @@ class AIHFConfig(AIHFBaseConfig):
     loss_type: str = field(
         default="sigmoid",
         metadata={
-            "help": "Preference loss, TRL's names: 'sigmoid' (DPO; conservative DPO with label_smoothing > 0), "
-            "'robust' (robust DPO), 'ipo' (IPO, beta is its tau), 'hinge' (SLiC hinge on the reward margin).",
+            "help": "Preference loss, TRL's names: "
+            + ", ".join(f"'{name}' ({spec.description})" for name, spec in PREFERENCE_LOSSES.items())
+            + ".",
             "choices": list(PREFERENCE_LOSS_TYPES),
         },
     )
@@ -135,17 +136,14 @@ class AIHFConfig(AIHFBaseConfig):
             raise ConfigError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
         if self.loss_type not in PREFERENCE_LOSS_TYPES:
             raise ConfigError(f"loss_type must be one of {list(PREFERENCE_LOSS_TYPES)}, got '{self.loss_type}'")
-        if not 0.0 <= self.label_smoothing <= 0.5 or (self.loss_type == "robust" and self.label_smoothing == 0.5):
-            raise ConfigError(
-                f"label_smoothing must be in [0, 0.5] ([0, 0.5) for 'robust'), got {self.label_smoothing}"
-            )
+        smoothing_error = label_smoothing_error(self.loss_type, self.label_smoothing)
+        if smoothing_error:
+            raise ConfigError(smoothing_error)
         if self.label_smoothing_factor:
             raise ConfigError(
                 f"label_smoothing_factor={self.label_smoothing_factor} is not used by AIHFTrainer: set "
                 "label_smoothing (DPO's label smoothing, loss_type sigmoid or robust)"
             )
-        if self.label_smoothing and self.loss_type in ("ipo", "hinge"):
-            raise ConfigError(f"label_smoothing={self.label_smoothing} has no meaning for loss_type '{self.loss_type}'")
 
 
 def _launched_data_parallel_on_cpu() -> bool:
