@@ -1,6 +1,6 @@
 """Demonstrations and preferences: reading, validation, tokenisation and batching."""
 
-from .collator import AIHFCollator, PairedDataset, concat_padded, match_end_tokens, pad_sequences
+from .collator import AIHFCollator, BatchLayout, PairedDataset, concat_padded, match_end_tokens, pad_sequences
 from .formats import ROLES, DemonstrationText, PreferenceText, demonstration_texts, preference_texts
 from .indexed import IndexedCollator, IndexedPairs
 from .sources import Rows, read_rows
@@ -14,6 +14,7 @@ from .tokenize import (
 
 __all__ = [
     "AIHFCollator",
+    "BatchLayout",
     "PairedDataset",
     "Rows",
     "ROLES",

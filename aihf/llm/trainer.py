@@ -24,6 +24,7 @@ from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
 
 from .. import losses
 from ..data import (
+    BatchLayout,
     IndexedCollator,
     IndexedPairs,
     concat_padded,
@@ -311,7 +312,8 @@ class AIHFTrainer(NonFiniteMixin, CheckpointingMixin, Trainer):
     # ------------------------------------------------------------------ loss
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         mode = "train" if model.training else "eval"
-        n_p, n_d = inputs["num_pairs"], inputs["num_demos"]
+        layout = BatchLayout.of(inputs)
+        n_p, n_d = layout.num_pairs, layout.num_demos
         # Items past num_real are copies that complete the last batch of an epoch under data
         # parallel: they are scored (every process must run the same graph) but weigh nothing.
         real = inputs.get("num_real", max(n_p, n_d))
@@ -320,18 +322,18 @@ class AIHFTrainer(NonFiniteMixin, CheckpointingMixin, Trainer):
         self_play = self.self_play and mode == "train" and n_d > 0
         if self_play:
             opponent_demo, opponent_sample, demo_mask, sample_rows = self._self_play_samples(inputs)
-            batch["completion_mask"] = torch.cat([batch["completion_mask"][: 2 * n_p], demo_mask])
+            batch["completion_mask"] = torch.cat([batch["completion_mask"][layout.pairs], demo_mask])
             batch = concat_padded(batch, sample_rows, self.processing_class.pad_token_id)
+            layout = BatchLayout.of(inputs, num_samples=n_d)
 
         logps, num_tokens, logits_sums = sequence_logps(model, **batch, return_logits_sums=True, **self._fast(n_p))
-        demo_rows = slice(2 * n_p, 2 * n_p + n_d)
-        shares = self._loss_shares(inputs, r_p, r_d, int(num_tokens[demo_rows][:r_d].sum()))
+        shares = self._loss_shares(inputs, r_p, r_d, int(num_tokens[layout.demos][:r_d].sum()))
         stats: dict[str, tuple[torch.Tensor, Any]] = {}
 
         pref_term = None
         if n_p:
-            ref_chosen, ref_rejected = self._reference_for(inputs, batch, n_p)
-            chosen, rejected = slice(0, n_p), slice(n_p, 2 * n_p)
+            ref_chosen, ref_rejected = self._reference_for(inputs, batch, layout)
+            chosen, rejected = layout.chosen, layout.rejected
             pref = losses.implicit_preference_loss(
                 self.args.loss_type,
                 logps[chosen],
@@ -361,10 +363,10 @@ class AIHFTrainer(NonFiniteMixin, CheckpointingMixin, Trainer):
 
         demo_term = None
         if n_d:
-            demo_logps, demo_tokens = logps[demo_rows], num_tokens[demo_rows]
+            demo_logps, demo_tokens = logps[layout.demos], num_tokens[layout.demos]
             stats["demo/logps"] = _mean_of(demo_logps[:r_d].detach())
             if self_play:
-                sample_logps = logps[2 * n_p + n_d :]
+                sample_logps = logps[layout.samples]
                 demo = losses.self_play_loss(demo_logps, sample_logps, opponent_demo, opponent_sample, self.args.beta)
                 demo_term = demo.per_example[:r_d].sum() / shares["demos"]
                 stats.update(
@@ -402,10 +404,7 @@ class AIHFTrainer(NonFiniteMixin, CheckpointingMixin, Trainer):
             # still joins _record's collective).
             stats = {name: (torch.zeros((), device=loss.device), 0) for name in stats}
         if mode == "train":
-            real_rows = [*range(r_p), *range(n_p, n_p + r_p), *range(2 * n_p, 2 * n_p + r_d)]
-            if self_play:
-                real_rows += range(2 * n_p + n_d, 2 * n_p + n_d + r_d)
-            stats["num_tokens"] = (batch["attention_mask"][real_rows].sum(), 0)
+            stats["num_tokens"] = (batch["attention_mask"][layout.real(r_p, r_d)].sum(), 0)
         self._record(mode, stats)
         if self_play and mode == "train":
             self._metrics[mode]["self_play/round"].append(float(self.self_play_state.round))
@@ -426,7 +425,7 @@ class AIHFTrainer(NonFiniteMixin, CheckpointingMixin, Trainer):
         counts = [0, 0, 0]
         for b in batch_samples:
             r_p, r_d = min(b["num_pairs"], b["num_real"]), min(b["num_demos"], b["num_real"])
-            demo_mask = b["completion_mask"][2 * b["num_pairs"] : 2 * b["num_pairs"] + r_d]
+            demo_mask = b["completion_mask"][BatchLayout.of(b).demos][:r_d]
             counts = [counts[0] + r_p, counts[1] + r_d, counts[2] + int(demo_mask.sum())]
         totals = self.accelerator.gather(torch.tensor([counts], device=device)).sum(0).tolist()
         for b in batch_samples:
@@ -456,7 +455,7 @@ class AIHFTrainer(NonFiniteMixin, CheckpointingMixin, Trainer):
         scale = micro_batches * self.accelerator.num_processes
         return {"pairs": max(pairs, 1) / scale, "demos": max(demos, 1) / scale, "demo_tokens": max(tokens, 1) / scale}
 
-    def _reference_for(self, inputs: dict[str, Any], batch: dict[str, torch.Tensor], n_p: int):
+    def _reference_for(self, inputs: dict[str, Any], batch: dict[str, torch.Tensor], layout: BatchLayout):
         table = self._precomputed_ref.get(inputs.get("pref_source"))
         if table is not None:
             ref = table[torch.as_tensor(inputs["pref_index"], device=table.device)]
@@ -466,7 +465,7 @@ class AIHFTrainer(NonFiniteMixin, CheckpointingMixin, Trainer):
                 "precompute_ref_log_probs=True scored only the datasets given to AIHFTrainer and freed the reference "
                 "model; pass other evaluation data to AIHFTrainer(eval_preferences=...)"
             )
-        return self._reference_logps(batch, 2 * n_p).chunk(2)
+        return self._reference_logps(batch, layout.pairs.stop).chunk(2)
 
     def _fast(self, num_pairs: int) -> dict[str, Any]:
         """``sequence_logps`` speed options for a batch whose first ``2 * num_pairs`` rows are pairs."""
@@ -540,11 +539,12 @@ class AIHFTrainer(NonFiniteMixin, CheckpointingMixin, Trainer):
     def _self_play_samples(self, inputs: dict[str, Any]):
         """:meth:`SelfPlayState.samples_for` the batch's demonstrations, starting a round when one is due."""
         state = self.self_play_state
-        state.start_round_if_due(self.state.global_step, round_length(self.args, len(self.train_dataset)), self._policy())
+        steps_per_round = round_length(self.args, len(self.train_dataset))
+        state.start_round_if_due(self.state.global_step, steps_per_round, self._policy())
         seed = state.next_seed(self.args.seed, self.state.global_step, self.args.process_index)
-        n_p = inputs["num_pairs"]
+        demos = BatchLayout.of(inputs).demos
         return state.samples_for(
-            {key: inputs[key][2 * n_p :] for key in ("input_ids", "attention_mask", "completion_mask")},
+            {key: inputs[key][demos] for key in ("input_ids", "attention_mask", "completion_mask")},
             inputs["demo_index"],
             inputs["demo_prompt_ids"],
             generator=self.generator,
