@@ -326,7 +326,7 @@ class AIHFTrainer(NonFiniteMixin, CheckpointingMixin, Trainer):
             batch = concat_padded(batch, sample_rows, self.processing_class.pad_token_id)
             layout = BatchLayout.of(inputs, num_samples=n_d)
 
-        logps, num_tokens, logits_sums = sequence_logps(model, **batch, return_logits_sums=True, **self._fast(n_p))
+        logps, num_tokens, token_sums = sequence_logps(model, **batch, return_token_stats=True, **self._fast(n_p))
         shares = self._loss_shares(inputs, r_p, r_d, int(num_tokens[layout.demos][:r_d].sum()))
         stats: dict[str, tuple[torch.Tensor, Any]] = {}
 
@@ -355,8 +355,8 @@ class AIHFTrainer(NonFiniteMixin, CheckpointingMixin, Trainer):
                     "logps/chosen": _mean_of(logps[chosen][:r_p].detach()),
                     "logps/rejected": _mean_of(logps[rejected][:r_p].detach()),
                     # TRL's logits/*: the vocabulary-mean logit, averaged over completion tokens
-                    "logits/chosen": (logits_sums[chosen][:r_p].sum(), num_tokens[chosen][:r_p].sum()),
-                    "logits/rejected": (logits_sums[rejected][:r_p].sum(), num_tokens[rejected][:r_p].sum()),
+                    "logits/chosen": (token_sums[chosen][:r_p, 0].sum(), num_tokens[chosen][:r_p].sum()),
+                    "logits/rejected": (token_sums[rejected][:r_p, 0].sum(), num_tokens[rejected][:r_p].sum()),
                     "loss/pref": _mean_of(pref.per_example[:r_p].detach()),
                 }
             )
@@ -392,6 +392,13 @@ class AIHFTrainer(NonFiniteMixin, CheckpointingMixin, Trainer):
                     nll_sum = demo.per_example[:r_d].detach().float().sum()
                     stats["demo/nll"] = stats["loss/demo"] = (nll_sum, demo_tokens[:r_d].sum())
 
+        real_rows = layout.real(r_p, r_d)
+        # TRL's entropy (all completion tokens) and mean_token_accuracy (the demonstrations' tokens, as
+        # SFTTrainer; without demonstrations the chosen answers', as DPOTrainer).
+        stats["entropy"] = (token_sums[real_rows, 1].sum(), num_tokens[real_rows].sum())
+        accuracy_rows = list(range(layout.demos.start, layout.demos.start + r_d) if n_d else range(r_p))
+        stats["mean_token_accuracy"] = (token_sums[accuracy_rows, 2].sum(), num_tokens[accuracy_rows].sum())
+
         # An evaluation set may hold only one of the two sources: combine the terms present.
         loss = losses.aihf_loss(
             demo_term,
@@ -404,7 +411,7 @@ class AIHFTrainer(NonFiniteMixin, CheckpointingMixin, Trainer):
             # still joins _record's collective).
             stats = {name: (torch.zeros((), device=loss.device), 0) for name in stats}
         if mode == "train":
-            stats["num_tokens"] = (batch["attention_mask"][layout.real(r_p, r_d)].sum(), 0)
+            stats["num_tokens"] = (batch["attention_mask"][real_rows].sum(), 0)
         self._record(mode, stats)
         if self_play and mode == "train":
             self._metrics[mode]["self_play/round"].append(float(self.self_play_state.round))
@@ -594,6 +601,7 @@ class AIHFTrainer(NonFiniteMixin, CheckpointingMixin, Trainer):
         output = super().evaluation_loop(dataloader, description, prediction_loss_only, ignore_keys, metric_key_prefix)
         means = {name: total / count for name, (total, count) in self._eval_totals.items() if count > 0}
         self._eval_totals = {}
+        means["num_tokens"] = float(self._total_tokens)  # TRL's eval_num_tokens: tokens trained on so far
         terms = {"demo": means.get("demo/nll"), "pref": means.get("loss/pref")}
         if terms["demo"] is not None or terms["pref"] is not None:
             means["loss"] = float(

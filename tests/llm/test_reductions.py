@@ -29,6 +29,8 @@ METRICS = (
     "logits/chosen",
     "logits/rejected",
     "num_tokens",
+    "entropy",
+    "mean_token_accuracy",
 )
 
 
