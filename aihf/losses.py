@@ -26,7 +26,7 @@ Everything goes through ``logsigmoid`` so log-ratios of +/-1e4 stay finite.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 import torch
@@ -46,6 +46,7 @@ __all__ = [
     "ipo_loss",
     "hinge_loss",
     "implicit_preference_loss",
+    "wpo_weights",
     "demonstration_nll_loss",
     "self_play_loss",
     "ml_irl_linear_loss",
@@ -281,7 +282,7 @@ def label_smoothing_error(loss_type: str, label_smoothing: float) -> str | None:
 
 
 def implicit_preference_loss(
-    loss_type: str,
+    loss_type: str | Sequence[str],
     policy_chosen_logps: Tensor,
     policy_rejected_logps: Tensor,
     ref_chosen_logps: Tensor,
@@ -292,24 +293,50 @@ def implicit_preference_loss(
     chosen_num_tokens: Tensor | None = None,
     rejected_num_tokens: Tensor | None = None,
     weights: Tensor | None = None,
+    loss_weights: Sequence[float] | None = None,
 ) -> PairwiseLoss:
     """The preference term under the implicit reward, by TRL's ``loss_type`` name (a key of
     :data:`PREFERENCE_LOSSES`: ``"sigmoid"`` :func:`dpo_loss`, ``"robust"`` :func:`robust_dpo_loss`,
     ``"ipo"`` :func:`ipo_loss`, ``"hinge"`` :func:`hinge_loss`). Inputs ``(B,)``; ``label_smoothing``
     goes to the types that take it, the token counts are required by those that need them.
-    Raises ValueError for an unknown type or a missing input.
+
+    A list of names is TRL's mix of loss types: ``l_i = sum_k loss_weights[k] * l_i^k`` (weights 1
+    by default), e.g. MPO. Rewards are ``beta * log-ratio`` whatever the types.
+    Raises ValueError for an unknown type, a missing input or weights of another length.
     """
-    spec = PREFERENCE_LOSSES.get(loss_type)
-    if spec is None:
-        raise ValueError(f"loss_type must be one of {PREFERENCE_LOSS_TYPES}, got '{loss_type}'")
-    extra: dict = {"weights": weights}
-    if spec.label_smoothing is not None:
-        extra["label_smoothing"] = label_smoothing
-    if spec.needs_num_tokens:
-        if chosen_num_tokens is None or rejected_num_tokens is None:
-            raise ValueError(f"loss_type '{loss_type}' needs chosen_num_tokens and rejected_num_tokens")
-        extra.update(chosen_num_tokens=chosen_num_tokens, rejected_num_tokens=rejected_num_tokens)
-    return spec.loss(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps, beta, **extra)
+    types = [loss_type] if isinstance(loss_type, str) else list(loss_type)
+    loss_weights = [1.0] * len(types) if loss_weights is None else list(loss_weights)
+    if not types or len(loss_weights) != len(types):
+        raise ValueError(f"loss_weights {loss_weights} must give one weight per loss type {types}")
+    parts = []
+    for name in types:
+        spec = PREFERENCE_LOSSES.get(name)
+        if spec is None:
+            raise ValueError(f"loss_type must be one of {PREFERENCE_LOSS_TYPES}, got '{name}'")
+        extra: dict = {"weights": weights}
+        if spec.label_smoothing is not None:
+            extra["label_smoothing"] = label_smoothing
+        if spec.needs_num_tokens:
+            if chosen_num_tokens is None or rejected_num_tokens is None:
+                raise ValueError(f"loss_type '{name}' needs chosen_num_tokens and rejected_num_tokens")
+            extra.update(chosen_num_tokens=chosen_num_tokens, rejected_num_tokens=rejected_num_tokens)
+        logps = (policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps)
+        parts.append(spec.loss(*logps, beta, **extra))
+    if len(parts) == 1 and loss_weights[0] == 1.0:
+        return parts[0]
+    per_example = sum(w * part.per_example for w, part in zip(loss_weights, parts))
+    return PairwiseLoss(
+        _weighted_mean(per_example, weights), per_example, parts[0].chosen_rewards, parts[0].rejected_rewards
+    )
+
+
+def wpo_weights(logps: Tensor, log_sum_sq_probs: Tensor, num_tokens: Tensor) -> Tensor:
+    """WPO's weight of each sequence (Zhou et al., "WPO: Enhancing RLHF with Weighted Preference
+    Optimization", 2024, eq. 2, with the alignment of its section 3.2, as TRL's ``use_weighting``):
+    ``exp(sum_t [log pi(y_t) - log sum_v pi(v)^2] / T)``, the policy's length-normalised
+    probability of the sequence relative to its own sampling distribution. Inputs ``(B,)``: summed
+    token log-probs, summed ``log sum_v p_v^2`` over the same tokens, token counts. No gradient."""
+    return torch.exp((logps.detach() - log_sum_sq_probs) / num_tokens.to(logps.dtype).clamp_min(1))
 
 
 def demonstration_nll_loss(

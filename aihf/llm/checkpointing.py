@@ -189,6 +189,8 @@ class CheckpointingMixin(Trainer):
 
     def _model_card(self, output_dir: str, policy: nn.Module) -> str:
         def size(dataset, part):
+            if isinstance(dataset, dict):  # named evaluation sets
+                return sum(size(d, part) for d in dataset.values())
             source = getattr(dataset, part, None) if dataset is not None else None
             return len(source) if source is not None else 0
 

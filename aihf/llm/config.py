@@ -5,6 +5,8 @@ Field help strings double as ``aihf train --help``.
 
 from __future__ import annotations
 
+import json
+import math
 import os
 from dataclasses import dataclass, field
 
@@ -16,6 +18,7 @@ from ..losses import PREFERENCE_LOSS_TYPES, PREFERENCE_LOSSES, label_smoothing_e
 from .base_config import AIHFBaseConfig, check_common_settings
 
 DEMO_LOSSES = ("nll", "self_play")
+TRUNCATION_MODES = ("keep_start", "keep_end")
 
 
 @dataclass
@@ -50,6 +53,20 @@ class AIHFConfig(AIHFBaseConfig):
             "choices": list(PREFERENCE_LOSS_TYPES),
         },
     )
+    loss_weights: list[float] | None = field(
+        default=None,
+        metadata={
+            "help": "Weights of the loss types when loss_type lists several (Python/YAML: loss_type=['sigmoid', "
+            "'hinge']), TRL's mix: the preference term is sum_k weight_k * loss_k per pair. Default 1 each."
+        },
+    )
+    use_weighting: bool = field(
+        default=False,
+        metadata={
+            "help": "WPO weighting (TRL's use_weighting): each pair's preference loss is multiplied by the policy's "
+            "length-normalised probability of both answers (aligned by sum_v p_v^2; no gradient through it)."
+        },
+    )
     label_smoothing: float = field(
         default=0.0,
         metadata={
@@ -68,6 +85,27 @@ class AIHFConfig(AIHFBaseConfig):
         default=None,
         metadata={"help": "Pairs per reference forward pass when precomputing (default: per_device_eval_batch_size)."},
     )
+    sync_ref_model: bool = field(
+        default=False,
+        metadata={
+            "help": "TR-DPO (TRL's sync_ref_model): every ref_model_sync_steps optimizer steps the reference becomes "
+            "ref_model_mixup_alpha * policy + (1 - ref_model_mixup_alpha) * reference. Needs a reference model of its "
+            "own: not with a PEFT policy without ref_model, nor with precompute_ref_log_probs."
+        },
+    )
+    ref_model_mixup_alpha: float = field(
+        default=0.6, metadata={"help": "TR-DPO: the policy's share alpha in [0, 1] of each reference update."}
+    )
+    ref_model_sync_steps: int = field(
+        default=512, metadata={"help": "TR-DPO: optimizer steps between two reference updates."}
+    )
+    model_init_kwargs: dict | str | None = field(
+        default=None,
+        metadata={
+            "help": "Keyword arguments for loading the model when it is given by path or hub id (TRL's name), e.g. "
+            "'{\"dtype\": \"bfloat16\"}'; the same as AIHFTrainer(model_init_kwargs=...), which wins if both are given."
+        },
+    )
 
     # Data (lengths, eos_token, padding_free: AIHFBaseConfig).
     prefix_sharing: bool = field(
@@ -76,6 +114,23 @@ class AIHFConfig(AIHFBaseConfig):
             "help": "Run each preference pair's prompt once for both answers: one packed sequence prompt + chosen + "
             "rejected, the rejected answer masked from the chosen one (a 4D attention mask). Implies packing. Same "
             "losses up to float rounding; checked at start-up to work with the model."
+        },
+    )
+    truncation_mode: str | None = field(
+        default=None,
+        metadata={
+            "help": "TRL's truncation of prompt + completion to max_length: 'keep_start' (the completion loses its "
+            "end, the prompt is cut only by an explicit max_prompt_length) or 'keep_end' (the prompt loses its start, "
+            "BOS kept, so that the longest answer fits). Default: aihf's rule, prompts cut on the left to "
+            "max_prompt_length (half of max_length), completions on the right.",
+            "choices": list(TRUNCATION_MODES),
+        },
+    )
+    dataset_num_proc: int | None = field(
+        default=None,
+        metadata={
+            "help": "Accepted for TRL scripts as 1 (or unset): aihf reads, validates and tokenises each source in one "
+            "pass in the main process, so that an error names its row."
         },
     )
     pad_to_multiple_of: int | None = field(
@@ -106,9 +161,9 @@ class AIHFConfig(AIHFBaseConfig):
             # each process of torchrun/accelerate trains a full copy alone, all writing one output_dir.
             self.use_cpu = True
         if isinstance(self.loss_type, (list, tuple)):  # TRL's DPOConfig takes a list of loss types
-            if len(self.loss_type) != 1:
-                raise ConfigError(f"loss_type: aihf takes one loss type, got {list(self.loss_type)}")
-            self.loss_type = self.loss_type[0]
+            if not self.loss_type:
+                raise ConfigError("loss_type: give at least one loss type")
+            self.loss_type = self.loss_type[0] if len(self.loss_type) == 1 else list(self.loss_type)
         super().__post_init__()
         if self.dataloader_pin_memory and (self.use_cpu or not torch.cuda.is_available()):
             self.dataloader_pin_memory = False  # pinning needs an accelerator; torch warns on every epoch
@@ -123,7 +178,7 @@ class AIHFConfig(AIHFBaseConfig):
             raise ConfigError("demo_weight and pref_weight are both 0: nothing to learn from")
         if self.demo_loss not in DEMO_LOSSES:
             raise ConfigError(f"demo_loss must be one of {DEMO_LOSSES}, got '{self.demo_loss}'")
-        if self.max_prompt_length is None and self.max_length is not None:
+        if self.max_prompt_length is None and self.max_length is not None and self.truncation_mode is None:
             self.max_prompt_length = max(1, self.max_length // 2)
         check_lengths(self.max_length, self.max_prompt_length)
         if not 0.0 <= self.self_play_regen_prob <= 1.0:
@@ -134,16 +189,56 @@ class AIHFConfig(AIHFBaseConfig):
             raise ConfigError(f"self_play_round_epochs must be > 0, got {self.self_play_round_epochs}")
         if self.max_new_tokens < 1:
             raise ConfigError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
-        if self.loss_type not in PREFERENCE_LOSS_TYPES:
-            raise ConfigError(f"loss_type must be one of {list(PREFERENCE_LOSS_TYPES)}, got '{self.loss_type}'")
-        smoothing_error = label_smoothing_error(self.loss_type, self.label_smoothing)
-        if smoothing_error:
-            raise ConfigError(smoothing_error)
+        self._check_trl_options()
         if self.label_smoothing_factor:
             raise ConfigError(
                 f"label_smoothing_factor={self.label_smoothing_factor} is not used by AIHFTrainer: set "
                 "label_smoothing (DPO's label smoothing, loss_type sigmoid or robust)"
             )
+
+    def _check_trl_options(self) -> None:
+        """TRL's DPO options: loss types of :data:`aihf.losses.PREFERENCE_LOSSES`, their weights and
+        label smoothing, TR-DPO, truncation, dataset_num_proc and model_init_kwargs."""
+        types = self.loss_type if isinstance(self.loss_type, list) else [self.loss_type]
+        for name in types:
+            if name not in PREFERENCE_LOSS_TYPES:
+                raise ConfigError(f"loss_type must be one of {list(PREFERENCE_LOSS_TYPES)}, got '{name}'")
+        if self.loss_weights is not None:
+            if len(self.loss_weights) != len(types):
+                raise ConfigError(
+                    f"loss_weights {self.loss_weights} must give one weight per loss type {types} (TRL's rule)"
+                )
+            if not all(isinstance(w, (int, float)) and math.isfinite(w) for w in self.loss_weights):
+                raise ConfigError(f"loss_weights must be finite numbers, got {self.loss_weights}")
+        takers = [name for name in types if PREFERENCE_LOSSES[name].label_smoothing is not None]
+        for name in takers or types[:1]:
+            smoothing_error = label_smoothing_error(name, self.label_smoothing)
+            if smoothing_error:
+                raise ConfigError(smoothing_error)
+        if self.truncation_mode is not None and self.truncation_mode not in TRUNCATION_MODES:
+            raise ConfigError(f"truncation_mode must be one of {TRUNCATION_MODES}, got {self.truncation_mode!r}")
+        if self.dataset_num_proc not in (None, 1):
+            raise ConfigError(
+                f"dataset_num_proc={self.dataset_num_proc}: aihf prepares data in one pass in the main process (so "
+                "that an error names its row); unset it"
+            )
+        if self.sync_ref_model:
+            if not 0.0 <= self.ref_model_mixup_alpha <= 1.0:
+                raise ConfigError(f"ref_model_mixup_alpha must be in [0, 1], got {self.ref_model_mixup_alpha}")
+            if self.ref_model_sync_steps < 1:
+                raise ConfigError(f"ref_model_sync_steps must be >= 1, got {self.ref_model_sync_steps}")
+            if self.precompute_ref_log_probs:
+                raise ConfigError(
+                    "sync_ref_model=True updates the reference during training: it cannot be precomputed "
+                    "(precompute_ref_log_probs=True)"
+                )
+        if isinstance(self.model_init_kwargs, str):
+            try:
+                self.model_init_kwargs = json.loads(self.model_init_kwargs)
+            except json.JSONDecodeError as e:
+                raise ConfigError(f"model_init_kwargs: not a JSON object ({e})") from None
+        if self.model_init_kwargs is not None and not isinstance(self.model_init_kwargs, dict):
+            raise ConfigError(f"model_init_kwargs must be a mapping, got {type(self.model_init_kwargs).__name__}")
 
 
 def _launched_data_parallel_on_cpu() -> bool:

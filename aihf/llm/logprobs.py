@@ -8,23 +8,25 @@ import torch
 from torch import Tensor, nn
 
 
-TOKEN_STATS = ("logits", "entropy", "top1")  # columns of the token statistics sequence_logps sums per row
+# Columns of the token statistics sequence_logps sums per row: the mean logit over the vocabulary, the
+# entropy, the top-1 hit, and log(sum_v p_v^2) (WPO's alignment term, TRL's log_sum_sq_probs).
+TOKEN_STATS = ("logits", "entropy", "top1", "log_sum_sq_probs")
 
 
 @torch.no_grad()
 def token_stats(logits: Tensor, labels: Tensor) -> Tensor:
-    """``(N, 3)`` statistics of ``N`` scored positions (:data:`TOKEN_STATS`): the mean logit over the
-    vocabulary, the entropy of the predicted distribution (nats) and whether ``labels`` is its
-    argmax (1.0/0.0). ``logits`` ``(N, V)``, ``labels`` ``(N,)``; float32, no gradient, in chunks of
-    positions to bound memory at one ``(chunk, V)`` log-softmax."""
+    """``(N, 4)`` statistics of ``N`` scored positions (:data:`TOKEN_STATS`): the mean logit over the
+    vocabulary, the entropy of the predicted distribution (nats), whether ``labels`` is its argmax
+    (1.0/0.0) and ``log sum_v p_v^2``. ``logits`` ``(N, V)``, ``labels`` ``(N,)``; float32, no
+    gradient, in chunks of positions to bound memory at one ``(chunk, V)`` log-softmax."""
     out = []
     for start in range(0, logits.shape[0], 1024):
         chunk = logits[start : start + 1024].float()
         logp = torch.log_softmax(chunk, dim=-1)
         entropy = -(logp.exp() * logp).sum(-1)
         top1 = (chunk.argmax(-1) == labels[start : start + 1024]).float()
-        out.append(torch.stack([chunk.mean(-1), entropy, top1], dim=-1))
-    return torch.cat(out) if out else logits.new_zeros(0, 3, dtype=torch.float32)
+        out.append(torch.stack([chunk.mean(-1), entropy, top1, torch.logsumexp(2 * logp, dim=-1)], dim=-1))
+    return torch.cat(out) if out else logits.new_zeros(0, len(TOKEN_STATS), dtype=torch.float32)
 
 
 def token_logps(logits: Tensor, labels: Tensor) -> Tensor:
@@ -58,8 +60,8 @@ def sequence_logps(
     ``completion_mask == 1`` count, so prompts and padding never enter a loss. With
     ``return_logits_sums`` a third ``(B,)`` tensor (no gradient) sums, over the same positions,
     the mean logit over the vocabulary: TRL's ``logits/chosen`` is its token mean. With
-    ``return_token_stats`` the third tensor is ``(B, 3)`` instead: per row, the sums over completion
-    positions of :func:`token_stats` (mean logit, entropy, top-1 hits), no gradient.
+    ``return_token_stats`` the third tensor is ``(B, 4)`` instead: per row, the sums over completion
+    positions of :func:`token_stats` (:data:`TOKEN_STATS`), no gradient.
 
     With ``padding_free`` the rows are first packed (:func:`pack_rows`) so that the model runs
     on fewer, fuller rows; the results equal the padded pass up to float rounding, for models
@@ -225,7 +227,7 @@ def shared_prompt_logps(
     return_token_stats: bool = False,
 ) -> tuple[Tensor, ...]:
     """:func:`sequence_logps` with each pair's prompt computed once for both answers (prefix sharing);
-    ``return_token_stats`` adds the ``(B, 3)`` sums of :func:`token_stats`.
+    ``return_token_stats`` adds the ``(B, 4)`` sums of :func:`token_stats`.
 
     Rows ``i`` and ``num_pairs + i`` (``i < num_pairs``) must hold the same prompt (the tokens
     before the first ``completion_mask == 1``). Each pair becomes one sequence

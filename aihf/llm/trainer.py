@@ -10,13 +10,14 @@ frozen at the start of each round (online self-play AIHF).
 from __future__ import annotations
 
 import copy
-import logging
+import os
 import warnings
 from collections import defaultdict
 from typing import Any
 
 import datasets
 import torch
+from safetensors.torch import load_model, save_model
 from torch import nn
 from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase, Trainer, set_seed
@@ -44,38 +45,21 @@ from .logprobs import check_packing, sequence_logps
 from .model_setup import disable_dropout, frozen, is_peft, stop_tokens
 from .nonfinite import NonFiniteMixin
 from .self_play import SelfPlayState, round_length
+from .trl_compat import (
+    SyncRefModelCallback,
+    check_eval_terms,
+    model_init_kwargs_for,
+    named_eval_sources,
+    refuse_trainer_arguments,
+    trl_alias,
+)
 
 
 def _mean_of(values: torch.Tensor) -> tuple[torch.Tensor, int]:
     return values.float().sum(), values.numel()
 
 
-def _trl_alias(trl_value: Any, trl_name: str, value: Any, name: str) -> Any:
-    if trl_value is None:
-        return value
-    if value is not None:
-        raise ConfigError(f"AIHFTrainer: give {trl_name} or {name}, not both ({trl_name} is read as {name})")
-    return trl_value
-
-
-
-def _say_eval_loss_terms(args, train_prefs, train_demos, eval_prefs, eval_demos) -> None:
-    """One line when ``eval_loss`` holds fewer terms than the training ``loss`` (an evaluation set of
-    one source only), so that selecting a checkpoint on it is no surprise."""
-    term = {"preferences": "preference (DPO) term", "demonstrations": "demonstration term"}
-    sources = (("preferences", train_prefs, args.pref_weight), ("demonstrations", train_demos, args.demo_weight))
-    trained = {n for n, data, w in sources if data is not None and w > 0}
-    evaluated = {n for n, data in (("preferences", eval_prefs), ("demonstrations", eval_demos)) if data is not None}
-    missing = sorted(trained - evaluated)
-    if not missing or args.process_index != 0:
-        return
-    kept = " and ".join(term[n] for n in sorted(evaluated & trained)) or "no term of the training loss"
-    logging.getLogger("aihf").info(
-        f"eval_loss is the {kept} alone (no eval_{missing[0]} given), while the training loss also has the "
-        f"{term[missing[0]]}: pass eval_{missing[0]}= to evaluate the same objective"
-    )
-
-
+SYNCED_REFERENCE = "aihf_reference.safetensors"  # the TR-DPO reference (sync_ref_model) of a checkpoint
 
 
 class AIHFTrainer(NonFiniteMixin, CheckpointingMixin, Trainer):
@@ -132,19 +116,22 @@ class AIHFTrainer(NonFiniteMixin, CheckpointingMixin, Trainer):
         model_init_kwargs: dict[str, Any] | None = None,
         train_dataset: Any = None,
         eval_dataset: Any = None,
+        data_collator: Any = None,
+        compute_metrics: Any = None,
+        quantization_config: Any = None,
     ):
         args = args if args is not None else AIHFConfig(output_dir="aihf-output")
         if not isinstance(args, AIHFConfig):
             raise TypeError(f"args must be an AIHFConfig, got {type(args).__name__}")
-        preferences = _trl_alias(train_dataset, "train_dataset", preferences, "preferences")
-        eval_preferences = _trl_alias(eval_dataset, "eval_dataset", eval_preferences, "eval_preferences")
+        refuse_trainer_arguments(data_collator, compute_metrics)
+        preferences = trl_alias(train_dataset, "train_dataset", preferences, "preferences")
+        eval_preferences = trl_alias(eval_dataset, "eval_dataset", eval_preferences, "eval_preferences")
+        model_init_kwargs = model_init_kwargs_for(args, model, model_init_kwargs, quantization_config)
         if isinstance(model, str):
             self._model_source = runs.model_source(model, model_init_kwargs)
             model, loaded_tokenizer = load_policy(model, model_init_kwargs, load_tokenizer=processing_class is None)
             processing_class = processing_class or loaded_tokenizer
         else:
-            if model_init_kwargs:
-                raise ConfigError("model_init_kwargs is only used when model is a path or hub id, not a model object")
             self._model_source = runs.model_source(model)
         if processing_class is None:
             raise ValueError("processing_class (the tokenizer) is required when model is not a path")
@@ -169,14 +156,10 @@ class AIHFTrainer(NonFiniteMixin, CheckpointingMixin, Trainer):
                 f"{e}. train_dataset= is read as preference pairs, as TRL's DPOTrainer does: pass demonstrations= "
                 "as well, or set demo_weight=0 (DPO)"
             ) from None
-        eval_dataset = None
-        if eval_preferences is not None or eval_demonstrations is not None:
-            eval_prefs, eval_demos = self._prepare_sources(
-                args, tokenizer, eval_preferences, eval_demonstrations, "evaluation", required=False
-            )
-            if eval_prefs is not None or eval_demos is not None:
-                eval_dataset = IndexedPairs(eval_prefs, eval_demos)
-                _say_eval_loss_terms(args, train_prefs, train_demos, eval_prefs, eval_demos)
+        eval_sets = self._prepare_eval_sets(
+            args, tokenizer, eval_preferences, eval_demonstrations, train_prefs, train_demos
+        )
+        eval_dataset = eval_sets.get(None, eval_sets or None)  # one set, a dict of named sets (TRL), or none
 
         if peft_config is not None:
             from peft import get_peft_model
@@ -195,7 +178,7 @@ class AIHFTrainer(NonFiniteMixin, CheckpointingMixin, Trainer):
                 stacklevel=2,
             )
 
-        needs_reference = train_prefs is not None or (eval_dataset is not None and eval_dataset.preferences is not None)
+        needs_reference = train_prefs is not None or any(d.preferences is not None for d in eval_sets.values())
         if needs_reference and ref_model is None and not is_peft(model):
             if is_deepspeed_zero3_enabled():
                 raise ValueError(
@@ -234,12 +217,20 @@ class AIHFTrainer(NonFiniteMixin, CheckpointingMixin, Trainer):
                 raise ConfigError(f"{option}=True: this {kind} model cannot run packed sequences ({reason})")
         self._precomputed_ref: dict[int, torch.Tensor] = {}
         if args.precompute_ref_log_probs:
-            for dataset in (self.train_dataset, self.eval_dataset):
-                if dataset is not None and dataset.preferences is not None:
+            for dataset in (self.train_dataset, *eval_sets.values()):
+                if dataset.preferences is not None:
                     self._precomputed_ref[dataset.token] = self._precompute_reference(dataset.preferences)
             self.ref_model = None  # no longer needed: free its memory
         self._total_tokens = 0
         self._fingerprint: dict[str, Any] | None = None
+        if args.sync_ref_model:
+            if self.ref_model is None:
+                raise ConfigError(
+                    "sync_ref_model=True needs a reference model of its own: pass ref_model (a PEFT policy's "
+                    "reference is its own base weights)"
+                )
+            alpha, every = args.ref_model_mixup_alpha, args.ref_model_sync_steps
+            self.add_callback(SyncRefModelCallback(self._policy, self.ref_model, alpha, every))
 
         self.self_play = args.demo_loss == "self_play" and train_demos is not None
         self.self_play_state: SelfPlayState | None = None
@@ -295,6 +286,21 @@ class AIHFTrainer(NonFiniteMixin, CheckpointingMixin, Trainer):
             prefs = None
         return prefs, demos
 
+    def _prepare_eval_sets(self, args, tokenizer, eval_prefs, eval_demos, train_prefs, train_demos) -> dict:
+        """``{name: IndexedPairs}`` of the evaluation sources (name None for a single set; TRL's dict of
+        named sets otherwise), each checked against the training objective (:func:`check_eval_terms`)."""
+        sources = (("preferences", train_prefs, args.pref_weight), ("demonstrations", train_demos, args.demo_weight))
+        trained = {n for n, data, w in sources if data is not None and w > 0}
+        sets = {}
+        for name, (prefs, demos) in named_eval_sources(eval_prefs, eval_demos).items():
+            purpose = "evaluation" if name is None else f"evaluation set '{name}'"
+            prefs, demos = self._prepare_sources(args, tokenizer, prefs, demos, purpose, required=False)
+            if prefs is not None or demos is not None:
+                sets[name] = IndexedPairs(prefs, demos)
+                evaluated = {n for n, data in (("preferences", prefs), ("demonstrations", demos)) if data is not None}
+                check_eval_terms(args, trained, evaluated, name)
+        return sets
+
     def _prepare_frozen(self, model: nn.Module) -> nn.Module:
         if self.is_deepspeed_enabled and self.accelerator.state.deepspeed_plugin.zero_stage == 3:
             # Not exercised by the test suite (no GPU in CI): under ZeRO-3 a frozen model's
@@ -344,7 +350,11 @@ class AIHFTrainer(NonFiniteMixin, CheckpointingMixin, Trainer):
                 label_smoothing=self.args.label_smoothing,
                 chosen_num_tokens=num_tokens[chosen],
                 rejected_num_tokens=num_tokens[rejected],
+                loss_weights=self.args.loss_weights,
             )
+            if self.args.use_weighting:
+                wpo = losses.wpo_weights(logps, token_sums[:, 3].to(logps.dtype), num_tokens)
+                pref = pref._replace(per_example=pref.per_example * wpo[chosen] * wpo[rejected])
             pref_term = pref.per_example[:r_p].sum() / shares["pairs"]
             stats.update(
                 {
@@ -566,15 +576,26 @@ class AIHFTrainer(NonFiniteMixin, CheckpointingMixin, Trainer):
         )
 
     def _extra_checkpoint_bytes(self) -> int:
-        return self.self_play_state.nbytes() if self.self_play else 0
+        size = self.self_play_state.nbytes() if self.self_play else 0
+        if self.args.sync_ref_model:
+            size += sum(p.numel() * p.element_size() for p in self.ref_model.parameters())
+        return size
 
     def _save_extra_state(self, folder: str) -> None:
         if self.self_play:
             self.self_play_state.save(folder, self.args.process_index, self.args.should_save)
+        if self.args.sync_ref_model and self.args.should_save:  # TR-DPO's reference moves: resume needs it
+            os.makedirs(folder, exist_ok=True)
+            save_model(self.ref_model, os.path.join(folder, SYNCED_REFERENCE))
 
     def _load_extra_state(self, checkpoint: str) -> None:
         if self.self_play:
             self.self_play_state.load(checkpoint, self.args.process_index)
+        if self.args.sync_ref_model:
+            weights = os.path.join(checkpoint, SYNCED_REFERENCE)
+            if not os.path.isfile(weights):
+                raise ConfigError(f"sync_ref_model=True: {checkpoint} has no {SYNCED_REFERENCE} to resume from")
+            load_model(self.ref_model, weights, device="cpu")
 
     # ------------------------------------------------------------------ logging / eval
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:

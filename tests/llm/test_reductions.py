@@ -112,6 +112,19 @@ def test_loss_types_equal_trl_dpo_trainer(tmp_path, loss_type, label_smoothing):
     _assert_same(our_loss, trl_loss, *rest)
 
 
+@pytest.mark.parametrize(
+    "loss_type, loss_weights, use_weighting",
+    [(["sigmoid", "hinge"], [0.8, 0.2], False), (["sigmoid"], None, True), (["ipo", "sigmoid"], None, True)],
+)
+def test_loss_mix_and_wpo_weighting_equal_trl_dpo_trainer(tmp_path, loss_type, loss_weights, use_weighting):
+    """TRL's loss_weights (a weighted mix of loss types) and use_weighting (WPO), issue 21 item 4."""
+    settings = dict(loss_type=loss_type, loss_weights=loss_weights, use_weighting=use_weighting)
+    our_loss, trl_loss, *rest = _ours_and_trl(tmp_path, ours=settings, theirs=settings)
+    plain, *_ = _ours_and_trl(tmp_path / "plain", ours=dict(loss_type=loss_type[0]), theirs={})
+    assert abs(our_loss.item() - plain.item()) > 1e-3  # the option changed the loss
+    _assert_same(our_loss, trl_loss, *rest)
+
+
 def test_conservative_dpo_equals_trl_on_one_pair(tmp_path):
     """TRL 1.x's 'sigmoid' ignores label_smoothing; its 'aot' loss sorts the batch's log-ratios
     and then applies the conservative-DPO formula, so on one pair (nothing to sort) it is cDPO."""
