@@ -259,6 +259,7 @@ class AIHFTrainer(NonFiniteMixin, CheckpointingMixin, Trainer):
         """Prepared (preferences, demonstrations) for ``purpose``. A source whose weight is 0 is
         dropped, except that preference rows still lend their gold references as demonstrations."""
         kw = dict(max_length=args.max_length, max_prompt_length=args.max_prompt_length, eos_token=args.eos_token)
+        kw["truncation_mode"] = args.truncation_mode
         prefs = demos = refs = None
         if preferences is not None:
             prefs = prepare_preferences(
