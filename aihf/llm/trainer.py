@@ -84,11 +84,16 @@ class AIHFTrainer(NonFiniteMixin, CheckpointingMixin, Trainer):
         generator: self-play sampler, ``generator(model, prompts, seed) -> completions``;
             default :class:`HFGenerator` configured from ``args``.
         model_init_kwargs: keyword arguments for loading ``model`` (and ``ref_model``) when they
-            are paths, as in TRL: ``dtype`` (default float32), ``gguf_file`` (a GGUF checkpoint,
+            are paths, as in TRL (merged over ``args.model_init_kwargs``): ``dtype`` (default float32), ``gguf_file`` (a GGUF checkpoint,
             dequantised), ``revision``, ``attn_implementation``, ``trust_remote_code``...
             See :func:`aihf.llm.loading.load_policy`.
         train_dataset / eval_dataset: TRL's names, read as ``preferences`` / ``eval_preferences``
-            (what TRL's ``DPOTrainer`` trains on); give ``demonstrations`` separately.
+            (what TRL's ``DPOTrainer`` trains on); give ``demonstrations`` separately. A dict of
+            evaluation sets (``eval_demonstrations`` too, by the same names) is evaluated set by set
+            with the prefix ``eval_<name>_``, as TRL does.
+        quantization_config: added to the loading keyword arguments of a model given by path.
+        data_collator / compute_metrics: TRL's arguments, refused with :class:`aihf.ConfigError`
+            (aihf batches its rows itself; its evaluation has no predictions).
 
     Every data source is read, validated and tokenised here, so bad input raises
     :class:`aihf.DataError` before any training step or output file. ``train()`` refuses
