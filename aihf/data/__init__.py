@@ -11,6 +11,7 @@ from .tokenize import (
     prepare_preferences,
     references_as_demonstrations,
 )
+from .weighted_sources import prepare_weighted_sources
 
 __all__ = [
     "AIHFCollator",
@@ -32,6 +33,7 @@ __all__ = [
     "preference_texts",
     "prepare_demonstrations",
     "prepare_preferences",
+    "prepare_weighted_sources",
     "read_rows",
     "references_as_demonstrations",
 ]

@@ -15,7 +15,6 @@ import warnings
 from collections import defaultdict
 from typing import Any
 
-import datasets
 import torch
 from safetensors.torch import load_model, save_model
 from torch import nn
@@ -31,9 +30,7 @@ from ..data import (
     concat_padded,
     end_token,
     pad_sequences,
-    prepare_demonstrations,
-    prepare_preferences,
-    references_as_demonstrations,
+    prepare_weighted_sources,
 )
 from ..errors import ConfigError
 from . import reference, runs
@@ -153,7 +150,7 @@ class AIHFTrainer(NonFiniteMixin, CheckpointingMixin, Trainer):
         # Data first: bad input must fail before anything else happens.
         self.demo_weight, self.pref_weight = args.demo_weight, args.pref_weight
         try:
-            train_prefs, train_demos = self._prepare_sources(args, tokenizer, preferences, demonstrations, "training")
+            train_prefs, train_demos = prepare_weighted_sources(args, tokenizer, preferences, demonstrations, "training")
         except ValueError as e:
             if train_dataset is None or "no training demonstrations" not in str(e):
                 raise
@@ -260,38 +257,6 @@ class AIHFTrainer(NonFiniteMixin, CheckpointingMixin, Trainer):
         self._init_nonfinite()
 
     # ------------------------------------------------------------------ data
-    def _prepare_sources(self, args, tokenizer, preferences, demonstrations, purpose, required=True):
-        """Prepared (preferences, demonstrations) for ``purpose``. A source whose weight is 0 is
-        dropped, except that preference rows still lend their gold references as demonstrations."""
-        kw = dict(max_length=args.max_length, max_prompt_length=args.max_prompt_length, eos_token=args.eos_token)
-        kw["truncation_mode"] = args.truncation_mode
-        prefs = demos = refs = None
-        if preferences is not None:
-            prefs = prepare_preferences(
-                preferences, tokenizer, implicit_prompt_marker=args.implicit_prompt_marker, **kw
-            )
-        elif args.pref_weight > 0 and required:
-            raise ConfigError(f"pref_weight={args.pref_weight} but no {purpose} preferences were given")
-        if args.demo_weight > 0:
-            if demonstrations is not None:
-                demos = prepare_demonstrations(demonstrations, tokenizer, **kw)
-            if prefs is not None and args.use_references_as_demonstrations:
-                refs = references_as_demonstrations(prefs)
-            if refs is not None:
-                demos = refs if demos is None else datasets.concatenate_datasets([demos, refs])
-            if demos is None and required:
-                raise ConfigError(
-                    f"demo_weight={args.demo_weight} but no {purpose} demonstrations were given "
-                    "(nor preference rows with a 'reference')"
-                )
-        elif demonstrations is not None:
-            warnings.warn(f"demo_weight=0: the {purpose} demonstrations are ignored", stacklevel=3)
-        if args.pref_weight == 0 and prefs is not None:
-            if refs is None:
-                warnings.warn(f"pref_weight=0: the {purpose} preference pairs are ignored", stacklevel=3)
-            prefs = None
-        return prefs, demos
-
     def _prepare_eval_sets(self, args, tokenizer, eval_prefs, eval_demos, train_prefs, train_demos) -> dict:
         """``{name: IndexedPairs}`` of the evaluation sources (name None for a single set; TRL's dict of
         named sets otherwise), each checked against the training objective (:func:`check_eval_terms`)."""
@@ -300,7 +265,7 @@ class AIHFTrainer(NonFiniteMixin, CheckpointingMixin, Trainer):
         sets = {}
         for name, (prefs, demos) in named_eval_sources(eval_prefs, eval_demos).items():
             purpose = "evaluation" if name is None else f"evaluation set '{name}'"
-            prefs, demos = self._prepare_sources(args, tokenizer, prefs, demos, purpose, required=False)
+            prefs, demos = prepare_weighted_sources(args, tokenizer, prefs, demos, purpose, required=False)
             if prefs is not None or demos is not None:
                 sets[name] = IndexedPairs(prefs, demos)
                 evaluated = {n for n, data in (("preferences", prefs), ("demonstrations", demos)) if data is not None}
