@@ -25,6 +25,15 @@ from .model_setup import STAGING_DIR, is_peft, refusing_pickles
 
 RUN_STATE = "aihf_state.json"  # running totals that the logs continue after a resume
 BASE_MODEL_DIR = "base_model"
+# Objective settings (beside runs.OBJECTIVE_FIELDS) in the fingerprint when not at their default.
+OPTIONAL_OBJECTIVE_FIELDS = {
+    "loss_weights": None,
+    "use_weighting": False,
+    "sync_ref_model": False,
+    "ref_model_mixup_alpha": 0.6,
+    "ref_model_sync_steps": 512,
+    "truncation_mode": None,
+}
 
 
 def checkpoint_step(checkpoint: str) -> int | str:
@@ -105,6 +114,11 @@ class CheckpointingMixin(Trainer):
                 self.args,
                 peft=is_peft(self._policy()),
             )
+            # TRL's objective options count when set, so that checkpoints written before they existed still match.
+            for name, default in OPTIONAL_OBJECTIVE_FIELDS.items():
+                value = getattr(self.args, name, default)
+                if value != default:
+                    self._fingerprint[name] = value
         return self._fingerprint
 
     def _claim_output_dir(self) -> None:

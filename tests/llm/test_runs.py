@@ -47,6 +47,8 @@ def test_fresh_run_refuses_an_output_dir_holding_another_run(tmp_path):
         (dict(beta=0.5), "beta 0.1 there, 0.5 here"),
         (dict(demo_weight=0.0), "demo_weight"),
         (dict(prefs=reverse_task(seed=9)[1]), "preferences"),
+        (dict(use_weighting=True), "use_weighting None there, True here"),
+        (dict(loss_type=["sigmoid", "hinge"], loss_weights=[1.0, 0.5]), "loss_type"),
     ],
 )
 def test_resume_refuses_a_checkpoint_of_another_configuration(tmp_path, change, named):
