@@ -81,8 +81,9 @@ class AIHFTrainer(NonFiniteMixin, CheckpointingMixin, Trainer):
         generator: self-play sampler, ``generator(model, prompts, seed) -> completions``;
             default :class:`HFGenerator` configured from ``args``.
         model_init_kwargs: keyword arguments for loading ``model`` (and ``ref_model``) when they
-            are paths, as in TRL (merged over ``args.model_init_kwargs``): ``dtype`` (default float32), ``gguf_file`` (a GGUF checkpoint,
-            dequantised), ``revision``, ``attn_implementation``, ``trust_remote_code``...
+            are paths, as in TRL (merged over ``args.model_init_kwargs``): ``dtype`` (default
+            float32), ``gguf_file`` (a GGUF checkpoint, dequantised), ``revision``,
+            ``attn_implementation``, ``trust_remote_code``...
             See :func:`aihf.llm.loading.load_policy`.
         train_dataset / eval_dataset: TRL's names, read as ``preferences`` / ``eval_preferences``
             (what TRL's ``DPOTrainer`` trains on); give ``demonstrations`` separately. A dict of
@@ -150,7 +151,9 @@ class AIHFTrainer(NonFiniteMixin, CheckpointingMixin, Trainer):
         # Data first: bad input must fail before anything else happens.
         self.demo_weight, self.pref_weight = args.demo_weight, args.pref_weight
         try:
-            train_prefs, train_demos = prepare_weighted_sources(args, tokenizer, preferences, demonstrations, "training")
+            train_prefs, train_demos = prepare_weighted_sources(
+                args, tokenizer, preferences, demonstrations, "training"
+            )
         except ValueError as e:
             if train_dataset is None or "no training demonstrations" not in str(e):
                 raise
@@ -226,6 +229,8 @@ class AIHFTrainer(NonFiniteMixin, CheckpointingMixin, Trainer):
         self._total_tokens = 0
         self._fingerprint: dict[str, Any] | None = None
         if args.sync_ref_model:
+            if not needs_reference:
+                raise ConfigError("sync_ref_model=True: no preference term (pref_weight=0), so no reference to update")
             if self.ref_model is None:
                 raise ConfigError(
                     "sync_ref_model=True needs a reference model of its own: pass ref_model (a PEFT policy's "

@@ -41,7 +41,9 @@ def refuse_trainer_arguments(data_collator: Any, compute_metrics: Any) -> None:
         )
 
 
-def model_init_kwargs_for(args: Any, model: Any, model_init_kwargs: dict | None, quantization_config: Any) -> dict | None:
+def model_init_kwargs_for(
+    args: Any, model: Any, model_init_kwargs: dict | None, quantization_config: Any
+) -> dict | None:
     """The loading keyword arguments of a model given by path: ``args.model_init_kwargs`` (TRL's config
     field) updated with the trainer's ``model_init_kwargs`` and ``quantization_config``. Refuses them
     for a model object, which is already loaded."""
@@ -50,7 +52,10 @@ def model_init_kwargs_for(args: Any, model: Any, model_init_kwargs: dict | None,
         merged["quantization_config"] = quantization_config
     if merged and not isinstance(model, str):
         given = "quantization_config" if quantization_config is not None else "model_init_kwargs"
-        raise ConfigError(f"{given} is only used when model is a path or hub id, not a model object")
+        raise ConfigError(
+            f"{given} is only used when model is a path or hub id, not a model object (on the command line the "
+            "model options say how it loads: --dtype, --gguf_file, --attn_implementation, --trust_remote_code)"
+        )
     return merged or None
 
 

@@ -178,9 +178,10 @@ def test_self_play_counts_the_end_token_only_when_both_sides_have_one(tmp_path):
     assert loss.item() == pytest.approx(expected.item(), abs=1e-6)
     # Counting every end token (the rule before) gives a clearly different value.
     unmasked = []
+    frozen_opponent = t.self_play_state.opponent
     for i in range(4):
         r = [
-            (_completion_logps(t.model, prompts[i], a) - _completion_logps(t.self_play_state.opponent, prompts[i], a)).sum()
+            (_completion_logps(t.model, prompts[i], a) - _completion_logps(frozen_opponent, prompts[i], a)).sum()
             for a in (completions[i], samples[i])
         ]
         unmasked.append(-F.logsigmoid(t.args.beta * (r[0] - r[1])))

@@ -42,7 +42,8 @@ def test_train_loss_types(tmp_path, loss_type):
     # and the loss is the table's function at 0 (log 2, 1/(2 beta)^2, 1, ...).
     zero = torch.zeros(1)
     counts = dict(chosen_num_tokens=torch.ones(1), rejected_num_tokens=torch.ones(1))
-    at_zero = implicit_preference_loss(loss_type, zero, zero, zero, zero, BETA, label_smoothing=_smoothing(spec), **counts)
+    smoothing = _smoothing(spec)
+    at_zero = implicit_preference_loss(loss_type, zero, zero, zero, zero, BETA, label_smoothing=smoothing, **counts)
     at_zero = at_zero.loss.item()
     assert logs[0]["loss"] == pytest.approx(at_zero, abs=1e-5)
     assert logs[0]["rewards/margins"] == pytest.approx(0.0, abs=1e-6)

@@ -182,3 +182,35 @@ def test_sync_ref_model_reference_is_checkpointed_and_a_peft_reference_refused(t
             processing_class=tok,
             peft_config=LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", task_type="CAUSAL_LM"),
         )
+
+
+def test_sft_then_dpo_takes_trl_options_for_its_dpo_stage(tmp_path):
+    """model_init_kwargs load the SFT stage (the DPO stage starts from its model object); sync_ref_model
+    acts on the DPO stage only (SFT has no reference)."""
+    from aihf.llm.pipelines import sft_then_dpo
+    from aihf.llm.trl_compat import SyncRefModelCallback
+
+    tok = task_tokenizer()
+    build_model(tok, "llama", hidden_size=32, seed=0).save_pretrained(tmp_path / "model")
+    tok.save_pretrained(tmp_path / "model")
+    demos, prefs = reverse_task(n_demos=8, n_prefs=8)
+    args = config(
+        tmp_path, max_steps=2, model_init_kwargs={"dtype": "float32"}, sync_ref_model=True, ref_model_sync_steps=1
+    )
+    result = sft_then_dpo(str(tmp_path / "model"), args, demos, prefs)
+    assert result.sft_trainer.ref_model is None and result.dpo_trainer.args.sync_ref_model
+    def syncs(t):
+        return [c for c in t.callback_handler.callbacks if isinstance(c, SyncRefModelCallback)]
+
+    assert not syncs(result.sft_trainer) and len(syncs(result.dpo_trainer)) == 1
+    policy = dict(result.model.named_parameters())
+    # alpha 0.6 per step: the reference follows the policy without reaching it
+    gaps = [(ref - policy[n]).abs().max().item() for n, ref in result.dpo_trainer.ref_model.named_parameters()]
+    assert max(gaps) > 1e-5
+    with pytest.raises(ConfigError, match="no preference term"):
+        AIHFTrainer(
+            build_model(tok, "llama", hidden_size=32, seed=0),
+            args=config(tmp_path / "sft", pref_weight=0.0, sync_ref_model=True),
+            demonstrations=demos,
+            processing_class=tok,
+        )
