@@ -26,6 +26,7 @@ Everything goes through ``logsigmoid`` so log-ratios of +/-1e4 stay finite.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 import torch
@@ -36,12 +37,16 @@ __all__ = [
     "PairwiseLoss",
     "NLLLoss",
     "bradley_terry_loss",
+    "PREFERENCE_LOSSES",
     "PREFERENCE_LOSS_TYPES",
+    "PreferenceLossType",
+    "label_smoothing_error",
     "dpo_loss",
     "robust_dpo_loss",
     "ipo_loss",
     "hinge_loss",
     "implicit_preference_loss",
+    "wpo_weights",
     "demonstration_nll_loss",
     "self_play_loss",
     "ml_irl_linear_loss",
@@ -242,11 +247,44 @@ def hinge_loss(
     return _implicit_pairwise(per_example, chosen, rejected, beta, weights)
 
 
-PREFERENCE_LOSS_TYPES = ("sigmoid", "robust", "ipo", "hinge")
+class PreferenceLossType(NamedTuple):
+    """One entry of :data:`PREFERENCE_LOSSES`: the preference term under the implicit reward and what
+    it needs. ``loss`` takes the four log-prob tensors and ``beta`` positionally, ``weights`` and
+    (when asked for) ``label_smoothing``, ``chosen_num_tokens``/``rejected_num_tokens`` by keyword."""
+
+    loss: Callable[..., PairwiseLoss]
+    description: str  # for the ``loss_type`` help
+    label_smoothing: tuple[float, bool] | None = None  # (upper bound, bound allowed); None: not taken
+    needs_num_tokens: bool = False  # the completion token counts of both answers
+
+
+# The preference loss types, by TRL's ``loss_type`` names: what losses, the trainer and the config
+# checks read. A new type is one entry here (and its test).
+PREFERENCE_LOSSES: dict[str, PreferenceLossType] = {
+    "sigmoid": PreferenceLossType(dpo_loss, "DPO; conservative DPO with label_smoothing > 0", (0.5, True)),
+    "robust": PreferenceLossType(robust_dpo_loss, "robust DPO", (0.5, False)),
+    "ipo": PreferenceLossType(ipo_loss, "IPO, beta is its tau", needs_num_tokens=True),
+    "hinge": PreferenceLossType(hinge_loss, "SLiC hinge on the reward margin"),
+}
+PREFERENCE_LOSS_TYPES = tuple(PREFERENCE_LOSSES)
+
+
+def label_smoothing_error(loss_type: str, label_smoothing: float) -> str | None:
+    """Why ``label_smoothing`` is not valid for ``loss_type`` (a key of :data:`PREFERENCE_LOSSES`), or None."""
+    bound = PREFERENCE_LOSSES[loss_type].label_smoothing
+    if bound is None:
+        if not label_smoothing:
+            return None
+        return f"label_smoothing={label_smoothing} has no meaning for loss_type '{loss_type}'"
+    upper, closed = bound
+    if 0.0 <= label_smoothing < upper or (closed and label_smoothing == upper):
+        return None
+    interval = f"[0, {upper}{']' if closed else ')'}"
+    return f"label_smoothing must be in {interval} for loss_type '{loss_type}', got {label_smoothing}"
 
 
 def implicit_preference_loss(
-    loss_type: str,
+    loss_type: str | Sequence[str],
     policy_chosen_logps: Tensor,
     policy_rejected_logps: Tensor,
     ref_chosen_logps: Tensor,
@@ -257,23 +295,50 @@ def implicit_preference_loss(
     chosen_num_tokens: Tensor | None = None,
     rejected_num_tokens: Tensor | None = None,
     weights: Tensor | None = None,
+    loss_weights: Sequence[float] | None = None,
 ) -> PairwiseLoss:
-    """The preference term under the implicit reward, by TRL's ``loss_type`` name: ``"sigmoid"``
-    (:func:`dpo_loss`, conservative with ``label_smoothing``), ``"robust"`` (:func:`robust_dpo_loss`),
-    ``"ipo"`` (:func:`ipo_loss`, needs the completion token counts) or ``"hinge"`` (:func:`hinge_loss`).
+    """The preference term under the implicit reward, by TRL's ``loss_type`` name (a key of
+    :data:`PREFERENCE_LOSSES`: ``"sigmoid"`` :func:`dpo_loss`, ``"robust"`` :func:`robust_dpo_loss`,
+    ``"ipo"`` :func:`ipo_loss`, ``"hinge"`` :func:`hinge_loss`). Inputs ``(B,)``; ``label_smoothing``
+    goes to the types that take it, the token counts are required by those that need them.
+
+    A list of names is TRL's mix of loss types: ``l_i = sum_k loss_weights[k] * l_i^k`` (weights 1
+    by default), e.g. MPO. Rewards are ``beta * log-ratio`` whatever the types.
+    Raises ValueError for an unknown type, a missing input or weights of another length.
     """
-    logps = (policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps, beta)
-    if loss_type == "sigmoid":
-        return dpo_loss(*logps, weights=weights, label_smoothing=label_smoothing)
-    if loss_type == "robust":
-        return robust_dpo_loss(*logps, label_smoothing=label_smoothing, weights=weights)
-    if loss_type == "ipo":
-        if chosen_num_tokens is None or rejected_num_tokens is None:
-            raise ValueError("loss_type 'ipo' needs chosen_num_tokens and rejected_num_tokens")
-        return ipo_loss(*logps, chosen_num_tokens, rejected_num_tokens, weights=weights)
-    if loss_type == "hinge":
-        return hinge_loss(*logps, weights=weights)
-    raise ValueError(f"loss_type must be one of {PREFERENCE_LOSS_TYPES}, got '{loss_type}'")
+    types = [loss_type] if isinstance(loss_type, str) else list(loss_type)
+    loss_weights = [1.0] * len(types) if loss_weights is None else list(loss_weights)
+    if not types or len(loss_weights) != len(types):
+        raise ValueError(f"loss_weights {loss_weights} must give one weight per loss type {types}")
+    parts = []
+    for name in types:
+        spec = PREFERENCE_LOSSES.get(name)
+        if spec is None:
+            raise ValueError(f"loss_type must be one of {PREFERENCE_LOSS_TYPES}, got '{name}'")
+        extra: dict = {"weights": weights}
+        if spec.label_smoothing is not None:
+            extra["label_smoothing"] = label_smoothing
+        if spec.needs_num_tokens:
+            if chosen_num_tokens is None or rejected_num_tokens is None:
+                raise ValueError(f"loss_type '{name}' needs chosen_num_tokens and rejected_num_tokens")
+            extra.update(chosen_num_tokens=chosen_num_tokens, rejected_num_tokens=rejected_num_tokens)
+        logps = (policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps)
+        parts.append(spec.loss(*logps, beta, **extra))
+    if len(parts) == 1 and loss_weights[0] == 1.0:
+        return parts[0]
+    per_example = sum(w * part.per_example for w, part in zip(loss_weights, parts))
+    return PairwiseLoss(
+        _weighted_mean(per_example, weights), per_example, parts[0].chosen_rewards, parts[0].rejected_rewards
+    )
+
+
+def wpo_weights(logps: Tensor, log_sum_sq_probs: Tensor, num_tokens: Tensor) -> Tensor:
+    """WPO's weight of each sequence (Zhou et al., "WPO: Enhancing RLHF with Weighted Preference
+    Optimization", 2024, eq. 2, with the alignment of its section 3.2, as TRL's ``use_weighting``):
+    ``exp(sum_t [log pi(y_t) - log sum_v pi(v)^2] / T)``, the policy's length-normalised
+    probability of the sequence relative to its own sampling distribution. Inputs ``(B,)``: summed
+    token log-probs, summed ``log sum_v p_v^2`` over the same tokens, token counts. No gradient."""
+    return torch.exp((logps.detach() - log_sum_sq_probs) / num_tokens.to(logps.dtype).clamp_min(1))
 
 
 def demonstration_nll_loss(

@@ -1,7 +1,8 @@
 """Demonstrations and preferences: reading, validation, tokenisation and batching."""
 
-from .collator import AIHFCollator, PairedDataset, concat_padded, match_end_tokens, pad_sequences
+from .collator import AIHFCollator, BatchLayout, PairedDataset, concat_padded, match_end_tokens, pad_sequences
 from .formats import ROLES, DemonstrationText, PreferenceText, demonstration_texts, preference_texts
+from .indexed import IndexedCollator, IndexedPairs
 from .sources import Rows, read_rows
 from .special_tokens import EndToken, end_token
 from .tokenize import (
@@ -10,14 +11,18 @@ from .tokenize import (
     prepare_preferences,
     references_as_demonstrations,
 )
+from .weighted_sources import prepare_weighted_sources
 
 __all__ = [
     "AIHFCollator",
+    "BatchLayout",
     "PairedDataset",
     "Rows",
     "ROLES",
     "DemonstrationText",
     "EndToken",
+    "IndexedCollator",
+    "IndexedPairs",
     "PreferenceText",
     "check_lengths",
     "concat_padded",
@@ -28,6 +33,7 @@ __all__ = [
     "preference_texts",
     "prepare_demonstrations",
     "prepare_preferences",
+    "prepare_weighted_sources",
     "read_rows",
     "references_as_demonstrations",
 ]

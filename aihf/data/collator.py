@@ -118,12 +118,64 @@ def match_end_tokens(
     return out[0], out[1]
 
 
+@dataclass(frozen=True)
+class BatchLayout:
+    """The row order of a batch that one forward pass scores:
+    ``[chosen (P rows) | rejected (P rows) | demonstrations (D rows) | samples (S rows)]``.
+
+    Row ``i`` of ``chosen`` and of ``rejected`` hold the same pair; sample ``k`` (self-play, AIHF-RL)
+    answers the prompt of demonstration ``k`` when ``S == D``. ``real(r_p, r_d)`` lists the rows of
+    the first ``r_p`` pairs and ``r_d`` demonstrations (and their samples): the items that are data,
+    not copies that complete a last batch under data parallelism.
+    """
+
+    num_pairs: int
+    num_demos: int
+    num_samples: int = 0
+
+    @classmethod
+    def of(cls, batch: dict[str, Any], num_samples: int = 0) -> BatchLayout:
+        """The layout of an :class:`AIHFCollator` batch (``num_pairs``/``num_demos`` keys)."""
+        return cls(batch["num_pairs"], batch["num_demos"], num_samples)
+
+    @property
+    def chosen(self) -> slice:
+        return slice(0, self.num_pairs)
+
+    @property
+    def rejected(self) -> slice:
+        return slice(self.num_pairs, 2 * self.num_pairs)
+
+    @property
+    def pairs(self) -> slice:
+        """Chosen then rejected rows."""
+        return slice(0, 2 * self.num_pairs)
+
+    @property
+    def demos(self) -> slice:
+        return slice(2 * self.num_pairs, 2 * self.num_pairs + self.num_demos)
+
+    @property
+    def samples(self) -> slice:
+        start = 2 * self.num_pairs + self.num_demos
+        return slice(start, start + self.num_samples)
+
+    @property
+    def num_rows(self) -> int:
+        return 2 * self.num_pairs + self.num_demos + self.num_samples
+
+    def real(self, r_p: int, r_d: int) -> list[int]:
+        rows = [*range(r_p), *range(self.num_pairs, self.num_pairs + r_p)]
+        rows += range(self.demos.start, self.demos.start + r_d)
+        return rows + list(range(self.samples.start, self.samples.start + min(r_d, self.num_samples)))
+
+
 @dataclass
 class AIHFCollator:
     """Collates :class:`PairedDataset` items.
 
     Rows of the padded batch are ``[chosen (P rows); rejected (P rows); demonstrations (D rows)]``
-    so that one forward pass scores all of them. Also returns ``num_pairs``, ``num_demos``, and
+    (:class:`BatchLayout`) so that one forward pass scores all of them. Also returns ``num_pairs``, ``num_demos``, and
     the demonstrations' ``demo_prompt_ids`` and ``demo_index`` (for self-play generation).
     """
 

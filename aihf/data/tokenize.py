@@ -59,10 +59,13 @@ def prepare_demonstrations(
     eos_token: str | None = None,
     split: str = "train",
     name: str | None = None,
+    truncation_mode: str | None = None,
 ) -> datasets.Dataset:
     """Read, validate and tokenise demonstrations.
 
     ``eos_token`` overrides the end token (default: detected, see :func:`end_token`).
+    ``truncation_mode="keep_end"`` (TRL's) cuts the prompt on the left so that prompt + completion
+    fits ``max_length`` whole (see :func:`prompt_limit`).
     Returns a ``datasets.Dataset`` with columns ``prompt_ids``, ``completion_ids`` and ``row``
     (where the example came from). Raises :class:`aihf.DataError` on the first bad row.
     """
@@ -76,7 +79,8 @@ def prepare_demonstrations(
     columns: dict[str, list] = {"prompt_ids": [], "completion_ids": [], "row": []}
     for i in range(len(texts)):
         where = rows.label(i)
-        prompt = _fit_prompt(rows, where, tokenizer, prompts[i], max_length, max_prompt_length)
+        limit = prompt_limit(max_length, max_prompt_length, completions[i], truncation_mode)
+        prompt = _fit_prompt(rows, where, tokenizer, prompts[i], max_length, limit)
         completion = _fit_completion(completions[i][0], len(prompt), max_length)
         encoder.count_truncation(len(prompt) < len(prompts[i]), completions[i], [completion])
         columns["prompt_ids"].append(prompt)
@@ -96,13 +100,15 @@ def prepare_preferences(
     eos_token: str | None = None,
     split: str = "train",
     name: str | None = None,
+    truncation_mode: str | None = None,
 ) -> datasets.Dataset:
     """Read, validate and tokenise preference pairs.
 
     Returns a ``datasets.Dataset`` with columns ``prompt_ids``, ``chosen_ids``, ``rejected_ids``,
     ``reference_ids`` (empty where a row has no gold reference) and ``row``. The prompt is
     shared: where a token straddles the boundary, it ends before the first token on which any
-    answer's encoding departs from the prompt's.
+    answer's encoding departs from the prompt's. ``truncation_mode``: see :func:`prompt_limit` (the
+    longest answer of a row sets how much of its shared prompt is kept).
     """
     check_lengths(max_length, max_prompt_length)
     rows = read_rows(source, split=split, name=name)
@@ -113,7 +119,8 @@ def prepare_preferences(
     columns: dict[str, list] = {"prompt_ids": [], "chosen_ids": [], "rejected_ids": [], "reference_ids": [], "row": []}
     for i in range(len(texts)):
         where = rows.label(i)
-        prompt = _fit_prompt(rows, where, tokenizer, prompts[i], max_length, max_prompt_length)
+        limit = prompt_limit(max_length, max_prompt_length, completions[i], truncation_mode)
+        prompt = _fit_prompt(rows, where, tokenizer, prompts[i], max_length, limit)
         fitted = [_fit_completion(ids, len(prompt), max_length) for ids in completions[i]]
         encoder.count_truncation(len(prompt) < len(prompts[i]), completions[i], fitted)
         columns["prompt_ids"].append(prompt)
@@ -244,6 +251,19 @@ def _common_prefix_length(a: list[int], b: list[int]) -> int:
             break
         n += 1
     return n
+
+
+def prompt_limit(
+    max_length: int | None, max_prompt_length: int | None, completions: list[list[int]], truncation_mode: str | None
+) -> int | None:
+    """Most prompt tokens a row keeps. aihf's rule (``truncation_mode`` None) and TRL's ``"keep_start"``:
+    ``max_prompt_length`` (completions then lose their end). TRL's ``"keep_end"``: also at most
+    ``max_length`` minus the row's longest completion (at least 1), so that the prompt loses its start
+    and the completions stay whole; a completion of ``max_length`` tokens or more still loses its end."""
+    if truncation_mode != "keep_end" or max_length is None:
+        return max_prompt_length
+    room = max(1, max_length - max(map(len, completions), default=0))
+    return room if max_prompt_length is None else min(room, max_prompt_length)
 
 
 def _fit_prompt(

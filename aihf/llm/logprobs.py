@@ -8,6 +8,27 @@ import torch
 from torch import Tensor, nn
 
 
+# Columns of the token statistics sequence_logps sums per row: the mean logit over the vocabulary, the
+# entropy, the top-1 hit, and log(sum_v p_v^2) (WPO's alignment term, TRL's log_sum_sq_probs).
+TOKEN_STATS = ("logits", "entropy", "top1", "log_sum_sq_probs")
+
+
+@torch.no_grad()
+def token_stats(logits: Tensor, labels: Tensor) -> Tensor:
+    """``(N, 4)`` statistics of ``N`` scored positions (:data:`TOKEN_STATS`): the mean logit over the
+    vocabulary, the entropy of the predicted distribution (nats), whether ``labels`` is its argmax
+    (1.0/0.0) and ``log sum_v p_v^2``. ``logits`` ``(N, V)``, ``labels`` ``(N,)``; float32, no
+    gradient, in chunks of positions to bound memory at one ``(chunk, V)`` log-softmax."""
+    out = []
+    for start in range(0, logits.shape[0], 1024):
+        chunk = logits[start : start + 1024].float()
+        logp = torch.log_softmax(chunk, dim=-1)
+        entropy = -(logp.exp() * logp).sum(-1)
+        top1 = (chunk.argmax(-1) == labels[start : start + 1024]).float()
+        out.append(torch.stack([chunk.mean(-1), entropy, top1, torch.logsumexp(2 * logp, dim=-1)], dim=-1))
+    return torch.cat(out) if out else logits.new_zeros(0, len(TOKEN_STATS), dtype=torch.float32)
+
+
 def token_logps(logits: Tensor, labels: Tensor) -> Tensor:
     """``log softmax(logits)[label]`` per position, without materialising the full log-softmax.
 
@@ -30,6 +51,7 @@ def sequence_logps(
     return_logits_sums: bool = False,
     padding_free: bool = False,
     shared_prompt_pairs: int = 0,
+    return_token_stats: bool = False,
 ) -> tuple[Tensor, ...]:
     """Sum of completion-token log-probs of each row, and each row's completion token count.
 
@@ -37,7 +59,9 @@ def sequence_logps(
     Token ``t`` is scored by the logits at position ``t - 1``; only positions with
     ``completion_mask == 1`` count, so prompts and padding never enter a loss. With
     ``return_logits_sums`` a third ``(B,)`` tensor (no gradient) sums, over the same positions,
-    the mean logit over the vocabulary: TRL's ``logits/chosen`` is its token mean.
+    the mean logit over the vocabulary: TRL's ``logits/chosen`` is its token mean. With
+    ``return_token_stats`` the third tensor is ``(B, 4)`` instead: per row, the sums over completion
+    positions of :func:`token_stats` (:data:`TOKEN_STATS`), no gradient.
 
     With ``padding_free`` the rows are first packed (:func:`pack_rows`) so that the model runs
     on fewer, fuller rows; the results equal the padded pass up to float rounding, for models
@@ -46,23 +70,29 @@ def sequence_logps(
     With ``shared_prompt_pairs=n`` rows ``i`` and ``n + i`` (``i < n``: a pair's chosen and
     rejected answer) share their prompt, which is then run once: see :func:`shared_prompt_logps`.
     """
+    stats = return_logits_sums or return_token_stats
     if shared_prompt_pairs:
-        return shared_prompt_logps(
-            model, input_ids, attention_mask, completion_mask, shared_prompt_pairs, return_logits_sums
-        )
-    if padding_free:
-        return _packed_sequence_logps(model, input_ids, attention_mask, completion_mask, return_logits_sums)
-    logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
-    # Prompt-tuning PEFT methods prepend virtual tokens: keep the positions of the real tokens.
-    logits = logits[:, -input_ids.shape[1] :]
-    per_token = token_logps(logits[:, :-1], input_ids[:, 1:])
-    mask = completion_mask[:, 1:]
-    logps, num_tokens = (per_token * mask.to(per_token.dtype)).sum(-1), mask.sum(-1)
-    if not return_logits_sums:
-        return logps, num_tokens
-    with torch.no_grad():
-        logits_sums = (logits[:, :-1].float().mean(-1) * mask).sum(-1)
-    return logps, num_tokens, logits_sums
+        out = shared_prompt_logps(model, input_ids, attention_mask, completion_mask, shared_prompt_pairs, stats)
+    elif padding_free:
+        out = _packed_sequence_logps(model, input_ids, attention_mask, completion_mask, stats)
+    else:
+        logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
+        # Prompt-tuning PEFT methods prepend virtual tokens: keep the positions of the real tokens.
+        logits = logits[:, -input_ids.shape[1] :]
+        per_token = token_logps(logits[:, :-1], input_ids[:, 1:])
+        mask = completion_mask[:, 1:]
+        out = (per_token * mask.to(per_token.dtype)).sum(-1), mask.sum(-1)
+        if stats:
+            rows, pos = mask.nonzero(as_tuple=True)
+            per_position = token_stats(logits[rows, pos], input_ids[rows, pos + 1])
+            out += (_row_sums(per_position, rows, input_ids.shape[0]),)
+    if return_logits_sums and not return_token_stats:
+        return out[0], out[1], out[2][:, 0]
+    return out
+
+
+def _row_sums(per_position: Tensor, rows: Tensor, num_rows: int) -> Tensor:
+    return torch.zeros(num_rows, per_position.shape[1], device=per_position.device).index_add(0, rows, per_position)
 
 
 @dataclass
@@ -168,7 +198,7 @@ def check_packing(model: nn.Module, vocab_size: int, shared_prompts: bool = Fals
 
 
 def _packed_sequence_logps(
-    model: nn.Module, input_ids: Tensor, attention_mask: Tensor, completion_mask: Tensor, return_logits_sums: bool
+    model: nn.Module, input_ids: Tensor, attention_mask: Tensor, completion_mask: Tensor, return_token_stats: bool
 ) -> tuple[Tensor, ...]:
     packed = pack_rows(input_ids, attention_mask)
     logits = model(input_ids=packed.input_ids, position_ids=packed.position_ids, use_cache=False).logits
@@ -182,12 +212,10 @@ def _packed_sequence_logps(
     logps = torch.zeros(num_rows, dtype=per_token.dtype, device=per_token.device)
     logps = logps.index_add(0, rows[scored], per_token[scored])
     num_tokens = completion_mask[:, 1:].sum(-1)
-    if not return_logits_sums:
+    if not return_token_stats:
         return logps, num_tokens
-    with torch.no_grad():
-        means = logits[:, :-1].float().mean(-1)[scored]
-        logits_sums = torch.zeros(num_rows, device=means.device).index_add(0, rows[scored], means)
-    return logps, num_tokens, logits_sums
+    per_position = token_stats(logits[:, :-1][scored], packed.input_ids[:, 1:][scored])
+    return logps, num_tokens, _row_sums(per_position, rows[scored], num_rows)
 
 
 def shared_prompt_logps(
@@ -196,9 +224,10 @@ def shared_prompt_logps(
     attention_mask: Tensor,
     completion_mask: Tensor,
     num_pairs: int,
-    return_logits_sums: bool = False,
+    return_token_stats: bool = False,
 ) -> tuple[Tensor, ...]:
-    """:func:`sequence_logps` with each pair's prompt computed once for both answers (prefix sharing).
+    """:func:`sequence_logps` with each pair's prompt computed once for both answers (prefix sharing);
+    ``return_token_stats`` adds the ``(B, 4)`` sums of :func:`token_stats`.
 
     Rows ``i`` and ``num_pairs + i`` (``i < num_pairs``) must hold the same prompt (the tokens
     before the first ``completion_mask == 1``). Each pair becomes one sequence
@@ -283,12 +312,10 @@ def shared_prompt_logps(
     num_rows = input_ids.shape[0]
     logps = torch.zeros(num_rows, dtype=per_token.dtype, device=device).index_add(0, targets, per_token)
     num_tokens = completion_mask[:, 1:].sum(-1)
-    if not return_logits_sums:
+    if not return_token_stats:
         return logps, num_tokens
-    with torch.no_grad():
-        means = logits[rows_idx, pred_idx].float().mean(-1)
-        logits_sums = torch.zeros(num_rows, device=device).index_add(0, targets, means)
-    return logps, num_tokens, logits_sums
+    per_position = token_stats(logits[rows_idx, pred_idx], labels)
+    return logps, num_tokens, _row_sums(per_position, targets, num_rows)
 
 
 def _row_logps(row_logits: Tensor, at: Tensor, labels: Tensor) -> Tensor:

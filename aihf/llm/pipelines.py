@@ -31,6 +31,7 @@ def sft_stage_args(args: AIHFConfig, **overrides: Any) -> AIHFConfig:
         pref_weight=0.0,
         demo_weight=1.0,
         demo_loss="nll",
+        sync_ref_model=False,  # SFT has no reference
         **overrides,
     )
 
@@ -102,7 +103,10 @@ def sft_then_dpo(
     """
     if sft_args is None:
         sft_args = sft_stage_args(args)
-    dpo_args = dataclasses.replace(args, output_dir=os.path.join(args.output_dir, "dpo"), demo_weight=0.0)
+    # The DPO stage starts from the SFT model object: the loading options were the SFT stage's.
+    dpo_args = dataclasses.replace(
+        args, output_dir=os.path.join(args.output_dir, "dpo"), demo_weight=0.0, model_init_kwargs=None
+    )
     sft, sft_model = run_sft_stage(
         model, sft_args, demonstrations, preferences, processing_class, peft_config, callbacks
     )

@@ -11,10 +11,9 @@ from dataclasses import dataclass, field
 import torch
 from transformers import TrainingArguments
 
-from ..data.formats import HH_ASSISTANT_MARKER
 from ..data.tokenize import check_lengths
 from ..errors import ConfigError
-from .config import check_common_settings
+from .base_config import AIHFBaseConfig, check_common_settings
 from .reward_model import REWARD_READOUTS
 
 RL_DEMO_LOSSES = ("logistic", "linear")
@@ -67,7 +66,7 @@ def unused_setting_error(args: TrainingArguments, names) -> ConfigError | None:
 
 
 @dataclass
-class AIHFRLConfig(TrainingArguments):
+class AIHFRLConfig(AIHFBaseConfig):
     """Training arguments for AIHF-RL (method.md, instantiation 1): an explicit reward model and
     the policy learned in alternating rounds.
 
@@ -92,19 +91,11 @@ class AIHFRLConfig(TrainingArguments):
     """
 
     # Overridden TrainingArguments defaults.
-    learning_rate: float = field(default=1e-6, metadata={"help": "Policy learning rate (AdamW)."})
+    # AIHF-RL's own loop logs once per round, and a round is many updates: every round by default.
     logging_steps: float = field(default=1, metadata={"help": "Log every X rounds."})
     save_steps: float = field(default=10, metadata={"help": "Save a checkpoint every X rounds (save_strategy=steps)."})
     lr_scheduler_type: str = field(
         default="constant", metadata={"help": "Schedule of both learning rates over all policy/reward steps."}
-    )
-    remove_unused_columns: bool = field(default=False, metadata={"help": "Unused by AIHF-RL."})
-    overwrite_output_dir: bool = field(
-        default=False,
-        metadata={
-            "help": "Start a fresh run in an output_dir that already holds another run's checkpoints or model "
-            "(its checkpoint-* folders are deleted when training starts). Without it such a run is refused."
-        },
     )
 
     # Rounds.
@@ -122,14 +113,9 @@ class AIHFRLConfig(TrainingArguments):
     )
 
     # The objective.
+    # The KL penalty of RL steps on an explicit reward (>= 0, 0 allowed), smaller than DPO's beta.
     beta: float = field(
         default=0.05, metadata={"help": "KL strength beta >= 0: reward minus beta * log(pi/pi_ref) per sample."}
-    )
-    demo_weight: float = field(
-        default=1.0, metadata={"help": "Weight w_D of the demonstration-vs-sample reward term (0: RLHF)."}
-    )
-    pref_weight: float = field(
-        default=1.0, metadata={"help": "Weight w_P of the Bradley-Terry term on preferences (0: ML-IRL / RFT)."}
     )
     demo_loss: str = field(
         default="logistic",
@@ -145,17 +131,6 @@ class AIHFRLConfig(TrainingArguments):
     center_rewards_coefficient: float | None = field(
         default=None,
         metadata={"help": "Add coefficient * mean(r^2) over the reward step's scores (TRL's reward centring)."},
-    )
-    use_references_as_demonstrations: bool = field(
-        default=True, metadata={"help": "Add the gold 'reference' answers of preference rows to the demonstrations."}
-    )
-    disable_dropout: bool = field(default=True, metadata={"help": "Set every dropout probability to 0."})
-    skip_nonfinite_steps: bool = field(
-        default=False,
-        metadata={
-            "help": "A NaN/inf in a loss term, reward or gradient skips that update (counted as "
-            "nonfinite/skipped_steps) instead of stopping the run with an error naming the step and term."
-        },
     )
 
     # Policy step.
@@ -254,48 +229,14 @@ class AIHFRLConfig(TrainingArguments):
     )
 
     # Data.
+    # Policy samples are generated, then scored by the reward model and both policies: kept shorter.
     max_length: int | None = field(
         default=512, metadata={"help": "Maximum tokens of prompt + completion; completions are cut on the right."}
     )
-    max_prompt_length: int | None = field(
-        default=None, metadata={"help": "Maximum prompt tokens (cut on the left). Default: half of max_length."}
-    )
-    implicit_prompt_marker: str | None = field(
-        default=HH_ASSISTANT_MARKER,
-        metadata={"help": "For preference rows without 'prompt': cut chosen/rejected after this marker."},
-    )
-    eos_token: str | None = field(
-        default=None,
-        metadata={
-            "help": "Token that ends every completion and stops sampling. Default: conversations end with the chat "
-            "template's end-of-turn token (e.g. <|im_end|>), plain text with the tokenizer's EOS."
-        },
-    )
 
     # Generation.
+    # Every RL step samples num_generations answers per prompt: shorter samples by default.
     max_new_tokens: int = field(default=64, metadata={"help": "Tokens generated per sample at most."})
-    temperature: float = field(default=1.0, metadata={"help": "Sampling temperature."})
-    top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling threshold."})
-    top_k: int = field(default=0, metadata={"help": "Sample among the k likeliest tokens (0 = all)."})
-    generation_batch_size: int | None = field(
-        default=None, metadata={"help": "Prompts per generate() call (default: all of a step's samples)."}
-    )
-    padding_free: bool = field(
-        default=False,
-        metadata={
-            "help": "Score the policy's and the reference's token log-probs on packed rows (sequences end to end, "
-            "position ids restarting per sequence) so that no compute goes to padding. Same results up to float "
-            "rounding; checked at start-up to work with the model."
-        },
-    )
-    generation_backend: str = field(
-        default="generate",
-        metadata={
-            "help": "how samples are drawn: 'generate' (model.generate), 'static' (aihf's decode loop on a "
-            "static KV cache, the same samples for a seed) or 'compiled' (that loop with the decode step compiled "
-            "by torch.compile: seconds to compile once per batch shape, then faster per token; docs/speed.md)."
-        },
-    )
 
     def __post_init__(self):
         # Before transformers' own checks, which would refuse some of these with a longer message.

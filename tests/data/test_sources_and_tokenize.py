@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from aihf.data import (
     AIHFCollator,
+    BatchLayout,
     PairedDataset,
     Rows,
     check_lengths,
@@ -782,6 +783,27 @@ def test_collator_exact_batch():
         [0, 0, 1, 0, 0],
         [0, 1, 1, 1, 1],
     ]
+
+
+def test_batch_layout_names_the_collator_rows():
+    items = [
+        {"pref": _pref([10], [11, 12], [13]), "demo": _demo([20, 21], [22]), "demo_index": 4},
+        {"pref": _pref([30, 31], [32], [33, 34, 35]), "demo": None, "demo_index": -1},
+        {"pref": None, "demo": _demo([40], [41, 42, 43, 44]), "demo_index": 0},
+    ]
+    batch = AIHFCollator(pad_token_id=0)(items)
+    layout = BatchLayout.of(batch)
+    ids = batch["input_ids"].tolist()
+    assert ids[layout.chosen] == [[10, 11, 12, 0, 0], [30, 31, 32, 0, 0]]
+    assert ids[layout.rejected] == [[10, 13, 0, 0, 0], [30, 31, 33, 34, 35]]
+    assert ids[layout.demos] == [[20, 21, 22, 0, 0], [40, 41, 42, 43, 44]]
+    assert (layout.pairs, layout.samples, layout.num_rows) == (slice(0, 4), slice(6, 6), 6)
+    # with one sample per demonstration appended after the demonstrations (self-play, AIHF-RL)
+    with_samples = BatchLayout(num_pairs=2, num_demos=2, num_samples=2)
+    assert (with_samples.samples, with_samples.num_rows) == (slice(6, 8), 8)
+    # the first pair and first demonstration are data, the rest copies: their rows only
+    assert with_samples.real(1, 1) == [0, 2, 4, 6]
+    assert layout.real(2, 2) == [0, 1, 2, 3, 4, 5]
 
 
 def test_collator_pad_to_multiple_of_and_pad_id():

@@ -150,8 +150,8 @@ def test_self_play_counts_the_end_token_only_when_both_sides_have_one(tmp_path):
     opponent = build_model(tok, "llama", hidden_size=32, seed=7)
     with torch.no_grad():
         opponent.lm_head.weight.mul_(8.0)
-    t._opponent.load_state_dict(opponent.state_dict())
-    t._round = 0
+    t.self_play_state.opponent.load_state_dict(opponent.state_dict())
+    t.self_play_state.round = 0
     batch = t.data_collator([t.train_dataset[i] for i in range(4)])
     prompts, completions = batch["demo_prompt_ids"], [list(c) for c in t.train_dataset.demonstrations["completion_ids"]]
     assert [c[-1] == eos for c in completions] == [True, True, False, False]
@@ -171,16 +171,17 @@ def test_self_play_counts_the_end_token_only_when_both_sides_have_one(tmp_path):
         for answer, keep_end in ((completions[i], keep[i][0]), (samples[i], keep[i][1])):
             n = len(answer) - (1 if keep_end is False else 0)
             lp = _completion_logps(t.model, prompts[i], answer)[:n].sum()
-            lp_t = _completion_logps(t._opponent, prompts[i], answer)[:n].sum()
+            lp_t = _completion_logps(t.self_play_state.opponent, prompts[i], answer)[:n].sum()
             counted.append(lp - lp_t)
         terms.append(-F.logsigmoid(t.args.beta * (counted[0] - counted[1])))
     expected = torch.stack(terms).mean()
     assert loss.item() == pytest.approx(expected.item(), abs=1e-6)
     # Counting every end token (the rule before) gives a clearly different value.
     unmasked = []
+    frozen_opponent = t.self_play_state.opponent
     for i in range(4):
         r = [
-            (_completion_logps(t.model, prompts[i], a) - _completion_logps(t._opponent, prompts[i], a)).sum()
+            (_completion_logps(t.model, prompts[i], a) - _completion_logps(frozen_opponent, prompts[i], a)).sum()
             for a in (completions[i], samples[i])
         ]
         unmasked.append(-F.logsigmoid(t.args.beta * (r[0] - r[1])))

@@ -29,6 +29,8 @@ METRICS = (
     "logits/chosen",
     "logits/rejected",
     "num_tokens",
+    "entropy",
+    "mean_token_accuracy",
 )
 
 
@@ -53,15 +55,17 @@ def _ours_and_trl(tmp_path, arch="llama", n_pairs=8, ours=None, theirs=None):
         processing_class=tok,
     )
     trl_args = trl.DPOConfig(
-        output_dir=str(tmp_path / "trl"),
-        beta=0.2,
-        bf16=False,
-        gradient_checkpointing=False,
-        max_length=None,
-        per_device_train_batch_size=n_pairs,
-        report_to="none",
-        use_cpu=USE_CPU,
-        **(theirs or {}),
+        **{
+            "output_dir": str(tmp_path / "trl"),
+            "beta": 0.2,
+            "bf16": False,
+            "gradient_checkpointing": False,
+            "max_length": None,
+            "per_device_train_batch_size": n_pairs,
+            "report_to": "none",
+            "use_cpu": USE_CPU,
+            **(theirs or {}),
+        }
     )
     trl_trainer = trl.DPOTrainer(
         model=trl_model,
@@ -108,6 +112,31 @@ def test_loss_types_equal_trl_dpo_trainer(tmp_path, loss_type, label_smoothing):
     settings = dict(loss_type=loss_type, label_smoothing=label_smoothing)
     our_loss, trl_loss, *rest = _ours_and_trl(tmp_path, ours=settings, theirs=dict(settings, loss_type=[loss_type]))
     _assert_same(our_loss, trl_loss, *rest)
+
+
+@pytest.mark.parametrize(
+    "loss_type, loss_weights, use_weighting",
+    [(["sigmoid", "hinge"], [0.8, 0.2], False), (["sigmoid"], None, True), (["ipo", "sigmoid"], None, True)],
+)
+def test_loss_mix_and_wpo_weighting_equal_trl_dpo_trainer(tmp_path, loss_type, loss_weights, use_weighting):
+    """TRL's loss_weights (a weighted mix of loss types) and use_weighting (WPO), issue 21 item 4."""
+    settings = dict(loss_type=loss_type, loss_weights=loss_weights, use_weighting=use_weighting)
+    our_loss, trl_loss, *rest = _ours_and_trl(tmp_path, ours=settings, theirs=settings)
+    plain, *_ = _ours_and_trl(tmp_path / "plain", ours=dict(loss_type=loss_type[0]), theirs={})
+    assert abs(our_loss.item() - plain.item()) > 1e-3  # the option changed the loss
+    _assert_same(our_loss, trl_loss, *rest)
+
+
+@pytest.mark.parametrize("truncation_mode", ["keep_start", "keep_end"])
+def test_truncation_mode_equals_trl_dpo_trainer(tmp_path, truncation_mode):
+    """TRL's truncation_mode on sequences longer than max_length (issue 21 item 4): the same rows,
+    loss and gradients (the batch check is in _ours_and_trl). Prompts are 6 tokens, answers 4."""
+    settings = dict(max_length=8, truncation_mode=truncation_mode)
+    our_loss, trl_loss, ours, *rest = _ours_and_trl(tmp_path, ours=settings, theirs=settings)
+    row = ours.train_dataset.preferences[0]
+    kept = (len(row["prompt_ids"]), len(row["chosen_ids"]))
+    assert kept == ((6, 2) if truncation_mode == "keep_start" else (4, 4))
+    _assert_same(our_loss, trl_loss, ours, *rest)
 
 
 def test_conservative_dpo_equals_trl_on_one_pair(tmp_path):

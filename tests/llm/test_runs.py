@@ -47,6 +47,8 @@ def test_fresh_run_refuses_an_output_dir_holding_another_run(tmp_path):
         (dict(beta=0.5), "beta 0.1 there, 0.5 here"),
         (dict(demo_weight=0.0), "demo_weight"),
         (dict(prefs=reverse_task(seed=9)[1]), "preferences"),
+        (dict(use_weighting=True), "use_weighting None there, True here"),
+        (dict(loss_type=["sigmoid", "hinge"], loss_weights=[1.0, 0.5]), "loss_type"),
     ],
 )
 def test_resume_refuses_a_checkpoint_of_another_configuration(tmp_path, change, named):
@@ -131,7 +133,17 @@ def test_trl_metrics_are_logged(tmp_path):
     "bad, match",
     [
         (dict(loss_type="kto"), "loss_type"),
-        (dict(loss_type=["sigmoid", "ipo"]), "one loss type"),
+        # several loss types are TRL's weighted mix (tests/llm/test_reductions.py), one weight each
+        (dict(loss_type=["sigmoid", "ipo"], loss_weights=[1.0]), "one weight per loss type"),
+        (dict(loss_type=["sigmoid", "kto"]), "loss_type"),
+        (dict(loss_type=[]), "at least one loss type"),
+        (dict(loss_type=["ipo", "hinge"], label_smoothing=0.1), "no meaning"),
+        (dict(loss_type=["sigmoid", "robust"], label_smoothing=0.5), r"\[0, 0.5\) for loss_type 'robust'"),
+        (dict(truncation_mode="keep_middle"), "truncation_mode"),
+        (dict(dataset_num_proc=4), "dataset_num_proc=4: aihf prepares data in one pass"),
+        (dict(sync_ref_model=True, ref_model_mixup_alpha=1.5), "ref_model_mixup_alpha"),
+        (dict(sync_ref_model=True, precompute_ref_log_probs=True), "cannot be precomputed"),
+        (dict(model_init_kwargs="{dtype"), "model_init_kwargs: not a JSON object"),
         (dict(label_smoothing=0.6), "label_smoothing"),
         (dict(loss_type="robust", label_smoothing=0.5), "label_smoothing"),
         (dict(loss_type="ipo", label_smoothing=0.1), "no meaning"),
@@ -144,6 +156,11 @@ def test_trl_option_validation(tmp_path, bad, match):
 
 def test_trl_loss_type_list_is_accepted(tmp_path):
     assert AIHFConfig(output_dir=str(tmp_path), loss_type=["ipo"]).loss_type == "ipo"
+    mixed = AIHFConfig(output_dir=str(tmp_path), loss_type=["sigmoid", "robust"], label_smoothing=0.1)
+    assert mixed.loss_type == ["sigmoid", "robust"]
+    assert AIHFConfig(output_dir=str(tmp_path), model_init_kwargs='{"dtype": "float32"}').model_init_kwargs == {
+        "dtype": "float32"
+    }
 
 
 def test_launch_with_several_processes_and_no_gpu_is_detected(monkeypatch):

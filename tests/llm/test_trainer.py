@@ -10,6 +10,7 @@ from transformers.trainer_utils import get_last_checkpoint
 
 from aihf import DataError
 from aihf.llm import AIHFConfig, AIHFTrainer
+from aihf.llm.self_play import SelfPlayState
 from aihf.tasks.tiny import build_model
 
 from .helpers import config, losses_by_step, reverse_task, task_tokenizer, trainer
@@ -169,14 +170,14 @@ def test_evaluation_reports_eval_metrics(tmp_path):
 
 def test_checkpoints_are_atomic(tmp_path, monkeypatch):
     t = trainer(tmp_path, demo_loss="self_play", max_steps=4, save_strategy="steps", save_steps=2)
-    original = AIHFTrainer._save_self_play_state
+    original = SelfPlayState.save
 
-    def crash_on_second_save(self, folder):
-        if self.state.global_step == 4:
+    def crash_on_second_save(self, folder, *args):
+        if t.state.global_step == 4:
             raise KeyboardInterrupt("simulated crash mid-save")
-        original(self, folder)
+        original(self, folder, *args)
 
-    monkeypatch.setattr(AIHFTrainer, "_save_self_play_state", crash_on_second_save)
+    monkeypatch.setattr(SelfPlayState, "save", crash_on_second_save)
     with pytest.raises(KeyboardInterrupt):
         t.train()
     out = tmp_path / "out"
