@@ -12,7 +12,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from .. import losses
-from ..data import prepare_demonstrations
+from ..data import BatchLayout, prepare_demonstrations
 from .model_setup import stable_seed
 from .reward_model import evaluate_reward_model
 from .rl_parallel import trainable
@@ -62,53 +62,25 @@ class RewardStepMixin:
                 sample_owner += [i] * len(group)
             n_s = len(sample_owner)
         scores = self._scores(prompts, answers)
-        metrics: dict[str, float] = {}
-        pref_term = demo_term = None
-        pairs_first, pairs_second = [], []
-        if n_p:
-            chosen, rejected = scores[:n_p], scores[n_p : 2 * n_p]
-            bt = losses.bradley_terry_loss(chosen, rejected)
-            pref_term = bt.loss
-            pairs_first.append(chosen), pairs_second.append(rejected)
-            metrics.update(
-                {
-                    "reward_model/loss_pref": bt.loss.item(),
-                    "reward_model/pref_accuracy": (bt.margins > 0).float().mean().item(),
-                    "reward_model/pref_margin": bt.margins.mean().item(),
-                }
-            )
-        if n_d:
-            demo_scores = scores[2 * n_p : 2 * n_p + n_d][torch.tensor(sample_owner, device=scores.device)]
-            sample_scores = scores[2 * n_p + n_d : 2 * n_p + n_d + n_s]
-            if args.demo_loss == "linear":
-                # The linear form is unbounded below: clamp the rewards, as the authors' code does.
-                c = args.reward_clamp
-                demo_scores, sample_scores = demo_scores.clamp(-c, c), sample_scores.clamp(-c, c)
-                d = losses.ml_irl_linear_loss(demo_scores, sample_scores)
-            else:
-                d = losses.ml_irl_logistic_loss(demo_scores, sample_scores)
-            demo_term = d.loss
-            pairs_first.append(demo_scores), pairs_second.append(sample_scores)
-            metrics.update(
-                {
-                    "reward_model/loss_demo": d.loss.item(),
-                    "reward_model/demo_accuracy": (d.margins > 0).float().mean().item(),
-                    "reward_model/demo_margin": d.margins.mean().item(),
-                }
-            )
-        loss = losses.aihf_loss(
-            demo_term,
-            pref_term,
-            args.demo_weight if demo_term is not None else 0.0,
-            args.pref_weight if pref_term is not None else 0.0,
+        rows = BatchLayout(n_p, n_d, n_s)
+        demo_scores = sample_scores = None
+        if n_d:  # each sample is paired with the demonstration whose prompt it answers
+            demo_scores = scores[rows.demos][torch.tensor(sample_owner, device=scores.device)]
+            sample_scores = scores[rows.samples]
+        out = losses.reward_model_loss(
+            scores[rows.chosen] if n_p else None,
+            scores[rows.rejected] if n_p else None,
+            demo_scores,
+            sample_scores,
+            demo_weight=args.demo_weight,
+            pref_weight=args.pref_weight,
+            demo_loss=args.demo_loss,
+            reward_clamp=args.reward_clamp,
+            center_rewards_coefficient=args.center_rewards_coefficient,
         )
-        if args.center_rewards_coefficient is not None:
-            loss = loss + args.center_rewards_coefficient * losses.center_rewards_loss(
-                torch.cat(pairs_first), torch.cat(pairs_second)
-            )
-        metrics["reward_model/loss"] = loss.item()
+        metrics = {f"reward_model/{name}": value for name, value in out.metrics.items()}
         metrics["reward_model/mean_reward"] = scores.mean().item()
-        return loss, metrics
+        return out.loss, metrics
 
     def _reward_update(self, loss: Tensor, metrics: dict[str, float], where: str) -> None:
         loss.backward()

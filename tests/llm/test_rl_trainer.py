@@ -178,8 +178,11 @@ def test_bad_settings_and_data_are_refused(tmp_path):
     demos, prefs, _ = rl_task.make_data(n_demos=4, n_prefs=4, n_eval=2)
     with pytest.raises(ConfigError, match="num_generations"):
         rl_args(tmp_path, num_generations=1)
-    with pytest.raises(ConfigError, match="freeze_reward_model"):
-        rl_args(tmp_path, freeze_reward_model=True)
+    with pytest.raises(ConfigError, match="freeze_reward_model"):  # without a trained reward_model= (the trainer knows)
+        AIHFRLTrainer(
+            rl_task.model(tok), args=rl_args(tmp_path, freeze_reward_model=True), preferences=prefs,
+            demonstrations=demos, processing_class=tok,
+        )
     with pytest.raises(ConfigError, match="no preferences"):
         AIHFRLTrainer(rl_task.model(tok), args=rl_args(tmp_path), demonstrations=demos, processing_class=tok)
     # Reward pretraining is Bradley-Terry on the preferences, which pref_weight=0 (rft) ignores.
