@@ -496,3 +496,27 @@ def test_resume_refuses_a_checkpoint_of_another_run(workspace, tmp_path, capsys)
     # The same settings (here with more rounds, under the default constant schedule) resume.
     metrics, _ = _train(capsys, resume, out)
     assert metrics["round"] == 2
+
+
+def test_rloo_runs_rl_on_a_given_trained_reward_model_kept_fixed(workspace, tmp_path, capsys):
+    """TRL's RewardTrainer -> RLOOTrainer: `aihf rloo` with the reward model a first run saved and no reward
+    pretraining; the reward model is not trained further (the saved copy scores as the given one)."""
+    first = tmp_path / "rm"
+    _train(capsys, _flags(workspace, first, "rlhf", num_rounds=1, reward_pretrain_steps=5), first)
+    given = str(first / "reward_model")
+    second = tmp_path / "rl"
+    argv = _flags(workspace, second, "rlhf", num_rounds=2, reward_pretrain_steps=0, reward_model_name_or_path=given)
+    argv = [a for a in argv if a not in ("--method", "rlhf")]
+    capsys.readouterr()
+    assert main(["rloo", *argv]) == 0, capsys.readouterr().err[-2000:]
+    from aihf.llm.reward_model import load_reward_model, reward_scores
+
+    tok = AutoTokenizer.from_pretrained(given)
+    rows = [tok.encode("say : t1"), tok.encode("say : t2")], [tok.encode(" g1 g2"), tok.encode(" b1 b2")]
+    before = reward_scores(load_reward_model(given, tok.pad_token_id), *rows, pad_token_id=tok.pad_token_id)
+    after = reward_scores(load_reward_model(str(second / "reward_model"), tok.pad_token_id), *rows, pad_token_id=tok.pad_token_id)
+    assert after.tolist() == pytest.approx(before.tolist(), abs=1e-6)
+    # Without a given reward model the same flags are refused in one line.
+    argv = [a for a in argv if a not in ("--reward_model_name_or_path", given)]
+    line = user_error(capsys, ["rloo", *argv])
+    assert "or give a trained reward model" in line
