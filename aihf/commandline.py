@@ -144,6 +144,13 @@ def one_line_error(message: str, parser: argparse.ArgumentParser) -> str:
     return message
 
 
+def one_line(message: str) -> str:
+    """An error message as one line of stderr: its lines joined by a space, and any other control
+    character escaped (a file name or value given as "a\\rb" stays visible and on the line)."""
+    text = " ".join(part.strip() for part in message.split("\n") if part.strip())
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def stdout_closed() -> int:
     """The reader of stdout went away (``aihf ... | head``): end quietly, as Unix tools do, with the
     status a shell gives a command that SIGPIPE ended (128 + 13)."""

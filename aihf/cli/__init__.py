@@ -15,7 +15,7 @@ import logging
 import os
 import sys
 
-from ..commandline import stdout_closed, unknown_command
+from ..commandline import one_line, stdout_closed, unknown_command
 
 COMMANDS = {
     "train": "align a causal LM (see 'aihf train --help'; with a reward model: 'aihf train --method aihf_rl --help')",
@@ -48,9 +48,6 @@ def _usage() -> str:
     lines += ["", "options:", "  -h, --help  show this message", "  --version   print aihf's version"]
     return "\n".join(lines)
 
-
-def _one_line(message: str) -> str:
-    return " ".join(message.split())
 
 
 def _show_info() -> None:
@@ -113,11 +110,11 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `aihf control bench --list | head`
         return stdout_closed()
     except (ConfigError, DataError) as e:
-        print(f"aihf {shown}: {_one_line(str(e))}", file=sys.stderr)
+        print(f"aihf {shown}: {one_line(str(e))}", file=sys.stderr)
         return 2
     except TrainingError as e:
         _close_progress_bars()
-        print(f"aihf {shown}: {_one_line(str(e))}", file=sys.stderr)
+        print(f"aihf {shown}: {one_line(str(e))}", file=sys.stderr)
         return 3
 
 

@@ -14,6 +14,7 @@ import os
 import shlex
 import sys
 
+from ..commandline import one_line
 from ..errors import ConfigError, DataError, TrainingError
 from .config import CollectConfig, ControlConfig, OneLineParser, config_from_dict, unused_settings
 from .flags import parse_config, parse_flags
@@ -131,11 +132,6 @@ def evaluate(argv: list[str]) -> dict:
     }
 
 
-def _one_line(message: str) -> str:
-    """``message`` with its control characters escaped (a file name or value given as "a\\rb" stays
-    on the error's one line)."""
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in message)
-
 
 def record_video(act, env_id: str, path: str, seed: int) -> int:
     """Render one episode of ``act(obs) -> action`` (reset with ``seed``) to the video file ``path``
@@ -199,10 +195,10 @@ def main(argv: list[str] | None = None) -> int:
             return bench_main(rest)
         out = {"collect": collect, "train": train, "eval": evaluate}[command](rest)
     except (ConfigError, DataError) as e:
-        print(f"aihf control {command}: {_one_line(str(e))}", file=sys.stderr)
+        print(f"aihf control {command}: {one_line(str(e))}", file=sys.stderr)
         return 2
     except TrainingError as e:  # a non-finite value; the run's last checkpoint is intact
-        print(f"aihf control {command}: {_one_line(str(e))}", file=sys.stderr)
+        print(f"aihf control {command}: {one_line(str(e))}", file=sys.stderr)
         return 3
     from .envs import json_safe
 
