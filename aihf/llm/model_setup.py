@@ -6,6 +6,7 @@ one-line refusal of a checkpoint file that would need unpickling.
 
 from __future__ import annotations
 
+import copy
 import pickle
 import zlib
 from typing import Any
@@ -17,6 +18,16 @@ from ..errors import ConfigError
 
 # Checkpoints are written here under output_dir and renamed into place, so a crash never leaves half a checkpoint.
 STAGING_DIR = ".aihf-staging"
+
+
+def with_pad_token(tokenizer: Any) -> Any:
+    """``tokenizer``, or a copy of it whose pad token is its EOS when it has none: the caller's object is
+    never changed."""
+    if tokenizer.pad_token_id is not None:
+        return tokenizer
+    tokenizer = copy.deepcopy(tokenizer)
+    tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
 
 
 def is_peft(model: nn.Module) -> bool:

@@ -51,7 +51,7 @@ from .callbacks import rl_callback_handler, round_interval, size_state
 from .generation import HFGenerator, SampleGenerator
 from .loading import load_policy, load_policy_tokenizer
 from .logprobs import check_packing
-from .model_setup import disable_dropout, frozen, is_peft, stable_seed, stop_tokens
+from .model_setup import disable_dropout, frozen, is_peft, stable_seed, stop_tokens, with_pad_token
 from .reward_funcs import RewardFunc, as_func_list, resolve_weights
 from .reward_model import READOUT_CONFIG_KEY, check_readout, default_readout, freeze_lower_layers, load_reward_model
 from .reward_model import save_reward_model
@@ -172,9 +172,7 @@ class AIHFRLTrainer(DataParallelMixin, PolicyStepMixin, RewardStepMixin, Checkpo
             processing_class = load_policy_tokenizer(model, model_init_kwargs)
         if processing_class is None:
             raise ValueError("processing_class (the tokenizer) is required when model is not a path")
-        self.tokenizer = tokenizer = processing_class
-        if tokenizer.pad_token_id is None:
-            tokenizer.pad_token = tokenizer.eos_token
+        self.tokenizer = tokenizer = with_pad_token(processing_class)
         self.pad = tokenizer.pad_token_id
 
         # Data first: bad input must fail before any model is loaded.

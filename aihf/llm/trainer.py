@@ -39,7 +39,7 @@ from .config import AIHFConfig
 from .generation import HFGenerator, SampleGenerator
 from .loading import load_policy
 from .logprobs import check_packing, sequence_logps
-from .model_setup import disable_dropout, frozen, is_peft, stop_tokens
+from .model_setup import disable_dropout, frozen, is_peft, stop_tokens, with_pad_token
 from .nonfinite import NonFiniteMixin
 from .self_play import SelfPlayState, round_length
 from .trl_compat import (
@@ -138,10 +138,7 @@ class AIHFTrainer(NonFiniteMixin, CheckpointingMixin, Trainer):
             self._model_source = runs.model_source(model)
         if processing_class is None:
             raise ValueError("processing_class (the tokenizer) is required when model is not a path")
-        tokenizer = processing_class
-        if tokenizer.pad_token_id is None:
-            tokenizer = copy.deepcopy(tokenizer)  # never change the caller's object
-            tokenizer.pad_token = tokenizer.eos_token
+        tokenizer = with_pad_token(processing_class)
         if isinstance(ref_model, str):
             ref_kwargs = dict(model_init_kwargs or {})
             if ref_model != self._model_source["model"]:

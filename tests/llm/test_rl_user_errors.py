@@ -123,3 +123,20 @@ def test_a_missing_local_reward_model_path_is_one_clear_error(tmp_path):
     (tmp_path / "file.bin").write_text("x")
     with pytest.raises(ConfigError, match="a file, not a model folder"):
         load_reward_model(str(tmp_path / "file.bin"), 0)
+
+
+def test_the_callers_tokenizer_is_not_modified(tmp_path):
+    """As AIHFTrainer (tests/llm/test_runs.py): a tokenizer without a pad token is copied, not changed."""
+    from aihf.llm.rl_trainer import AIHFRLTrainer
+
+    from . import rl_task
+    from .rl_task import rl_args
+
+    tok = rl_task.tokenizer()
+    tok.pad_token = None
+    demos, prefs, _ = rl_task.make_data(n_demos=4, n_prefs=4, n_eval=2)
+    t = AIHFRLTrainer(
+        rl_task.model(tok), args=rl_args(tmp_path), demonstrations=demos, preferences=prefs, processing_class=tok
+    )
+    assert tok.pad_token is None
+    assert t.tokenizer.pad_token == tok.eos_token and t.pad == tok.eos_token_id
