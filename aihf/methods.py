@@ -16,7 +16,7 @@ command line and Python callers share it::
 a keyword that contradicts the preset (``config_for("dpo", demo_weight=1.0)``) or a combination the
 method cannot run; a keyword the method does not read draws a ``UserWarning``. The two-stage methods
 (``sft_then_dpo``, ``sft_then_rlhf``) return the config of the whole run: pass it to
-:func:`aihf.llm.pipelines.sft_then_dpo` or :func:`aihf.llm.rl_trainer.sft_then_rlhf`, which derive the
+:func:`aihf.llm.pipelines.sft_then_dpo` or :func:`aihf.llm.pipelines.sft_then_rlhf`, which derive the
 SFT stage's settings from it. :func:`apply_method` applies a preset to a config already built, and
 words its refusals through a :class:`SettingSources` (``aihf train`` passes one that names the flag or
 the YAML file and line each setting came from).

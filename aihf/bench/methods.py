@@ -211,7 +211,7 @@ def _reward_info(trainer, ctx: RunContext) -> dict[str, float]:
 
 def train_rlhf(ctx: RunContext, hp: dict[str, float]):
     """SFT (``max_steps``), a reward model fitted on the pairs (``max_steps``), then RL (``max_steps`` policy steps)."""
-    from ..llm.rl_trainer import sft_then_rlhf
+    from ..llm.pipelines import sft_then_rlhf
 
     args = ctx.rl_config(hp, reward_pretrain_steps=ctx.max_steps)
     # sft_then_rlhf writes its RL stage to <output_dir>/rlhf.

@@ -72,7 +72,8 @@ def check_settings(args: TrainArguments) -> None:
 def fit(args: TrainArguments, model, ref, tokenizer, sources: Sources) -> TrainResult:
     """Train with :class:`aihf.llm.AIHFRLTrainer` (or the SFT -> RLHF pipeline), save the policy and
     the reward model (``<output_dir>/reward_model``) and ``all_results.json``."""
-    from ..llm.rl_trainer import AIHFRLTrainer, sft_args_from_rl, sft_then_rlhf
+    from ..llm.pipelines import sft_args_from_rl, sft_then_rlhf
+    from ..llm.rl_trainer import AIHFRLTrainer
 
     config, run, m = args.config, args.run, args.model
     peft_config = lora_config(m)

@@ -6,7 +6,7 @@ import pytest
 from aihf import ConfigError
 from aihf.llm import AIHFConfig, AIHFRLTrainer
 from aihf.llm.rl_config import ROUND_FIELDS, UNUSED_TRAINING_ARGUMENTS
-from aihf.llm.rl_trainer import rlhf_stage_args
+from aihf.llm.pipelines import rlhf_stage_args
 
 from . import rl_task
 
