@@ -170,6 +170,7 @@ class TrainArguments(SettingSources):
     config: Any  # AIHFConfig
     # field name -> "--flag" (set on the command line) or the YAML file's path
     origins: dict[str, str] = field(default_factory=dict)
+    gives_trained_reward_model = "--reward_model_name_or_path"
 
     def describe(self, name: str) -> str:
         """How ``name`` got its value: ``--demo_weight 0.5``, ``demo_weight: 0.5 in run.yaml``, or

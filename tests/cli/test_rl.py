@@ -520,4 +520,4 @@ def test_rloo_runs_rl_on_a_given_trained_reward_model_kept_fixed(workspace, tmp_
     # Without a given reward model the same flags are refused in one line.
     argv = [a for a in argv if a not in ("--reward_model_name_or_path", given)]
     line = user_error(capsys, ["rloo", *argv])
-    assert "or give a trained reward model" in line
+    assert "or give a trained reward model to run RL on (--reward_model_name_or_path)" in line
