@@ -48,6 +48,15 @@ METHOD_SETTINGS: dict[str, dict[str, Any]] = {
     "rft": {"pref_weight": 0.0},
     "sft_then_rlhf": {"demo_weight": 1.0},
 }
+# TRL config fields with no field of that name in aihf: what to write instead (config_for's and aihf
+# train's line for them; a "did you mean" would point at a field with another meaning).
+TRL_FIELDS = {
+    "max_completion_length": "TRL's max_completion_length: aihf bounds prompt + completion by max_length (prompts "
+    "cut to max_prompt_length) and sampled completions by max_new_tokens",
+    "completion_only_loss": "TRL's completion_only_loss: aihf's SFT loss is always on the completion tokens only",
+    "packing": "TRL's packing: padding_free=True packs each batch's rows end to end",
+    "dataset_text_field": "TRL's dataset_text_field: aihf reads prompt/completion or messages rows, not plain text",
+}
 # Why, for the line that refuses a contradiction.
 _WHY = {
     "dpo": "DPO has no demonstration term",
@@ -294,8 +303,8 @@ def config_for(method: str = "aihf", trained_reward_model: bool = False, **overr
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(overrides) - names)
     if unknown:
-        hints = "".join(did_you_mean(name, sorted(names)) for name in unknown)
-        raise ConfigError(f"{cls.__name__} has no field {', '.join(unknown)}{hints} (method={method!r})")
+        hints = "".join(f": {TRL_FIELDS[n]}" if n in TRL_FIELDS else did_you_mean(n, sorted(names)) for n in unknown)
+        raise ConfigError(f"{cls.__name__} has no field {', '.join(unknown)} (method={method!r}){hints}")
     # Built once to read the defaults and check the overrides, then again with the preset applied, so
     # that the config's own checks see the final values.
     probe = cls(**overrides)
@@ -325,6 +334,7 @@ __all__ = [
     "METHOD_SETTINGS",
     "RL_METHODS",
     "STAGES",
+    "TRL_FIELDS",
     "SettingSources",
     "apply_method",
     "config_class",

@@ -27,7 +27,7 @@ from ..commandline import (
     unknown_arguments,
 )
 from ..errors import ConfigError
-from ..methods import METHOD_SETTINGS, METHODS, RL_METHODS, SettingSources
+from ..methods import METHOD_SETTINGS, METHODS, RL_METHODS, TRL_FIELDS, SettingSources
 
 
 @dataclass
@@ -212,6 +212,7 @@ def options_elsewhere(method: str) -> dict[str, str]:
     elsewhere_in_train = f"an option of `aihf train --method {which}`, {here}"
     found.update({name: elsewhere_in_train for name in _field_names(*train_dataclasses(other))})
     found.update(TRL_DATA_FLAGS)
+    found.update(TRL_FIELDS)
     return {name: text for name, text in found.items() if name not in own}
 
 

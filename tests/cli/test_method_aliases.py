@@ -132,3 +132,12 @@ def test_dataset_name_of_demonstrations_for_dpo_says_dpo_reads_pairs(workdir, tm
         f"aihf dpo: --dataset_name {demos} holds demonstrations (no chosen/rejected), which --method dpo does not "
         "read: it reads preference pairs (prompt/chosen/rejected rows)"
     )
+
+
+def test_trl_config_fields_as_flags_say_what_aihf_uses(workdir, tmp_path, capsys):
+    out = tmp_path / "x"
+    for command, flag, says in (("rloo", "--max_completion_length", "sampled completions by max_new_tokens"),
+                                ("sft", "--packing", "padding_free=True packs")):
+        argv = [command, "--config", str(workdir / "run.yaml"), "--output_dir", str(out), flag, "true"]
+        line = user_error(capsys, argv, out)
+        assert line.startswith(f"aihf {command}: unknown option {flag}: TRL's {flag[2:]}: ") and says in line, line
