@@ -160,3 +160,15 @@ def test_a_bad_row_of_an_in_memory_dataset_names_which_source(tmp_path):
         with pytest.raises(DataError) as e:
             AIHFRLTrainer(rl_task.model(tok), args=rl_args(tmp_path, num_rounds=1, **settings), processing_class=tok, **kw)
         assert str(e.value).startswith(line), str(e.value)
+
+
+def test_a_reward_model_in_reward_funcs_says_where_it_goes(tmp_path):
+    """TRL's reward_funcs takes a model id or object; aihf's takes functions on texts only."""
+    tok = rl_task.tokenizer()
+    for i, model in enumerate(("runs/x/reward_model", rl_task.model(tok))):
+        with pytest.raises(ConfigError) as e:
+            _trainer(tmp_path / str(i), reward_funcs=[rl_task.gold_reward, model])
+        assert str(e.value) == (
+            f"reward_funcs[1] is a {type(model).__name__}, not a callable fn(prompts, completions) (a reward model "
+            "goes in reward_model=, as TRL's reward_funcs=<model> does)"
+        )
