@@ -291,6 +291,10 @@ def build_parser(method: str = "aihf"):
             action.help = "Required (no default folder): where the model, its checkpoints and all_results.json go."
         elif action.dest == "method":
             action.default = method  # this parser serves only `method` (and its kind)
+        elif action.dest == "loss_type":
+            # TRL's loss_type is a list (mixed by loss_weights): `--loss_type sigmoid ipo` or a YAML list; the
+            # config keeps a single type as a string.
+            action.nargs = "+"
 
     inherited = {f.name for f in dataclasses.fields(TrainingArguments)}
     run_fields = [f.name for f in dataclasses.fields(run_type)]
