@@ -165,6 +165,7 @@ def test_trls_list_of_loss_types_is_taken_from_flags_and_yaml(workdir, tmp_path)
     assert (mixed.loss_type, mixed.loss_weights) == (["sigmoid", "ipo"], [1.0, 0.5])
     assert parse_train_args([*base, "--loss_type", "ipo"]).config.loss_type == "ipo"
     run = yaml.safe_load((workdir / "run.yaml").read_text())
-    (tmp_path / "mix.yaml").write_text(yaml.safe_dump({**run, "loss_type": ["sigmoid", "hinge"], "loss_weights": [1, 2]}))
+    mix = {**run, "loss_type": ["sigmoid", "hinge"], "loss_weights": [1, 2]}
+    (tmp_path / "mix.yaml").write_text(yaml.safe_dump(mix))
     config = parse_train_args(["--config", str(tmp_path / "mix.yaml"), "--output_dir", str(tmp_path / "o")]).config
     assert (config.loss_type, config.loss_weights) == (["sigmoid", "hinge"], [1.0, 2.0])

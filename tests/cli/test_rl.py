@@ -321,7 +321,7 @@ def test_rl_yaml_keys_are_checked_against_the_rl_config(workdir, capsys):
             ["--method", "rlhf"],
             "--method rlhf fits the reward model on the preferences before RL, but reward_pretrain_steps=0 (the "
             "default): set reward_pretrain_steps > 0 (and reward_pretrain_patience for early stopping), or give a "
-            "trained reward model to run RL on",
+            "trained reward model to run RL on (--reward_model_name_or_path)",
         ),
         (
             {"reward_pretrain_steps": 5},

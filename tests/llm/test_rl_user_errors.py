@@ -153,12 +153,15 @@ def test_a_bad_row_of_an_in_memory_dataset_names_which_source(tmp_path):
     for kw, settings, line in (
         (dict(preferences=bad), {}, "preferences, row 3, field 'chosen': empty"),
         (dict(preferences=prefs, eval_preferences=bad), {}, "eval_preferences, row 3, field 'chosen': empty"),
-        (dict(preferences=prefs, demonstrations=[{"prompt": "say : t1"}]), {}, "demonstrations, row 0, field 'completion'"),
-        (dict(train_dataset=[{"prompt": "say : t1"}, {"prompt": 3}]), no_prefs, "prompt-only train_dataset, row 1, field 'prompt'"),
+        (dict(preferences=prefs, demonstrations=[{"prompt": "say : t1"}]), {},
+         "demonstrations, row 0, field 'completion'"),
+        (dict(train_dataset=[{"prompt": "say : t1"}, {"prompt": 3}]), no_prefs,
+         "prompt-only train_dataset, row 1, field 'prompt'"),
     ):
         kw = {"demonstrations": demos, **kw}
         with pytest.raises(DataError) as e:
-            AIHFRLTrainer(rl_task.model(tok), args=rl_args(tmp_path, num_rounds=1, **settings), processing_class=tok, **kw)
+            args = rl_args(tmp_path, num_rounds=1, **settings)
+            AIHFRLTrainer(rl_task.model(tok), args=args, processing_class=tok, **kw)
         assert str(e.value).startswith(line), str(e.value)
 
 

@@ -227,9 +227,11 @@ def test_a_bad_row_of_an_in_memory_dataset_names_which_dataset(tmp_path):
         (dict(train_dataset=bad, demonstrations=demos), "training preferences, row 3, field 'chosen': empty"),
         (dict(train_dataset=prefs, demonstrations=demos, eval_dataset={"a": prefs[:2], "b": bad}),
          "evaluation set 'b' preferences, row 3, field 'chosen': empty"),
-        (dict(train_dataset=prefs, demonstrations=[{"prompt": "reverse : a b c ="}]), "training demonstrations, row 0, field 'completion'"),
+        (dict(train_dataset=prefs, demonstrations=[{"prompt": "reverse : a b c ="}]),
+         "training demonstrations, row 0, field 'completion'"),
     )
     for kw, line in cases:
         with pytest.raises(DataError) as e:
-            AIHFTrainer(build_model(tok, "llama", hidden_size=32, seed=0), args=config(tmp_path), processing_class=tok, **kw)
+            model = build_model(tok, "llama", hidden_size=32, seed=0)
+            AIHFTrainer(model, args=config(tmp_path), processing_class=tok, **kw)
         assert str(e.value).startswith(line), str(e.value)
