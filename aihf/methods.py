@@ -28,7 +28,7 @@ import dataclasses
 import warnings
 from typing import Any, Callable
 
-from .commandline import show
+from .commandline import did_you_mean, show
 from .errors import ConfigError
 
 METHODS = ("aihf", "dpo", "sft", "spin", "sft_then_dpo")
@@ -47,6 +47,15 @@ METHOD_SETTINGS: dict[str, dict[str, Any]] = {
     "rlhf": {"demo_weight": 0.0, "freeze_reward_model": True},
     "rft": {"pref_weight": 0.0},
     "sft_then_rlhf": {"demo_weight": 1.0},
+}
+# TRL config fields with no field of that name in aihf: what to write instead (config_for's and aihf
+# train's line for them; a "did you mean" would point at a field with another meaning).
+TRL_FIELDS = {
+    "max_completion_length": "TRL's max_completion_length: aihf bounds prompt + completion by max_length (prompts "
+    "cut to max_prompt_length) and sampled completions by max_new_tokens",
+    "completion_only_loss": "TRL's completion_only_loss: aihf's SFT loss is always on the completion tokens only",
+    "packing": "TRL's packing: padding_free=True packs each batch's rows end to end",
+    "dataset_text_field": "TRL's dataset_text_field: aihf reads prompt/completion or messages rows, not plain text",
 }
 # Why, for the line that refuses a contradiction.
 _WHY = {
@@ -118,6 +127,9 @@ class SettingSources:
     written as keywords (``method='dpo'``, ``demo_weight=1.0``). ``aihf train`` subclasses it to name
     flags and YAML files.
     """
+
+    # How the caller says that a trained reward model is given (the rlhf preset may then skip pretraining).
+    gives_trained_reward_model = "trained_reward_model=True and the trainer's reward_model="
 
     def __init__(self, method: str, config: Any, given: set[str] | frozenset[str] = frozenset()):
         self.method, self.config, self.given = method, config, set(given)
@@ -219,7 +231,8 @@ def _check_rl(
         raise ConfigError(
             f"{this} fits the reward model on the preferences before RL, but "
             f"{sources.describe('reward_pretrain_steps')}: set reward_pretrain_steps > 0 (and "
-            "reward_pretrain_patience for early stopping), or give a trained reward model to run RL on"
+            "reward_pretrain_patience for early stopping), or give a trained reward model to run RL on "
+            f"({sources.gives_trained_reward_model})"
         )
     if config.pref_weight == 0 and config.reward_pretrain_steps > 0:
         # Reward pretraining is Bradley-Terry on the preferences, which pref_weight=0 (rft) ignores.
@@ -290,7 +303,8 @@ def config_for(method: str = "aihf", trained_reward_model: bool = False, **overr
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(overrides) - names)
     if unknown:
-        raise ConfigError(f"{cls.__name__} has no field {', '.join(unknown)} (method={method!r})")
+        hints = "".join(f": {TRL_FIELDS[n]}" if n in TRL_FIELDS else did_you_mean(n, sorted(names)) for n in unknown)
+        raise ConfigError(f"{cls.__name__} has no field {', '.join(unknown)} (method={method!r}){hints}")
     # Built once to read the defaults and check the overrides, then again with the preset applied, so
     # that the config's own checks see the final values.
     probe = cls(**overrides)
@@ -306,7 +320,12 @@ def config_for(method: str = "aihf", trained_reward_model: bool = False, **overr
 
 def _check_name(method: str) -> None:
     if method not in METHODS + RL_METHODS:
-        raise ConfigError(f"unknown method {method!r}: choose one of {', '.join(METHODS + RL_METHODS)}")
+        trl = f" (TRL's {method} is {_TRL_TRAINERS[method]!r})" if method in _TRL_TRAINERS else ""
+        raise ConfigError(f"unknown method {method!r}{trl}: choose one of {', '.join(METHODS + RL_METHODS)}")
+
+
+# TRL trainer names a Python caller may try: RewardTrainer then RLOOTrainer is one rlhf run.
+_TRL_TRAINERS = {"rloo": "rlhf", "reward": "rlhf"}
 
 
 __all__ = [
@@ -315,6 +334,7 @@ __all__ = [
     "METHOD_SETTINGS",
     "RL_METHODS",
     "STAGES",
+    "TRL_FIELDS",
     "SettingSources",
     "apply_method",
     "config_class",

@@ -27,7 +27,7 @@ from ..commandline import (
     unknown_arguments,
 )
 from ..errors import ConfigError
-from ..methods import METHOD_SETTINGS, METHODS, RL_METHODS, SettingSources
+from ..methods import METHOD_SETTINGS, METHODS, RL_METHODS, TRL_FIELDS, SettingSources
 
 
 @dataclass
@@ -170,6 +170,7 @@ class TrainArguments(SettingSources):
     config: Any  # AIHFConfig
     # field name -> "--flag" (set on the command line) or the YAML file's path
     origins: dict[str, str] = field(default_factory=dict)
+    gives_trained_reward_model = "--reward_model_name_or_path"
 
     def describe(self, name: str) -> str:
         """How ``name`` got its value: ``--demo_weight 0.5``, ``demo_weight: 0.5 in run.yaml``, or
@@ -211,6 +212,7 @@ def options_elsewhere(method: str) -> dict[str, str]:
     elsewhere_in_train = f"an option of `aihf train --method {which}`, {here}"
     found.update({name: elsewhere_in_train for name in _field_names(*train_dataclasses(other))})
     found.update(TRL_DATA_FLAGS)
+    found.update(TRL_FIELDS)
     return {name: text for name, text in found.items() if name not in own}
 
 
@@ -289,6 +291,10 @@ def build_parser(method: str = "aihf"):
             action.help = "Required (no default folder): where the model, its checkpoints and all_results.json go."
         elif action.dest == "method":
             action.default = method  # this parser serves only `method` (and its kind)
+        elif action.dest == "loss_type":
+            # TRL's loss_type is a list (mixed by loss_weights): `--loss_type sigmoid ipo` or a YAML list; the
+            # config keeps a single type as a string.
+            action.nargs = "+"
 
     inherited = {f.name for f in dataclasses.fields(TrainingArguments)}
     run_fields = [f.name for f in dataclasses.fields(run_type)]

@@ -12,8 +12,11 @@ from __future__ import annotations
 import os
 
 from ..errors import ConfigError
-from ..methods import RL_METHODS
+from ..methods import RL_METHODS, ignored_options
 from .args import TrainArguments
+
+
+_ANSWERS = {"chosen", "rejected", "completion", "messages"}
 
 
 def dataset_kind(record) -> str:
@@ -36,10 +39,25 @@ def route_dataset_name(args: TrainArguments) -> str | None:
         return None
     where = args.describe("dataset_name")
     rows = read_rows(data.dataset_name, split=data.dataset_train_split)
-    kind = dataset_kind(rows.records[0])
+    first = rows.records[0]
+    if isinstance(first, dict) and "prompt" in first and not set(first) & _ANSWERS:
+        # TRL's RLOO/GRPO data; routed as demonstrations it would fail later with a line about something else.
+        raise ConfigError(
+            f"{where} holds prompt-only rows (TRL's RLOO/GRPO format), which aihf train does not read: give "
+            "preference pairs (--preferences; the RL methods sample from their prompts) or demonstrations, "
+            "or pass the prompts to AIHFRLTrainer(train_dataset=...) in Python"
+        )
+    kind = dataset_kind(first)
     what = "preference pairs (chosen, rejected)" if kind == "preferences" else "demonstrations"
     if getattr(data, kind):
         raise ConfigError(f"{where} holds {what}, and {args.describe(kind)} is given too: give one of them")
+    if kind == "demonstrations" and not data.preferences and kind in ignored_options(
+        args.run.method, args.config.demo_loss
+    ):
+        raise ConfigError(
+            f"{where} holds demonstrations (no chosen/rejected), which {args.describe('method')} does not read: "
+            "it reads preference pairs (prompt/chosen/rejected rows)"
+        )
     setattr(data, kind, data.dataset_name)
     setattr(data, f"{kind}_split", data.dataset_train_split)
     args.origins[kind] = args.origins["dataset_name"]

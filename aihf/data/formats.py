@@ -146,7 +146,8 @@ def demonstration_texts(rows: Rows, tokenizer: Any = None) -> list[Demonstration
         if isinstance(prompt, str):
             out.append(DemonstrationText(prompt, completion, False))
         else:
-            p, (c,) = _render(row, tokenizer, prompt, [completion], "completion", split_by_prefix)
+            field = "messages" if "messages" in row.record and "completion" not in row.record else "completion"
+            p, (c,) = _render(row, tokenizer, prompt, [completion], field, split_by_prefix)
             out.append(DemonstrationText(p, c, True))
     _warn_split_by_prefix(rows, split_by_prefix)
     return out

@@ -56,8 +56,9 @@ class AIHFConfig(AIHFBaseConfig):
     loss_weights: list[float] | None = field(
         default=None,
         metadata={
-            "help": "Weights of the loss types when loss_type lists several (Python/YAML: loss_type=['sigmoid', "
-            "'hinge']), TRL's mix: the preference term is sum_k weight_k * loss_k per pair. Default 1 each."
+            "help": "Weights of the loss types when loss_type lists several (--loss_type sigmoid hinge "
+            "--loss_weights 1 0.5; Python/YAML: lists), TRL's mix: the preference term is sum_k weight_k * loss_k "
+            "per pair. Default 1 each."
         },
     )
     use_weighting: bool = field(

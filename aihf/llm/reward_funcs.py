@@ -11,6 +11,7 @@ steps never see these functions.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable, Sequence
 
 import torch
@@ -37,12 +38,18 @@ def as_func_list(funcs: RewardFunc | Sequence[RewardFunc] | None) -> list[Reward
 def resolve_weights(funcs: Sequence[RewardFunc], weights: Sequence[float] | None) -> list[float]:
     """The weights of ``[reward model, *funcs]``: ``weights`` checked against their count, or 1 each.
 
-    Raises :class:`aihf.ConfigError` when a function is not callable, the counts differ or every
+    Raises :class:`aihf.ConfigError` when a function is not callable or is a model (TRL takes reward models
+    in reward_funcs; aihf in reward_model=), the counts differ or every
     weight is 0 (the policy would have no reward at all).
     """
     for i, f in enumerate(funcs):
-        if not callable(f):
-            raise ConfigError(f"reward_funcs[{i}] is a {type(f).__name__}, not a callable fn(prompts, completions)")
+        if not callable(f) or isinstance(f, torch.nn.Module):  # a module is callable, but on token ids
+            # TRL also takes a reward model (a Hub id, a folder or a model object) in reward_funcs.
+            model = " (a reward model goes in reward_model=, as TRL's reward_funcs=<model> does)"
+            raise ConfigError(
+                f"reward_funcs[{i}] is a {type(f).__name__}, not a callable fn(prompts, completions)"
+                f"{model if isinstance(f, (str, os.PathLike, torch.nn.Module)) else ''}"
+            )
     if weights is None:
         return [1.0] * (1 + len(funcs))
     if len(weights) != 1 + len(funcs):

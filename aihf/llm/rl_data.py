@@ -105,13 +105,15 @@ def prepare_rl_data(
     uses_prefs = (args.pref_weight > 0 and not args.freeze_reward_model) or args.reward_pretrain_steps > 0
     prefs = demos = None
     if preferences is not None:
-        prefs = prepare_preferences(preferences, tok, implicit_prompt_marker=args.implicit_prompt_marker, **kw)
+        prefs = prepare_preferences(
+            preferences, tok, implicit_prompt_marker=args.implicit_prompt_marker, name="preferences", **kw
+        )
     elif uses_prefs:
         what = f"pref_weight={args.pref_weight}" if args.pref_weight > 0 else "reward_pretrain_steps > 0"
         raise ConfigError(f"{what} but no preferences were given")
     if args.demo_weight > 0:
         if demonstrations is not None:
-            demos = prepare_demonstrations(demonstrations, tok, **kw)
+            demos = prepare_demonstrations(demonstrations, tok, name="demonstrations", **kw)
         refs = references_as_demonstrations(prefs) if prefs is not None else None
         if refs is not None and args.use_references_as_demonstrations:
             demos = refs if demos is None else datasets.concatenate_datasets([demos, refs])
@@ -133,7 +135,9 @@ def prepare_rl_data(
         prefs = None
     evals = None
     if eval_preferences is not None:
-        evals = prepare_preferences(eval_preferences, tok, implicit_prompt_marker=args.implicit_prompt_marker, **kw)
+        evals = prepare_preferences(
+            eval_preferences, tok, implicit_prompt_marker=args.implicit_prompt_marker, name="eval_preferences", **kw
+        )
 
     # Early stopping of the reward pretraining holds out pairs when none are given.
     holdout = evals
@@ -171,10 +175,21 @@ def prepare_rl_data(
 
 def _prompt_ids(prompts: Any, tok: PreTrainedTokenizerBase, args: AIHFRLConfig) -> list[list[int]]:
     """Prompt-only rows tokenised as demonstration prompts are (a stand-in answer, dropped, completes each row)."""
-    rows = prompts if isinstance(prompts, datasets.Dataset) else datasets.Dataset.from_list(list(prompts))
     stand_in = [{"role": "assistant", "content": "x"}]
-    rows = [{"prompt": r["prompt"], "completion": " x" if isinstance(r["prompt"], str) else stand_in} for r in rows]
+    # Row by row, not through Dataset.from_list: a row of the wrong type must reach the format checks,
+    # which name it, rather than fail in pyarrow.
+    rows = [
+        {"prompt": r["prompt"], "completion": " x" if isinstance(r["prompt"], str) else stand_in}
+        if isinstance(r, dict) and "prompt" in r
+        else r
+        for r in prompts
+    ]
     demos = prepare_demonstrations(
-        rows, tok, max_length=args.max_length, max_prompt_length=args.max_prompt_length, eos_token=args.eos_token
+        rows,
+        tok,
+        name="prompt-only train_dataset",
+        max_length=args.max_length,
+        max_prompt_length=args.max_prompt_length,
+        eos_token=args.eos_token,
     )
     return demos["prompt_ids"]

@@ -154,3 +154,18 @@ def test_implicit_trainer_refuses_missing_sources_and_a_reward_model(tmp_path):
     with pytest.raises(TypeError, match="reward_model"):  # an implicit method has no reward model to take
         AIHFTrainer(model, args=args, reward_model="rm", processing_class=tok)
     assert not (tmp_path / "out").exists()
+
+
+def test_trls_list_of_loss_types_is_taken_from_flags_and_yaml(workdir, tmp_path):
+    """TRL's `--loss_type sigmoid ipo --loss_weights 1 0.5` (its loss_type is a list); one type stays a string."""
+    from aihf.cli.args import parse_train_args
+
+    base = ["--config", str(workdir / "run.yaml"), "--output_dir", str(tmp_path / "o")]
+    mixed = parse_train_args([*base, "--loss_type", "sigmoid", "ipo", "--loss_weights", "1", "0.5"]).config
+    assert (mixed.loss_type, mixed.loss_weights) == (["sigmoid", "ipo"], [1.0, 0.5])
+    assert parse_train_args([*base, "--loss_type", "ipo"]).config.loss_type == "ipo"
+    run = yaml.safe_load((workdir / "run.yaml").read_text())
+    mix = {**run, "loss_type": ["sigmoid", "hinge"], "loss_weights": [1, 2]}
+    (tmp_path / "mix.yaml").write_text(yaml.safe_dump(mix))
+    config = parse_train_args(["--config", str(tmp_path / "mix.yaml"), "--output_dir", str(tmp_path / "o")]).config
+    assert (config.loss_type, config.loss_weights) == (["sigmoid", "hinge"], [1.0, 2.0])

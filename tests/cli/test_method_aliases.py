@@ -106,3 +106,38 @@ def test_dataset_name_mistakes_are_one_line(workdir, tmp_path, capsys):
         f"aihf train: --dataset_name {prefs} is one file, with no 'test' split to evaluate on (--eval_strategy "
         "steps): give held-out rows with --eval_preferences"
     )
+
+
+def test_dataset_name_of_prompt_only_rows_is_refused_in_one_line(workdir, tmp_path, capsys):
+    """TRL's RLOO data (rows with only a prompt) would otherwise be read as demonstrations and fail
+    later with a line about missing preferences or completions."""
+    prompts, out = tmp_path / "prompts.jsonl", tmp_path / "x"
+    prompts.write_text("".join(json.dumps({"prompt": f"say : t{i}"}) + "\n" for i in range(4)))
+    for command in ("rloo", "sft"):
+        argv = [command, "--config", str(workdir / "run.yaml"), "--output_dir", str(out)]
+        argv += ["--preferences", "", "--demonstrations", "", "--dataset_name", str(prompts)]
+        line = user_error(capsys, argv, out)
+        assert line == (
+            f"aihf {command}: --dataset_name {prompts} holds prompt-only rows (TRL's RLOO/GRPO format), which aihf "
+            "train does not read: give preference pairs (--preferences; the RL methods sample from their prompts) "
+            "or demonstrations, or pass the prompts to AIHFRLTrainer(train_dataset=...) in Python"
+        )
+
+
+def test_dataset_name_of_demonstrations_for_dpo_says_dpo_reads_pairs(workdir, tmp_path, capsys):
+    demos, out = str(workdir / "demos.jsonl"), tmp_path / "x"
+    argv = ["dpo", "--config", str(workdir / "run.yaml"), "--output_dir", str(out)]
+    line = user_error(capsys, [*argv, "--preferences", "", "--demonstrations", "", "--dataset_name", demos], out)
+    assert line == (
+        f"aihf dpo: --dataset_name {demos} holds demonstrations (no chosen/rejected), which --method dpo does not "
+        "read: it reads preference pairs (prompt/chosen/rejected rows)"
+    )
+
+
+def test_trl_config_fields_as_flags_say_what_aihf_uses(workdir, tmp_path, capsys):
+    out = tmp_path / "x"
+    for command, flag, says in (("rloo", "--max_completion_length", "sampled completions by max_new_tokens"),
+                                ("sft", "--packing", "padding_free=True packs")):
+        argv = [command, "--config", str(workdir / "run.yaml"), "--output_dir", str(out), flag, "true"]
+        line = user_error(capsys, argv, out)
+        assert line.startswith(f"aihf {command}: unknown option {flag}: TRL's {flag[2:]}: ") and says in line, line

@@ -78,3 +78,33 @@ def test_cross_option_checks_refuse_in_one_line(method, overrides, message, tmp_
 def test_an_unknown_field_names_the_config_class(tmp_path):
     with pytest.raises(ConfigError, match="AIHFConfig has no field num_rounds"):
         config_for("dpo", output_dir=str(tmp_path), num_rounds=3)
+
+
+def test_a_misspelt_field_gets_a_did_you_mean(tmp_path):
+    with pytest.raises(ConfigError) as e:
+        config_for("dpo", output_dir=str(tmp_path), bta=0.1)
+    assert str(e.value) == "AIHFConfig has no field bta (method='dpo') (did you mean beta?)"
+
+
+def test_trls_trainer_name_points_to_the_method(tmp_path):
+    with pytest.raises(ConfigError) as e:
+        config_for("rloo", output_dir=str(tmp_path))
+    assert str(e.value).startswith("unknown method 'rloo' (TRL's rloo is 'rlhf'): choose one of aihf, dpo")
+
+
+def test_rlhf_without_pretraining_says_how_to_give_a_trained_reward_model(tmp_path):
+    # Python and the command line name their own way of giving one.
+    with pytest.raises(ConfigError) as e:
+        config_for("rlhf", output_dir=str(tmp_path), reward_pretrain_steps=0)
+    assert str(e.value).endswith(
+        "or give a trained reward model to run RL on (trained_reward_model=True and the trainer's reward_model=)"
+    )
+
+
+def test_a_trl_field_aihf_names_otherwise_says_what_to_use(tmp_path):
+    with pytest.raises(ConfigError) as e:
+        config_for("rlhf", output_dir=str(tmp_path), max_completion_length=8)
+    assert str(e.value) == (
+        "AIHFRLConfig has no field max_completion_length (method='rlhf'): TRL's max_completion_length: aihf bounds "
+        "prompt + completion by max_length (prompts cut to max_prompt_length) and sampled completions by max_new_tokens"
+    )

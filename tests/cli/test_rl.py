@@ -321,7 +321,7 @@ def test_rl_yaml_keys_are_checked_against_the_rl_config(workdir, capsys):
             ["--method", "rlhf"],
             "--method rlhf fits the reward model on the preferences before RL, but reward_pretrain_steps=0 (the "
             "default): set reward_pretrain_steps > 0 (and reward_pretrain_patience for early stopping), or give a "
-            "trained reward model to run RL on",
+            "trained reward model to run RL on (--reward_model_name_or_path)",
         ),
         (
             {"reward_pretrain_steps": 5},
@@ -520,4 +520,4 @@ def test_rloo_runs_rl_on_a_given_trained_reward_model_kept_fixed(workspace, tmp_
     # Without a given reward model the same flags are refused in one line.
     argv = [a for a in argv if a not in ("--reward_model_name_or_path", given)]
     line = user_error(capsys, ["rloo", *argv])
-    assert "or give a trained reward model" in line
+    assert "or give a trained reward model to run RL on (--reward_model_name_or_path)" in line

@@ -298,7 +298,8 @@ def test_conversational_messages_demo_without_chat_template(tokenizer):
     tokenizer.chat_template = None
     with pytest.raises(aihf.DataError) as e:
         prepare_demonstrations([GOOD_DEMO, {"messages": [user("hello"), assistant("good")]}], tokenizer)
-    check(e.value, "list", "row 1", "completion")
+    check(e.value, "list", "row 1", "messages")  # the row's own field: it has no 'completion'
+    assert "chat template" in str(e.value)
 
 
 def test_conversational_preference_without_chat_template(tokenizer):

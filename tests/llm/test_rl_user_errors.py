@@ -140,3 +140,38 @@ def test_the_callers_tokenizer_is_not_modified(tmp_path):
     )
     assert tok.pad_token is None
     assert t.tokenizer.pad_token == tok.eos_token and t.pad == tok.eos_token_id
+
+
+def test_a_bad_row_of_an_in_memory_dataset_names_which_source(tmp_path):
+    """Lists and Datasets have no file name: the line names the argument they came in by."""
+    from aihf import DataError
+
+    tok = rl_task.tokenizer()
+    demos, prefs, _ = rl_task.make_data(n_demos=4, n_prefs=6)
+    bad = [*prefs[:3], {**prefs[3], "chosen": ""}]
+    no_prefs = dict(pref_weight=0.0, reward_pretrain_steps=0)  # train_dataset of prompts stands for the pairs
+    for kw, settings, line in (
+        (dict(preferences=bad), {}, "preferences, row 3, field 'chosen': empty"),
+        (dict(preferences=prefs, eval_preferences=bad), {}, "eval_preferences, row 3, field 'chosen': empty"),
+        (dict(preferences=prefs, demonstrations=[{"prompt": "say : t1"}]), {},
+         "demonstrations, row 0, field 'completion'"),
+        (dict(train_dataset=[{"prompt": "say : t1"}, {"prompt": 3}]), no_prefs,
+         "prompt-only train_dataset, row 1, field 'prompt'"),
+    ):
+        kw = {"demonstrations": demos, **kw}
+        with pytest.raises(DataError) as e:
+            args = rl_args(tmp_path, num_rounds=1, **settings)
+            AIHFRLTrainer(rl_task.model(tok), args=args, processing_class=tok, **kw)
+        assert str(e.value).startswith(line), str(e.value)
+
+
+def test_a_reward_model_in_reward_funcs_says_where_it_goes(tmp_path):
+    """TRL's reward_funcs takes a model id or object; aihf's takes functions on texts only."""
+    tok = rl_task.tokenizer()
+    for i, model in enumerate(("runs/x/reward_model", rl_task.model(tok))):
+        with pytest.raises(ConfigError) as e:
+            _trainer(tmp_path / str(i), reward_funcs=[rl_task.gold_reward, model])
+        assert str(e.value) == (
+            f"reward_funcs[1] is a {type(model).__name__}, not a callable fn(prompts, completions) (a reward model "
+            "goes in reward_model=, as TRL's reward_funcs=<model> does)"
+        )

@@ -214,3 +214,24 @@ def test_sft_then_dpo_takes_trl_options_for_its_dpo_stage(tmp_path):
             demonstrations=demos,
             processing_class=tok,
         )
+
+
+def test_a_bad_row_of_an_in_memory_dataset_names_which_dataset(tmp_path):
+    """TRL's train_dataset= and a dict of eval datasets: the line says which source and set, not 'list'."""
+    from aihf import DataError
+
+    demos, prefs = reverse_task(n_demos=4, n_prefs=6, seed=4)
+    tok = task_tokenizer()
+    bad = [*prefs[:3], {**prefs[3], "chosen": ""}]
+    cases = (
+        (dict(train_dataset=bad, demonstrations=demos), "training preferences, row 3, field 'chosen': empty"),
+        (dict(train_dataset=prefs, demonstrations=demos, eval_dataset={"a": prefs[:2], "b": bad}),
+         "evaluation set 'b' preferences, row 3, field 'chosen': empty"),
+        (dict(train_dataset=prefs, demonstrations=[{"prompt": "reverse : a b c ="}]),
+         "training demonstrations, row 0, field 'completion'"),
+    )
+    for kw, line in cases:
+        with pytest.raises(DataError) as e:
+            model = build_model(tok, "llama", hidden_size=32, seed=0)
+            AIHFTrainer(model, args=config(tmp_path), processing_class=tok, **kw)
+        assert str(e.value).startswith(line), str(e.value)
