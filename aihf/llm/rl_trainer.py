@@ -194,6 +194,10 @@ class AIHFRLTrainer(DataParallelMixin, PolicyStepMixin, RewardStepMixin, Checkpo
             self._prompts_digest = runs.data_digest(pool, ("prompt_ids",))
         self.preferences, self.demonstrations = data.preferences, data.demonstrations
         self.eval_preferences, self.holdout = data.eval_preferences, data.holdout
+        if self.eval_preferences is None and (args.eval_strategy != "no" or args.eval_on_start):
+            # As transformers.Trainer: an evaluation schedule with nothing to evaluate is a mistake.
+            shown = "eval_on_start=True" if args.eval_strategy == "no" else f"eval_strategy={args.eval_strategy.value!r}"
+            raise ConfigError(f"{shown} but no eval_preferences (or eval_dataset) were given")
         self.rl_prompts, self._samplers = data.rl_prompts, data.samplers
 
         # As transformers.Trainer does: the new score head (and anything else random) follows args.seed.

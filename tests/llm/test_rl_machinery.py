@@ -205,3 +205,17 @@ def test_eval_strategy_steps_evaluates_every_eval_steps_rounds_and_on_start(tmp_
     t = _trainer(tmp_path / "delay", num_rounds=3, eval_strategy="steps", eval_steps=1, eval_delay=2)
     t.train()
     assert [h["step"] for h in t.state.log_history if "reward/eval_accuracy" in h] == [2, 3]
+
+
+def test_an_evaluation_schedule_without_eval_pairs_is_refused(tmp_path):
+    """As transformers.Trainer refuses eval_strategy without an eval_dataset (found by a new user: it ran silently)."""
+    tok = rl_task.tokenizer()
+    demos, prefs, _ = rl_task.make_data(n_demos=4, n_prefs=4, n_eval=2)
+    for settings, shown in (({"eval_strategy": "steps", "eval_steps": 1}, "eval_strategy='steps'"),
+                            ({"eval_on_start": True}, "eval_on_start=True")):
+        with pytest.raises(ConfigError, match=f"{shown} but no eval_preferences") as e:
+            AIHFRLTrainer(
+                rl_task.model(tok), args=rl_args(tmp_path, **settings), demonstrations=demos, preferences=prefs,
+                processing_class=tok,
+            )
+        assert "\n" not in str(e.value)
