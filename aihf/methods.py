@@ -99,15 +99,17 @@ _PREFERENCE_TERM = (
 # What only the reward model's demonstration-vs-sample steps read (none under a frozen reward model).
 _DEMO_REWARD_STEPS = ("demo_loss", "reward_clamp", "fresh_reward_samples", "reward_steps_per_round")
 METHOD_IGNORES: dict[str, tuple[str, ...]] = {
-    "aihf": _TWO_STAGE,  # and _SELF_PLAY under demo_loss=nll (see ignored_options)
-    "dpo": (*_TWO_STAGE, *_SELF_PLAY, "demonstrations", "eval_demonstrations", "use_references_as_demonstrations"),
-    "sft": (*_TWO_STAGE, *_SELF_PLAY, "beta", *_PREFERENCE_TERM),
-    "spin": (*_TWO_STAGE, *_PREFERENCE_TERM),
-    "sft_then_dpo": _SELF_PLAY,
+    "aihf": (*_TWO_STAGE, "prompts"),  # and _SELF_PLAY under demo_loss=nll (see ignored_options)
+    "dpo": (
+        *_TWO_STAGE, *_SELF_PLAY, "demonstrations", "eval_demonstrations", "use_references_as_demonstrations", "prompts"
+    ),
+    "sft": (*_TWO_STAGE, *_SELF_PLAY, "beta", *_PREFERENCE_TERM, "prompts"),
+    "spin": (*_TWO_STAGE, *_PREFERENCE_TERM, "prompts"),
+    "sft_then_dpo": (*_SELF_PLAY, "prompts"),
     "aihf_rl": _TWO_STAGE,
     "rlhf": (*_TWO_STAGE, *_DEMO_REWARD_STEPS, "demonstrations"),
     "rft": (*_TWO_STAGE, "reward_pretrain_eval_steps", "reward_pretrain_patience", "reward_holdout_fraction"),
-    "sft_then_rlhf": _DEMO_REWARD_STEPS,
+    "sft_then_rlhf": (*_DEMO_REWARD_STEPS, "prompts"),
 }
 
 

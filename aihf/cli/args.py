@@ -121,10 +121,19 @@ class DataArguments:
         default=None, metadata={"help": "Held-out demonstrations (not used by the RL methods)."}
     )
     eval_preferences: str | None = field(default=None, metadata={"help": "Held-out preference pairs."})
+    prompts: str | None = field(
+        default=None,
+        metadata={
+            "help": "RL methods: prompt-only rows (TRL's RLOO/GRPO format, a 'prompt' field), more prompts to "
+            "sample from; with a given reward model kept fixed (--reward_model_name_or_path, "
+            "--reward_pretrain_steps 0) the only data needed."
+        },
+    )
     demonstrations_split: str = field(
         default="train", metadata={"help": "Split of a Hub dataset or DatasetDict folder to read demonstrations from."}
     )
     preferences_split: str = field(default="train", metadata={"help": "Split to read preferences from."})
+    prompts_split: str = field(default="train", metadata={"help": "Split to read prompts from."})
     eval_split: str = field(default="test", metadata={"help": "Split to read both eval sources from."})
     dataset_name: str | None = field(
         default=None,

@@ -159,6 +159,7 @@ class Sources:
     preferences: Any = None
     eval_demonstrations: Any = None
     eval_preferences: Any = None
+    prompts: Any = None  # prompt-only rows (aihf.data.Rows), RL methods only
 
 
 def read_and_validate(args: TrainArguments, tokenizer) -> Sources:
@@ -201,6 +202,11 @@ def read_and_validate(args: TrainArguments, tokenizer) -> Sources:
     )
     if uses_demos and sources.demonstrations is None and not references:
         raise ConfigError(no_demonstrations(args))
+    if getattr(data, "prompts", None) and "prompts" not in methods.ignored_options(args.run.method, config.demo_loss):
+        from ..llm.rl_data import prompt_only_ids
+
+        sources.prompts = read_rows(data.prompts, split=data.prompts_split)
+        prompt_only_ids(sources.prompts, tokenizer, config)
     return sources
 
 

@@ -41,12 +41,17 @@ def route_dataset_name(args: TrainArguments) -> str | None:
     rows = read_rows(data.dataset_name, split=data.dataset_train_split)
     first = rows.records[0]
     if isinstance(first, dict) and "prompt" in first and not set(first) & _ANSWERS:
-        # TRL's RLOO/GRPO data; routed as demonstrations it would fail later with a line about something else.
-        raise ConfigError(
-            f"{where} holds prompt-only rows (TRL's RLOO/GRPO format), which aihf train does not read: give "
-            "preference pairs (--preferences; the RL methods sample from their prompts) or demonstrations, "
-            "or pass the prompts to AIHFRLTrainer(train_dataset=...) in Python"
-        )
+        # TRL's RLOO/GRPO data: the RL methods' --prompts; routed as demonstrations it would fail later.
+        if args.run.method not in RL_METHODS or "prompts" in ignored_options(args.run.method, args.config.demo_loss):
+            raise ConfigError(
+                f"{where} holds prompt-only rows (TRL's RLOO/GRPO format), which {args.describe('method')} does "
+                "not read: the RL methods (aihf_rl, rlhf, rft; aihf rloo) take them as --prompts"
+            )
+        if data.prompts:
+            raise ConfigError(f"{where} holds prompt-only rows, and {args.describe('prompts')} is given too: give one")
+        data.prompts, data.prompts_split = data.dataset_name, data.dataset_train_split
+        args.origins["prompts"] = args.origins["dataset_name"]
+        return "prompts"
     kind = dataset_kind(first)
     what = "preference pairs (chosen, rejected)" if kind == "preferences" else "demonstrations"
     if getattr(data, kind):

@@ -52,7 +52,9 @@ def check_settings(args: TrainArguments) -> None:
     if given:
         why = "AIHF-RL evaluates the reward model on eval_preferences" if given == ["eval_demonstrations"] else "yet"
         raise ConfigError(f"--method {method} does not support {', '.join(given)} ({why})")
-    if (config.pref_weight > 0 or config.reward_pretrain_steps > 0) and not data.preferences:
+    # A frozen reward model takes no reward steps (as in aihf.llm.rl_data): only pretraining reads the pairs.
+    learns_from_pairs = config.pref_weight > 0 and not config.freeze_reward_model
+    if (learns_from_pairs or config.reward_pretrain_steps > 0) and not data.preferences:
         what = (
             f"pref_weight={show(config.pref_weight)}"
             if config.pref_weight > 0
@@ -65,6 +67,8 @@ def check_settings(args: TrainArguments) -> None:
         )
     if config.demo_weight > 0 and not data.demonstrations and not data.preferences:
         raise ConfigError(no_demonstrations(args))
+    if not (data.preferences or data.demonstrations or data.prompts):
+        raise ConfigError(f"{args.describe('method')} has no prompts to sample from: give --prompts (prompt-only rows)")
     check_model_path(args, "reward_model_name_or_path")
     warn_ignored(args)
 
@@ -103,6 +107,7 @@ def fit(args: TrainArguments, model, ref, tokenizer, sources: Sources) -> TrainR
             demonstrations=sources.demonstrations,
             preferences=sources.preferences,
             eval_preferences=sources.eval_preferences,
+            train_dataset=sources.prompts,
             processing_class=tokenizer,
             peft_config=peft_config,
             reward_peft_config=reward_peft_config,

@@ -4,6 +4,7 @@ saved in every checkpoint, so that a resumed run draws what an uninterrupted one
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import warnings
 from dataclasses import dataclass
@@ -12,7 +13,7 @@ from typing import Any
 import datasets
 from transformers import PreTrainedTokenizerBase
 
-from ..data import prepare_demonstrations, prepare_preferences, references_as_demonstrations
+from ..data import Rows, prepare_demonstrations, prepare_preferences, references_as_demonstrations
 from ..errors import ConfigError
 from .model_setup import stable_seed
 from .rl_config import AIHFRLConfig
@@ -71,6 +72,8 @@ class RLData:
 def _columns(data: Any) -> set[str]:
     if isinstance(data, datasets.Dataset):
         return set(data.column_names)
+    if isinstance(data, Rows):
+        data = list(data.records[:1])
     if isinstance(data, list) and data and isinstance(data[0], dict):
         return set(data[0])
     return set()  # a path: read (and checked) as preferences
@@ -156,7 +159,7 @@ def prepare_rl_data(
     if args.rl_prompts in ("all", "preferences"):
         extra += list(prefs["prompt_ids"]) if prefs is not None else prompts_of_prefs
     if prompts is not None:
-        extra += list(_prompt_ids(prompts, tok, args))
+        extra += list(prompt_only_ids(prompts, tok, args))
     seen = {tuple(p) for p, _ in pool}
     for p in extra:
         if tuple(p) not in seen:
@@ -173,21 +176,28 @@ def prepare_rl_data(
     return RLData(prefs, demos, evals, holdout, pool, samplers)
 
 
-def _prompt_ids(prompts: Any, tok: PreTrainedTokenizerBase, args: AIHFRLConfig) -> list[list[int]]:
-    """Prompt-only rows tokenised as demonstration prompts are (a stand-in answer, dropped, completes each row)."""
+def prompt_only_ids(prompts: Any, tok: PreTrainedTokenizerBase, args: AIHFRLConfig) -> list[list[int]]:
+    """Prompt-only rows (a list of dicts, a ``datasets.Dataset``, or :class:`aihf.data.Rows` read from a
+    file, whose errors then name file and line) tokenised as demonstration prompts are (a stand-in answer,
+    dropped, completes each row). Raises :class:`aihf.DataError` for a bad row."""
     stand_in = [{"role": "assistant", "content": "x"}]
+
+    def with_stand_in(r):
+        if isinstance(r, dict) and "prompt" in r:
+            return {"prompt": r["prompt"], "completion": " x" if isinstance(r["prompt"], str) else stand_in}
+        return r
+
     # Row by row, not through Dataset.from_list: a row of the wrong type must reach the format checks,
     # which name it, rather than fail in pyarrow.
-    rows = [
-        {"prompt": r["prompt"], "completion": " x" if isinstance(r["prompt"], str) else stand_in}
-        if isinstance(r, dict) and "prompt" in r
-        else r
-        for r in prompts
-    ]
+    if isinstance(prompts, Rows):
+        rows = dataclasses.replace(prompts, records=[with_stand_in(r) for r in prompts.records])
+        name = None
+    else:
+        rows, name = [with_stand_in(r) for r in prompts], "prompt-only train_dataset"
     demos = prepare_demonstrations(
         rows,
         tok,
-        name="prompt-only train_dataset",
+        name=name,
         max_length=args.max_length,
         max_prompt_length=args.max_prompt_length,
         eos_token=args.eos_token,

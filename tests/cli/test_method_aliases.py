@@ -108,19 +108,21 @@ def test_dataset_name_mistakes_are_one_line(workdir, tmp_path, capsys):
     )
 
 
-def test_dataset_name_of_prompt_only_rows_is_refused_in_one_line(workdir, tmp_path, capsys):
+def test_dataset_name_of_prompt_only_rows_is_refused_in_one_line_by_a_method_that_does_not_sample(
+    workdir, tmp_path, capsys
+):
     """TRL's RLOO data (rows with only a prompt) would otherwise be read as demonstrations and fail
-    later with a line about missing preferences or completions."""
+    later with a line about missing preferences or completions. (The RL methods read it as --prompts:
+    tests/cli/test_rl.py::test_rloo_runs_rl_on_a_given_trained_reward_model_kept_fixed.)"""
     prompts, out = tmp_path / "prompts.jsonl", tmp_path / "x"
     prompts.write_text("".join(json.dumps({"prompt": f"say : t{i}"}) + "\n" for i in range(4)))
-    for command in ("rloo", "sft"):
+    for command in ("sft", "dpo"):
         argv = [command, "--config", str(workdir / "run.yaml"), "--output_dir", str(out)]
         argv += ["--preferences", "", "--demonstrations", "", "--dataset_name", str(prompts)]
         line = user_error(capsys, argv, out)
         assert line == (
-            f"aihf {command}: --dataset_name {prompts} holds prompt-only rows (TRL's RLOO/GRPO format), which aihf "
-            "train does not read: give preference pairs (--preferences; the RL methods sample from their prompts) "
-            "or demonstrations, or pass the prompts to AIHFRLTrainer(train_dataset=...) in Python"
+            f"aihf {command}: --dataset_name {prompts} holds prompt-only rows (TRL's RLOO/GRPO format), which "
+            f"--method {command} does not read: the RL methods (aihf_rl, rlhf, rft; aihf rloo) take them as --prompts"
         )
 
 

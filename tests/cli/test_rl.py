@@ -506,8 +506,12 @@ def test_rloo_runs_rl_on_a_given_trained_reward_model_kept_fixed(workspace, tmp_
     _train(capsys, _flags(workspace, first, "rlhf", num_rounds=1, reward_pretrain_steps=5), first)
     given = str(first / "reward_model")
     second = tmp_path / "rl"
+    # TRL's prompt-only rows are all the data RL on a fixed reward model needs (--dataset_name reads them as --prompts).
+    prompts = tmp_path / "prompts.jsonl"
+    write_jsonl(prompts, [{"prompt": "say : " + t} for t in rl_task.TOPICS])
     argv = _flags(workspace, second, "rlhf", num_rounds=2, reward_pretrain_steps=0, reward_model_name_or_path=given)
     argv = [a for a in argv if a not in ("--method", "rlhf")]
+    argv += ["--preferences", "", "--demonstrations", "", "--eval_preferences", "", "--dataset_name", str(prompts)]
     capsys.readouterr()
     assert main(["rloo", *argv]) == 0, capsys.readouterr().err[-2000:]
     from aihf.llm.reward_model import load_reward_model, reward_scores
@@ -515,9 +519,15 @@ def test_rloo_runs_rl_on_a_given_trained_reward_model_kept_fixed(workspace, tmp_
     tok = AutoTokenizer.from_pretrained(given)
     rows = [tok.encode("say : t1"), tok.encode("say : t2")], [tok.encode(" g1 g2"), tok.encode(" b1 b2")]
     before = reward_scores(load_reward_model(given, tok.pad_token_id), *rows, pad_token_id=tok.pad_token_id)
-    after = reward_scores(load_reward_model(str(second / "reward_model"), tok.pad_token_id), *rows, pad_token_id=tok.pad_token_id)
+    saved = load_reward_model(str(second / "reward_model"), tok.pad_token_id)
+    after = reward_scores(saved, *rows, pad_token_id=tok.pad_token_id)
     assert after.tolist() == pytest.approx(before.tolist(), abs=1e-6)
     # Without a given reward model the same flags are refused in one line.
     argv = [a for a in argv if a not in ("--reward_model_name_or_path", given)]
     line = user_error(capsys, ["rloo", *argv])
     assert "or give a trained reward model to run RL on (--reward_model_name_or_path)" in line
+    # A prompt file with a bad row: one line naming file, line and field, before any model loads.
+    write_jsonl(prompts, [{"prompt": "say : t1"}, {"prompt": 3}])
+    argv = [*argv, "--reward_model_name_or_path", given, "--output_dir", str(tmp_path / "rl2")]
+    line = user_error(capsys, ["rloo", *argv], tmp_path / "rl2")
+    assert str(prompts) in line and "line 2" in line and "'prompt'" in line, line
