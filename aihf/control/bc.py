@@ -12,7 +12,7 @@ from torch import nn
 
 from .config import ControlConfig, parse_sizes
 from .data import Trajectories
-from .envs import evaluate_policy, normalized_score
+from .envs import episode_summary, evaluate_episodes, normalized_score
 
 __all__ = ["BCPolicy", "behaviour_cloning"]
 
@@ -73,16 +73,15 @@ def behaviour_cloning(
         loss.backward()
         opt.step()
     train_s = time.perf_counter() - t0
-    returns = evaluate_policy(policy.act, c.env_id, c.final_eval_episodes, c.seed + 1_000_000)
+    played = evaluate_episodes(policy.act, c.env_id, c.final_eval_episodes, c.seed + 1_000_000)
     history = [
         {
             "round": 1,
             "bc_steps": c.bc_steps,
             "env_steps": 0,
             "loss": loss.item(),
-            "return_mean": float(returns.mean()),
-            "return_std": float(returns.std()),
-            "normalized_return": normalized_score(returns, random_return, expert_return),
+            **episode_summary(played),
+            "normalized_return": normalized_score(played["returns"], random_return, expert_return),
             "episodes": c.final_eval_episodes,
         }
     ]

@@ -74,10 +74,9 @@ def collect(argv: list[str]) -> dict:
 
 
 def evaluate(argv: list[str]) -> dict:
-    import numpy as np
     from safetensors import SafetensorError
 
-    from .envs import evaluate_policy, normalized_score
+    from .envs import episode_summary, evaluate_episodes, normalized_score
     from .trainer import load_policy
 
     parser = OneLineParser(prog="aihf control eval", description=COMMANDS["eval"])
@@ -116,7 +115,7 @@ def evaluate(argv: list[str]) -> dict:
         why = " ".join(str(e).split())[:300] or type(e).__name__
         raise ConfigError(f"{policy}: not the policy of this run's settings ({why})") from None
     _note_missing_references("eval", references[0])  # after the last error: a failed command prints one line
-    returns = evaluate_policy(act, config.env_id, args.episodes, args.seed)
+    played = evaluate_episodes(act, config.env_id, args.episodes, args.seed)
     video = {}
     if args.video:
         frames = record_video(act, config.env_id, args.video, args.seed)
@@ -126,9 +125,8 @@ def evaluate(argv: list[str]) -> dict:
         "env_id": config.env_id,
         "method": config.method,
         "episodes": args.episodes,
-        "return_mean": float(np.mean(returns)),
-        "return_std": float(np.std(returns)),
-        "normalized_return": normalized_score(returns, *references),
+        **episode_summary(played),
+        "normalized_return": normalized_score(played["returns"], *references),
     }
 
 

@@ -18,6 +18,8 @@ __all__ = [
     "replay_buffer_bytes",
     "check_memory",
     "evaluate_policy",
+    "evaluate_episodes",
+    "episode_summary",
     "normalized_score",
     "json_safe",
 ]
@@ -75,17 +77,45 @@ def check_memory(config: ControlConfig, observation_space, action_space, source:
 
 def evaluate_policy(act, env_id: str, episodes: int, seed: int) -> np.ndarray:
     """Ground-truth returns of ``episodes`` episodes of ``act(obs) -> action``, shape ``(episodes,)``."""
+    return evaluate_episodes(act, env_id, episodes, seed)["returns"]
+
+
+def evaluate_episodes(act, env_id: str, episodes: int, seed: int) -> dict[str, np.ndarray]:
+    """``episodes`` episodes of ``act(obs) -> action`` (episode ``i`` reset with seed ``seed + i``).
+
+    Returns arrays of shape ``(episodes,)``: ``returns`` (ground-truth reward summed), ``lengths``
+    (steps until termination or truncation) and ``x_distance`` (the env's ``info["x_position"]`` at the
+    end minus at the reset, in metres; NaN where the env reports no ``x_position``). On Hopper-v5 a
+    1000-step episode with ``x_distance`` near 0 is a policy that stands still: its return (~1000, the
+    healthy reward) says so only with the length and distance beside it.
+    """
     env = make_env(env_id)
-    returns = np.zeros(episodes)
+    returns, lengths, x_distance = np.zeros(episodes), np.zeros(episodes, dtype=np.int64), np.full(episodes, np.nan)
     for i in range(episodes):
-        obs, _ = env.reset(seed=seed + i)
-        done = False
+        obs, info = env.reset(seed=seed + i)
+        x0, done = info.get("x_position"), False
         while not done:
-            obs, reward, terminated, truncated, _ = env.step(act(obs))
+            obs, reward, terminated, truncated, info = env.step(act(obs))
             returns[i] += float(reward)
+            lengths[i] += 1
             done = terminated or truncated
+        if x0 is not None and "x_position" in info:
+            x_distance[i] = float(info["x_position"]) - float(x0)
     env.close()
-    return returns
+    return {"returns": returns, "lengths": lengths, "x_distance": x_distance}
+
+
+def episode_summary(episodes: dict[str, np.ndarray]) -> dict:
+    """The history's per-evaluation fields from :func:`evaluate_episodes`'s arrays (``x_distance_mean``
+    only where the env reports positions)."""
+    out = {
+        "return_mean": float(episodes["returns"].mean()),
+        "return_std": float(episodes["returns"].std()),
+        "episode_length_mean": float(episodes["lengths"].mean()),
+    }
+    if np.isfinite(episodes["x_distance"]).all():
+        out["x_distance_mean"] = float(episodes["x_distance"].mean())
+    return out
 
 
 def normalized_score(returns, random_return: float | None, expert_return: float | None):

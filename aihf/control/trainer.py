@@ -53,7 +53,7 @@ from .checkpoint import (
 )
 from .config import ControlConfig, parse_sizes
 from .data import Preferences, Trajectories, load_preferences, load_trajectories
-from .envs import check_memory, evaluate_policy, json_safe, make_env, normalized_score, replay_buffer_bytes
+from .envs import check_memory, episode_summary, evaluate_episodes, json_safe, make_env, normalized_score, replay_buffer_bytes
 from .reward import RewardBatch, RewardNet, env_actions, reward_loss
 from .sac_reward import learns_reward, survival_bonus_line, survival_bonus_record, terminations
 
@@ -321,15 +321,14 @@ class ControlTrainer:
     def _evaluate(self, round_: int) -> dict:
         c = self.config
         episodes = c.final_eval_episodes if round_ == c.rounds else c.eval_episodes
-        returns = evaluate_policy(
+        played = evaluate_episodes(
             lambda o: self.model.predict(o, deterministic=True)[0], c.env_id, episodes, c.seed + 1_000_000
         )
         return {
             "round": round_,
             "env_steps": int(self.model.num_timesteps),
-            "return_mean": float(returns.mean()),
-            "return_std": float(returns.std()),
-            "normalized_return": normalized_score(returns, self.random_return, self.expert_return),
+            **episode_summary(played),
+            "normalized_return": normalized_score(played["returns"], self.random_return, self.expert_return),
             "episodes": episodes,
         }
 
