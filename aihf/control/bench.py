@@ -8,7 +8,8 @@ methods run per setting: ``ml_irl`` and ``bc`` at 0 pairs; ``aihf`` (and, where 
 ``two_stage``) above 0; ``pref_rl`` (which ignores demonstrations) once per pair count, in the
 one-demonstration setting; the null rewards (``null_constant``, ``null_untrained``, which ignore the
 data) once per env and seed, at 1 demonstration and 0 pairs, and every learned reward is compared
-with them seed by seed (:mod:`aihf.control.null_table`).
+with them seed by seed (:mod:`aihf.control.null_table`); ``true_reward`` (SAC on the env's own reward,
+what a perfect learned reward could reach at this budget) once per env and seed beside them.
 
 Every run is one plain command (``--list`` prints them) that writes one result file
 ``<results>/run_results/<env>/<setting>__<method>__seed<k>.json``; runs whose file exists are skipped,
@@ -36,15 +37,16 @@ from .speed import speed
 # Each plan: envs, seeds and the runs of one (env, seed) as {setting: methods}. A setting is
 # <demo source><count>_p<pairs>. At 0 pairs AIHF is ML-IRL, so p0 runs ml_irl (and bc); pref_rl ignores
 # demonstrations, so it runs in one demonstration setting only; the null rewards ignore all data: once per env
-# and seed.
-BASE_P0, NULLS = ["ml_irl", "bc"], ["null_constant", "null_untrained"]
+# and seed, and so does the true-reward reference (REFERENCE: SAC on the env's reward).
+BASE_P0, NULLS, REFERENCE = ["ml_irl", "bc"], ["null_constant", "null_untrained"], ["true_reward"]
+DATA_FREE = (*NULLS, *REFERENCE)  # one run per env and seed, shown in every row of the table
 PLANS = {
     "ci": dict(
         envs=["Pendulum-v1"],
         seeds=[0],
-        runs={"expert1_p0": [*BASE_P0, *NULLS], "expert1_p10": ["aihf", "two_stage", "pref_rl"]},
+        runs={"expert1_p0": [*BASE_P0, *NULLS, *REFERENCE], "expert1_p10": ["aihf", "two_stage", "pref_rl"]},
     ),
-    # 12 SAC runs (+3 BC) per env and seed; docs/control.md ("Presets and budgets") has the arithmetic.
+    # 13 SAC runs (+3 BC) per env and seed; docs/control.md ("Presets and budgets") has the arithmetic.
     "cpu": dict(
         envs=["HalfCheetah-v5", "Hopper-v5"],
         seeds=[0, 1, 2],
@@ -52,7 +54,7 @@ PLANS = {
         # the steps with an update every step hops on (2059; benchmarks/results/control/NOTES.md).
         collect_flags={"Hopper-v5": ["--expert_steps", "300000", "--train_freq", "1"]},
         runs={
-            "expert1_p0": [*BASE_P0, *NULLS],
+            "expert1_p0": [*BASE_P0, *NULLS, *REFERENCE],
             "expert1_p10": ["aihf", "pref_rl"],
             "expert1_p100": ["aihf", "pref_rl", "two_stage"],
             "expert4_p0": BASE_P0,
@@ -61,14 +63,14 @@ PLANS = {
             "low1_p100": ["aihf"],
         },
     ),
-    # 300k env steps a run (the `long` train preset), 1 demonstration: 11 SAC runs (+2 BC) per env and
+    # 300k env steps a run (the `long` train preset), 1 demonstration: 12 SAC runs (+2 BC) per env and
     # seed; docs/control.md ("The long preset") has the CPU-hours. Same data as `cpu`.
     "long": dict(
         envs=["HalfCheetah-v5", "Hopper-v5"],
         seeds=[0, 1, 2],
         collect_flags={"Hopper-v5": ["--expert_steps", "300000", "--train_freq", "1"]},
         runs={
-            "expert1_p0": [*BASE_P0, *NULLS],
+            "expert1_p0": [*BASE_P0, *NULLS, *REFERENCE],
             "expert1_p10": ["aihf", "pref_rl", "two_stage"],
             "expert1_p100": ["aihf", "pref_rl", "two_stage"],
             "low1_p0": BASE_P0,
@@ -79,7 +81,7 @@ PLANS = {
         envs=["HalfCheetah-v5", "Hopper-v5", "Walker2d-v5", "Ant-v5"],
         seeds=[0, 1, 2, 3, 4],
         runs={
-            "expert1_p0": [*BASE_P0, *NULLS],
+            "expert1_p0": [*BASE_P0, *NULLS, *REFERENCE],
             **{f"expert{n}_p0": BASE_P0 for n in (4, 16)},
             **{f"expert{n}_p{p}": ["aihf", "two_stage"] for n in (1, 4) for p in (10, 50, 200, 1000)},
             **{f"expert1_p{p}": ["aihf", "two_stage", "pref_rl"] for p in (10, 50, 200, 1000)},
@@ -89,7 +91,7 @@ PLANS = {
         },
     ),
 }
-METHOD_ORDER = ("aihf", "pref_rl", "ml_irl", "two_stage", "bc", "null_constant", "null_untrained")
+METHOD_ORDER = ("aihf", "pref_rl", "ml_irl", "two_stage", "bc", "null_constant", "null_untrained", "true_reward")
 PYTHON = "python"  # as printed; runs use sys.executable
 
 
@@ -145,6 +147,16 @@ def train_argv(
 ) -> list[str]:
     data = os.path.join(data_root, run.env_id)
     demo_file, n_demos = run.demos
+    data_flags = [
+        "--demonstrations",
+        os.path.join(data, demo_file),
+        "--num_demonstrations",
+        str(n_demos),
+        "--preferences",
+        os.path.join(data, "preferences.npz"),
+        "--num_preferences",
+        str(run.num_preferences),
+    ]
     return [
         "train",
         "--preset",
@@ -155,14 +167,7 @@ def train_argv(
         run.method,
         "--seed",
         str(run.seed),
-        "--demonstrations",
-        os.path.join(data, demo_file),
-        "--num_demonstrations",
-        str(n_demos),
-        "--preferences",
-        os.path.join(data, "preferences.npz"),
-        "--num_preferences",
-        str(run.num_preferences),
+        *([] if run.method in REFERENCE else data_flags),  # the env's reward reads no data
         "--reference_returns",
         os.path.join(data, "meta.json"),
         "--output_dir",
@@ -271,16 +276,19 @@ def late_mean(history: list[dict]) -> float:
 def paired_differences(rows: list[dict]) -> list[dict]:
     """AIHF minus each baseline, run by run on the same env, seed and data: ML-IRL, BC and ``aihf`` share
     the demonstrations (ML-IRL and BC from the 0-pair setting), ``pref_rl`` and ``two_stage`` the
-    pairs. For the final evaluation and the late mean (:func:`late_mean`): the mean difference over
+    pairs; ``true_reward`` (no data: its one run per env and seed) gives the gap to the env's own reward.
+    For the final evaluation and the late mean (:func:`late_mean`): the mean difference over
     seeds, each seed's difference and how many seeds AIHF is ahead in."""
     by_key = {(r["env_id"], r["setting"], r["method"], r["seed"]): r for r in rows}
     out = []
     aihf_settings = sorted({(e, s) for (e, s, m, _) in by_key if m == "aihf" and not s.endswith("_p0")})
     for env_id, setting in aihf_settings:
         demos, pairs = setting.split("_p")
-        for baseline in ("pref_rl", "ml_irl", "two_stage", "bc"):
+        for baseline in ("pref_rl", "ml_irl", "two_stage", "bc", *REFERENCE):
             source = f"{demos}_p0" if baseline in ("ml_irl", "bc") else setting
-            if baseline == "pref_rl":  # run in one demonstration setting only: it ignores demonstrations
+            if baseline in REFERENCE:
+                source = min((s for (e, s, m, _) in by_key if e == env_id and m == baseline), default=setting)
+            elif baseline == "pref_rl":  # run in one demonstration setting only: it ignores demonstrations
                 source = next(
                     (s for (e, s, m, _) in by_key if e == env_id and m == "pref_rl" and s.endswith(f"_p{pairs}")),
                     setting,
@@ -312,6 +320,8 @@ def _cell(values: list[float]) -> str:
 def report(results: str, command: str) -> dict:
     """Aggregate the per-run files into results.json, results.md and learning-curve PNGs."""
     rows = _load_results(results)
+    # The true-reward column only once such a run exists: tables written before it read as they did.
+    columns = [m for m in METHOD_ORDER if m not in REFERENCE or any(r["method"] == m for r in rows)]
     nulls = null_differences(rows)
     below_null = not_above_null(nulls)
     table: dict = {}
@@ -325,6 +335,14 @@ def report(results: str, command: str) -> dict:
         "ml_irl and bc ignore preferences, so theirs is repeated across pair counts; the null rewards ignore all",
         "data (one run per env and seed, repeated in every row). `–`: not run (yet). †: not above a null reward",
         "(paired by seed, below).",
+        *(
+            [
+                "true_reward: SAC on the env's own reward, one run per env and seed (repeated in every row): what a",
+                "perfect learned reward could reach at this budget, a reference, not a method from the data.",
+            ]
+            if "true_reward" in columns
+            else []
+        ),
         "",
         f"Aggregated from every result file under `run_results/` by `{command}`; "
         "`aihf control bench --preset <preset> --list` prints every run's command.",
@@ -335,20 +353,20 @@ def report(results: str, command: str) -> dict:
         lines += [
             f"## {env_id}",
             "",
-            "| demos | pairs | " + " | ".join(METHOD_ORDER) + " |",
-            "|---|---|" + "---|" * len(METHOD_ORDER),
+            "| demos | pairs | " + " | ".join(columns) + " |",
+            "|---|---|" + "---|" * len(columns),
         ]
         for d in demo_settings:
             counts = sorted({int(s.split("_p")[1]) for s in settings if s.startswith(d + "_p")})
             for p in counts:
                 cells = []
-                for m in METHOD_ORDER:
+                for m in columns:
                     source, shown = f"{d}_p{p}", m
                     if m in ("ml_irl", "bc") or (m == "aihf" and p == 0):
                         source, shown = f"{d}_p0", "ml_irl" if m == "aihf" else m
                     elif m == "pref_rl":
                         source = next((s for s, v in settings.items() if s.endswith(f"_p{p}") and m in v), source)
-                    elif m in NULLS:
+                    elif m in DATA_FREE:
                         source = next((s for s, v in sorted(settings.items()) if m in v), source)
                     values = settings.get(source, {}).get(shown, [])
                     flag = " †" if values and (env_id, source, shown) in below_null else ""
@@ -356,7 +374,7 @@ def report(results: str, command: str) -> dict:
                 lines.append(f"| {d} | {p} | " + " | ".join(cells) + " |")
         lines.append("")
         env_rows = [r for r in rows if r["env_id"] == env_id]
-        plot_curves(env_id, env_rows, os.path.join(results, f"curves_{env_id}.png"), METHOD_ORDER)
+        plot_curves(env_id, env_rows, os.path.join(results, f"curves_{env_id}.png"), columns)
         lines += [f"![learning curves](curves_{env_id}.png)", ""]
     paired = paired_differences(rows)
     if paired:
@@ -366,6 +384,11 @@ def report(results: str, command: str) -> dict:
             "Same env, seed and data. `final`: the last evaluation; `late`: the mean of the last "
             f"{LATE_EVALUATIONS} evaluations. Mean difference over seeds [each seed's], and in how many seeds "
             "AIHF is ahead.",
+            *(
+                ["`true_reward` shares only the env and seed: AIHF minus it is the gap to SAC on the env's own reward."]
+                if any(r["baseline"] in REFERENCE for r in paired)
+                else []
+            ),
             "",
             "| env | demos | pairs | baseline | final: AIHF - baseline | ahead | late: AIHF - baseline | ahead |",
             "|---|---|---|---|---|---|---|---|",

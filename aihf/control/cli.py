@@ -21,7 +21,7 @@ from .flags import parse_config, parse_flags
 
 COMMANDS = {
     "collect": "train a SAC demonstrator and write demonstrations, a pool and labelled pairs",
-    "train": "one run: aihf, pref_rl, ml_irl, two_stage, bc, null_constant or null_untrained",
+    "train": "one run: aihf, pref_rl, ml_irl, two_stage, bc, null_constant, null_untrained or true_reward",
     "eval": "ground-truth and normalised return of a finished run's policy",
     "bench": "the benchmark table (one result file per run; see 'aihf control bench --help')",
 }

@@ -25,7 +25,10 @@ from ..errors import ConfigError
 # The null rewards: the same SAC loop on a reward that is never trained (a constant, or the reward net
 # as initialised); what a learned reward must beat to be a result (docs/control.md, "Null rewards").
 NULL_METHODS = ("null_constant", "null_untrained")
-METHODS = ("aihf", "pref_rl", "ml_irl", "bc", "two_stage", *NULL_METHODS)
+# The reference: the same SAC loop on the env's own reward, what a perfect learned reward could reach at
+# this budget (docs/control.md, "The true-reward reference"). Neither a learned reward nor a null one.
+TRUE_REWARD = "true_reward"
+METHODS = ("aihf", "pref_rl", "ml_irl", "bc", "two_stage", *NULL_METHODS, TRUE_REWARD)
 
 
 @dataclass
@@ -40,7 +43,8 @@ class ControlConfig:
             "SAC on it); ml_irl: pref_weight=0; bc: behaviour cloning of the demonstrations; two_stage: reward "
             "fitted on preferences first (reward_pretrain_steps), then ML-IRL from it; null_constant / null_untrained: "
             "the null-reward baselines, SAC on a reward that is never trained (0, shifted by the survival bonus, or "
-            "the reward net as initialised).",
+            "the reward net as initialised); true_reward: SAC on the env's reward: what a perfect learned reward could "
+            "reach at this budget (a reference, not a method from the data).",
             "choices": list(METHODS),
         },
     )
@@ -163,7 +167,7 @@ class ControlConfig:
                 raise ConfigError(f"{name}={value!r} (from {source}) must be a file path (leave it unset for none)")
         if self.result_file is not None and os.path.isdir(self.result_file):
             raise ConfigError(f"result_file={self.result_file!r} (from {source}) is a folder, not a file path")
-        if self.demonstrations is None and self.method != "pref_rl":
+        if self.demonstrations is None and self.method not in ("pref_rl", TRUE_REWARD):
             raise ConfigError(f"demonstrations (from {source}) is required for method={self.method}")
         uses_prefs = self.method in ("pref_rl", "two_stage") or (self.method == "aihf" and self.pref_weight > 0)
         if uses_prefs and (self.preferences is None or self.num_preferences == 0) and self.method != "aihf":
@@ -211,7 +215,7 @@ class ControlConfig:
     @property
     def effective_weights(self) -> tuple[float, float]:
         """(w_D, w_P) after the method's reduction (method.md, "Reductions")."""
-        if self.method == "bc" or self.method in NULL_METHODS:
+        if self.method in ("bc", TRUE_REWARD) or self.method in NULL_METHODS:
             return 0.0, 0.0  # no reward is learned
         if self.method == "pref_rl":
             return 0.0, 1.0
@@ -239,6 +243,13 @@ METHOD_IGNORES: dict[str, tuple[str, ...]] = {
     "bc": tuple(f.name for f in dataclasses.fields(ControlConfig) if f.name not in _BC_USES),
     "null_untrained": (*_BC_ONLY, *_REWARD_STEP),
     "null_constant": (*_BC_ONLY, *_REWARD_STEP, "reward_net_arch", "reward_input", "normalization_samples"),
+    # The env's reward as Gymnasium returns it: no data, no reward net, no shift, scale or normalisation. As for
+    # pref_rl, demonstrations is never opened but locates the default reference returns (meta.json beside it).
+    TRUE_REWARD: (
+        "num_demonstrations", *_BC_ONLY, *_REWARD_STEP, "reward_net_arch", "reward_input",
+        "reward_bound", "sac_reward_scale", "survival_bonus", "sac_reward_normalization", "normalization_samples",
+        "skip_nonfinite_steps",
+    ),  # fmt: skip
 }
 
 

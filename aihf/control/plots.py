@@ -36,15 +36,21 @@ def plot_curves(env_id: str, rows: list[dict], path: str, methods, columns: int 
     fig, axes = plt.subplots(
         nrows, ncols, figsize=(3.6 * ncols, 2.7 * nrows + 0.6), squeeze=False, sharex=True, sharey=True
     )
-    # One color per method in every panel; the null rewards grey and dashed, the floor to beat.
-    colors = {**dict(zip(methods, ("C0", "C1", "C2", "C3", "k"))), "null_constant": "0.45", "null_untrained": "C5"}
-    styles = {"null_constant": "--", "null_untrained": "--"}
+    # One color per method in every panel; the null rewards grey and dashed, the floor to beat; the true
+    # reward dashed in its own colour, the ceiling at this budget.
+    colors = {
+        **dict(zip(methods, ("C0", "C1", "C2", "C3", "k"))),
+        "null_constant": "0.45",
+        "null_untrained": "C5",
+        "true_reward": "C6",
+    }
+    styles = {"null_constant": "--", "null_untrained": "--", "true_reward": "--"}
     handles: dict[str, object] = {}
     for k, setting in enumerate(settings):
         ax = axes[k // ncols][k % ncols]
         for method in methods:
             # ML-IRL and BC ignore preferences: their result at 0 pairs is the reference in every panel; the
-            # null rewards ignore all data: their one setting's runs are drawn in every panel.
+            # null rewards and the true reward ignore all data: their one setting's runs are drawn in every panel.
             source = setting.split("_p")[0] + "_p0" if method in ("ml_irl", "bc") else setting
             if method in styles:
                 source = min((r["setting"] for r in rows if r["method"] == method), default="")

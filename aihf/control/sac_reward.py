@@ -9,11 +9,12 @@ alive, whatever ``r`` says: an untrained or constant reward then scores well too
 whose reward never trained scored 0.85 normalised on InvertedDoublePendulum-v5, above AIHF's 0.74).
 The null-reward methods measure that part; :func:`survival_bonus_line` says it at the start of
 ``aihf control train``, and :func:`survival_bonus_record` is what ``result.json`` keeps.
+``true_reward`` is the other end: SAC on the env's own reward, no learned reward and no shift.
 """
 
 from __future__ import annotations
 
-from .config import NULL_METHODS, ControlConfig
+from .config import NULL_METHODS, TRUE_REWARD, ControlConfig
 
 __all__ = ["survival_bonus_line", "survival_bonus_record", "terminations", "learns_reward"]
 
@@ -23,6 +24,12 @@ def survival_bonus_line(config: ControlConfig) -> str | None:
     if config.method == "bc":
         return None
     c = config
+    if c.method == TRUE_REWARD:
+        return (
+            "aihf control train: true_reward: SAC is trained on the env's own reward as Gymnasium returns it (no "
+            "learned reward, no survival-bonus shift, no normalisation): what a perfect learned reward could reach at "
+            "this budget, a reference, not a method from the data"
+        )
     if c.survival_bonus:
         what = {"null_constant": "the constant 0", "null_untrained": "the untrained reward r"}.get(
             c.method, "the learned reward r"
@@ -47,6 +54,8 @@ def survival_bonus_record(config: ControlConfig, terminated_episodes: int | None
     c = config
     if c.method == "bc":
         return {"on": False, "shift": None, "terminated_episodes": None}
+    if c.method == TRUE_REWARD:  # the env's reward, unshifted, whatever survival_bonus says
+        return {"on": False, "shift": "none", "terminated_episodes": terminated_episodes}
     return {"on": c.survival_bonus, "shift": _shift(c), "terminated_episodes": terminated_episodes}
 
 
@@ -66,5 +75,5 @@ def terminations(replay_buffer) -> int:
 
 
 def learns_reward(config: ControlConfig) -> bool:
-    """Whether the run takes reward steps (not bc and not a null reward)."""
-    return config.method != "bc" and config.method not in NULL_METHODS
+    """Whether the run takes reward steps (not bc, not a null reward, not the env's reward)."""
+    return config.method not in ("bc", TRUE_REWARD) and config.method not in NULL_METHODS

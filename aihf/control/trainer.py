@@ -1,6 +1,7 @@
 """The AIHF loop for continuous control (method.md, "Instantiations" 1 and "Control specifics"),
 and the baselines that are settings of it (preference-only RL, ML-IRL, two-stage) or beside it
-(behaviour cloning, :mod:`aihf.control.bc`).
+(behaviour cloning, :mod:`aihf.control.bc`; the null rewards and ``true_reward``, SAC on the env's
+own reward, the reference a perfect learned reward could reach at this budget).
 
 Each round: ``sac_steps_per_round`` env steps of stable-baselines3 SAC on the current learned
 reward (SAC is warm-started across rounds: one model, one replay buffer, rewards relabelled with
@@ -51,7 +52,7 @@ from .checkpoint import (
     restore_checkpoint,
     save_checkpoint,
 )
-from .config import ControlConfig, parse_sizes
+from .config import TRUE_REWARD, ControlConfig, parse_sizes
 from .data import Preferences, Trajectories, load_preferences, load_trajectories
 from .envs import check_memory, episode_summary, evaluate_episodes, json_safe, make_env, normalized_score, replay_buffer_bytes
 from .reward import RewardBatch, RewardNet, env_actions, reward_loss
@@ -89,7 +90,7 @@ class ControlTrainer:
         if c.method != "bc":  # bc has no replay buffer
             check_memory(c, obs_space, act_space, source)
         self.demos: Trajectories | None = None
-        if c.demonstrations is not None and c.method != "pref_rl":
+        if c.demonstrations is not None and c.method not in ("pref_rl", TRUE_REWARD):
             self.demos = load_trajectories(c.demonstrations, obs_space, act_space)
             if c.num_demonstrations is not None:
                 if not 1 <= c.num_demonstrations <= self.demos.num_episodes:
@@ -165,8 +166,9 @@ class ControlTrainer:
                 )
                 obs_rows.append(getattr(self.prefs, f"{side}_observations")[mask])
                 act_rows.append(getattr(self.prefs, f"{side}_actions")[mask])
-        self.data_obs, self.data_act = np.concatenate(obs_rows), np.concatenate(act_rows)
-        self.reward_net.set_normalization(self.data_obs, self.data_act)
+        if obs_rows:  # true_reward reads no data: its reward net stays as built, never called
+            self.data_obs, self.data_act = np.concatenate(obs_rows), np.concatenate(act_rows)
+            self.reward_net.set_normalization(self.data_obs, self.data_act)
         self.reward_optimizer = torch.optim.Adam(self.reward_net.parameters(), lr=c.reward_learning_rate)
         self.model = CheckedSAC(
             "MlpPolicy",
@@ -180,7 +182,8 @@ class ControlTrainer:
             train_freq=c.train_freq,
             gradient_steps=c.gradient_steps,
             replay_buffer_class=RelabelledReplayBuffer,
-            replay_buffer_kwargs={"reward_fn": self._sac_reward},
+            # true_reward: no relabelling, so minibatches hold the env's rewards as stored.
+            replay_buffer_kwargs={"reward_fn": None if c.method == TRUE_REWARD else self._sac_reward},
             policy_kwargs={"net_arch": parse_sizes(c.net_arch)},
             seed=c.seed,
             device="cpu",
@@ -303,7 +306,7 @@ class ControlTrainer:
         data's states while the buffer is empty. Draws no random numbers, so a resumed run recomputes
         the values the stopped one used. Returns logs."""
         c = self.config
-        if c.sac_reward_normalization == "none" or c.method == "null_constant":  # a constant has no spread
+        if c.sac_reward_normalization == "none" or c.method in ("null_constant", TRUE_REWARD):  # no net to scale
             return {}
         buf = self.model.replay_buffer
         size = buf.buffer_size if buf.full else buf.pos

@@ -546,9 +546,9 @@ def test_bench_lists_one_command_per_run_skips_finished_ones_and_reports(tmp_pat
     from aihf.control import bench
 
     runs = bench.plan("cpu")
-    # 2 envs x 3 seeds x (expert1: ml_irl, bc, the 2 null rewards, aihf and pref_rl at 10 pairs, + two_stage
-    #                     at 100; expert4 and low1: ml_irl, bc, aihf)
-    assert len(runs) == 2 * 3 * (9 + 3 + 3) and len({(r.env_id, r.name) for r in runs}) == len(runs)
+    # 2 envs x 3 seeds x (expert1: ml_irl, bc, the 2 null rewards, true_reward, aihf and pref_rl at 10 pairs,
+    #                     + two_stage at 100; expert4 and low1: ml_irl, bc, aihf)
+    assert len(runs) == 2 * 3 * (10 + 3 + 3) and len({(r.env_id, r.name) for r in runs}) == len(runs)
     assert {(r.setting, r.method) for r in runs if r.method.startswith("null_")} == {
         ("expert1_p0", "null_constant"),
         ("expert1_p0", "null_untrained"),
@@ -561,7 +561,7 @@ def test_bench_lists_one_command_per_run_skips_finished_ones_and_reports(tmp_pat
     common = ["--preset", "ci", "--results", str(results), "--data_root", str(tmp_path / "data")]
     assert bench.main([*common, "--list"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert len(lines) == 1 + 7 and lines[0].startswith("python -m aihf.control.cli collect --preset ci")
+    assert len(lines) == 1 + 8 and lines[0].startswith("python -m aihf.control.cli collect --preset ci")
     aihf_line = next(line for line in lines if "--method aihf" in line)
     assert "--num_demonstrations 1 --preferences" in aihf_line and "--num_preferences 10" in aihf_line
 

@@ -290,13 +290,13 @@ def test_the_loop_logs_both_gradient_norms_each_round(data_dir, tmp_path):
 # ----------------------------------------------------------------------------- the long preset
 def test_long_preset_lists_one_command_per_run_in_its_own_folders(tmp_path, capsys):
     runs = bench.plan("long")
-    # 2 envs x 3 seeds x (1 demo, 0 pairs: ml_irl, bc, 2 null rewards; 10 and 100 pairs: aihf, pref_rl,
-    # two_stage; low-quality demo: ml_irl and bc at 0 pairs, aihf at 100)
-    assert len(runs) == 2 * 3 * (4 + 3 + 3 + 2 + 1)
+    # 2 envs x 3 seeds x (1 demo, 0 pairs: ml_irl, bc, 2 null rewards, true_reward; 10 and 100 pairs: aihf,
+    # pref_rl, two_stage; low-quality demo: ml_irl and bc at 0 pairs, aihf at 100)
+    assert len(runs) == 2 * 3 * (5 + 3 + 3 + 2 + 1)
     assert {r.env_id for r in runs} == {"HalfCheetah-v5", "Hopper-v5"} and {r.seed for r in runs} == {0, 1, 2}
     assert {r.demos[1] for r in runs} == {1} and {r.num_preferences for r in runs} == {0, 10, 100}
     assert {r.method for r in runs} == {"aihf", "pref_rl", "ml_irl", "two_stage", "bc", "null_constant",
-                                        "null_untrained"}  # fmt: skip
+                                        "null_untrained", "true_reward"}  # fmt: skip
     assert bench.main(["--preset", "long", "--list", "--data_root", str(tmp_path)]) == 0
     lines = capsys.readouterr().out.splitlines()
     trains = [line for line in lines if " train " in line]
