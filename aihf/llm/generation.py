@@ -22,6 +22,27 @@ GENERATION_BACKENDS = ("generate", "static", "compiled")
 CACHE_BUCKET = 64  # static-cache lengths are rounded up to a multiple: few shapes, so few recompilations
 
 
+def inductor_options(device: torch.device) -> dict[str, int]:
+    """``torch.compile`` options for inductor that pin the CPU vector width it generates C++ for.
+
+    Inductor picks that width (its ``cpp.simdlen``: 512, 256, or 0 for scalar code) from
+    ``ATEN_CPU_CAPABILITY``, but its on-disk graph cache (``TORCHINDUCTOR_CACHE_DIR``, shared by
+    every process of a user) does not key on that variable (torch 2.13): a decode step compiled
+    under AVX-512 was reused under ``ATEN_CPU_CAPABILITY=avx2`` and its 16-lane loops were built
+    with 8-lane vectors, giving NaN logits (or heap corruption the other way round, or a C++ build
+    error under ``default``). Passing the width as an option puts it in the cache key. Returns
+    ``{}`` off the CPU (GPU kernels are Triton's) and where this torch has no such ISA probe (the
+    cache then behaves as torch ships it).
+    """
+    if device.type != "cpu":
+        return {}
+    try:
+        from torch._inductor.cpu_vec_isa import pick_vec_isa
+    except ImportError:
+        return {}
+    return {"cpp.simdlen": pick_vec_isa().bit_width()}
+
+
 class SampleGenerator(Protocol):
     def __call__(self, model: nn.Module, prompts: list[list[int]], seed: int) -> list[list[int]]: ...
 
@@ -37,9 +58,10 @@ class HFGenerator:
     of the logits. Other generation settings of the model's ``generation_config`` (repetition
     penalty, ...) are ignored by this loop. ``"compiled"`` is ``"static"`` with the decode step
     compiled by ``torch.compile``; the first call for each (batch, cache length) shape compiles
-    (seconds), later ones reuse it. Cache lengths are rounded up to a multiple of 64. Where the
-    compiler backend fails (e.g. inductor's C++ build under ``ATEN_CPU_CAPABILITY=default``),
-    ``"compiled"`` warns once and decodes like ``"static"``, which draws the same tokens.
+    (seconds), later ones reuse it. Cache lengths are rounded up to a multiple of 64; the vector
+    width inductor compiles for follows ``ATEN_CPU_CAPABILITY`` (see :func:`inductor_options`).
+    Where the compiler backend fails (e.g. no C++ compiler for inductor on a CPU), ``"compiled"``
+    warns once and decodes like ``"static"``, which draws the same tokens.
     """
 
     pad_token_id: int
@@ -101,7 +123,8 @@ class HFGenerator:
         key = id(model)
         if key not in self._compiled:
             # Fixed shapes (dynamic=False): the decode step's inputs are (B, 1) tokens and a (B, L) mask.
-            self._compiled[key] = torch.compile(model.forward, dynamic=False)
+            options = inductor_options(next(model.parameters()).device)
+            self._compiled[key] = torch.compile(model.forward, dynamic=False, options=options)
         return self._compiled[key]
 
     def _warpers(self) -> list:
