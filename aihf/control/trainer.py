@@ -508,7 +508,8 @@ def load_policy(config: ControlConfig, path: str):
     """The policy file :meth:`ControlTrainer.save_policy` wrote for a run of ``config``, as
     ``act(obs) -> action`` (deterministic). Needs the env and the network sizes only, not the run's
     data, so a run folder evaluates after its data has moved. Raises ``OSError``, ``RuntimeError`` or
-    safetensors' error for a file that is not such a policy."""
+    safetensors' error for a file that is not such a policy; :class:`aihf.ConfigError` for an sbx
+    run's policy without sbx installed, or one that does not fit ``net_arch``."""
     from safetensors.torch import load_file
 
     weights = load_file(path)
