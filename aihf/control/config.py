@@ -84,8 +84,8 @@ class ControlConfig:
         default="sb3",
         metadata={
             "help": "SAC's library: sb3 (stable-baselines3, torch) or sbx (sbx-rl, JAX: ~1.5x the env steps per "
-            "CPU-second at 64x64; pip install \"aihf[sbx]\"). Same algorithm, settings and relabelled replay buffer; "
-            "a run resumes only with the backend it started with.",
+            "CPU-second at 64x64, ~1.25x at 256x256; pip install \"aihf[sbx]\", ~690 MB). Same algorithm, settings "
+            "and relabelled replay buffer; a run resumes only with the backend it started with.",
             "choices": ["sb3", "sbx"],
         },
     )
