@@ -20,6 +20,7 @@ from __future__ import annotations
 import functools
 import math
 import os
+import sys
 
 import numpy as np
 
@@ -44,7 +45,7 @@ XLA_ONE_THREAD = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_thread
 def require_sbx(source: str = "the flags", threads: int = 1) -> None:
     """Raise :class:`aihf.ConfigError` (one line, how to install it) when sbx cannot be imported.
     With ``threads == 1`` and no ``XLA_FLAGS`` of the user's, first hold XLA to one thread."""
-    if threads == 1 and "XLA_FLAGS" not in os.environ and "jax" not in __import__("sys").modules:
+    if threads == 1 and "XLA_FLAGS" not in os.environ and "jax" not in sys.modules:
         os.environ["XLA_FLAGS"] = XLA_ONE_THREAD
     try:
         import sbx  # noqa: F401
