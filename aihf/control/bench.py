@@ -470,6 +470,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--speed_steps", type=int, default=10_000, help="--speed: env steps per run.")
     parser.add_argument("--speed_repeats", type=int, default=2, help="--speed: runs of each.")
+    parser.add_argument(
+        "--speed_backends",
+        default=None,
+        help="Instead: env steps per CPU-second of plain SB3 SAC against these variants, alternated, one process a "
+        "run, with --speed_steps and --speed_repeats (e.g. 'sbx,sb3:n_envs=2,sb3:train_freq=4,aihf:sb3,aihf:sbx'; "
+        "sbx needs aihf[sbx]); the paper preset's SAC sizes with --preset paper, else the cpu preset's. Writes "
+        "speed_backends_<env>.json and .md (docs/control.md, 'Speed').",
+    )
     args = parser.parse_args(argv)
     suffix = "" if args.preset == "cpu" else f"-{args.preset}"  # the cpu table's folders predate the others
     args.results = args.results or f"benchmarks/results/control{suffix}"
@@ -490,6 +498,28 @@ def main(argv: list[str] | None = None) -> int:
             )
         report(args.results, this)
         print(f"wrote {os.path.join(args.results, 'results.md')}")
+        return 0
+    if args.speed_backends:
+        from .speed_backends import parse_variant, speed_backends
+
+        variants = tuple(v.strip() for v in args.speed_backends.split(",") if v.strip())
+        for v in variants:
+            try:
+                parse_variant(v)
+            except ValueError as e:
+                parser.error(f"argument --speed_backends: {e}")
+        env_id = (envs or PLANS[args.preset]["envs"])[0]
+        speed_backends(
+            env_id,
+            "paper" if args.preset == "paper" else "cpu",
+            args.speed_steps,
+            args.speed_repeats,
+            os.path.join(args.results, f"speed_backends_{env_id}.json"),
+            this,
+            variants=variants,
+            data_dir=os.path.join(args.data_root, env_id),
+        )
+        print(f"wrote {os.path.join(args.results, f'speed_backends_{env_id}.md')}")
         return 0
     if args.speed:
         env_id = (envs or PLANS[args.preset]["envs"])[0]

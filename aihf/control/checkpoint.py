@@ -1,6 +1,7 @@
 """The AIHF loop's checkpoints (``output_dir/checkpoint``), written atomically after every round
 and free of pickles: tensors and optimiser states in ``state.pt`` (read back with
-``torch.load(weights_only=True)``), SAC's replay buffer as ``buffer.npz`` (``allow_pickle=False``),
+``torch.load(weights_only=True)``; with ``sac_backend="sbx"`` SAC's JAX arrays in ``sac.npz``,
+``allow_pickle=False``), SAC's replay buffer as ``buffer.npz`` (``allow_pickle=False``),
 and counters, every RNG state the run draws from and the run's configuration in ``meta.json``.
 
 A save writes ``checkpoint.tmp``, moves the last checkpoint to ``checkpoint.old``, moves the new one
@@ -61,14 +62,19 @@ def save_checkpoint(path: str, model, reward_net, reward_optimizer, rng: np.rand
     shutil.rmtree(tmp, ignore_errors=True)
     os.makedirs(tmp)
     tensors = {
-        "policy": model.policy.state_dict(),
-        "actor_optimizer": model.actor.optimizer.state_dict(),
-        "critic_optimizer": model.critic.optimizer.state_dict(),
         "reward": reward_net.state_dict(),
         "reward_optimizer": reward_optimizer.state_dict(),
         "torch_rng": torch.get_rng_state(),
     }
-    if model.ent_coef_optimizer is not None:
+    if _is_sbx(model):  # JAX arrays, not torch modules
+        from .sbx_backend import sac_arrays
+
+        np.savez(os.path.join(tmp, "sac.npz"), **sac_arrays(model))
+    else:
+        tensors["policy"] = model.policy.state_dict()
+        tensors["actor_optimizer"] = model.actor.optimizer.state_dict()
+        tensors["critic_optimizer"] = model.critic.optimizer.state_dict()
+    if not _is_sbx(model) and model.ent_coef_optimizer is not None:
         tensors["log_ent_coef"] = model.log_ent_coef.detach().clone()
         tensors["ent_coef_optimizer"] = model.ent_coef_optimizer.state_dict()
     torch.save(tensors, os.path.join(tmp, "state.pt"))
@@ -119,9 +125,23 @@ def restore_checkpoint(path: str, meta: dict, model, reward_net, reward_optimize
     except Exception as e:  # weights_only refuses anything but tensors and plain containers
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ConfigError(f"{path}/state.pt: refused to load ({first})") from None
-    model.policy.load_state_dict(state["policy"])
-    model.actor.optimizer.load_state_dict(state["actor_optimizer"])
-    model.critic.optimizer.load_state_dict(state["critic_optimizer"])
+    if _is_sbx(model):
+        from .sbx_backend import load_sac_arrays
+
+        source = os.path.join(path, "sac.npz")
+        try:
+            with np.load(source, allow_pickle=False) as arrays:
+                load_sac_arrays(model, arrays, source)
+        except ConfigError:
+            raise
+        except ValueError:  # an object array (it would unpickle)
+            raise ConfigError(f"{source}: refused to load (it holds a pickled object array)") from None
+        except OSError as e:
+            raise ConfigError(f"{source}: refused to load ({e})") from None
+    else:
+        model.policy.load_state_dict(state["policy"])
+        model.actor.optimizer.load_state_dict(state["actor_optimizer"])
+        model.critic.optimizer.load_state_dict(state["critic_optimizer"])
     if "log_ent_coef" in state:
         with torch.no_grad():
             model.log_ent_coef.copy_(state["log_ent_coef"])
@@ -145,6 +165,11 @@ def restore_checkpoint(path: str, meta: dict, model, reward_net, reward_optimize
     if "python_rng" in meta:
         version, internal, gauss = meta["python_rng"]
         random.setstate((version, tuple(internal), gauss))
+
+
+def _is_sbx(model) -> bool:
+    # sbx's SAC (sac_backend="sbx") keeps its networks as flax TrainStates on the policy.
+    return hasattr(model.policy, "actor_state")
 
 
 def recover_checkpoint(path: str) -> None:

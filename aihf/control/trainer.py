@@ -89,6 +89,10 @@ class ControlTrainer:
         obs_space, act_space = self.env.observation_space, self.env.action_space
         if c.method != "bc":  # bc has no replay buffer
             check_memory(c, obs_space, act_space, source)
+        if c.sac_backend == "sbx" and c.method != "bc":  # bc trains no SAC
+            from .sbx_backend import require_sbx
+
+            require_sbx(source, c.torch_threads)
         self.demos: Trajectories | None = None
         if c.demonstrations is not None and c.method not in ("pref_rl", TRUE_REWARD):
             self.demos = load_trajectories(c.demonstrations, obs_space, act_space)
@@ -170,7 +174,11 @@ class ControlTrainer:
             self.data_obs, self.data_act = np.concatenate(obs_rows), np.concatenate(act_rows)
             self.reward_net.set_normalization(self.data_obs, self.data_act)
         self.reward_optimizer = torch.optim.Adam(self.reward_net.parameters(), lr=c.reward_learning_rate)
-        self.model = CheckedSAC(
+        if c.sac_backend == "sbx":
+            from .sbx_backend import checked_sbx_sac as sac_class
+        else:
+            sac_class = CheckedSAC
+        self.model = sac_class(
             "MlpPolicy",
             self.env,
             learning_rate=c.sac_learning_rate,
@@ -451,7 +459,13 @@ class ControlTrainer:
         weights with their Adam moments; else :class:`aihf.TrainingError` (exit status 3)."""
         from ..llm.guards import check_disk_space
 
-        weights = sum(p.numel() * 4 for p in [*self.model.policy.parameters(), *self.reward_net.parameters()])
+        if self.config.sac_backend == "sbx":
+            from .sbx_backend import parameter_count
+
+            sac = parameter_count(self.model)
+        else:
+            sac = sum(p.numel() for p in self.model.policy.parameters())
+        weights = 4 * (sac + sum(p.numel() for p in self.reward_net.parameters()))
         buffer = replay_buffer_bytes(self.config, self.env.observation_space, self.env.action_space)
         # A resumed run's last checkpoint is on disk already: the next save needs room for one more.
         check_disk_space(
@@ -479,9 +493,15 @@ class ControlTrainer:
         """Write the trained policy to ``output_dir/policy.safetensors`` (SAC actor or BC net)."""
         from safetensors.torch import save_file
 
-        module = self.bc_policy if self.config.method == "bc" else self.model.actor
         path = os.path.join(self.config.output_dir, "policy.safetensors")
-        save_file({k: v.detach().contiguous() for k, v in module.state_dict().items()}, path + ".tmp")
+        if self.config.method != "bc" and self.config.sac_backend == "sbx":
+            from .sbx_backend import actor_arrays
+
+            weights = {k: torch.from_numpy(v.copy()) for k, v in actor_arrays(self.model).items()}
+        else:
+            module = self.bc_policy if self.config.method == "bc" else self.model.actor
+            weights = {k: v.detach().contiguous() for k, v in module.state_dict().items()}
+        save_file(weights, path + ".tmp")
         os.replace(path + ".tmp", path)
         return path
 
@@ -490,7 +510,8 @@ def load_policy(config: ControlConfig, path: str):
     """The policy file :meth:`ControlTrainer.save_policy` wrote for a run of ``config``, as
     ``act(obs) -> action`` (deterministic). Needs the env and the network sizes only, not the run's
     data, so a run folder evaluates after its data has moved. Raises ``OSError``, ``RuntimeError`` or
-    safetensors' error for a file that is not such a policy."""
+    safetensors' error for a file that is not such a policy; :class:`aihf.ConfigError` for an sbx
+    run's policy without sbx installed, or one that does not fit ``net_arch``."""
     from safetensors.torch import load_file
 
     weights = load_file(path)
@@ -499,6 +520,11 @@ def load_policy(config: ControlConfig, path: str):
         policy = BCPolicy(env.observation_space, env.action_space, parse_sizes(config.net_arch))
         policy.load_state_dict(weights)
         return policy.act
+    if config.sac_backend == "sbx":
+        from .sbx_backend import require_sbx, sbx_policy
+
+        require_sbx(path)
+        return sbx_policy(env, parse_sizes(config.net_arch), {k: v.numpy() for k, v in weights.items()}, path)
     from stable_baselines3 import SAC
 
     # Only the actor is used: a one-transition buffer instead of the run's.
