@@ -96,6 +96,15 @@ class ControlConfig:
     # Reward
     demo_weight: float = field(default=1.0, metadata={"help": "w_D: weight of the ML-IRL demonstration term."})
     pref_weight: float = field(default=1.0, metadata={"help": "w_P: weight of the Bradley-Terry preference term."})
+    demo_loss: str = field(
+        default="linear",
+        metadata={
+            "help": "The ML-IRL term's form (method.md, Instantiations 1): linear, -(r(demo state) - r(policy state)) "
+            "as in the authors' control code, which pushes both sides to the reward bound; or logistic, "
+            "-log sigmoid(r(demo state) - r(policy state)), which stops pushing once a pair is separated.",
+            "choices": ["linear", "logistic"],
+        },
+    )
     reward_net_arch: str = field(default="64,64", metadata={"help": "Reward MLP hidden sizes, comma-separated."})
     reward_input: str = field(
         default="state",
@@ -244,11 +253,11 @@ _BC_USES = {
 # The null rewards never train: every setting of the reward step is unused, and the constant has no net.
 _REWARD_STEP = (
     "preferences", "num_preferences", "demo_weight", "pref_weight", "reward_learning_rate", "reward_steps_per_round",
-    "reward_batch_size", "policy_sample_steps", "reward_pretrain_steps",
+    "reward_batch_size", "policy_sample_steps", "reward_pretrain_steps", "demo_loss",
 )  # fmt: skip
 METHOD_IGNORES: dict[str, tuple[str, ...]] = {
     "aihf": (*_BC_ONLY, "reward_pretrain_steps"),
-    "pref_rl": (*_BC_ONLY, "demo_weight", "pref_weight", "policy_sample_steps"),
+    "pref_rl": (*_BC_ONLY, "demo_weight", "pref_weight", "policy_sample_steps", "demo_loss"),
     "ml_irl": (*_BC_ONLY, "preferences", "num_preferences", "pref_weight", "reward_pretrain_steps"),
     "two_stage": (*_BC_ONLY, "pref_weight"),
     "bc": tuple(f.name for f in dataclasses.fields(ControlConfig) if f.name not in _BC_USES),

@@ -97,11 +97,14 @@ class RewardBatch:
     rejected_len: Tensor | None = None
 
 
-def reward_loss(net: RewardNet, batch: RewardBatch, demo_weight: float, pref_weight: float, grad_norms=False):
+def reward_loss(
+    net: RewardNet, batch: RewardBatch, demo_weight: float, pref_weight: float, grad_norms=False, demo_loss="linear"
+):
     """The reward's loss, method.md (U) as in "Instantiations" 1(c):
-    ``w_D * ML-IRL-linear(r(demo states), r(policy states)) + w_P * BT(R(chosen), R(rejected))``
-    with ``R`` a segment's summed reward (:func:`aihf.losses.reward_model_loss`; no clamp, the net's
-    output is bounded already). A term whose weight is 0 is not computed. Returns ``(loss, logs)``.
+    ``w_D * ML-IRL(r(demo states), r(policy states)) + w_P * BT(R(chosen), R(rejected))``
+    with ``R`` a segment's summed reward and ML-IRL the linear or the logistic form (``demo_loss``;
+    :func:`aihf.losses.reward_model_loss`; no clamp, the net's output is bounded already). A term whose
+    weight is 0 is not computed. Returns ``(loss, logs)``.
 
     With ``grad_norms`` the logs also hold ``reward/grad_norm_demo`` and ``reward/grad_norm_pref``:
     the L2 norm over the net's parameters of each weighted term's gradient, ``||grad(w_D * demo)||``
@@ -115,7 +118,7 @@ def reward_loss(net: RewardNet, batch: RewardBatch, demo_weight: float, pref_wei
         chosen = segment_returns(net(batch.chosen_obs, batch.chosen_act), batch.chosen_len)
         rejected = segment_returns(net(batch.rejected_obs, batch.rejected_act), batch.rejected_len)
     out = losses.reward_model_loss(
-        chosen, rejected, demo, sample, demo_weight=demo_weight, pref_weight=pref_weight, demo_loss="linear"
+        chosen, rejected, demo, sample, demo_weight=demo_weight, pref_weight=pref_weight, demo_loss=demo_loss
     )
     logs: dict[str, float] = {}
     if out.demo is not None:

@@ -273,7 +273,9 @@ class ControlTrainer:
             batch = self._reward_batch(demo_weight, pref_weight)
             # The logs are the last step's: only it pays for the per-term gradient norms.
             last = i == steps - 1
-            loss, step_logs = reward_loss(self.reward_net, batch, demo_weight, pref_weight, grad_norms=last)
+            loss, step_logs = reward_loss(
+                self.reward_net, batch, demo_weight, pref_weight, grad_norms=last, demo_loss=self.config.demo_loss
+            )
             self.reward_optimizer.zero_grad()
             problem = self._nonfinite_reward_step(step_logs, loss)
             if problem is not None:

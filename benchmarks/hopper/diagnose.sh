@@ -19,4 +19,5 @@ for seed in 0 1 2; do
   variant "$seed" reward_steps_1 "--reward_steps_per_round 1"
   variant "$seed" pref_weight_0.04 "--pref_weight 0.04"
   variant "$seed" state_action "--reward_input state_action"
+  variant "$seed" demo_loss_logistic "--demo_loss logistic"
 done

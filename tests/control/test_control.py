@@ -131,6 +131,33 @@ def test_reward_loss_reduces_to_the_single_terms_exactly():
     torch.testing.assert_close(reward_loss(net, batch, 0.5, 2.0)[0], 0.5 * irl + 2.0 * bt)
 
 
+def test_the_logistic_demo_term_is_the_mean_of_minus_log_sigmoid_of_the_state_gaps():
+    torch.manual_seed(0)
+    net, batch = RewardNet(2, 1), _toy_batch(np.random.default_rng(0))
+    r_demo, r_policy = net(batch.demo_obs), net(batch.sample_obs)
+    by_hand = -torch.nn.functional.logsigmoid(r_demo - r_policy).mean()
+    torch.testing.assert_close(reward_loss(net, batch, 1.0, 0.0, demo_loss="logistic")[0], by_hand)
+
+
+def test_the_logistic_demo_term_stops_pushing_a_separated_reward_to_the_bound():
+    """The linear term's gradient never vanishes, so it drives expert and policy states to +/- bound;
+    the logistic one stops once the pairs are separated by a few units."""
+    gaps = {}
+    for form in ("linear", "logistic"):
+        torch.manual_seed(0)
+        rng = np.random.default_rng(0)
+        net = RewardNet(2, 1, hidden=(32, 32), bound=10.0)
+        opt = torch.optim.Adam(net.parameters(), lr=3e-3)
+        for _ in range(400):
+            loss, _ = reward_loss(net, _toy_batch(rng), 1.0, 0.0, demo_loss=form)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        gaps[form] = _gaps(net, _toy_batch(np.random.default_rng(99)))[0]
+    assert gaps["linear"] > 15.0  # near the 20-unit ceiling of a +/-10 reward
+    assert 2.0 < gaps["logistic"] < 0.75 * gaps["linear"]  # measured: ~10 against ~20
+
+
 def test_reward_net_is_bounded_and_state_action_uses_actions():
     net = RewardNet(3, 2, hidden=(8,), use_actions=True, bound=2.0)
     with torch.no_grad():
