@@ -75,4 +75,7 @@ def test_readme_torchrun_command_is_data_parallel_on_cpu(tmp_path):
     moved = max((p_one[k] - p for k, p in load_file(tmp_path / "model" / "model.safetensors").items()), key=torch.norm)
     assert moved.abs().max() > 1e-3  # training did change the parameters
     for name in p_one:
-        torch.testing.assert_close(p_two[name], p_one[name], rtol=0, atol=1e-5, msg=name)
+        # Adam at lr 1e-2 moves an element ~1e-2 a step whatever its gradient's size: rounding of a
+        # near-zero gradient (another summation order under other kernel sets, e.g. avx2) shows up to
+        # ~1e-4 after 2 steps; atol is 1 % of a step, far below a missing or doubled batch.
+        torch.testing.assert_close(p_two[name], p_one[name], rtol=0, atol=1e-4, msg=name)

@@ -95,7 +95,8 @@ def _assert_same(our_loss, trl_loss, ours, theirs, ours_model, trl_model):
     g_ours, g_trl = _grads(ours_model), _grads(trl_model)
     assert g_ours.keys() == g_trl.keys() and g_ours
     for name in g_ours:
-        torch.testing.assert_close(g_ours[name], g_trl[name], rtol=1e-4, atol=1e-7, msg=name)
+        # atol: float32 rounding of gradients of size ~0.1-1, which other kernel sets (avx2) sum in another order
+        torch.testing.assert_close(g_ours[name], g_trl[name], rtol=1e-4, atol=1e-6, msg=name)
 
 
 @pytest.mark.parametrize("arch", ["llama", "gpt2"])

@@ -362,8 +362,11 @@ def test_padding_free_policy_step_equals_the_padded_step(tmp_path):
     one, two = (t.policy_step(prompts, samples, step=0) for t in trainers)
     for key in one:
         assert one[key] == pytest.approx(two[key], rel=1e-4, abs=1e-5), key
+    # One Adam step at lr 1e-2 moves an element by up to ~1e-2 whatever its gradient's size, so rounding
+    # of a near-zero gradient (summed in another order by other kernel sets, e.g. avx2) shows at ~1e-5
+    # to 1e-4: atol is 1 % of a step.
     for a, b in zip(trainers[0].policy.parameters(), trainers[1].policy.parameters()):
-        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
     with pytest.raises(ConfigError, match="padding_free=True: this llama model cannot run packed sequences"):
         AIHFRLTrainer(
             _SeesEverything(rl_task.model(tok)),
