@@ -139,6 +139,7 @@ def test_the_logistic_demo_term_is_the_mean_of_minus_log_sigmoid_of_the_state_ga
     torch.testing.assert_close(reward_loss(net, batch, 1.0, 0.0, demo_loss="logistic")[0], by_hand)
 
 
+@pytest.mark.learning
 def test_the_logistic_demo_term_stops_pushing_a_separated_reward_to_the_bound():
     """The linear term's gradient never vanishes, so it drives expert and policy states to +/- bound;
     the logistic one stops once the pairs are separated by a few units."""
