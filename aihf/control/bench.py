@@ -44,6 +44,9 @@ PLANS = {
     "ci": dict(
         envs=["Pendulum-v1"],
         seeds=[0],
+        # A smoke test: the ci preset's 5k-step demonstrator is within noise of random on Pendulum (-1484
+        # against -1662), which collect refuses; "*" applies to every env (--envs).
+        collect_flags={"*": ["--accept_weak_demonstrator", "true"]},
         runs={"expert1_p0": [*BASE_P0, *NULLS, *REFERENCE], "expert1_p10": ["aihf", "two_stage", "pref_rl"]},
     ),
     # 13 SAC runs (+3 BC) per env and seed; docs/control.md ("Presets and budgets") has the arithmetic.
@@ -138,6 +141,7 @@ def collect_argv(preset: str, env_id: str, data_root: str) -> list[str]:
         os.path.join(data_root, env_id),
         "--progress",
         "false",
+        *PLANS[preset].get("collect_flags", {}).get("*", []),
         *PLANS[preset].get("collect_flags", {}).get(env_id, []),
     ]
 

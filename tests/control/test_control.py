@@ -13,6 +13,7 @@ pytest.importorskip("stable_baselines3")
 
 from aihf import ConfigError, DataError, losses  # noqa: E402
 from aihf.control import cli  # noqa: E402
+from aihf.control.config import CollectConfig  # noqa: E402
 from aihf.control.data import (  # noqa: E402
     Trajectories,
     label_preferences,
@@ -20,6 +21,7 @@ from aihf.control.data import (  # noqa: E402
     load_trajectories,
     save_trajectories,
 )
+from aihf.control.flags import parse_config  # noqa: E402
 from aihf.control.reward import RewardBatch, RewardNet, reward_loss, segment_returns  # noqa: E402
 from aihf.control.trainer import ControlTrainer  # noqa: E402
 
@@ -589,6 +591,13 @@ def test_bench_lists_one_command_per_run_skips_finished_ones_and_reports(tmp_pat
     assert {r.setting for r in runs if r.method == "pref_rl"} == {"expert1_p10", "expert1_p100"}
     assert bench.collect_argv("cpu", "Hopper-v5", "d")[-4:] == ["--expert_steps", "300000", "--train_freq", "1"]
     assert bench.collect_argv("cpu", "HalfCheetah-v5", "d")[-2:] == ["--progress", "false"]
+    # The ci preset's 5k-step demonstrator is within noise of random, which collect refuses (exit 2) unless
+    # told to keep it: without the flag `aihf control bench --preset ci` stopped at its own data.
+    for env_id in ("Pendulum-v1", "Hopper-v5"):
+        argv = bench.collect_argv("ci", env_id, "d")
+        assert argv[0] == "collect" and parse_config(CollectConfig, argv[1:], "c", "").accept_weak_demonstrator
+    cpu = parse_config(CollectConfig, bench.collect_argv("cpu", "Hopper-v5", "d")[1:], "c", "")
+    assert not cpu.accept_weak_demonstrator
     results = tmp_path / "results"
     common = ["--preset", "ci", "--results", str(results), "--data_root", str(tmp_path / "data")]
     assert bench.main([*common, "--list"]) == 0
