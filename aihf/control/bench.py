@@ -488,9 +488,21 @@ def main(argv: list[str] | None = None) -> int:
     args.work = args.work or f"runs/control-bench{suffix}"
     if args.jobs < 1:
         parser.error(f"argument --jobs: must be >= 1, got {args.jobs}")
-    envs = args.envs.split(",") if args.envs else None
-    seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else None
+    envs = [e.strip() for e in args.envs.split(",") if e.strip()] if args.envs else None
+    try:  # "0,1," (a trailing comma) is two seeds, "x" a one-line error rather than a traceback
+        seeds = [int(s) for s in args.seeds.split(",") if s.strip()] if args.seeds else None
+    except ValueError:
+        seeds = []
+    if seeds == []:
+        parser.error(f"argument --seeds: comma-separated integers, e.g. 0,1,2, got {args.seeds!r}")
     runs = [r for r in plan(args.preset, envs, seeds) if not args.only or args.only in f"{r.env_id}/{r.name}"]
+    if args.only and not runs and not (args.report or args.speed or args.speed_backends):
+        # A typo would otherwise run nothing and exit 0.
+        example = plan(args.preset, envs, seeds)[0]
+        parser.error(
+            f"argument --only: {args.only!r} matches no run of --preset {args.preset} "
+            f"(names are <env>/<setting>__<method>__seed<N>, e.g. {example.env_id}/{example.name})"
+        )
     this = shlex.join(["aihf", "control", "bench", *(argv if argv is not None else sys.argv[1:])])
     if args.report:
         if not _load_results(args.results):

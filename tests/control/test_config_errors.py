@@ -174,6 +174,10 @@ OTHER_CASES = [
     (["bench", "--preset", "ci", "--train_flags", "--rounds 0"], "rounds=0 (from the flags of run Pendulum-v1/"),
     (["bench", "--preset", "ci", "--train_flags", "--bogus 1"], "aihf control bench: unknown option --bogus"),
     (["bench", "--preset", "ci", "--report"], "no result files under"),  # nothing to report: no empty table
+    (["bench", "--seeds", "x"], "aihf control bench: argument --seeds: comma-separated integers, e.g. 0,1,2, got 'x'"),
+    (["bench", "--seeds", ","], "argument --seeds: comma-separated integers, e.g. 0,1,2, got ','"),
+    # A typo in --only ran nothing and exited 0.
+    (["bench", "--preset", "ci", "--only", "__true_rewards__"], "argument --only: '__true_rewards__' matches no run"),
 ]
 
 
