@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError
-from .config import ControlConfig
+from .config import METHOD_IGNORES, ControlConfig
 
 __all__ = [
     "BUFFER_ARRAYS",
@@ -187,7 +187,9 @@ def refuse_other_settings(config: ControlConfig, path: str, stored: dict) -> Non
     # A setting added after the file was written had its default then.
     defaults = dataclasses.asdict(ControlConfig())
     theirs = {k: stored.get(k, defaults[k]) for k in mine}
-    changed = sorted(k for k in mine if mine[k] != theirs[k])
+    # A setting the method never reads (train warns "is not used") cannot make the runs differ.
+    unused = set(METHOD_IGNORES[config.method]) if theirs["method"] == config.method else set()
+    changed = sorted(k for k in mine if mine[k] != theirs[k] and k not in unused)
     if changed:
         raise ConfigError(
             f"{path} was written with different settings ({', '.join(changed)}); use a new output_dir or "

@@ -97,6 +97,21 @@ def test_true_reward_resumes_exactly(data_dir, tmp_path):
         assert torch.equal(resumed.model.policy.state_dict()[name], value), name
 
 
+def test_a_changed_setting_the_method_does_not_use_does_not_block_resume(data_dir, tmp_path):
+    """train warns that --survival_bonus is not used by true_reward; a rerun with it changed continues
+    the run (it refused before: "written with different settings (survival_bonus)"). A setting the
+    method uses still refuses, and so does another method in the folder."""
+    ControlTrainer(_config(data_dir, tmp_path, rounds=1)).train()
+    unused = dict(survival_bonus=False, reward_bound=3.0, sac_reward_normalization="none", demo_loss="logistic")
+    got = ControlTrainer(_config(data_dir, tmp_path, **unused)).train()
+    assert [h["round"] for h in got["history"]] == [1, 2] and got["final"]["env_steps"] == 300
+    with pytest.raises(ConfigError, match=r"different settings \(gamma\)"):
+        ControlTrainer(_config(data_dir, tmp_path, rounds=3, gamma=0.9)).train()
+    other = dict(method="null_constant", demonstrations=str(data_dir / "demos.npz"))
+    with pytest.raises(ConfigError, match=r"different settings \(.*\bmethod\b"):
+        ControlTrainer(_config(data_dir, tmp_path, rounds=3, **other)).train()
+
+
 def test_irrelevant_flags_warn_as_for_the_null_methods_and_the_startup_line_says_what_sac_sees(
     data_dir, tmp_path, capsys
 ):
