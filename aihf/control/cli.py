@@ -199,6 +199,10 @@ def main(argv: list[str] | None = None) -> int:
     except TrainingError as e:  # a non-finite value; the run's last checkpoint is intact
         print(f"aihf control {command}: {one_line(str(e))}", file=sys.stderr)
         return 3
+    except KeyboardInterrupt:  # Ctrl-C: one line, not torch's traceback; checkpoints are written atomically
+        resume = ": rerun the same command to continue from the last finished round" if command == "train" else ""
+        print(f"aihf control {command}: interrupted{resume}", file=sys.stderr)
+        return 130
     from .envs import json_safe
 
     print(json.dumps(json_safe(out), indent=1, default=float))

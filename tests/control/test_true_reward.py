@@ -112,6 +112,38 @@ def test_a_changed_setting_the_method_does_not_use_does_not_block_resume(data_di
         ControlTrainer(_config(data_dir, tmp_path, rounds=3, **other)).train()
 
 
+def test_ctrl_c_is_one_line_and_the_rerun_continues(data_dir, tmp_path, monkeypatch, capsys):
+    """Ctrl-C during round 2 printed torch's traceback; now one line (exit 130) saying how to continue,
+    and the same command resumes from round 1's checkpoint."""
+    out = tmp_path / "run"
+    argv = ["train", "--preset", "ci", "--env_id", ENV, "--method", "true_reward", "--rounds", "2"]
+    argv += ["--sac_steps_per_round", "150", "--learning_starts", "50", "--eval_episodes", "1"]
+    argv += ["--final_eval_episodes", "1", "--progress", "false", "--output_dir", str(out)]
+    evaluate = ControlTrainer._evaluate
+
+    def interrupted(self, round_):
+        if round_ == 2:
+            raise KeyboardInterrupt
+        return evaluate(self, round_)
+
+    monkeypatch.setattr(ControlTrainer, "_evaluate", interrupted)
+    assert cli.main(argv) == 130
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == "aihf control train: interrupted: rerun the same command to continue from the last finished round"
+    assert "Traceback" not in "\n".join(err) and not (out / "result.json").exists()
+    evaluated = []
+
+    def recorded(self, round_):
+        evaluated.append(round_)
+        return evaluate(self, round_)
+
+    monkeypatch.setattr(ControlTrainer, "_evaluate", recorded)
+    assert cli.main(argv) == 0
+    assert evaluated == [2]  # resumed after round 1, not started afresh
+    result = json.loads((out / "result.json").read_text())
+    assert [h["round"] for h in result["history"]] == [1, 2] and result["final"]["env_steps"] == 300
+
+
 def test_irrelevant_flags_warn_as_for_the_null_methods_and_the_startup_line_says_what_sac_sees(
     data_dir, tmp_path, capsys
 ):
