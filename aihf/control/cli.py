@@ -54,7 +54,9 @@ def train(argv: list[str]) -> dict:
 def _note_missing_references(command: str, random_return: float | None) -> None:
     """One stderr line when normalised returns will be NaN (user-written data has no meta.json)."""
     if random_return is None:
-        sources = "a meta.json beside the demonstrations, or --reference_returns FILE with random_return and expert_return"
+        sources = (
+            "a meta.json beside the demonstrations, or --reference_returns FILE with random_return and expert_return"
+        )
         # eval has no --reference_returns: it reads what the run recorded, so the remedy is in train.
         why = f"the run recorded no reference returns (train it with {sources})" if command == "eval" else (
             f"no reference returns ({sources})"

@@ -331,6 +331,10 @@ def check_settings(config, source: str = "the flags") -> None:
     if has("method"):
         if config.method == "bc" and config.bc_steps < 1:
             raise bad("bc_steps", "must be >= 1 for method=bc")
+        if config.method in ("ml_irl", "two_stage") and config.demo_weight == 0:
+            # Was silently run with w_D = 1 (effective_weights): the ML-IRL term is all these methods learn from.
+            alone = "its reward steps are the ML-IRL term alone"
+            raise bad("demo_weight", f"must be > 0 for method={config.method}: {alone}")
         if config.method == "aihf" and config.demo_weight == 0 and config.pref_weight == 0:
             raise ConfigError(
                 f"demo_weight and pref_weight are both 0 (from {source}): method=aihf would learn no reward"

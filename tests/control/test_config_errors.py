@@ -68,6 +68,8 @@ TRAIN_CASES = [
     # impossible combinations
     ([*PREFS, "--demo_weight", "0", "--pref_weight", "0"], "demo_weight and pref_weight are both 0"),
     (["--demo_weight", "0"], "method=aihf (from the flags) has no data to learn a reward from"),
+    (["--method", "ml_irl", "--demo_weight", "0"], "demo_weight=0.0 (from the flags) must be > 0 for method=ml_irl"),
+    ([*PREFS, "--method", "two_stage", "--demo_weight", "0"], "demo_weight=0.0 (from the flags) must be > 0 for"),
     (["--method", "pref_rl"], "preferences (from the flags) are required for method=pref_rl"),
     (["--method", "two_stage"], "preferences (from the flags) are required for method=two_stage"),
     ([*PREFS, "--method", "two_stage", "--num_preferences", "0"], "preferences (from the flags) are required"),

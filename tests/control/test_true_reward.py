@@ -129,7 +129,8 @@ def test_ctrl_c_is_one_line_and_the_rerun_continues(data_dir, tmp_path, monkeypa
     monkeypatch.setattr(ControlTrainer, "_evaluate", interrupted)
     assert cli.main(argv) == 130
     err = capsys.readouterr().err.strip().splitlines()
-    assert err[-1] == "aihf control train: interrupted: rerun the same command to continue from the last finished round"
+    resume = "rerun the same command to continue from the last finished round"
+    assert err[-1] == f"aihf control train: interrupted: {resume}"
     assert "Traceback" not in "\n".join(err) and not (out / "result.json").exists()
     evaluated = []
 
