@@ -321,9 +321,18 @@ def _cell(values: list[float]) -> str:
     return f"{np.mean(values):.2f} ± {np.std(values):.2f} ({len(values)})"
 
 
-def report(results: str, command: str) -> dict:
-    """Aggregate the per-run files into results.json, results.md and learning-curve PNGs."""
+def report(results: str, command: str, data_root: str | None = None) -> dict:
+    """Aggregate the per-run files into results.json, results.md and learning-curve PNGs; an env whose
+    collected data (``<data_root>/<env>/meta.json``) has a weak demonstrator gets that warning on top."""
     rows = _load_results(results)
+    checks = {}
+    for env_id in sorted({r["env_id"] for r in rows}) if data_root else []:
+        meta = os.path.join(data_root, env_id, "meta.json")
+        try:
+            with open(meta) as f:
+                checks[env_id] = json.load(f).get("demonstrator_check") or {}
+        except (OSError, ValueError, AttributeError):
+            pass  # no data there (runs from elsewhere) or not ours to judge: the table stands without it
     # The true-reward column only once such a run exists: tables written before it read as they did.
     columns = [m for m in METHOD_ORDER if m not in REFERENCE or any(r["method"] == m for r in rows)]
     nulls = null_differences(rows)
@@ -354,9 +363,12 @@ def report(results: str, command: str) -> dict:
     ]
     for env_id, settings in table.items():
         demo_settings = sorted({s.split("_p")[0] for s in settings}, key=lambda s: (s.startswith("low"), len(s), s))
+        check = checks.get(env_id, {})
+        if check.get("message"):  # weak, or refused and kept with --accept_weak_demonstrator
+            lines += [f"## {env_id}", "", f"**Weak demonstrator ({check['verdict']})**: {check['message']}.", ""]
+        else:
+            lines += [f"## {env_id}", ""]
         lines += [
-            f"## {env_id}",
-            "",
             "| demos | pairs | " + " | ".join(columns) + " |",
             "|---|---|" + "---|" * len(columns),
         ]
@@ -407,6 +419,7 @@ def report(results: str, command: str) -> dict:
         "command": command,
         "paired": paired,
         "null_paired": nulls,
+        "demonstrator_checks": checks,
         "table": {
             e: {
                 s: {m: {"mean": float(np.mean(v)), "std": float(np.std(v)), "seeds": len(v)} for m, v in ms.items()}
@@ -512,7 +525,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"results={args.results!r}: no result files under {os.path.join(args.results, 'run_results')} "
                 "to report (a typo in --results, or no run has finished)"
             )
-        report(args.results, this)
+        report(args.results, this, args.data_root)
         print(f"wrote {os.path.join(args.results, 'results.md')}")
         return 0
     if args.speed_backends:
@@ -585,7 +598,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"data collection failed: {failed}", file=sys.stderr)
         return 1
     failed = _execute(todo_train, args.jobs, args.nice, log_dir, lock_dir) if todo_train else []
-    report(args.results, this)
+    report(args.results, this, args.data_root)
     print(f"wrote {os.path.join(args.results, 'results.md')}")
     if failed:
         print(f"{len(failed)} runs failed: {', '.join(failed)}", file=sys.stderr)

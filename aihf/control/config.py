@@ -190,8 +190,14 @@ class ControlConfig:
         if self.demonstrations is None and self.method not in ("pref_rl", TRUE_REWARD):
             raise ConfigError(f"demonstrations (from {source}) is required for method={self.method}")
         uses_prefs = self.method in ("pref_rl", "two_stage") or (self.method == "aihf" and self.pref_weight > 0)
-        if uses_prefs and (self.preferences is None or self.num_preferences == 0) and self.method != "aihf":
-            raise ConfigError(f"preferences (from {source}) are required for method={self.method}")
+        if uses_prefs and self.method != "aihf":
+            if self.preferences is None:
+                raise ConfigError(f"preferences (from {source}) are required for method={self.method}")
+            if self.num_preferences == 0:
+                raise ConfigError(
+                    f"num_preferences=0 (from {source}) leaves method={self.method} no pairs to learn from: "
+                    "give at least 1"
+                )
         for name in (
             "rounds",
             "sac_steps_per_round",

@@ -42,7 +42,7 @@ import time
 import numpy as np
 import torch
 
-from ..errors import ConfigError, NonFiniteError
+from ..errors import ConfigError, DataError, NonFiniteError
 from .bc import BCPolicy, behaviour_cloning
 from .checkpoint import (
     check_previous_run,
@@ -103,6 +103,10 @@ class ControlTrainer:
                         f"{self.demos.num_episodes} episodes in {c.demonstrations}"
                     )
                 self.demos = self.demos.episodes(range(c.num_demonstrations))
+        elif c.demonstrations is not None and c.reference_returns is None and not os.path.isfile(c.demonstrations):
+            # Never opened here, but it locates the reference returns (meta.json beside it): a typo
+            # would otherwise drop the normalised scores without a word.
+            raise DataError(c.demonstrations, None, None, "no such file")
         self.demo_weight, self.pref_weight = c.effective_weights
         self.prefs: Preferences | None = None
         if c.preferences is not None and c.num_preferences != 0 and learns_reward(c) and c.method != "ml_irl":
@@ -374,6 +378,11 @@ class ControlTrainer:
         self._fit_sac_reward_normalization()
         if self.announce is not None:
             self.announce(survival_bonus_line(c))
+            if start_round:
+                self.announce(
+                    f"resuming {c.output_dir} after round {start_round} of {c.rounds} "
+                    f"({int(self.model.num_timesteps)} env steps done)"
+                )
         bar = tqdm(total=c.rounds, initial=start_round, desc=f"{c.method} {c.env_id}", disable=not c.progress)
         try:
             for r in range(start_round, c.rounds):

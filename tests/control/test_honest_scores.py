@@ -175,6 +175,29 @@ def test_bench_report_has_the_null_columns_the_flag_and_the_json(tmp_path, capsy
     assert summary["table"][ENV]["expert1_p0"]["null_constant"]["mean"] == 0.5
 
 
+def test_bench_report_says_when_the_data_has_a_weak_demonstrator(tmp_path):
+    """The ci sweep collects with --accept_weak_demonstrator: its table must then say so, not only the log."""
+    results, data = tmp_path / "results", tmp_path / "data"
+    run = bench.Run(ENV, "expert1_p0", "ml_irl", 0)
+    path = bench.result_path(str(results), run)
+    os.makedirs(os.path.dirname(path))
+    history = [{"env_steps": 1000, "normalized_return": 1.2}]
+    final = {"normalized_return": 1.2, "return_mean": 0.0}
+    with open(path, "w") as f:
+        json.dump({"seed": 0, "final": final, "history": history, "timing": {}}, f)
+    argv = ["--preset", "ci", "--results", str(results), "--data_root", str(data), "--report"]
+    assert bench.main(argv) == 0  # no data folder: the table without a word on the demonstrator
+    assert "Weak demonstrator" not in (results / "results.md").read_text()
+    rng = np.random.default_rng(0)
+    check = check_demonstrator(ENV, rng.normal(-1297, 150, 10), rng.normal(-1018, 100, 10), 0.1)
+    (data / ENV).mkdir(parents=True)
+    (data / ENV / "meta.json").write_text(json.dumps({"demonstrator_check": check}))
+    assert bench.main(argv) == 0
+    table = (results / "results.md").read_text()
+    assert f"## {ENV}\n\n**Weak demonstrator (weak)**: {check['message']}.\n\n| demos |" in table
+    assert json.loads((results / "results.json").read_text())["demonstrator_checks"][ENV]["verdict"] == "weak"
+
+
 # ----------------------------------------------------------------------------- the demonstrator check
 def test_check_demonstrator_on_the_issues_cases():
     rng = np.random.default_rng(0)

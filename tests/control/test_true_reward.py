@@ -11,7 +11,7 @@ import torch
 pytest.importorskip("gymnasium")
 pytest.importorskip("stable_baselines3")
 
-from aihf import ConfigError  # noqa: E402
+from aihf import ConfigError, DataError  # noqa: E402
 from aihf.control import bench, cli  # noqa: E402
 from aihf.control.config import METHOD_IGNORES, ControlConfig, unused_settings  # noqa: E402
 from aihf.control.reward import RewardNet  # noqa: E402
@@ -141,6 +141,7 @@ def test_ctrl_c_is_one_line_and_the_rerun_continues(data_dir, tmp_path, monkeypa
     monkeypatch.setattr(ControlTrainer, "_evaluate", recorded)
     assert cli.main(argv) == 0
     assert evaluated == [2]  # resumed after round 1, not started afresh
+    assert f"resuming {out} after round 1 of 2 (150 env steps done)" in capsys.readouterr().err.splitlines()
     result = json.loads((out / "result.json").read_text())
     assert [h["round"] for h in result["history"]] == [1, 2] and result["final"]["env_steps"] == 300
 
@@ -192,10 +193,12 @@ def test_true_reward_needs_no_data_files(data_dir, tmp_path):
     ControlConfig(method="true_reward", demonstrations=None).validate()
     with pytest.raises(ConfigError, match="is required for method=null_constant"):
         ControlConfig(method="null_constant", demonstrations=None).validate()
-    # A demonstrations path is never opened (a missing file passes); as for pref_rl, the meta.json beside it
-    # gives the reference returns when --reference_returns is not set.
-    missing = ControlTrainer(_config(data_dir, tmp_path / "a", demonstrations=str(tmp_path / "none.npz")))
-    assert missing.demos is None and missing.prefs is None
+    # A demonstrations path is never opened, but as for pref_rl the meta.json beside it gives the reference
+    # returns when --reference_returns is not set: a missing file is an error, not silently no scores.
+    with pytest.raises(DataError, match=r"none\.npz.*no such file"):
+        ControlTrainer(_config(data_dir, tmp_path / "a", demonstrations=str(tmp_path / "none.npz"),
+                               reference_returns=None))  # fmt: skip
+    assert not (tmp_path / "a").exists()
     beside = ControlTrainer(_config(data_dir, tmp_path / "b", demonstrations=str(data_dir / "demos.npz"),
                                     reference_returns=None))  # fmt: skip
     meta = json.loads((data_dir / "meta.json").read_text())
