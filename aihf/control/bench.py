@@ -361,6 +361,16 @@ def report(results: str, command: str, data_root: str | None = None) -> dict:
         "`aihf control bench --preset <preset> --list` prints every run's command.",
         "",
     ]
+    recorded = [r["timing"]["cpu_s"] for r in rows if "cpu_s" in r["timing"]]
+    cpu_hours = sum(recorded) / 3600
+    if recorded:
+        unknown = len(rows) - len(recorded)
+        runs = f"{len(recorded)} run" + "s" * (len(recorded) != 1)
+        lines += [
+            f"Compute: {cpu_hours:.1f} CPU-hours in {runs} (each run's own CPU seconds, resumptions included, "
+            "`timing.cpu_s`)" + (f"; {unknown} older runs did not record it." if unknown else "."),
+            "",
+        ]
     for env_id, settings in table.items():
         demo_settings = sorted({s.split("_p")[0] for s in settings}, key=lambda s: (s.startswith("low"), len(s), s))
         check = checks.get(env_id, {})
@@ -420,6 +430,7 @@ def report(results: str, command: str, data_root: str | None = None) -> dict:
         "paired": paired,
         "null_paired": nulls,
         "demonstrator_checks": checks,
+        "cpu_hours": cpu_hours,
         "table": {
             e: {
                 s: {m: {"mean": float(np.mean(v)), "std": float(np.std(v)), "seeds": len(v)} for m, v in ms.items()}

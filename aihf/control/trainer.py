@@ -354,11 +354,12 @@ class ControlTrainer:
         c = self.config
         if c.resume:
             check_previous_run(c, self.checkpoint_dir)
+        cpu_start = time.process_time()  # the run's own CPU seconds, over all its sittings: timing["cpu_s"]
         if c.method == "bc":
             self.bc_policy, history, timing = behaviour_cloning(
                 c, self.demos, self.env, self.rng, self.random_return, self.expert_return
             )
-            return self._finish(history, timing)
+            return self._finish(history, {**timing, "cpu_s": time.process_time() - cpu_start})
         from tqdm.auto import tqdm
 
         from .sac import NonFiniteUpdate
@@ -376,6 +377,7 @@ class ControlTrainer:
             self._reward_steps(c.reward_pretrain_steps, 0.0, 1.0, label="reward pretraining step")
             timing["reward_s"] += time.perf_counter() - t0
         self._fit_sac_reward_normalization()
+        cpu_before = timing.get("cpu_s", 0.0)  # a resumed run's earlier sittings
         if self.announce is not None:
             self.announce(survival_bonus_line(c))
             if start_round:
@@ -406,11 +408,13 @@ class ControlTrainer:
                 t3 = time.perf_counter()
                 for key, seconds in (("sac_s", t1 - t0), ("reward_s", t2 - t1), ("eval_s", t3 - t2)):
                     timing[key] = timing.get(key, 0.0) + seconds
+                timing["cpu_s"] = cpu_before + time.process_time() - cpu_start
                 self._save_checkpoint(ckpt, r + 1, history, timing)
                 timing["checkpoint_s"] = timing.get("checkpoint_s", 0.0) + time.perf_counter() - t3
                 bar.update(1)
         finally:
             bar.close()
+        timing["cpu_s"] = cpu_before + time.process_time() - cpu_start  # the last checkpoint's write too
         return self._finish(history, timing)
 
     def _start_episode(self, round_: int) -> None:

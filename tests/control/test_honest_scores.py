@@ -175,7 +175,7 @@ def test_bench_report_has_the_null_columns_the_flag_and_the_json(tmp_path, capsy
     assert summary["table"][ENV]["expert1_p0"]["null_constant"]["mean"] == 0.5
 
 
-def test_bench_report_says_when_the_data_has_a_weak_demonstrator(tmp_path):
+def test_bench_report_says_when_the_data_has_a_weak_demonstrator_and_the_cpu_hours(tmp_path):
     """The ci sweep collects with --accept_weak_demonstrator: its table must then say so, not only the log."""
     results, data = tmp_path / "results", tmp_path / "data"
     run = bench.Run(ENV, "expert1_p0", "ml_irl", 0)
@@ -184,7 +184,7 @@ def test_bench_report_says_when_the_data_has_a_weak_demonstrator(tmp_path):
     history = [{"env_steps": 1000, "normalized_return": 1.2}]
     final = {"normalized_return": 1.2, "return_mean": 0.0}
     with open(path, "w") as f:
-        json.dump({"seed": 0, "final": final, "history": history, "timing": {}}, f)
+        json.dump({"seed": 0, "final": final, "history": history, "timing": {"cpu_s": 1800.0}}, f)
     argv = ["--preset", "ci", "--results", str(results), "--data_root", str(data), "--report"]
     assert bench.main(argv) == 0  # no data folder: the table without a word on the demonstrator
     assert "Weak demonstrator" not in (results / "results.md").read_text()
@@ -196,6 +196,7 @@ def test_bench_report_says_when_the_data_has_a_weak_demonstrator(tmp_path):
     table = (results / "results.md").read_text()
     assert f"## {ENV}\n\n**Weak demonstrator (weak)**: {check['message']}.\n\n| demos |" in table
     assert json.loads((results / "results.json").read_text())["demonstrator_checks"][ENV]["verdict"] == "weak"
+    assert "Compute: 0.5 CPU-hours in 1 run (each run's own CPU seconds, resumptions included" in table
 
 
 # ----------------------------------------------------------------------------- the demonstrator check

@@ -144,6 +144,7 @@ def test_ctrl_c_is_one_line_and_the_rerun_continues(data_dir, tmp_path, monkeypa
     assert f"resuming {out} after round 1 of 2 (150 env steps done)" in capsys.readouterr().err.splitlines()
     result = json.loads((out / "result.json").read_text())
     assert [h["round"] for h in result["history"]] == [1, 2] and result["final"]["env_steps"] == 300
+    assert result["timing"]["cpu_s"] > 0  # the run's own CPU seconds, both sittings
 
 
 def test_irrelevant_flags_warn_as_for_the_null_methods_and_the_startup_line_says_what_sac_sees(
