@@ -362,20 +362,26 @@ def report(results: str, command: str, data_root: str | None = None) -> dict:
         "",
     ]
     recorded = [r["timing"]["cpu_s"] for r in rows if "cpu_s" in r["timing"]]
-    cpu_hours = sum(recorded) / 3600
+    cpu_hours = sum(recorded) / 3600 if recorded else None
     if recorded:
         unknown = len(rows) - len(recorded)
         runs = f"{len(recorded)} run" + "s" * (len(recorded) != 1)
+        # A small sweep (the ci preset's: a few CPU-minutes) would read "0.0 CPU-hours".
+        spent = f"{cpu_hours:.1f} CPU-hours" if cpu_hours >= 0.1 else f"{cpu_hours * 60:.1f} CPU-minutes"
         lines += [
-            f"Compute: {cpu_hours:.1f} CPU-hours in {runs} (each run's own CPU seconds, resumptions included, "
-            "`timing.cpu_s`)" + (f"; {unknown} older runs did not record it." if unknown else "."),
+            f"Compute: {spent} in {runs} (each run's own CPU seconds, resumptions included, `timing.cpu_s`)"
+            + (f"; {unknown} older run{'s' * (unknown != 1)} did not record it." if unknown else "."),
             "",
         ]
     for env_id, settings in table.items():
         demo_settings = sorted({s.split("_p")[0] for s in settings}, key=lambda s: (s.startswith("low"), len(s), s))
         check = checks.get(env_id, {})
         if check.get("message"):  # weak, or refused and kept with --accept_weak_demonstrator
-            lines += [f"## {env_id}", "", f"**Weak demonstrator ({check['verdict']})**: {check['message']}.", ""]
+            refused = check["verdict"] == "refused"
+            how = "refused by collect, kept with --accept_weak_demonstrator" if refused else "weak"
+            scores = "; normalised scores are fractions of it and can exceed 1"
+            scores = "" if "exceed 1" in check["message"] else scores
+            lines += [f"## {env_id}", "", f"**Weak demonstrator ({how})**: {check['message']}{scores}.", ""]
         else:
             lines += [f"## {env_id}", ""]
         lines += [
