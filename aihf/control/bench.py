@@ -330,9 +330,11 @@ def report(results: str, command: str, data_root: str | None = None) -> dict:
         meta = os.path.join(data_root, env_id, "meta.json")
         try:
             with open(meta) as f:
-                checks[env_id] = json.load(f).get("demonstrator_check") or {}
+                check = json.load(f).get("demonstrator_check") or {}
         except (OSError, ValueError, AttributeError):
-            pass  # no data there (runs from elsewhere) or not ours to judge: the table stands without it
+            continue  # no data there (runs from elsewhere) or not ours to judge: the table stands without it
+        if isinstance(check, dict) and isinstance(check.get("message"), str):  # else not collect's, as above
+            checks[env_id] = check
     # The true-reward column only once such a run exists: tables written before it read as they did.
     columns = [m for m in METHOD_ORDER if m not in REFERENCE or any(r["method"] == m for r in rows)]
     nulls = null_differences(rows)
@@ -377,7 +379,7 @@ def report(results: str, command: str, data_root: str | None = None) -> dict:
         demo_settings = sorted({s.split("_p")[0] for s in settings}, key=lambda s: (s.startswith("low"), len(s), s))
         check = checks.get(env_id, {})
         if check.get("message"):  # weak, or refused and kept with --accept_weak_demonstrator
-            refused = check["verdict"] == "refused"
+            refused = check.get("verdict") == "refused"
             how = "refused by collect, kept with --accept_weak_demonstrator" if refused else "weak"
             scores = "; normalised scores are fractions of it and can exceed 1"
             scores = "" if "exceed 1" in check["message"] else scores

@@ -218,6 +218,11 @@ def test_bench_report_names_a_kept_refused_demonstrator_and_a_small_sweeps_cpu_m
     assert f"{kept}: {check['message']}; normalised scores are fractions of it and can exceed 1.\n" in table
     assert "Compute: 1.6 CPU-minutes in 2 runs (each run's own" in table  # 96 s, not "0.0 CPU-hours"
     assert "`timing.cpu_s`); 1 older run did not record it." in table
+    # A meta.json that is not collect's (a hand-edited check) leaves the table without the line, no traceback.
+    for check in ("weak", {"verdict": "weak"}, {"message": ["x"]}):
+        (data / ENV / "meta.json").write_text(json.dumps({"demonstrator_check": check}))
+        assert bench.main(["--preset", "ci", "--results", str(results), "--data_root", str(data), "--report"]) == 0
+        assert "Weak demonstrator" not in (results / "results.md").read_text()
 
 
 # ----------------------------------------------------------------------------- the demonstrator check
