@@ -371,7 +371,8 @@ def report(results: str, command: str, data_root: str | None = None) -> dict:
         # A small sweep (the ci preset's: a few CPU-minutes) would read "0.0 CPU-hours".
         spent = f"{cpu_hours:.1f} CPU-hours" if cpu_hours >= 0.1 else f"{cpu_hours * 60:.1f} CPU-minutes"
         lines += [
-            f"Compute: {spent} in {runs} (each run's own CPU seconds, resumptions included, `timing.cpu_s`)"
+            f"Compute: {spent} in {runs} (each run's own CPU seconds, resumptions included, `timing.cpu_s`; "
+            "collecting the data is not counted)"
             + (f"; {unknown} older run{'s' * (unknown != 1)} did not record it." if unknown else "."),
             "",
         ]

@@ -217,7 +217,7 @@ def test_bench_report_names_a_kept_refused_demonstrator_and_a_small_sweeps_cpu_m
     kept = "**Weak demonstrator (refused by collect, kept with --accept_weak_demonstrator)**"
     assert f"{kept}: {check['message']}; normalised scores are fractions of it and can exceed 1.\n" in table
     assert "Compute: 1.6 CPU-minutes in 2 runs (each run's own" in table  # 96 s, not "0.0 CPU-hours"
-    assert "`timing.cpu_s`); 1 older run did not record it." in table
+    assert "`timing.cpu_s`; collecting the data is not counted); 1 older run did not record it." in table
     # A meta.json that is not collect's (a hand-edited check) leaves the table without the line, no traceback.
     for check in ("weak", {"verdict": "weak"}, {"message": ["x"]}):
         (data / ENV / "meta.json").write_text(json.dumps({"demonstrator_check": check}))
