@@ -106,7 +106,9 @@ class ControlTrainer:
         elif c.demonstrations is not None and c.reference_returns is None and not os.path.isfile(c.demonstrations):
             # Never opened here, but it locates the reference returns (meta.json beside it): a typo
             # would otherwise drop the normalised scores without a word.
-            raise DataError(c.demonstrations, None, None, "no such file")
+            why = f"method={c.method} reads only the meta.json beside it, for the reference returns"
+            why += "; or set reference_returns"
+            raise DataError(c.demonstrations, None, None, f"no such file ({why})")
         self.demo_weight, self.pref_weight = c.effective_weights
         self.prefs: Preferences | None = None
         if c.preferences is not None and c.num_preferences != 0 and learns_reward(c) and c.method != "ml_irl":
