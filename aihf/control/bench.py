@@ -330,9 +330,11 @@ def report(results: str, command: str, data_root: str | None = None) -> dict:
         meta = os.path.join(data_root, env_id, "meta.json")
         try:
             with open(meta) as f:
-                checks[env_id] = json.load(f).get("demonstrator_check") or {}
+                check = json.load(f).get("demonstrator_check") or {}
         except (OSError, ValueError, AttributeError):
-            pass  # no data there (runs from elsewhere) or not ours to judge: the table stands without it
+            continue  # no data there (runs from elsewhere) or not ours to judge: the table stands without it
+        if isinstance(check, dict) and isinstance(check.get("message"), str):  # else not collect's, as above
+            checks[env_id] = check
     # The true-reward column only once such a run exists: tables written before it read as they did.
     columns = [m for m in METHOD_ORDER if m not in REFERENCE or any(r["method"] == m for r in rows)]
     nulls = null_differences(rows)
@@ -362,20 +364,27 @@ def report(results: str, command: str, data_root: str | None = None) -> dict:
         "",
     ]
     recorded = [r["timing"]["cpu_s"] for r in rows if "cpu_s" in r["timing"]]
-    cpu_hours = sum(recorded) / 3600
+    cpu_hours = sum(recorded) / 3600 if recorded else None
     if recorded:
         unknown = len(rows) - len(recorded)
         runs = f"{len(recorded)} run" + "s" * (len(recorded) != 1)
+        # A small sweep (the ci preset's: a few CPU-minutes) would read "0.0 CPU-hours".
+        spent = f"{cpu_hours:.1f} CPU-hours" if cpu_hours >= 0.1 else f"{cpu_hours * 60:.1f} CPU-minutes"
         lines += [
-            f"Compute: {cpu_hours:.1f} CPU-hours in {runs} (each run's own CPU seconds, resumptions included, "
-            "`timing.cpu_s`)" + (f"; {unknown} older runs did not record it." if unknown else "."),
+            f"Compute: {spent} in {runs} (each run's own CPU seconds, resumptions included, `timing.cpu_s`; "
+            "collecting the data is not counted)"
+            + (f"; {unknown} older run{'s' * (unknown != 1)} did not record it." if unknown else "."),
             "",
         ]
     for env_id, settings in table.items():
         demo_settings = sorted({s.split("_p")[0] for s in settings}, key=lambda s: (s.startswith("low"), len(s), s))
         check = checks.get(env_id, {})
         if check.get("message"):  # weak, or refused and kept with --accept_weak_demonstrator
-            lines += [f"## {env_id}", "", f"**Weak demonstrator ({check['verdict']})**: {check['message']}.", ""]
+            refused = check.get("verdict") == "refused"
+            how = "refused by collect, kept with --accept_weak_demonstrator" if refused else "weak"
+            scores = "; normalised scores are fractions of it and can exceed 1"
+            scores = "" if "exceed 1" in check["message"] else scores
+            lines += [f"## {env_id}", "", f"**Weak demonstrator ({how})**: {check['message']}{scores}.", ""]
         else:
             lines += [f"## {env_id}", ""]
         lines += [

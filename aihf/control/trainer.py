@@ -106,7 +106,9 @@ class ControlTrainer:
         elif c.demonstrations is not None and c.reference_returns is None and not os.path.isfile(c.demonstrations):
             # Never opened here, but it locates the reference returns (meta.json beside it): a typo
             # would otherwise drop the normalised scores without a word.
-            raise DataError(c.demonstrations, None, None, "no such file")
+            why = f"method={c.method} reads only the meta.json beside it, for the reference returns"
+            why += "; or set reference_returns"
+            raise DataError(c.demonstrations, None, None, f"no such file ({why})")
         self.demo_weight, self.pref_weight = c.effective_weights
         self.prefs: Preferences | None = None
         if c.preferences is not None and c.num_preferences != 0 and learns_reward(c) and c.method != "ml_irl":
@@ -378,13 +380,19 @@ class ControlTrainer:
             timing["reward_s"] += time.perf_counter() - t0
         self._fit_sac_reward_normalization()
         cpu_before = timing.get("cpu_s", 0.0)  # a resumed run's earlier sittings
+        # A checkpoint from before cpu_s was recorded hides its sittings' CPU: record none rather than a part.
+        # A finished run's rerun trains nothing, so it adds none either.
+        count_cpu = (start_round == 0 or "cpu_s" in timing) and start_round < c.rounds
         if self.announce is not None:
             self.announce(survival_bonus_line(c))
-            if start_round:
+            steps_done = f"({int(self.model.num_timesteps)} env steps done)"
+            if start_round >= c.rounds:
                 self.announce(
-                    f"resuming {c.output_dir} after round {start_round} of {c.rounds} "
-                    f"({int(self.model.num_timesteps)} env steps done)"
+                    f"{c.output_dir} has already run {start_round} of {c.rounds} rounds {steps_done}: nothing left "
+                    "to train; its result is written again"
                 )
+            elif start_round:
+                self.announce(f"resuming {c.output_dir} after round {start_round} of {c.rounds} {steps_done}")
         bar = tqdm(total=c.rounds, initial=start_round, desc=f"{c.method} {c.env_id}", disable=not c.progress)
         try:
             for r in range(start_round, c.rounds):
@@ -408,13 +416,15 @@ class ControlTrainer:
                 t3 = time.perf_counter()
                 for key, seconds in (("sac_s", t1 - t0), ("reward_s", t2 - t1), ("eval_s", t3 - t2)):
                     timing[key] = timing.get(key, 0.0) + seconds
-                timing["cpu_s"] = cpu_before + time.process_time() - cpu_start
+                if count_cpu:
+                    timing["cpu_s"] = cpu_before + time.process_time() - cpu_start
                 self._save_checkpoint(ckpt, r + 1, history, timing)
                 timing["checkpoint_s"] = timing.get("checkpoint_s", 0.0) + time.perf_counter() - t3
                 bar.update(1)
         finally:
             bar.close()
-        timing["cpu_s"] = cpu_before + time.process_time() - cpu_start  # the last checkpoint's write too
+        if count_cpu:
+            timing["cpu_s"] = cpu_before + time.process_time() - cpu_start  # the last checkpoint's write too
         return self._finish(history, timing)
 
     def _start_episode(self, round_: int) -> None:

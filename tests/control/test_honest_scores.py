@@ -199,6 +199,32 @@ def test_bench_report_says_when_the_data_has_a_weak_demonstrator_and_the_cpu_hou
     assert "Compute: 0.5 CPU-hours in 1 run (each run's own CPU seconds, resumptions included" in table
 
 
+def test_bench_report_names_a_kept_refused_demonstrator_and_a_small_sweeps_cpu_minutes(tmp_path):
+    """The ci data: collect refused its demonstrator (within noise) and kept it; its sweep is a few CPU-minutes."""
+    results, data = tmp_path / "results", tmp_path / "data"
+    for method, timing in (("ml_irl", {"cpu_s": 90.0}), ("bc", {"cpu_s": 6.0}), ("aihf", {})):
+        path = bench.result_path(str(results), bench.Run(ENV, "expert1_p0", method, 0))
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        final = {"normalized_return": 2.4, "return_mean": 0.0}
+        with open(path, "w") as f:
+            json.dump({"seed": 0, "final": final, "history": [{"env_steps": 1, **final}], "timing": timing}, f)
+    check = check_demonstrator(ENV, np.array([-1700.0, -1620.0]), np.array([-1600.0, -1370.0]), 0.1)
+    assert check["verdict"] == "refused" and "exceed 1" not in check["message"]
+    (data / ENV).mkdir(parents=True)
+    (data / ENV / "meta.json").write_text(json.dumps({"demonstrator_check": check}))
+    assert bench.main(["--preset", "ci", "--results", str(results), "--data_root", str(data), "--report"]) == 0
+    table = (results / "results.md").read_text()
+    kept = "**Weak demonstrator (refused by collect, kept with --accept_weak_demonstrator)**"
+    assert f"{kept}: {check['message']}; normalised scores are fractions of it and can exceed 1.\n" in table
+    assert "Compute: 1.6 CPU-minutes in 2 runs (each run's own" in table  # 96 s, not "0.0 CPU-hours"
+    assert "`timing.cpu_s`; collecting the data is not counted); 1 older run did not record it." in table
+    # A meta.json that is not collect's (a hand-edited check) leaves the table without the line, no traceback.
+    for check in ("weak", {"verdict": "weak"}, {"message": ["x"]}):
+        (data / ENV / "meta.json").write_text(json.dumps({"demonstrator_check": check}))
+        assert bench.main(["--preset", "ci", "--results", str(results), "--data_root", str(data), "--report"]) == 0
+        assert "Weak demonstrator" not in (results / "results.md").read_text()
+
+
 # ----------------------------------------------------------------------------- the demonstrator check
 def test_check_demonstrator_on_the_issues_cases():
     rng = np.random.default_rng(0)

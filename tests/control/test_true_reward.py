@@ -196,7 +196,8 @@ def test_true_reward_needs_no_data_files(data_dir, tmp_path):
         ControlConfig(method="null_constant", demonstrations=None).validate()
     # A demonstrations path is never opened, but as for pref_rl the meta.json beside it gives the reference
     # returns when --reference_returns is not set: a missing file is an error, not silently no scores.
-    with pytest.raises(DataError, match=r"none\.npz.*no such file"):
+    missing = r"none\.npz.*no such file \(method=true_reward reads only the meta\.json beside it"
+    with pytest.raises(DataError, match=missing):
         ControlTrainer(_config(data_dir, tmp_path / "a", demonstrations=str(tmp_path / "none.npz"),
                                reference_returns=None))  # fmt: skip
     assert not (tmp_path / "a").exists()
