@@ -113,6 +113,10 @@ def did_you_mean(word: str, candidates: list[str]) -> str:
     return f" (did you mean {match[0]}?)" if match else ""
 
 
+# What an interrupted benchmark sweep prints (`aihf bench llm`, `aihf control bench`).
+RESUME_SWEEP = "rerun the same command to continue: finished runs are skipped"
+
+
 def unknown_command(prog: str, command: str, commands: list[str]) -> str:
     """``aihf: unknown command 'trian': did you mean 'train'? commands: train, ...`` (``prog`` is ``aihf``,
     ``aihf control``, ...)."""

@@ -6,13 +6,17 @@ output in ``<log_dir>/<name>.log``), or one by one in this process for jobs that
 (``run_here``, with ``parallel == 1``). Resuming is skipping: a job whose result file exists is
 not started. Each job holds ``<lock_dir>/<name>.lock`` for its lifetime (:mod:`aihf.bench.runlock`),
 so a second sweep skips a run still alive from a first one. What happens is told to a
-:class:`Reporter`; the default prints a progress line with an ETA. Imports only the standard library.
+:class:`Reporter`; the default prints a progress line with an ETA. A sweep stopped by Ctrl-C or
+SIGTERM stops its runs too (a signal sent to the sweep's process alone would otherwise leave them
+running, holding their locks). Imports only the standard library.
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -97,6 +101,10 @@ def run_jobs(
     reporter = reporter or Reporter(len(jobs))
     child_env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", **(env or {})}
     queue, running, failed = list(jobs), [], []
+    # SIGTERM (a scheduler's or `kill`'s stop) ends this process without cleanup by default: make it a
+    # KeyboardInterrupt, so the runs are stopped as on Ctrl-C and the CLI says so in one line.
+    on_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _interrupt) if on_main_thread else None
     try:
         while queue or running:
             while queue and len(running) < parallel:
@@ -135,9 +143,41 @@ def run_jobs(
                     reporter.failed(job, proc.returncode, log.name, time.time() - t0)
                 else:
                     reporter.finished(job, time.time() - t0)
+    except BaseException:
+        _stop(running)
+        raise
     finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
         reporter.close()
     return failed
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def _stop(running: list, grace_s: float = 30.0) -> None:
+    """Stop the runs still going when the sweep is interrupted. A terminal's Ctrl-C already reached
+    them (same process group): give them a moment to exit on their own, then send SIGINT to those
+    left (a run then stops as on Ctrl-C and resumes later from its last checkpoint) and SIGKILL to
+    any still alive after ``grace_s`` seconds."""
+    procs = [item[1] for item in running]
+    deadline = time.time() + 2.0
+    while any(p.poll() is None for p in procs) and time.time() < deadline:
+        time.sleep(0.05)
+    for p in procs:
+        if p.poll() is None:
+            p.send_signal(signal.SIGINT)
+    deadline = time.time() + grace_s
+    for p in procs:
+        try:
+            p.wait(max(0.0, deadline - time.time()))
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+    for item in running:
+        item[2].close()
 
 
 def _lock(job: Job, lock_dir: str, reporter: Reporter) -> int | None:

@@ -15,7 +15,7 @@ import logging
 import os
 import sys
 
-from ..commandline import one_line, stdout_closed, unknown_command
+from ..commandline import RESUME_SWEEP, one_line, stdout_closed, unknown_command
 
 COMMANDS = {
     "train": "align a causal LM (see 'aihf train --help'; with a reward model: 'aihf train --method aihf_rl --help')",
@@ -116,6 +116,12 @@ def main(argv: list[str] | None = None) -> int:
         _close_progress_bars()
         print(f"aihf {shown}: {one_line(str(e))}", file=sys.stderr)
         return 3
+    except KeyboardInterrupt:
+        if command != "bench":
+            raise
+        # Ctrl-C or SIGTERM of a sweep: its runs were stopped (aihf.bench.runner); one line, not a traceback.
+        print(f"aihf {shown}: interrupted: {RESUME_SWEEP}", file=sys.stderr)
+        return 130
 
 
 def _close_progress_bars() -> None:

@@ -14,7 +14,7 @@ import os
 import shlex
 import sys
 
-from ..commandline import one_line
+from ..commandline import RESUME_SWEEP, one_line
 from ..errors import ConfigError, DataError, TrainingError
 from .config import CollectConfig, ControlConfig, OneLineParser, config_from_dict, unused_settings
 from .flags import parse_config, parse_flags
@@ -202,7 +202,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"aihf control {command}: {one_line(str(e))}", file=sys.stderr)
         return 3
     except KeyboardInterrupt:  # Ctrl-C: one line, not torch's traceback; checkpoints are written atomically
-        resume = ": rerun the same command to continue from the last finished round" if command == "train" else ""
+        resume = {
+            "train": ": rerun the same command to continue from the last finished round",
+            "bench": f": {RESUME_SWEEP}, stopped ones resume from their last finished round",
+        }.get(command, "")
         print(f"aihf control {command}: interrupted{resume}", file=sys.stderr)
         return 130
     from .envs import json_safe

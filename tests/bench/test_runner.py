@@ -110,3 +110,97 @@ def test_in_process_runs_with_one_job_and_the_default_progress_lines(tmp_path, c
     seen.clear()
     assert run_jobs(jobs, 1, lock_dir=str(tmp_path / "locks"), log_dir=str(tmp_path / "logs")) == []
     assert seen == [] and capsys.readouterr().out == ""
+
+
+_SWEEP = """
+import sys
+from aihf.bench.runner import Job, run_jobs
+child = [sys.executable, "-c", "import os, sys, time; open(sys.argv[1], 'w').write(str(os.getpid())); time.sleep(600)",
+         sys.argv[1]]
+run_jobs([Job("slow", child, sys.argv[2])], 2, lock_dir=sys.argv[3], log_dir=sys.argv[4], poll_s=0.05)
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie (exited, not yet reaped by its parent) counts as gone.
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().split(")")[-1].split()[0] != "Z"
+
+
+def test_a_sweep_stopped_by_sigterm_alone_stops_its_runs_and_frees_their_locks(tmp_path):
+    """`kill <sweep pid>` (or a scheduler's SIGTERM) reaches the sweep's process only, not its runs: they
+    used to keep running, holding their locks, so the next sweep skipped them as 'running elsewhere'."""
+    import signal
+    import time
+
+    pid_file, locks = tmp_path / "child.pid", tmp_path / "locks"
+    sweep = subprocess.Popen(
+        [sys.executable, "-c", _SWEEP, str(pid_file), str(tmp_path / "r.json"), str(locks), str(tmp_path / "logs")],
+        start_new_session=True,  # its own process group: the signal reaches the sweep and nothing else
+    )
+    try:
+        for _ in range(400):
+            if pid_file.exists() and pid_file.read_text():
+                break
+            time.sleep(0.05)
+        child = int(pid_file.read_text())
+        assert _alive(child)
+        sweep.send_signal(signal.SIGTERM)
+        assert sweep.wait(timeout=60) != 0
+        for _ in range(100):
+            if not _alive(child):
+                break
+            time.sleep(0.05)
+        assert not _alive(child)
+    finally:
+        if sweep.poll() is None:
+            os.killpg(sweep.pid, signal.SIGKILL)
+    fd = try_lock_run(str(locks / "slow.lock"))
+    assert fd is not None
+    os.close(fd)
+
+
+def test_a_run_that_ignores_sigint_is_killed_after_the_grace_period(tmp_path):
+    import time
+
+    from aihf.bench.runner import _stop
+
+    ignoring = [sys.executable, "-c", "import signal, time; signal.signal(signal.SIGINT, signal.SIG_IGN); "
+                "print('ready', flush=True); time.sleep(600)"]  # fmt: skip
+    proc = subprocess.Popen(ignoring, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "ready"
+    log = open(tmp_path / "log", "w")
+    t0 = time.time()
+    _stop([(None, proc, log, t0)], grace_s=0.5)
+    assert proc.returncode == -9 and log.closed and time.time() - t0 < 10
+
+
+def test_an_interrupted_sweep_is_one_line_and_exit_130(monkeypatch, capsys):
+    """Ctrl-C or SIGTERM (made a KeyboardInterrupt by run_jobs) of either sweep: one line saying how to
+    continue, not a traceback."""
+    import pytest
+
+    import aihf.cli
+    import aihf.cli.bench
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(aihf.cli.bench, "run", interrupted)
+    assert aihf.cli.main(["bench", "llm", "--preset", "quick"]) == 130
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == "aihf bench: interrupted: rerun the same command to continue: finished runs are skipped"
+    pytest.importorskip("gymnasium")
+    import aihf.control.bench
+
+    monkeypatch.setattr(aihf.control.bench, "main", interrupted)
+    assert aihf.cli.main(["control", "bench", "--preset", "ci"]) == 130
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == (
+        "aihf control bench: interrupted: rerun the same command to continue: finished runs are skipped, "
+        "stopped ones resume from their last finished round"
+    )
