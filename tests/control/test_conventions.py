@@ -229,7 +229,8 @@ def test_learning_curves_are_a_grid_with_shared_axes_and_one_legend(tmp_path, mo
     import matplotlib.pyplot as plt
     from PIL import Image
 
-    from aihf.control import bench
+    from aihf.control.bench_report import METHOD_ORDER
+    from aihf.control.plots import plot_curves
 
     settings = ["expert1_p0", "expert1_p10", "expert1_p100", "expert4_p0", "expert4_p100", "low1_p0", "low1_p100"]
     rows = []
@@ -243,7 +244,7 @@ def test_learning_curves_are_a_grid_with_shared_axes_and_one_legend(tmp_path, mo
     close = plt.close
     monkeypatch.setattr(plt, "close", lambda fig=None: (figures.append(fig), close(fig)))
     path = tmp_path / "curves.png"
-    bench.plot_curves("Pendulum-v1", rows, str(path), bench.METHOD_ORDER)
+    plot_curves("Pendulum-v1", rows, str(path), METHOD_ORDER)
     (fig,) = figures
     panels = [ax for ax in fig.axes if ax.axison]
     assert len(panels) == 7
