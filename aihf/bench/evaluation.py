@@ -9,7 +9,7 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from .stats import mean, mean_ci  # noqa: F401  (importable from here, as before)
+from .stats import mean, mean_ci, ranks, spearman  # noqa: F401  (importable from here, as before)
 
 
 def distinct_n(texts: list[str], n: int = 2) -> float:
@@ -71,35 +71,6 @@ def evaluate(model, base, tokenizer, references: list[dict], gold_fn, *, samples
             {"prompt": references[i // samples]["prompt"], "completion": texts[i]} for i in range(min(3, len(texts)))
         ],
     }
-
-
-def ranks(values: list[float]) -> list[float]:
-    """1-based ranks of ``values``, ties given their average rank."""
-    order = sorted(range(len(values)), key=lambda i: values[i])
-    out = [0.0] * len(values)
-    i = 0
-    while i < len(order):
-        j = i
-        while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
-            j += 1
-        for k in range(i, j + 1):
-            out[order[k]] = (i + j) / 2 + 1
-        i = j + 1
-    return out
-
-
-def spearman(x: list[float], y: list[float]) -> float:
-    """Spearman's rank correlation of ``x`` and ``y`` (Pearson's of their average-tie ranks); NaN
-    when either is constant or has fewer than 2 values."""
-    if len(x) != len(y):
-        raise ValueError(f"spearman: {len(x)} and {len(y)} values")
-    if len(x) < 2:
-        return float("nan")
-    rx, ry = ranks(x), ranks(y)
-    mx, my = sum(rx) / len(rx), sum(ry) / len(ry)
-    cov = sum((a - mx) * (b - my) for a, b in zip(rx, ry))
-    vx, vy = sum((a - mx) ** 2 for a in rx), sum((b - my) ** 2 for b in ry)
-    return cov / (vx * vy) ** 0.5 if vx > 0 and vy > 0 else float("nan")
 
 
 def held_out_samples(references: list[dict]) -> list[dict]:

@@ -8,7 +8,7 @@ import math
 
 import numpy as np
 
-__all__ = ["mean", "mean_ci", "seed_differences"]
+__all__ = ["mean", "mean_ci", "ranks", "spearman", "seed_differences"]
 
 
 def mean(values: list[float]) -> float:
@@ -24,6 +24,35 @@ def mean_ci(values: list[float]) -> tuple[float, float]:
         return m, 0.0
     sd = math.sqrt(sum((v - m) ** 2 for v in values) / (n - 1))
     return m, 1.96 * sd / math.sqrt(n)
+
+
+def ranks(values: list[float]) -> list[float]:
+    """1-based ranks of ``values``, ties given their average rank."""
+    order = sorted(range(len(values)), key=lambda i: values[i])
+    out = [0.0] * len(values)
+    i = 0
+    while i < len(order):
+        j = i
+        while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
+            j += 1
+        for k in range(i, j + 1):
+            out[order[k]] = (i + j) / 2 + 1
+        i = j + 1
+    return out
+
+
+def spearman(x: list[float], y: list[float]) -> float:
+    """Spearman's rank correlation of ``x`` and ``y`` (Pearson's of their average-tie ranks); NaN
+    when either is constant or has fewer than 2 values."""
+    if len(x) != len(y):
+        raise ValueError(f"spearman: {len(x)} and {len(y)} values")
+    if len(x) < 2:
+        return float("nan")
+    rx, ry = ranks(x), ranks(y)
+    mx, my = sum(rx) / len(rx), sum(ry) / len(ry)
+    cov = sum((a - mx) * (b - my) for a, b in zip(rx, ry))
+    vx, vy = sum((a - mx) ** 2 for a in rx), sum((b - my) ** 2 for b in ry)
+    return cov / (vx * vy) ** 0.5 if vx > 0 and vy > 0 else float("nan")
 
 
 def seed_differences(diffs: list[float]) -> dict:

@@ -274,6 +274,17 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="Instead: env steps/s of the AIHF loop vs plain SAC on the first env (alternated runs).",
     )
+    parser.add_argument(
+        "--segments",
+        action="store_true",
+        help="Instead: what a reward fitted on preference pairs alone learns, by segment design (independent or "
+        "aligned windows of 1, 10, 50 steps, whole episodes), scored on held-out pool episodes; needs "
+        "<data_root>/<env>/pool.npz (not committed). Writes segments.json, .md and .png (docs/control.md, "
+        "'Preference segments').",
+    )
+    parser.add_argument(
+        "--segment_reward_steps", type=int, default=500, help="--segments: reward steps per design and seed."
+    )
     parser.add_argument("--speed_steps", type=int, default=10_000, help="--speed: env steps per run.")
     parser.add_argument("--speed_repeats", type=int, default=2, help="--speed: runs of each.")
     parser.add_argument(
@@ -298,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
     if seeds == []:
         parser.error(f"argument --seeds: comma-separated integers, e.g. 0,1,2, got {args.seeds!r}")
     runs = [r for r in plan(args.preset, envs, seeds) if not args.only or args.only in f"{r.env_id}/{r.name}"]
-    if args.only and not runs and not (args.report or args.speed or args.speed_backends):
+    if args.only and not runs and not (args.report or args.speed or args.speed_backends or args.segments):
         # A typo would otherwise run nothing and exit 0.
         example = plan(args.preset, envs, seeds)[0]
         parser.error(
@@ -338,6 +349,21 @@ def main(argv: list[str] | None = None) -> int:
             data_dir=os.path.join(args.data_root, env_id),
         )
         print(f"wrote {os.path.join(args.results, f'speed_backends_{env_id}.md')}")
+        return 0
+    if args.segments:
+        from .segments import segments
+
+        if args.segment_reward_steps < 1:
+            parser.error(f"argument --segment_reward_steps: must be >= 1, got {args.segment_reward_steps}")
+        segments(
+            args.data_root,
+            envs or PLANS[args.preset]["envs"],
+            args.results,
+            this,
+            seeds=seeds or (0, 1, 2),
+            steps=args.segment_reward_steps,
+        )
+        print(f"wrote {os.path.join(args.results, 'segments.md')}")
         return 0
     if args.speed:
         env_id = (envs or PLANS[args.preset]["envs"])[0]

@@ -92,8 +92,9 @@ def write_dataset(config: CollectConfig, expert, low_quality, pool_policies: lis
             f"{check['message']}: nothing written; train it longer (--expert_steps) or keep it with "
             "--accept_weak_demonstrator true"
         )
+    aligned = c.segment_alignment == "aligned"
     prefs, extras = label_preferences(
-        pool, c.num_preferences, c.segment_length, rng, c.temperature_scale, c.label_noise
+        pool, c.num_preferences, c.segment_length, rng, c.temperature_scale, c.label_noise, aligned
     )
     os.makedirs(c.output_dir, exist_ok=True)
     save_trajectories(os.path.join(c.output_dir, "demos.npz"), demos)

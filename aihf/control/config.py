@@ -404,7 +404,17 @@ class CollectConfig:
         default=8, metadata={"help": "Stochastic episodes per snapshot (and of the random policy) for the pool."}
     )
     num_preferences: int = field(default=1000, metadata={"help": "Labelled pairs written (runs take the first N)."})
-    segment_length: int = field(default=50, metadata={"help": "Steps per preference segment."})
+    segment_length: int = field(
+        default=50, metadata={"help": "Steps per preference segment (at least the episode length: whole episodes)."}
+    )
+    segment_alignment: str = field(
+        default="independent",
+        metadata={
+            "help": "independent: each segment of a pair starts at its own random step; aligned: both start at the "
+            "same step (docs/control.md, 'Preference segments').",
+            "choices": ["independent", "aligned"],
+        },
+    )
     temperature_scale: float = field(
         default=0.1, metadata={"help": "Labeller temperature as a fraction of the std of segment returns."}
     )

@@ -316,6 +316,7 @@ def label_preferences(
     rng: np.random.Generator,
     temperature_scale: float = 0.1,
     label_noise: float = 0.0,
+    aligned: bool = False,
 ) -> tuple[Preferences, dict[str, np.ndarray]]:
     """Synthetic Bradley-Terry labeller (method.md, "Control specifics").
 
@@ -325,6 +326,12 @@ def label_preferences(
     ground-truth segment returns, at temperature ``temperature_scale * std(segment returns of the
     pairs drawn)`` -- a temperature relative to the spread of returns, so labels are neither
     deterministic nor coin flips whatever the env's reward scale -- and label noise ``label_noise``.
+
+    Each side's window starts at its own uniform step, or with ``aligned`` both start at one step
+    ``t`` drawn uniformly from those where the shorter episode still has ``min(segment_length, its
+    length)`` steps left, so the two segments cover the same time steps (as the paper authors'
+    prototype compares states at aligned steps; the longer side keeps up to ``segment_length`` steps
+    from ``t``). A ``segment_length`` of at least the episode length gives whole episodes either way.
 
     Returns the pairs and extras (``chosen_returns``, ``rejected_returns``, ``probabilities``: the
     probability that the chosen side is preferred; values < 0.5 are labelling mistakes).
@@ -342,9 +349,15 @@ def label_preferences(
     seg_returns = np.zeros((2, num_pairs))
     for p in range(num_pairs):
         episodes = rng.choice(pool.num_episodes, size=2, replace=False)
+        if aligned:
+            shortest = int(lengths[episodes].min())
+            t = int(rng.integers(0, shortest - min(segment_length, shortest) + 1))
         for s, e in enumerate(episodes):
-            n = min(segment_length, int(lengths[e]))
-            begin = int(starts[e]) + int(rng.integers(0, lengths[e] - n + 1))
+            if aligned:
+                n, begin = min(segment_length, int(lengths[e]) - t), int(starts[e]) + t
+            else:
+                n = min(segment_length, int(lengths[e]))
+                begin = int(starts[e]) + int(rng.integers(0, lengths[e] - n + 1))
             sides["obs"][s, p, :n] = pool.observations[begin : begin + n]
             sides["act"][s, p, :n] = pool.actions[begin : begin + n]
             seg_lengths[s, p] = n

@@ -65,6 +65,36 @@ def test_labeller_temperature_is_relative_to_the_spread_of_returns():
     )
 
 
+def _time_indexed_pool(lengths):
+    """Episodes whose observation is (time step, episode index), so a segment shows where it starts."""
+    obs = np.array([[t, e] for e, n in enumerate(lengths) for t in range(n)], np.float32)
+    return Trajectories(obs, np.zeros((len(obs), 1), np.float32), np.array(lengths), np.ones(len(obs), np.float32))
+
+
+@pytest.mark.parametrize("length", [1, 4, 30])
+def test_aligned_segments_cover_the_same_time_steps(length):
+    pool = _time_indexed_pool([7, 12, 20, 5])
+    prefs, _ = label_preferences(pool, 300, length, np.random.default_rng(0), aligned=True)
+    for p in range(300):
+        n_c, n_r = int(prefs.chosen_lengths[p]), int(prefs.rejected_lengths[p])
+        t_c, t_r = prefs.chosen_observations[p, : n_c, 0], prefs.rejected_observations[p, : n_r, 0]
+        assert t_c[0] == t_r[0]  # one start step for both sides
+        np.testing.assert_array_equal(t_c, t_c[0] + np.arange(n_c))  # consecutive steps of one episode
+        assert prefs.chosen_observations[p, 0, 1] != prefs.rejected_observations[p, 0, 1]  # two episodes
+        # The shorter side has min(length, its episode length) steps; neither side runs past its episode.
+        episode_lengths = [pool.episode_lengths[int(prefs.chosen_observations[p, 0, 1])],
+                           pool.episode_lengths[int(prefs.rejected_observations[p, 0, 1])]]
+        assert min(n_c, n_r) == min(length, min(episode_lengths)) and max(n_c, n_r) <= length
+        assert t_c[-1] < episode_lengths[0] and t_r[-1] < episode_lengths[1]
+    # Independent windows start at different steps in most pairs; 30 >= every length: whole episodes.
+    free, _ = label_preferences(pool, 300, length, np.random.default_rng(0))
+    starts_differ = (free.chosen_observations[:, 0, 0] != free.rejected_observations[:, 0, 0]).mean()
+    assert starts_differ == 0 if length == 30 else starts_differ > 0.5
+    if length == 30:
+        whole = np.sort(np.concatenate([free.chosen_lengths, free.rejected_lengths]))
+        np.testing.assert_array_equal(np.unique(whole), [5, 7, 12, 20])
+
+
 # ----------------------------------------------------------------------------- reward step
 def _toy_batch(rng, n=64, length=5):
     t = lambda a: torch.as_tensor(np.asarray(a, np.float32))
