@@ -306,8 +306,10 @@ def main(argv: list[str] | None = None) -> int:
         seeds = [int(s) for s in args.seeds.split(",") if s.strip()] if args.seeds else None
     except ValueError:
         seeds = []
-    if seeds == []:
-        parser.error(f"argument --seeds: comma-separated integers, e.g. 0,1,2, got {args.seeds!r}")
+    if seeds == [] or (seeds and (min(seeds) < 0 or len(set(seeds)) < len(seeds))):
+        parser.error(f"argument --seeds: distinct comma-separated integers >= 0, e.g. 0,1,2, got {args.seeds!r}")
+    if args.segments and args.only:
+        parser.error("argument --only: selects benchmark runs; --segments fits rewards only (use --envs)")
     runs = [r for r in plan(args.preset, envs, seeds) if not args.only or args.only in f"{r.env_id}/{r.name}"]
     if args.only and not runs and not (args.report or args.speed or args.speed_backends or args.segments):
         # A typo would otherwise run nothing and exit 0.

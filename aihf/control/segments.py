@@ -105,9 +105,10 @@ def score_reward(step_rewards: np.ndarray, held_out: Trajectories, eval_windows:
     learned, target = sums(step_rewards), sums(true)
     sign = np.sign(learned[:, 0] - learned[:, 1])
     agree = np.where(sign == 0, 0.5, sign == np.sign(target[:, 0] - target[:, 1]))  # a tie: a coin flip
+    undefined_as_none = lambda rho: None if np.isnan(rho) else rho  # JSON has no NaN
     return {
-        "step_spearman": spearman(step_rewards.tolist(), true.tolist()),
-        "return_spearman": spearman(learned_returns.tolist(), held_out.returns().tolist()),
+        "step_spearman": undefined_as_none(spearman(step_rewards.tolist(), true.tolist())),
+        "return_spearman": undefined_as_none(spearman(learned_returns.tolist(), held_out.returns().tolist())),
         "pair_accuracy": float(agree.mean()),
     }
 
@@ -116,7 +117,9 @@ def eval_windows(held_out: Trajectories, count: int, rng: np.random.Generator) -
     """``(count, 2, 2)`` ``[begin, end)`` steps of pairs of 50-step windows (a shorter episode: all of
     it), each side in its own held-out episode, whose true window returns differ."""
     starts, lengths, out = held_out.starts, held_out.episode_lengths, []
-    while len(out) < count:
+    for _ in range(100 * count):  # bounded: a pool whose windows all tie would never fill ``out``
+        if len(out) == count:
+            break
         pair = []
         for e in rng.choice(held_out.num_episodes, 2, replace=False):
             n = min(EVAL_WINDOW, int(lengths[e]))
@@ -125,6 +128,8 @@ def eval_windows(held_out: Trajectories, count: int, rng: np.random.Generator) -
         (b0, e0), (b1, e1) = pair
         if held_out.rewards[b0:e0].sum() != held_out.rewards[b1:e1].sum():
             out.append(pair)
+    if len(out) < count:
+        raise ValueError(f"only {len(out)} of {100 * count} pairs of held-out windows differ in true return")
     return np.array(out)
 
 
@@ -184,8 +189,8 @@ METRICS = [("step_spearman", "per-step Spearman"), ("return_spearman", "episode-
 
 def write_markdown(results: dict) -> str:
     """One table per env: each design's mean and 95 % interval over seeds, and the constant reward."""
-    def cell(values: list[float]) -> str:  # "–": undefined (a constant reward ranks nothing)
-        if all(np.isnan(values)):
+    def cell(values: list) -> str:  # "–": undefined, None (a constant reward ranks nothing)
+        if any(v is None for v in values):
             return "–"
         return "%.2f ± %.2f" % mean_ci(values) if len(values) > 1 else "%.2f" % values[0]
 
@@ -238,11 +243,13 @@ def plot(results: dict, path: str) -> None:
     width = 0.8 / len(names)
     for ax, (key, label) in zip(axes[0], METRICS):
         for j, name in enumerate(names):
-            stats = [mean_ci(results["envs"][e]["designs"][name][key]) for e in envs]
+            stats = [mean_ci([v for v in results["envs"][e]["designs"][name][key] if v is not None]) for e in envs]
             x = np.arange(len(envs)) + (j - (len(names) - 1) / 2) * width
             ax.bar(x, [m for m, _ in stats], width, yerr=[h for _, h in stats], label=name, color=f"C{j}")
         for i, e in enumerate(envs):
             level = results["envs"][e]["length_only"][key][0]
+            if level is None:
+                continue
             legend = "constant reward" if i == 0 else None
             ax.hlines(level, i - 0.45, i + 0.45, colors="k", linestyles="--", label=legend)
         ax.set_xticks(range(len(envs)), envs)
@@ -257,10 +264,13 @@ def plot(results: dict, path: str) -> None:
 def segments(data_root: str, envs: list[str], out_dir: str, command: str, **study_kwargs) -> dict:
     """Run :func:`segment_study` on ``<data_root>/<env>/pool.npz`` for each env and write
     ``segments.json``, ``segments.md`` and ``segments.png`` into ``out_dir`` after each env. An env
-    already in ``segments.json`` with the same seeds and reward steps is kept, not rerun, so envs can
-    be added one command at a time. A missing pool raises :class:`aihf.ConfigError` before anything
-    runs or is written."""
-    from ..errors import ConfigError
+    already in ``segments.json`` from the same pool (SHA-256 of ``pool.npz``), seeds and reward steps
+    is kept, not rerun, so envs can be added one command at a time. Every check (each pool, the
+    existing ``segments.json``, a writable ``out_dir``) raises :class:`aihf.ConfigError` or
+    :class:`aihf.DataError` before anything runs or is written."""
+    import hashlib
+
+    from ..errors import ConfigError, DataError
     from .data import load_trajectories
 
     paths = {e: os.path.join(data_root, e, "pool.npz") for e in envs}
@@ -274,23 +284,49 @@ def segments(data_root: str, envs: list[str], out_dir: str, command: str, **stud
     pools = {e: load_trajectories(path) for e, path in paths.items()}
     for e, pool in pools.items():
         if pool.rewards is None:
-            raise ConfigError(f"{paths[e]}: field 'rewards' is missing; the study scores rewards against it")
+            raise DataError(paths[e], None, "rewards", "missing; the study scores rewards against it")
+        if pool.num_episodes < 4:
+            raise DataError(
+                paths[e],
+                None,
+                "episode_lengths",
+                f"{pool.num_episodes} episode(s); the study needs >= 4 (half to label pairs from, half held out)",
+            )
+        try:  # drawn here as well as in the study: a pool whose rewards never differ fails before any fit
+            eval_windows(split_pool(pool)[1], 100, np.random.default_rng(0))
+        except ValueError as err:
+            raise DataError(paths[e], None, "rewards", f"{err}; nothing to rank") from None
     json_path = os.path.join(out_dir, "segments.json")
-    results = {"envs": {}}
+    results: dict = {"envs": {}}
     if os.path.exists(json_path):
-        with open(json_path) as f:
-            results = json.load(f)
+        try:
+            with open(json_path) as f:
+                results = json.load(f)
+            if not isinstance(results, dict) or not isinstance(results.get("envs"), dict):
+                raise ValueError("no 'envs' object")
+        except (OSError, ValueError) as err:
+            raise ConfigError(f"{json_path}: not a segments report ({err}); move it away or pick another --results")
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+        with open(os.path.join(out_dir, ".segments_write_check"), "w"):
+            pass
+        os.remove(os.path.join(out_dir, ".segments_write_check"))
+    except OSError as err:
+        raise ConfigError(f"results={out_dir!r}: cannot write there ({err.strerror})") from None
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # one core, as every benchmark job: more threads collapse on a shared machine
     try:
         for e, pool in pools.items():
-            old = results["envs"].get(e, {})
+            with open(paths[e], "rb") as f:
+                digest = hashlib.sha256(f.read()).hexdigest()
             wanted = {
+                "pool_sha256": digest,
                 "seeds": list(study_kwargs.get("seeds", (0, 1, 2))),
                 "reward_steps": study_kwargs.get("steps", 500),
             }
+            old = results["envs"].get(e, {})
             if all(old.get(k) == v for k, v in wanted.items()):
-                print(f"{e}: kept from {json_path} (same seeds and reward steps)", flush=True)
+                print(f"{e}: kept from {json_path} (same pool, seeds and reward steps)", flush=True)
                 continue
             meta_path = os.path.join(data_root, e, "meta.json")
             data = {}
@@ -298,10 +334,12 @@ def segments(data_root: str, envs: list[str], out_dir: str, command: str, **stud
                 with open(meta_path) as f:
                     meta = json.load(f)
                 data = {k: meta.get(k) for k in ("expert_return", "pool_returns_by_policy", "command")}
-            results["envs"][e] = {"command": command, "data": data, **segment_study(pool, **study_kwargs)}
+            study = segment_study(pool, **study_kwargs)
+            results["envs"][e] = {"command": command, "data": data, "pool_sha256": digest, **study}
             _write(results, out_dir)
     finally:
         torch.set_num_threads(threads)
+    _write(results, out_dir)  # the report and figure again, should only they have been lost
     return results
 
 

@@ -45,7 +45,7 @@ def test_scores_of_the_true_reward_and_of_a_constant_are_exact():
     assert negated["step_spearman"] == pytest.approx(-1.0) and negated["pair_accuracy"] == 0.0
     # A constant ties every equal-length pair: a coin flip each, and no ranking at all.
     constant = score_reward(np.ones(len(held_out.rewards)), held_out, windows)
-    assert constant["pair_accuracy"] == 0.5 and np.isnan(constant["step_spearman"])
+    assert constant["pair_accuracy"] == 0.5 and constant["step_spearman"] is None  # undefined; JSON has no NaN
 
 
 def test_windows_stay_inside_their_episodes():
@@ -120,6 +120,7 @@ def test_bench_segments_writes_its_report_one_env_at_a_time(tmp_path, capsys):
     argv[argv.index("Pendulum-v1")] = "Pendulum-v1,Other-v0"
     assert bench.main([*argv, "--results", str(tmp_path / "out")]) == 0
     assert "Pendulum-v1: kept from" in capsys.readouterr().out
+    assert result["pool_sha256"] and "NaN" not in (tmp_path / "out" / "segments.json").read_text()
     both = json.loads((tmp_path / "out" / "segments.json").read_text())["envs"]
     assert list(both) == ["Pendulum-v1", "Other-v0"] and both["Pendulum-v1"] == result
     assert "## Other-v0" in (tmp_path / "out" / "segments.md").read_text()
@@ -134,3 +135,38 @@ def test_bench_segments_without_a_pool_says_so_in_one_line(tmp_path, capsys):
     assert code == 2 and len(err.splitlines()) == 1
     assert "Hopper-v5/pool.npz: missing" in err and "--data_root" in err
     assert not (tmp_path / "out").exists()
+
+
+def _bench_error(tmp_path, capsys, pool=None, extra=(), results=None):
+    from aihf.cli import main
+
+    if pool is not None:
+        (tmp_path / "data" / "EnvA").mkdir(parents=True, exist_ok=True)
+        save_trajectories(str(tmp_path / "data" / "EnvA" / "pool.npz"), pool)
+    results = results or tmp_path / "out"
+    argv = ["--segments", "--envs", "EnvA", "--segment_reward_steps", "5", "--seeds", "0"]
+    code = main(["control", "bench", *argv, "--data_root", str(tmp_path / "data"), "--results", str(results), *extra])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1, err
+    return err
+
+
+def test_bench_segments_refuses_what_it_cannot_study_before_any_fit(tmp_path, capsys):
+    err = _bench_error(tmp_path, capsys, _pool(num_episodes=3))
+    assert "EnvA/pool.npz, field 'episode_lengths': 3 episode(s); the study needs >= 4" in err
+    flat = _pool(num_episodes=6)
+    flat.rewards[:] = 0.0  # every window ties: nothing to rank (was an endless loop)
+    assert "EnvA/pool.npz, field 'rewards':" in _bench_error(tmp_path, capsys, flat)
+    assert not (tmp_path / "out").exists()
+    for seeds in ("-1", "0,0"):
+        assert "argument --seeds" in _bench_error(tmp_path, capsys, extra=["--seeds", seeds])
+
+
+def test_bench_segments_checks_its_results_folder_first(tmp_path, capsys):
+    (tmp_path / "afile").write_text("x")
+    err = _bench_error(tmp_path, capsys, _pool(num_episodes=6), results=tmp_path / "afile")
+    assert "cannot write there" in err and (tmp_path / "afile").read_text() == "x"
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "segments.json").write_text('{"envs": {')
+    assert "segments.json: not a segments report" in _bench_error(tmp_path, capsys)
+    assert (tmp_path / "out" / "segments.json").read_text() == '{"envs": {'  # left as it was
