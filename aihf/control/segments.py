@@ -17,7 +17,8 @@ rate), and scored on the held-out episodes by
   windows (the benchmark's default pairs; a tie counts one half).
 
 Designs: independent or aligned windows (each side starts at its own step, or both at one step) of
-1, 10 and 50 steps, and whole episodes. Pure NumPy/torch; no SAC, so minutes, not hours.
+1, 10 and 50 steps, and whole episodes. No SAC: minutes per env, except whole episodes of 1000
+steps, which cost ~20x a 50-step window per reward step.
 """
 
 from __future__ import annotations
@@ -96,12 +97,13 @@ def fit_preference_reward(
     return net
 
 
-def score_reward(step_rewards: np.ndarray, held_out: Trajectories, eval_windows: np.ndarray) -> dict:
+def score_reward(step_rewards: np.ndarray, held_out: Trajectories, windows: np.ndarray) -> dict:
     """The three scores of the module docstring for per-step rewards ``(N,)`` of ``held_out``'s ``N``
-    steps; ``eval_windows`` ``(K, 2, 2)``: the ``[begin, end)`` steps of both sides of ``K`` pairs."""
+    steps; ``windows`` ``(K, 2, 2)``: the ``[begin, end)`` steps of both sides of ``K`` pairs
+    (:func:`eval_windows`). An undefined rank correlation (a constant reward) is None."""
     true = held_out.rewards.astype(np.float64)
     learned_returns = np.add.reduceat(step_rewards, held_out.starts)
-    sums = lambda r: np.array([[r[b:e].sum() for b, e in pair] for pair in eval_windows])
+    sums = lambda r: np.array([[r[b:e].sum() for b, e in pair] for pair in windows])
     learned, target = sums(step_rewards), sums(true)
     sign = np.sign(learned[:, 0] - learned[:, 1])
     agree = np.where(sign == 0, 0.5, sign == np.sign(target[:, 0] - target[:, 1]))  # a tie: a coin flip
@@ -129,7 +131,7 @@ def eval_windows(held_out: Trajectories, count: int, rng: np.random.Generator) -
         if held_out.rewards[b0:e0].sum() != held_out.rewards[b1:e1].sum():
             out.append(pair)
     if len(out) < count:
-        raise ValueError(f"only {len(out)} of {100 * count} pairs of held-out windows differ in true return")
+        raise ValueError(f"fewer than {count} of {100 * count} drawn pairs of held-out windows differ in true return")
     return np.array(out)
 
 
@@ -183,8 +185,11 @@ def segment_study(
     return out
 
 
-METRICS = [("step_spearman", "per-step Spearman"), ("return_spearman", "episode-return Spearman"),
-           ("pair_accuracy", "50-step pair accuracy")]
+METRICS = [
+    ("step_spearman", "per-step Spearman"),
+    ("return_spearman", "episode-return Spearman"),
+    ("pair_accuracy", "50-step pair accuracy"),
+]
 
 
 def write_markdown(results: dict) -> str:
@@ -205,7 +210,7 @@ def write_markdown(results: dict) -> str:
         pool = (
             f" The pool: `{data['command']}` (demonstrator return {data['expert_return']:.0f}; pool returns by "
             f"policy {', '.join('%.0f' % v for v in data['pool_returns_by_policy'])})."
-            if data.get("command")
+            if all(k in data for k in ("command", "expert_return", "pool_returns_by_policy"))
             else ""
         )
         lines += [
@@ -296,6 +301,7 @@ def segments(data_root: str, envs: list[str], out_dir: str, command: str, **stud
             eval_windows(split_pool(pool)[1], 100, np.random.default_rng(0))
         except ValueError as err:
             raise DataError(paths[e], None, "rewards", f"{err}; nothing to rank") from None
+    data = {e: _collection(os.path.join(data_root, e, "meta.json")) for e in envs}
     json_path = os.path.join(out_dir, "segments.json")
     results: dict = {"envs": {}}
     if os.path.exists(json_path):
@@ -328,19 +334,28 @@ def segments(data_root: str, envs: list[str], out_dir: str, command: str, **stud
             if all(old.get(k) == v for k, v in wanted.items()):
                 print(f"{e}: kept from {json_path} (same pool, seeds and reward steps)", flush=True)
                 continue
-            meta_path = os.path.join(data_root, e, "meta.json")
-            data = {}
-            if os.path.exists(meta_path):
-                with open(meta_path) as f:
-                    meta = json.load(f)
-                data = {k: meta.get(k) for k in ("expert_return", "pool_returns_by_policy", "command")}
             study = segment_study(pool, **study_kwargs)
-            results["envs"][e] = {"command": command, "data": data, "pool_sha256": digest, **study}
+            results["envs"][e] = {"command": command, "data": data[e], "pool_sha256": digest, **study}
             _write(results, out_dir)
     finally:
         torch.set_num_threads(threads)
     _write(results, out_dir)  # the report and figure again, should only they have been lost
     return results
+
+
+def _collection(meta_path: str) -> dict:
+    """What the report says of the pool: the collection's command and returns from ``meta.json``
+    beside it ({} without one)."""
+    from ..errors import DataError
+
+    if not os.path.exists(meta_path):
+        return {}
+    try:
+        with open(meta_path) as f:
+            meta = json.load(f)
+        return {k: meta[k] for k in ("expert_return", "pool_returns_by_policy", "command") if k in meta}
+    except (OSError, ValueError, TypeError) as err:
+        raise DataError(meta_path, None, None, f"not a collection's meta.json ({err})") from None
 
 
 def _write(results: dict, out_dir: str) -> None:
