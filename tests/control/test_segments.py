@@ -57,6 +57,7 @@ def test_windows_stay_inside_their_episodes():
         assert end <= ends[episode] and end - begin == min(50, pool.episode_lengths[episode])
 
 
+@pytest.mark.learning
 def test_a_reward_fitted_on_pairs_learns_the_per_step_content():
     # Whole episodes of unequal length, where a longer episode has the higher return: a reward that
     # counted steps would rank episodes, but only the content (observation 0) ranks steps.
