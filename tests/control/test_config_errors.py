@@ -178,8 +178,11 @@ OTHER_CASES = [
     (["bench", "--preset", "ci", "--train_flags", "--rounds 0"], "rounds=0 (from the flags of run Pendulum-v1/"),
     (["bench", "--preset", "ci", "--train_flags", "--bogus 1"], "aihf control bench: unknown option --bogus"),
     (["bench", "--preset", "ci", "--report"], "no result files under"),  # nothing to report: no empty table
-    (["bench", "--seeds", "x"], "aihf control bench: argument --seeds: comma-separated integers, e.g. 0,1,2, got 'x'"),
-    (["bench", "--seeds", ","], "argument --seeds: comma-separated integers, e.g. 0,1,2, got ','"),
+    (["bench", "--seeds", "x"], "aihf control bench: argument --seeds: distinct comma-separated integers >= 0, e.g."),
+    (["bench", "--seeds", ","], "argument --seeds: distinct comma-separated integers >= 0, e.g. 0,1,2, got ','"),
+    (["bench", "--seeds", "0,-1"], "argument --seeds: distinct comma-separated integers >= 0, e.g. 0,1,2, got '0,-1'"),
+    (["bench", "--seeds", "1,1"], "argument --seeds: distinct comma-separated integers >= 0, e.g. 0,1,2, got '1,1'"),
+    (["bench", "--segments", "--only", "aihf"], "argument --only: selects benchmark runs; --segments fits rewards"),
     # A typo in --only ran nothing and exited 0.
     (["bench", "--preset", "ci", "--only", "__true_rewards__"], "argument --only: '__true_rewards__' matches no run"),
 ]
