@@ -15,7 +15,9 @@ Every run is one plain command (``--list`` prints them) that writes one result f
 ``<results>/run_results/<env>/<setting>__<method>__seed<k>.json``; runs whose file exists are skipped,
 and a killed run resumes from its checkpoint in ``<work>`` (exactly: it ends as if never stopped).
 ``--train_flags`` adds flags to every run's command. ``--report`` (also run at the end)
-writes ``results.json``, ``results.md`` and ``curves_<env>.png`` into ``<results>``.
+writes ``results.json``, ``results.md`` and ``curves_<env>.png`` into ``<results>``;
+``--reward_quality`` scores each finished run's learned reward on the preference pairs no run trained
+on (:mod:`aihf.control.reward_quality`), which ranks the rewards where SAC's budget cannot.
 """
 
 from __future__ import annotations
@@ -283,6 +285,13 @@ def main(argv: list[str] | None = None) -> int:
         "'Preference segments').",
     )
     parser.add_argument(
+        "--reward_quality",
+        action="store_true",
+        help="Instead: score each finished run's learned reward on the preference pairs no run trained on (from the "
+        "preset's largest pair count on), against the true returns; reads the run folders under --work. Writes "
+        "reward_quality.json and .md (docs/control.md, 'Learned rewards on held-out pairs').",
+    )
+    parser.add_argument(
         "--segment_reward_steps", type=int, default=500, help="--segments: reward steps per design and seed."
     )
     parser.add_argument("--speed_steps", type=int, default=10_000, help="--speed: env steps per run.")
@@ -366,6 +375,21 @@ def main(argv: list[str] | None = None) -> int:
             steps=args.segment_reward_steps,
         )
         print(f"wrote {os.path.join(args.results, 'segments.md')}")
+        return 0
+    if args.reward_quality:
+        from .reward_quality import ScoredRun, reward_quality
+
+        scored = [
+            ScoredRun(
+                r.env_id, r.name, r.setting, r.method, r.seed, os.path.join(args.work, r.env_id, r.name),
+                result_path(args.results, r),
+            )
+            for r in runs
+        ]
+        held_out_from = max(r.num_preferences for r in plan(args.preset))
+        result = reward_quality(scored, args.data_root, held_out_from, args.results, this)
+        gone = f"; {result['missing']} finished runs have no folder under {args.work}" if result["missing"] else ""
+        print(f"scored {result['scored']} runs' rewards{gone}; wrote {os.path.join(args.results, 'reward_quality.md')}")
         return 0
     if args.speed:
         env_id = (envs or PLANS[args.preset]["envs"])[0]

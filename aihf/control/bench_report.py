@@ -163,6 +163,12 @@ def report(results: str, command: str, data_root: str | None = None) -> dict:
         "`aihf control bench --preset <preset> --list` prints every run's command.",
         "",
     ]
+    if os.path.exists(os.path.join(results, "reward_quality.md")):
+        lines += [
+            "How well each run's learned reward orders the preference pairs no run trained on, whatever SAC made "
+            "of it: [reward_quality.md](reward_quality.md) (`aihf control bench --reward_quality`).",
+            "",
+        ]
     recorded = [r["timing"]["cpu_s"] for r in rows if "cpu_s" in r["timing"]]
     cpu_hours = sum(recorded) / 3600 if recorded else None
     if recorded:

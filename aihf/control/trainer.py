@@ -465,6 +465,8 @@ class ControlTrainer:
         }
         os.makedirs(c.output_dir, exist_ok=True)
         self.save_policy()
+        if c.method != "bc":
+            self.save_reward()
         result = json_safe(result)
         tmp = os.path.join(c.output_dir, "result.json.tmp")
         with open(tmp, "w") as f:
@@ -527,6 +529,16 @@ class ControlTrainer:
             module = self.bc_policy if self.config.method == "bc" else self.model.actor
             weights = {k: v.detach().contiguous() for k, v in module.state_dict().items()}
         save_file(weights, path + ".tmp")
+        os.replace(path + ".tmp", path)
+        return path
+
+    def save_reward(self) -> str:
+        """Write the reward net (its weights and input standardisation) to ``output_dir/reward.safetensors``;
+        :func:`aihf.control.reward_quality.load_run_reward` reads it back with ``result.json``'s config."""
+        from safetensors.torch import save_file
+
+        path = os.path.join(self.config.output_dir, "reward.safetensors")
+        save_file({k: v.detach().contiguous() for k, v in self.reward_net.state_dict().items()}, path + ".tmp")
         os.replace(path + ".tmp", path)
         return path
 

@@ -412,6 +412,11 @@ def test_baselines_run_on_the_same_data(method, data_dir, tmp_path):
     result = trainer.train()
     assert math.isfinite(result["final"]["return_mean"])
     assert os.path.isfile(tmp_path / method / "policy.safetensors")
+    if method != "bc":  # the learned reward, as aihf control bench --reward_quality reads it back
+        from aihf.control.reward_quality import load_run_reward
+
+        x = torch.randn(5, trainer.data_obs.shape[-1])
+        torch.testing.assert_close(load_run_reward(str(tmp_path / method), x.shape[-1], 1)(x), trainer.reward_net(x))
 
 
 # ----------------------------------------------------------------------------- CLI

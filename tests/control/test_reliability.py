@@ -175,7 +175,7 @@ def test_control_run_survives_sigkill_and_resumes_exactly(data_dir, tmp_path):
     assert weights.keys() == reference_weights.keys()
     for k, v in reference_weights.items():
         assert torch.equal(weights[k], v), k
-    assert sorted(os.listdir(out)) == ["checkpoint", "policy.safetensors", "result.json"]
+    assert sorted(os.listdir(out)) == ["checkpoint", "policy.safetensors", "result.json", "reward.safetensors"]
 
 
 def test_every_round_starts_from_a_reset_seeded_by_seed_and_round(data_dir, tmp_path):

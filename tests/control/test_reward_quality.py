@@ -1,0 +1,175 @@
+"""``aihf control bench --reward_quality``: exact scores on hand-made rewards, only the valid steps of a
+segment count (a reward cannot win on padding), the run's reward reads back from both formats or is
+refused in one line, and the command scores what it should and keeps what it cannot rescore."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from aihf import ConfigError
+from aihf.control.reward import RewardNet
+from aihf.control.reward_quality import load_run_reward, score_pairs
+
+
+def test_pair_accuracy_and_rank_correlation_by_hand():
+    true_c, true_r = np.array([2.0, 0.0, 1.0, 4.0]), np.array([1.0, 1.0, 2.0, 4.0])  # the last pair ties: left out
+    learned_c, learned_r = np.array([3.0, 1.0, 2.0, 5.0]), np.array([1.0, 1.0, 3.0, 0.0])
+    # right, a tie (one half), right
+    assert score_pairs(learned_c, learned_r, true_c, true_r)["pair_accuracy"] == pytest.approx(2.5 / 3)
+    monotone = score_pairs(np.exp(true_c), np.exp(true_r), true_c, true_r)
+    assert monotone == {"pair_accuracy": 1.0, "return_spearman": pytest.approx(1.0)}
+    assert score_pairs(-true_c, -true_r, true_c, true_r) == {"pair_accuracy": 0.0, "return_spearman": pytest.approx(-1)}
+    constant = score_pairs(np.ones(4), np.ones(4), true_c, true_r)
+    assert constant == {"pair_accuracy": 0.5, "return_spearman": None}
+
+
+def _linear_net(obs_dim=2, act_dim=1, weight=(1.0, 0.0), bias=0.0):
+    """r(s) = 10 tanh((w . s + b) / 10): no hidden layer, inputs not standardised."""
+    net = RewardNet(obs_dim, act_dim, hidden=())
+    with torch.no_grad():
+        net.mlp[0].weight.copy_(torch.tensor([weight]))
+        net.mlp[0].bias.fill_(bias)
+    return net
+
+
+def _pairs_file(path, num_pairs=40, length=5, seed=0):
+    """Pairs whose observation 0 is the true per-step reward (in [0, 1]) and observation 1 noise;
+    segments cut to 1..length steps (a fall), padded with zeros as ``collect`` writes them."""
+    rng = np.random.default_rng(seed)
+    arrays = {}
+    for side in ("chosen", "rejected"):
+        obs = np.stack([rng.uniform(0, 1, (num_pairs, length)), rng.normal(0, 1, (num_pairs, length))], -1)
+        lengths = rng.integers(1, length + 1, num_pairs)
+        obs[np.arange(length)[None, :] >= lengths[:, None]] = 0.0
+        arrays |= {
+            f"{side}_observations": obs.astype(np.float32),
+            f"{side}_actions": np.zeros((num_pairs, length, 1), np.float32),
+            f"{side}_lengths": lengths,
+            f"{side}_returns": obs[..., 0].sum(1),
+        }
+    arrays["probabilities"] = np.full(num_pairs, 0.9)
+    np.savez(path, **arrays)
+    return arrays
+
+
+def _run_folder(folder, net, fmt="safetensors", rounds=3, round_=3):
+    os.makedirs(folder, exist_ok=True)
+    config = {"reward_net_arch": ",".join(str(m.out_features) for m in net.mlp[:-1] if hasattr(m, "out_features"))}
+    config |= {"reward_input": "state", "reward_bound": 10.0, "rounds": rounds}
+    if fmt == "safetensors":
+        save_file({k: v.contiguous() for k, v in net.state_dict().items()}, os.path.join(folder, "reward.safetensors"))
+        with open(os.path.join(folder, "result.json"), "w") as f:
+            json.dump({"config": config}, f)
+    else:
+        os.makedirs(os.path.join(folder, "checkpoint"), exist_ok=True)
+        torch.save({"reward": net.state_dict(), "torch_rng": torch.get_rng_state()}, f"{folder}/checkpoint/state.pt")
+        with open(os.path.join(folder, "checkpoint", "meta.json"), "w") as f:
+            json.dump({"round": round_, "config": config}, f)
+
+
+@pytest.mark.parametrize("fmt", ["safetensors", "checkpoint"])
+def test_the_run_reward_reads_back_from_either_format(tmp_path, fmt):
+    net = RewardNet(2, 1, hidden=(8, 8))
+    net.set_normalization(np.random.default_rng(0).normal(3, 2, (50, 2)))
+    _run_folder(tmp_path / "run", net, fmt)
+    loaded = load_run_reward(str(tmp_path / "run"), 2, 1)
+    x = torch.randn(7, 2)
+    torch.testing.assert_close(loaded(x), net(x), rtol=0, atol=0)
+
+
+def test_a_run_reward_that_cannot_be_read_is_refused_in_one_line(tmp_path):
+    with pytest.raises(ConfigError, match="no reward.safetensors and no checkpoint"):
+        load_run_reward(str(tmp_path), 2, 1)
+    _run_folder(tmp_path / "unfinished", _linear_net(), "checkpoint", rounds=3, round_=2)
+    with pytest.raises(ConfigError, match="round 2 of 3: not finished"):
+        load_run_reward(str(tmp_path / "unfinished"), 2, 1)
+    _run_folder(tmp_path / "other_size", RewardNet(2, 1, hidden=(8,)), "safetensors")
+    with pytest.raises(ConfigError, match=r"other_size/reward.safetensors: cannot load the reward"):
+        load_run_reward(str(tmp_path / "other_size"), 3, 1)  # another env's observation size
+    _run_folder(tmp_path / "pickled", _linear_net(), "checkpoint")
+    torch.save({"reward": {"x": object()}}, tmp_path / "pickled" / "checkpoint" / "state.pt")
+    with pytest.raises(ConfigError, match="state.pt: cannot load the reward") as e:
+        load_run_reward(str(tmp_path / "pickled"), 2, 1)
+    assert "\n" not in str(e.value)
+
+
+def _bench(argv, capsys):
+    from aihf.cli import main
+
+    code = main(["control", "bench", "--preset", "ci", "--reward_quality", *argv])
+    out = capsys.readouterr()
+    return code, out.out.strip(), out.err.strip()
+
+
+def test_bench_scores_the_learned_rewards_on_pairs_no_run_trained_on(tmp_path, capsys):
+    data, results, work = tmp_path / "data", tmp_path / "results", tmp_path / "work"
+    (data / "Pendulum-v1").mkdir(parents=True)
+    pairs = _pairs_file(data / "Pendulum-v1" / "preferences.npz")
+    held = slice(10, None)  # the ci preset's runs train on up to 10 pairs
+    runs = {
+        "expert1_p10__aihf__seed0": _linear_net(),  # the per-step content
+        "expert1_p0__ml_irl__seed0": _linear_net(weight=(-1.0, 0.0)),  # its opposite
+        "expert1_p10__pref_rl__seed0": _linear_net(weight=(0.0, 0.0), bias=1.0),  # one per valid step: length
+        "expert1_p0__null_constant__seed0": _linear_net(),  # its net is unused: not scored
+        "expert1_p10__two_stage__seed0": _linear_net(),  # not finished: no result file
+    }
+    for name, net in runs.items():
+        _run_folder(work / "Pendulum-v1" / name, net)
+        if "two_stage" not in name:
+            (results / "run_results" / "Pendulum-v1").mkdir(parents=True, exist_ok=True)
+            (results / "run_results" / "Pendulum-v1" / f"{name}.json").write_text("{}")
+    argv = ["--data_root", str(data), "--results", str(results), "--work", str(work)]
+    code, out, err = _bench(argv, capsys)
+    assert code == 0, err
+    assert out.startswith("scored 3 runs' rewards; wrote")
+    report = json.loads((results / "reward_quality.json").read_text())
+    env = report["envs"]["Pendulum-v1"]
+    assert report["held_out_from"] == 10 and env["held_out_pairs"] == 30
+    scored = ["expert1_p0__ml_irl__seed0", "expert1_p10__aihf__seed0", "expert1_p10__pref_rl__seed0"]
+    assert sorted(env["runs"]) == scored
+    assert env["runs"]["expert1_p10__aihf__seed0"]["pair_accuracy"] >= 0.95
+    assert env["runs"]["expert1_p0__ml_irl__seed0"]["pair_accuracy"] <= 0.05
+    # Only valid steps count: the constant reward scores exactly as the lengths do.
+    length_only = score_pairs(
+        pairs["chosen_lengths"][held] * 1.0, pairs["rejected_lengths"][held] * 1.0,
+        pairs["chosen_returns"][held], pairs["rejected_returns"][held],
+    )
+    by_length = {k: v for k, v in env["runs"]["expert1_p10__pref_rl__seed0"].items() if k in length_only}
+    assert by_length == pytest.approx(length_only, abs=1e-6)
+    assert env["references"]["length only"] == pytest.approx(length_only)
+    true_order = (pairs["chosen_returns"][held] > pairs["rejected_returns"][held]).mean()
+    assert env["references"]["labels"]["pair_accuracy"] == pytest.approx(true_order)
+    table = (results / "reward_quality.md").read_text()
+    accuracy = env["runs"]["expert1_p10__aihf__seed0"]["pair_accuracy"]
+    assert f"| expert1_p10 | aihf | {accuracy:.2f} ± 0.00 (1) |" in table
+
+    # A run folder gone: its row stays while the preference file is the same one.
+    import shutil
+
+    shutil.rmtree(work / "Pendulum-v1" / "expert1_p10__aihf__seed0")
+    code, out, _ = _bench(argv, capsys)
+    assert code == 0 and out.startswith("scored 2 runs' rewards; wrote")
+    assert json.loads((results / "reward_quality.json").read_text())["envs"]["Pendulum-v1"]["runs"] == env["runs"]
+    _pairs_file(data / "Pendulum-v1" / "preferences.npz", seed=1)  # other data: the kept row no longer applies
+    code, out, _ = _bench(argv, capsys)
+    assert code == 0 and "1 finished runs have no folder under" in out
+
+
+def test_bench_reward_quality_refuses_bad_input_in_one_line(tmp_path, capsys):
+    data, results = tmp_path / "data", tmp_path / "results"
+    (data / "Pendulum-v1").mkdir(parents=True)
+    _pairs_file(data / "Pendulum-v1" / "preferences.npz", num_pairs=10)
+    argv = ["--data_root", str(data), "--results", str(results)]
+    code, _, err = _bench(argv, capsys)
+    assert code == 2 and len(err.splitlines()) == 1
+    assert "preferences.npz" in err and "10 pairs; the runs train on up to the first 10: none held out" in err
+    _pairs_file(data / "Pendulum-v1" / "preferences.npz")
+    results.mkdir()
+    (results / "reward_quality.json").write_text("[1")
+    code, _, err = _bench(argv, capsys)
+    assert code == 2 and "reward_quality.json: not a reward-quality report" in err
+    assert (results / "reward_quality.json").read_text() == "[1"
