@@ -310,7 +310,12 @@ def main(argv: list[str] | None = None) -> int:
     args.work = args.work or f"runs/control-bench{suffix}"
     if args.jobs < 1:
         parser.error(f"argument --jobs: must be >= 1, got {args.jobs}")
-    envs = [e.strip() for e in args.envs.split(",") if e.strip()] if args.envs else None
+    modes = ("list", "report", "speed", "speed_backends", "segments", "reward_quality")
+    modes = [f"--{m}" for m in modes if getattr(args, m)]
+    if len(modes) > 1:
+        parser.error(f"argument {modes[1]}: not allowed with {modes[0]} (one of them at a time)")
+    # dict.fromkeys: "--envs A,A" is one env, not every run twice
+    envs = list(dict.fromkeys(e.strip() for e in args.envs.split(",") if e.strip())) if args.envs else None
     try:  # "0,1," (a trailing comma) is two seeds, "x" a one-line error rather than a traceback
         seeds = [int(s) for s in args.seeds.split(",") if s.strip()] if args.seeds else None
     except ValueError:

@@ -53,6 +53,7 @@ __all__ = [
     "load_trajectories",
     "save_trajectories",
     "load_preferences",
+    "load_preference_returns",
     "save_preferences",
     "label_preferences",
 ]
@@ -274,6 +275,24 @@ def load_preferences(path: str, observation_space=None, action_space=None) -> Pr
             _check_space(path, key, value, observation_space)
         arrays[key] = np.where(mask[..., None], value, 0.0).astype(np.float32)
     return Preferences(**arrays)
+
+
+def load_preference_returns(path: str, num_pairs: int) -> tuple[np.ndarray, np.ndarray]:
+    """The true segment returns ``collect`` stores beside its pairs, ``(chosen_returns, rejected_returns)``,
+    each ``(num_pairs,)`` float64. Raises :class:`aihf.DataError` (file, pair, key) for a file without
+    them or with values that are not one finite number per pair."""
+    path = str(path)
+    data = _read_npz(path)
+    out = []
+    for key in ("chosen_returns", "rejected_returns"):
+        if key not in data:
+            raise DataError(path, None, key, "missing: the true returns that `aihf control collect` writes")
+        value = _require(data, path, key, 1)
+        if len(value) != num_pairs:
+            raise DataError(path, None, key, f"{len(value)} values for {num_pairs} pairs")
+        _check_finite(path, key, value, "pair")
+        out.append(value.astype(np.float64))
+    return out[0], out[1]
 
 
 def _refuse_unmarked_padding(path: str, side: str, observations: np.ndarray, actions: np.ndarray) -> None:

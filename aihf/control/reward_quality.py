@@ -1,26 +1,33 @@
-"""``aihf control bench --reward_quality``: how well each finished run's learned reward ranks preference
-pairs it never saw (docs/control.md, "Learned rewards on held-out pairs").
+"""``aihf control bench --reward_quality``: how well each finished run's learned reward orders the
+preference pairs no run trained on (docs/control.md, "Learned rewards on held-out pairs").
 
 The benchmark's runs train on the first ``N`` pairs of ``preferences.npz`` (``N`` at most the preset's
-largest pair count, ``held_out_from``); the pairs after those are held out from every run. Each
-run's final reward ``r`` sums to a segment return ``R = sum_t r(s_t)`` (method.md, "BT"), and is scored
-on the held-out pairs against the *true* returns ``aihf control collect`` records beside them
-(``chosen_returns``, ``rejected_returns``; the noiseless order, not the labeller's sampled labels):
+largest pair count, ``held_out_from``; a run that trained on more is refused). Each run's final reward
+``r`` sums to a segment return ``R = sum_t r(s_t)`` over the segment's valid steps (method.md, "BT"),
+scored on pairs ``held_out_from:`` against the *true* returns ``aihf control collect`` records
+beside them (``chosen_returns``, ``rejected_returns``; the noiseless order, not the sampled labels):
 
 * ``pair_accuracy``: the fraction of held-out pairs whose order by ``R`` is the true order (a tie in
-  ``R`` counts one half; pairs whose true returns tie are left out);
+  ``R`` counts one half; pairs whose true returns tie are left out; None if all do);
 * ``return_spearman``: Spearman's rank correlation of ``R`` and the true return over every held-out
-  segment.
+  segment (None where undefined: a constant ``R``);
+* the same two for the reward *as SAC saw it* at the end of the run, ``r + offset`` (``offset``:
+  ``-min r`` with the survival bonus, else ``-mean r``, over the final replay buffer's evenly spaced
+  states, as the trainer normalises; dividing by the std leaves every order as it is). On an env whose
+  segments are cut short by falls, the shift changes the order: it pays each step alive;
+* ``disjoint_pair_accuracy``: ``pair_accuracy`` over the held-out pairs neither of whose segments
+  shares a step (an identical observation) with a training pair. Pairs are cut from the same pool
+  episodes, so many held-out segments overlap training ones (``overlap`` says how many): for the
+  methods that fit pairs the full score is partly a fit, not only generalisation; ML-IRL never sees
+  pairs.
 
-This separates the reward a method learned from what SAC made of it at the run's budget: where no
-policy reaches the demonstrator (Hopper-v5 within 300k steps, "Results"), it still ranks the rewards.
-Two references per env: ``length only`` (a constant reward, so ``R`` is the segment's length: on an env
-whose episodes end early a segment cut by a fall is shorter) and ``labels`` (the labeller's sampled
-labels against the true order: the accuracy its noise allows a reward fitted to them).
+References per env: ``length only`` (a constant reward, so ``R`` is the segment's length) and
+``labels`` (the sampled labels' own agreement with the true order; not a ceiling: a reward fitted to
+many noisy labels can order pairs better than any one label).
 
 The reward is read from the run folder (``<work>/<env>/<run>``): ``reward.safetensors`` with the
-config in ``result.json``, or else the last checkpoint (``checkpoint/state.pt``, loaded with
-``torch.load(weights_only=True)``) of a finished run.
+config in ``result.json``, or else the last checkpoint (``checkpoint/state.pt``, read with
+``torch.load(weights_only=True)``) of a finished run; the shift needs ``checkpoint/buffer.npz``.
 """
 
 from __future__ import annotations
@@ -28,21 +35,32 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from ..bench.stats import spearman
-from ..errors import ConfigError, DataError
+from ..errors import ConfigError
 from .config import parse_sizes
-from .reward import RewardNet, segment_returns
+from .data import Preferences, load_preference_returns, load_preferences
+from .reward import RewardNet, env_actions, segment_returns
 
-__all__ = ["SCORED_METHODS", "ScoredRun", "load_run_reward", "score_pairs", "reward_quality", "write_markdown"]
+__all__ = [
+    "SCORED_METHODS",
+    "ScoredRun",
+    "load_run_reward",
+    "sac_offset",
+    "score_pairs",
+    "reward_quality",
+    "write_markdown",
+]
 
 # Methods whose run holds a reward net that shapes SAC; null_untrained's is the net as initialised, the
-# reference a trained one must beat. null_constant, true_reward and bc leave theirs unused.
+# reference a trained one must beat. null_constant, true_reward and bc have none that SAC sees.
 SCORED_METHODS = ("aihf", "ml_irl", "pref_rl", "two_stage", "null_untrained")
+SCORES = ("pair_accuracy", "return_spearman", "sac_pair_accuracy", "sac_return_spearman", "disjoint_pair_accuracy")
 
 
 @dataclass(frozen=True)
@@ -58,143 +76,285 @@ class ScoredRun:
     result_file: str
 
 
-def load_run_reward(run_dir: str, obs_dim: int, act_dim: int) -> RewardNet:
-    """The final reward net of the finished run in ``run_dir``. Raises :class:`aihf.ConfigError`
-    (one line naming the file) for a folder without a readable reward, or one that does not fit the
-    run's ``reward_net_arch`` / ``reward_input`` / ``reward_bound`` or these dimensions."""
-    weights_path = os.path.join(run_dir, "reward.safetensors")
-    if os.path.exists(weights_path):
-        config_path = os.path.join(run_dir, "result.json")
+def _reason(error: Exception) -> str:
+    """The line of an exception's message that says what is wrong (torch puts it after a heading)."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    if not lines:
+        return type(error).__name__
+    return lines[1] if lines[0].endswith(":") and len(lines) > 1 else lines[0]
+
+
+def _read_run(run_dir: str) -> tuple[dict, str]:
+    """The finished run's config and the path of its reward weights."""
+    weights = os.path.join(run_dir, "reward.safetensors")
+    if os.path.exists(weights):
+        source = os.path.join(run_dir, "result.json")
+        if not os.path.exists(source):
+            raise ConfigError(f"{weights}: no result.json beside it to read the run's reward settings from")
     else:  # runs written before reward.safetensors existed: the last checkpoint of a finished run
-        config_path = os.path.join(run_dir, "checkpoint", "meta.json")
-        weights_path = os.path.join(run_dir, "checkpoint", "state.pt")
+        source = os.path.join(run_dir, "checkpoint", "meta.json")
+        weights = os.path.join(run_dir, "checkpoint", "state.pt")
+        if not os.path.exists(source):
+            raise ConfigError(f"{run_dir}: no reward.safetensors and no checkpoint to read the reward from")
     try:
-        with open(config_path) as f:
+        with open(source) as f:
             meta = json.load(f)
         config = meta["config"]
-        if config_path.endswith("meta.json") and meta["round"] != config["rounds"]:
-            raise ValueError(f"its checkpoint is of round {meta['round']} of {config['rounds']}: not finished")
-        hidden = tuple(parse_sizes(config["reward_net_arch"]))
-        net = RewardNet(obs_dim, act_dim, hidden, config["reward_input"] == "state_action", config["reward_bound"])
-    except FileNotFoundError:
-        raise ConfigError(f"{run_dir}: no reward.safetensors and no checkpoint to read the reward from") from None
+        if not isinstance(config, dict):
+            raise TypeError("'config' is not an object")
+        if source.endswith("meta.json"):
+            done, total = meta["round"], config["rounds"]
+            if not all(isinstance(v, int) and not isinstance(v, bool) for v in (done, total)):
+                raise TypeError(f"'round' and 'rounds' must be integers, got {done!r} and {total!r}")
+            if done != total:
+                raise ValueError(f"its checkpoint is of round {done} of {total}: not finished")
     except (OSError, ValueError, KeyError, TypeError) as e:
-        raise ConfigError(f"{config_path}: cannot read the run's reward settings ({e})") from None
+        raise ConfigError(f"{source}: cannot read the run's reward settings ({e})") from None
+    return config, weights
+
+
+def _build(config: dict, source: str, obs_dim: int, act_dim: int) -> RewardNet:
     try:
-        if weights_path.endswith(".safetensors"):
+        if config["reward_input"] not in ("state", "state_action"):
+            raise ValueError(f"reward_input must be 'state' or 'state_action', got {config['reward_input']!r}")
+        hidden = tuple(parse_sizes(config["reward_net_arch"]))
+        bound = float(config["reward_bound"])
+        if not np.isfinite(bound) or bound <= 0:
+            raise ValueError(f"reward_bound must be a finite number > 0, got {config['reward_bound']!r}")
+        return RewardNet(obs_dim, act_dim, hidden, config["reward_input"] == "state_action", bound)
+    except (ValueError, KeyError, TypeError) as e:
+        raise ConfigError(f"{source}: cannot read the run's reward settings ({e})") from None
+
+
+def _load_weights(net: RewardNet, weights: str) -> None:
+    try:
+        if weights.endswith(".safetensors"):
             from safetensors.torch import load_file
 
-            state = load_file(weights_path)
+            state = load_file(weights)
         else:
-            state = torch.load(weights_path, weights_only=True)["reward"]
+            with warnings.catch_warnings():  # torch warns about what weights_only refuses; the refusal says it
+                warnings.simplefilter("ignore")
+                state = torch.load(weights, weights_only=True)["reward"]
+    except Exception as e:  # weights_only refuses pickles; truncated files and a missing key land here too
+        if "weights_only" in str(e):
+            raise ConfigError(f"{weights}: refused to load (it holds pickled objects, which are never unpickled)")
+        raise ConfigError(f"{weights}: cannot load the reward ({_reason(e)})") from None
+    try:
         net.load_state_dict(state)
-    except Exception as e:  # weights_only refuses pickles; a wrong shape or a missing key lands here too
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ConfigError(f"{weights_path}: cannot load the reward ({first})") from None
+    except Exception as e:  # wrong sizes, missing or extra keys
+        raise ConfigError(f"{weights}: not a reward of the run's settings for this data ({_reason(e)})") from None
+
+
+def load_run_reward(run_dir: str, obs_dim: int, act_dim: int) -> RewardNet:
+    """The final reward net of the finished run in ``run_dir`` for observations of ``obs_dim`` and
+    actions of ``act_dim`` features, in eval mode. Raises :class:`aihf.ConfigError` (one line naming
+    the file) for a folder without a readable reward or one that does not fit the run's
+    ``reward_net_arch`` / ``reward_input`` / ``reward_bound`` or these sizes."""
+    config, weights = _read_run(run_dir)
+    net = _build(config, weights, obs_dim, act_dim)
+    _load_weights(net, weights)
     return net.eval()
 
 
-def _held_out_pairs(path: str, held_out_from: int) -> dict[str, np.ndarray]:
-    """The arrays of pairs ``held_out_from:`` of ``path`` with their true returns; DataError without."""
+def sac_offset(run_dir: str, net: RewardNet, config: dict) -> float | None:
+    """What the trainer added to ``r`` before SAC saw it at the end of the run: ``-min r`` (survival
+    bonus) or ``-mean r`` over ``normalization_samples`` evenly spaced states of the final replay buffer
+    (``checkpoint/buffer.npz``), or the fixed shift without normalisation. None without a buffer."""
+    survival = bool(config.get("survival_bonus", True))
+    if config.get("sac_reward_normalization", "buffer") == "none":
+        return net.bound if survival else 0.0
+    path = os.path.join(run_dir, "checkpoint", "buffer.npz")
+    if not os.path.exists(path):
+        return None
     try:
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {k: data[k] for k in data.files}
-    except (OSError, ValueError) as e:
-        raise DataError(path, None, None, f"cannot read ({e})") from None
-    for key in ("chosen_returns", "rejected_returns", "chosen_observations", "rejected_observations"):
-        if key not in arrays:
-            raise DataError(path, None, key, "missing: the held-out score needs what `aihf control collect` writes")
-    total = len(arrays["chosen_returns"])
-    if total <= held_out_from:
-        why = f"{total} pairs; the runs train on up to the first {held_out_from}: none held out"
-        raise DataError(path, None, "chosen_returns", why)
-    out = {k: v[held_out_from:] for k, v in arrays.items() if v.ndim >= 1 and len(v) == total}
-    for side in ("chosen", "rejected"):
-        if f"{side}_lengths" not in out:
-            out[f"{side}_lengths"] = np.full(len(out["chosen_returns"]), arrays[f"{side}_observations"].shape[1])
-    return out
+        with np.load(path, allow_pickle=False) as buffer:
+            observations, actions = buffer["observations"], buffer["actions"]
+        size = len(observations)
+        idx = np.linspace(0, size - 1, min(size, int(config.get("normalization_samples", 10_000)))).astype(np.int64)
+        obs = torch.as_tensor(observations[idx, 0], dtype=torch.float32)
+        act = None
+        if net.use_actions:
+            from .envs import make_env
+
+            space = make_env(config["env_id"]).action_space
+            low, high = torch.as_tensor(space.low), torch.as_tensor(space.high)
+            act = env_actions(torch.as_tensor(actions[idx, 0], dtype=torch.float32), low, high)
+        with torch.no_grad():
+            r = net(obs, act)
+    except (OSError, ValueError, KeyError, IndexError, RuntimeError) as e:
+        raise ConfigError(f"{path}: cannot read the final replay buffer ({_reason(e)})") from None
+    return -(r.min().item() if survival else r.mean().item())
 
 
 def score_pairs(chosen: np.ndarray, rejected: np.ndarray, true_chosen: np.ndarray, true_rejected: np.ndarray) -> dict:
-    """The scores of the module docstring from segment returns ``(K,)`` of both sides (learned) and
-    their true returns ``(K,)``. ``return_spearman`` is None where undefined (a constant ``R``)."""
+    """``pair_accuracy`` and ``return_spearman`` (module docstring) from segment returns ``(K,)`` of
+    both sides (learned) and their true returns ``(K,)``; either is None where undefined."""
     keep = true_chosen != true_rejected
     learned_sign = np.sign(chosen - rejected)[keep]
     true_sign = np.sign(true_chosen - true_rejected)[keep]
-    accuracy = np.where(learned_sign == 0, 0.5, learned_sign == true_sign).mean() if keep.any() else float("nan")
+    accuracy = float(np.where(learned_sign == 0, 0.5, learned_sign == true_sign).mean()) if keep.any() else None
     rho = spearman(np.concatenate([chosen, rejected]).tolist(), np.concatenate([true_chosen, true_rejected]).tolist())
-    return {"pair_accuracy": float(accuracy), "return_spearman": None if np.isnan(rho) else float(rho)}
+    return {"pair_accuracy": accuracy, "return_spearman": None if np.isnan(rho) else float(rho)}
 
 
-def _segment_returns(net: RewardNet, pairs: dict, side: str) -> np.ndarray:
+def _valid_rows(prefs: Preferences, side: str) -> list[set[bytes]]:
+    """Per pair, the set of its ``side`` segment's valid observation rows (as bytes)."""
+    obs, lengths = getattr(prefs, f"{side}_observations"), getattr(prefs, f"{side}_lengths")
+    return [{row.tobytes() for row in obs[p, : lengths[p]]} for p in range(len(prefs))]
+
+
+def _shared_steps(train: Preferences, held: Preferences) -> tuple[np.ndarray, np.ndarray]:
+    """``(K,)`` bool per side (chosen, rejected): the held-out segment shares a step (an identical
+    observation) with a training segment."""
+    seen = set().union(*_valid_rows(train, "chosen"), *_valid_rows(train, "rejected"))
+    chosen, rejected = ([bool(rows & seen) for rows in _valid_rows(held, side)] for side in ("chosen", "rejected"))
+    return np.array(chosen, bool), np.array(rejected, bool)
+
+
+def _segment_returns(net: RewardNet, prefs: Preferences, side: str, offset: float = 0.0) -> np.ndarray:
     t = torch.as_tensor
-    obs, act = t(pairs[f"{side}_observations"], dtype=torch.float32), t(pairs[f"{side}_actions"], dtype=torch.float32)
+    obs, act = t(getattr(prefs, f"{side}_observations")), t(getattr(prefs, f"{side}_actions"))
     with torch.no_grad():
-        return segment_returns(net(obs, act if net.use_actions else None), t(pairs[f"{side}_lengths"])).double().numpy()
+        rewards = net(obs, act if net.use_actions else None).double() + offset
+        return segment_returns(rewards, t(getattr(prefs, f"{side}_lengths"))).numpy()
+
+
+def _score_run(net: RewardNet, offset: float | None, held: Preferences, true, disjoint, weights: str) -> dict:
+    learned = _segment_returns(net, held, "chosen"), _segment_returns(net, held, "rejected")
+    if not all(np.isfinite(x).all() for x in learned):
+        raise ConfigError(f"{weights}: the reward is not finite on the held-out segments")
+    scores = score_pairs(*learned, *true)
+    if offset is None:
+        scores |= {"sac_pair_accuracy": None, "sac_return_spearman": None}
+    else:
+        shifted = score_pairs(*(_segment_returns(net, held, s, offset) for s in ("chosen", "rejected")), *true)
+        scores |= {"sac_pair_accuracy": shifted["pair_accuracy"], "sac_return_spearman": shifted["return_spearman"]}
+    subset = score_pairs(learned[0][disjoint], learned[1][disjoint], true[0][disjoint], true[1][disjoint])
+    return scores | {"sac_offset": offset, "disjoint_pair_accuracy": subset["pair_accuracy"]}
+
+
+def _old_report(json_path: str) -> dict:
+    """An earlier report at ``json_path`` ({} if none), its structure checked."""
+    if not os.path.exists(json_path):
+        return {}
+    try:
+        with open(json_path) as f:
+            old = json.load(f)
+        if not isinstance(old, dict) or not isinstance(old.get("envs"), dict):
+            raise ValueError("no 'envs' object")
+        for env in old["envs"].values():
+            if not isinstance(env, dict) or not isinstance(env.get("runs"), dict):
+                raise ValueError("an env without a 'runs' object")
+            for row in env["runs"].values():
+                if not isinstance(row, dict) or not all(isinstance(row.get(k), str) for k in ("setting", "method")):
+                    raise ValueError("a run without its setting and method")
+                if any(not (row.get(k) is None or isinstance(row.get(k), (int, float))) for k in SCORES):
+                    raise ValueError("a score that is not a number")
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"{json_path}: not a reward-quality report ({e}); move it away or pick another --results")
+    return old
 
 
 def reward_quality(runs: list[ScoredRun], data_root: str, held_out_from: int, out_dir: str, command: str) -> dict:
     """Score every finished run of ``runs`` (its ``result_file`` exists) whose method is in
     :data:`SCORED_METHODS` on ``<data_root>/<env>/preferences.npz``'s pairs ``held_out_from:``, and
-    write ``reward_quality.json`` and ``.md`` to ``out_dir``. A run whose folder is gone keeps its row
-    from an earlier report of the same preference file (matched by SHA-256). Returns the report."""
+    write ``reward_quality.json`` and ``.md`` to ``out_dir``, keeping the rows of an earlier report that
+    this call does not rescore (same preference file, by SHA-256); a run whose folder is gone keeps its
+    row. Raises :class:`aihf.ConfigError` / :class:`aihf.DataError` before anything is written. Returns
+    the report with ``scored`` and ``missing`` (finished runs with neither a folder nor a kept row)."""
     json_path = os.path.join(out_dir, "reward_quality.json")
-    old: dict = {}
-    if os.path.exists(json_path):
-        try:
-            with open(json_path) as f:
-                old = json.load(f)["envs"]
-            if not isinstance(old, dict):
-                raise ValueError("'envs' is not an object")
-        except (OSError, ValueError, KeyError, TypeError) as e:
-            raise ConfigError(f"{json_path}: not a reward-quality report ({e}); move it away or pick another --results")
-    report: dict = {"command": command, "held_out_from": held_out_from, "envs": {}}
+    old = _old_report(json_path)
+    if old and old.get("held_out_from") != held_out_from:
+        raise ConfigError(
+            f"{json_path}: written for pairs from index {old.get('held_out_from')} on, this preset holds out from "
+            f"{held_out_from}; pick another --results"
+        )
+    finished = [r for r in runs if os.path.exists(r.result_file)]
+    if not finished:
+        raise ConfigError(f"results={out_dir!r}: no finished run's result file among the selected runs to score")
+    finished = [r for r in finished if r.method in SCORED_METHODS]
+    if not finished:
+        raise ConfigError(f"none of the selected finished runs has a learned reward ({', '.join(SCORED_METHODS)})")
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+        with open(os.path.join(out_dir, ".reward_quality_write_check"), "w"):
+            pass
+        os.remove(os.path.join(out_dir, ".reward_quality_write_check"))
+    except OSError as e:
+        raise ConfigError(f"results={out_dir!r}: cannot write there ({e.strerror})") from None
+    report = {"held_out_from": held_out_from, "envs": dict(old.get("envs", {}))}
     scored = missing = 0
-    for env_id in sorted({r.env_id for r in runs}):
+    for env_id in sorted({r.env_id for r in finished}):
         path = os.path.join(data_root, env_id, "preferences.npz")
-        pairs = _held_out_pairs(path, held_out_from)
+        prefs = load_preferences(path)
+        true_all = load_preference_returns(path, len(prefs))
+        if len(prefs) <= held_out_from:
+            raise ConfigError(f"{path}: {len(prefs)} pairs; the runs train on up to the first {held_out_from}")
+        held = Preferences(*(getattr(prefs, k)[held_out_from:] for k in Preferences.__dataclass_fields__))
+        true = true_all[0][held_out_from:], true_all[1][held_out_from:]
+        shared = _shared_steps(prefs.subset(held_out_from), held)
+        disjoint = ~shared[0] & ~shared[1]
         with open(path, "rb") as f:
             digest = hashlib.sha256(f.read()).hexdigest()
-        kept = old.get(env_id, {}).get("runs", {}) if old.get(env_id, {}).get("preferences_sha256") == digest else {}
-        true = pairs["chosen_returns"].astype(np.float64), pairs["rejected_returns"].astype(np.float64)
+        previous = report["envs"].get(env_id, {})
+        kept = previous.get("runs", {}) if previous.get("preferences_sha256") == digest else {}
+        lengths = [held.chosen_lengths.astype(np.float64), held.rejected_lengths.astype(np.float64)]
+        ones = np.ones(len(true[0]))
         env_report = {
             "preferences": path,
             "preferences_sha256": digest,
             "held_out_pairs": len(true[0]),
-            "references": {
-                "length only": score_pairs(
-                    pairs["chosen_lengths"].astype(np.float64), pairs["rejected_lengths"].astype(np.float64), *true
-                ),
-                # The labels say "chosen" first: their agreement with the true order is that of the first side.
-                "labels": score_pairs(np.ones(len(true[0])), np.zeros(len(true[0])), *true)
-                | {"return_spearman": None},
+            "overlap": {
+                "held_out_segments_sharing_a_step_with_training": float(np.concatenate(shared).mean()),
+                "disjoint_pairs": int(disjoint.sum()),
             },
-            "runs": {},
+            "references": {
+                "length only": score_pairs(*lengths, *true),
+                # The first side is the labelled winner: its agreement with the true order is the labels'.
+                "labels": {**score_pairs(ones, 0 * ones, *true), "return_spearman": None},
+            },
+            "runs": dict(kept),
         }
-        obs_dim, act_dim = pairs["chosen_observations"].shape[-1], pairs["chosen_actions"].shape[-1]
-        for run in sorted((r for r in runs if r.env_id == env_id), key=lambda r: r.name):
-            if run.method not in SCORED_METHODS or not os.path.exists(run.result_file):
-                continue
+        obs_dim, act_dim = held.chosen_observations.shape[-1], held.chosen_actions.shape[-1]
+        for run in sorted((r for r in finished if r.env_id == env_id), key=lambda r: r.name):
             if not os.path.isdir(run.run_dir):
-                if run.name in kept:
-                    env_report["runs"][run.name] = kept[run.name]
-                else:
-                    missing += 1
+                missing += run.name not in kept
                 continue
-            net = load_run_reward(run.run_dir, obs_dim, act_dim)
-            learned = _segment_returns(net, pairs, "chosen"), _segment_returns(net, pairs, "rejected")
-            scores = score_pairs(*learned, *true)
-            env_report["runs"][run.name] = {"setting": run.setting, "method": run.method, "seed": run.seed, **scores}
+            config, weights = _read_run(run.run_dir)
+            if config.get("env_id") != env_id:
+                raise ConfigError(f"{run.run_dir}: a run of {config.get('env_id')!r}, not of {env_id}")
+            trained_on = config.get("num_preferences", 0) if run.method in ("aihf", "pref_rl", "two_stage") else 0
+            if not isinstance(trained_on, int) or trained_on > held_out_from:
+                raise ConfigError(
+                    f"{run.run_dir}: trained on the first {trained_on} pairs, but only pairs from index "
+                    f"{held_out_from} on are held out (--train_flags --num_preferences?)"
+                )
+            net = _build(config, weights, obs_dim, act_dim)
+            _load_weights(net, weights)
+            scores = _score_run(net.eval(), sac_offset(run.run_dir, net, config), held, true, disjoint, weights)
+            row = {"setting": run.setting, "method": run.method, "seed": run.seed, **scores, "command": command}
+            env_report["runs"][run.name] = row
             scored += 1
         report["envs"][env_id] = env_report
-    os.makedirs(out_dir, exist_ok=True)
+    _write(report, out_dir)
+    return {**report, "scored": scored, "missing": missing}
+
+
+def _write(report: dict, out_dir: str) -> None:
+    """Both files or neither: each is written beside its name first, then both are moved in place."""
     texts = {"reward_quality.json": json.dumps(report, indent=1), "reward_quality.md": write_markdown(report)}
-    for name, text in texts.items():
-        with open(os.path.join(out_dir, name) + ".tmp", "w") as f:
-            f.write(text)
-        os.replace(os.path.join(out_dir, name) + ".tmp", os.path.join(out_dir, name))
-    report["scored"], report["missing"] = scored, missing
-    return report
+    try:
+        for name, text in texts.items():
+            with open(os.path.join(out_dir, name + ".tmp"), "w") as f:
+                f.write(text)
+        for name in texts:
+            os.replace(os.path.join(out_dir, name + ".tmp"), os.path.join(out_dir, name))
+    except OSError as e:
+        for name in texts:
+            if os.path.isfile(os.path.join(out_dir, name + ".tmp")):
+                os.remove(os.path.join(out_dir, name + ".tmp"))
+        raise ConfigError(f"results={out_dir!r}: cannot write the report ({e.strerror}: {e.filename})") from None
 
 
 def _cell(values: list) -> str:
@@ -206,30 +366,44 @@ def _cell(values: list) -> str:
 
 def write_markdown(report: dict) -> str:
     """The report as markdown: per env, one row per setting and method (mean ± std over seeds, and
-    their number) and the two references."""
+    their number), the two references, and the commands that scored the rows."""
     lines = [
         "# Learned rewards on held-out preference pairs",
         "",
         f"Each finished run's final reward, summed over a segment, on the pairs from index {report['held_out_from']} "
-        "of `preferences.npz` (held out from every run), against the true segment returns: `accuracy`, the "
-        "fraction of pairs it orders as the true return does; `ρ`, Spearman's rank correlation with the true "
-        "return over the held-out segments. Mean ± std over seeds (number of seeds). References: `length "
-        "only`, a constant reward (a segment cut short by a fall sums to less); `labels`, the labeller's sampled "
-        "labels (the accuracy its noise leaves). `null_untrained` is the reward net as initialised. "
-        "docs/control.md, \"Learned rewards on held-out pairs\".",
-        "",
-        f"Command: `{report['command']}`",
+        "of `preferences.npz` (no run trained on them), against the true segment returns. `accuracy`: the fraction "
+        "of pairs it orders as the true return does; `ρ`: Spearman's rank correlation with the true return over "
+        "the held-out segments; `as SAC saw it`: the same for the reward plus the shift the trainer added at the "
+        "end (the survival bonus: every step alive earns); `disjoint`: accuracy on the held-out pairs that share "
+        "no step with a training pair (held-out pairs come from the same pool episodes as the training pairs, so "
+        "for methods that fit pairs the other columns are partly a fit). Mean ± std over seeds (number of seeds). "
+        "References: `length only`, a constant reward (a segment cut short by a fall sums to less); `labels`, the "
+        "sampled labels' own agreement with the true order (not a ceiling). `null_untrained` is the reward net as "
+        "initialised. docs/control.md, \"Learned rewards on held-out pairs\".",
     ]
-    for env_id, env in report["envs"].items():
-        lines += ["", f"## {env_id}", "", f"{env['held_out_pairs']} held-out pairs.", ""]
-        lines += ["| setting | method | accuracy | ρ |", "|---|---|---|---|"]
+    for env_id, env in sorted(report["envs"].items()):
+        overlap = env.get("overlap", {})
+        lines += [
+            "",
+            f"## {env_id}",
+            "",
+            f"{env['held_out_pairs']} held-out pairs; "
+            f"{overlap.get('held_out_segments_sharing_a_step_with_training', float('nan')):.0%} of their segments "
+            f"share a step with a training segment; {overlap.get('disjoint_pairs', '?')} pairs share none.",
+            "",
+            "| setting | method | accuracy | ρ | accuracy, as SAC saw it | ρ, as SAC saw it | accuracy, disjoint |",
+            "|---|---|---|---|---|---|---|",
+        ]
         groups: dict[tuple[str, str], list[dict]] = {}
         for row in env["runs"].values():
             groups.setdefault((row["setting"], row["method"]), []).append(row)
         for (setting, method), rows in sorted(groups.items()):
-            acc, rho = _cell([r["pair_accuracy"] for r in rows]), _cell([r["return_spearman"] for r in rows])
-            lines.append(f"| {setting} | {method} | {acc} | {rho} |")
+            cells = " | ".join(_cell([r.get(k) for r in rows]) for k in SCORES)
+            lines.append(f"| {setting} | {method} | {cells} |")
         for name, ref in env["references"].items():
+            acc = "–" if ref["pair_accuracy"] is None else f"{ref['pair_accuracy']:.2f}"
             rho = "–" if ref["return_spearman"] is None else f"{ref['return_spearman']:.2f}"
-            lines.append(f"| reference | {name} | {ref['pair_accuracy']:.2f} | {rho} |")
+            lines.append(f"| reference | {name} | {acc} | {rho} | | | |")
+    commands = sorted({row.get("command", "") for env in report["envs"].values() for row in env["runs"].values()})
+    lines += ["", "Scored by: " + "; ".join(f"`{c}`" for c in commands if c)]
     return "\n".join(lines) + "\n"

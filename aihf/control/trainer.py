@@ -465,7 +465,7 @@ class ControlTrainer:
         }
         os.makedirs(c.output_dir, exist_ok=True)
         self.save_policy()
-        if c.method != "bc":
+        if c.method not in ("bc", "null_constant", TRUE_REWARD):  # the others' SAC never sees a reward net
             self.save_reward()
         result = json_safe(result)
         tmp = os.path.join(c.output_dir, "result.json.tmp")

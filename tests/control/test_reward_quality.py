@@ -56,10 +56,11 @@ def _pairs_file(path, num_pairs=40, length=5, seed=0):
     return arrays
 
 
-def _run_folder(folder, net, fmt="safetensors", rounds=3, round_=3):
+def _run_folder(folder, net, fmt="safetensors", rounds=3, round_=3, buffer=None, **settings):
+    """A finished run's folder holding ``net``; ``buffer``: observations for ``checkpoint/buffer.npz``."""
     os.makedirs(folder, exist_ok=True)
     config = {"reward_net_arch": ",".join(str(m.out_features) for m in net.mlp[:-1] if hasattr(m, "out_features"))}
-    config |= {"reward_input": "state", "reward_bound": 10.0, "rounds": rounds}
+    config |= {"reward_input": "state", "reward_bound": 10.0, "rounds": rounds, "env_id": "Pendulum-v1", **settings}
     if fmt == "safetensors":
         save_file({k: v.contiguous() for k, v in net.state_dict().items()}, os.path.join(folder, "reward.safetensors"))
         with open(os.path.join(folder, "result.json"), "w") as f:
@@ -69,6 +70,10 @@ def _run_folder(folder, net, fmt="safetensors", rounds=3, round_=3):
         torch.save({"reward": net.state_dict(), "torch_rng": torch.get_rng_state()}, f"{folder}/checkpoint/state.pt")
         with open(os.path.join(folder, "checkpoint", "meta.json"), "w") as f:
             json.dump({"round": round_, "config": config}, f)
+    if buffer is not None:  # SB3's layout: (size, n_envs, dim)
+        os.makedirs(os.path.join(folder, "checkpoint"), exist_ok=True)
+        actions = np.zeros((len(buffer), 1, 1), np.float32)
+        np.savez(os.path.join(folder, "checkpoint", "buffer.npz"), observations=buffer[:, None], actions=actions)
 
 
 @pytest.mark.parametrize("fmt", ["safetensors", "checkpoint"])
@@ -88,41 +93,55 @@ def test_a_run_reward_that_cannot_be_read_is_refused_in_one_line(tmp_path):
     with pytest.raises(ConfigError, match="round 2 of 3: not finished"):
         load_run_reward(str(tmp_path / "unfinished"), 2, 1)
     _run_folder(tmp_path / "other_size", RewardNet(2, 1, hidden=(8,)), "safetensors")
-    with pytest.raises(ConfigError, match=r"other_size/reward.safetensors: cannot load the reward"):
+    with pytest.raises(ConfigError, match=r"reward.safetensors: not a reward of the run's settings .*size mismatch"):
         load_run_reward(str(tmp_path / "other_size"), 3, 1)  # another env's observation size
     _run_folder(tmp_path / "pickled", _linear_net(), "checkpoint")
     torch.save({"reward": {"x": object()}}, tmp_path / "pickled" / "checkpoint" / "state.pt")
-    with pytest.raises(ConfigError, match="state.pt: cannot load the reward") as e:
+    with pytest.raises(ConfigError, match="state.pt: refused to load .it holds pickled objects") as e:
         load_run_reward(str(tmp_path / "pickled"), 2, 1)
-    assert "\n" not in str(e.value)
+    assert "\n" not in str(e.value) and "weights_only" not in str(e.value)
+    _run_folder(tmp_path / "input", _linear_net(), reward_input="banana")
+    with pytest.raises(ConfigError, match="reward_input must be 'state' or 'state_action', got 'banana'"):
+        load_run_reward(str(tmp_path / "input"), 2, 1)
+    os.remove(tmp_path / "input" / "result.json")
+    with pytest.raises(ConfigError, match="reward.safetensors: no result.json beside it"):
+        load_run_reward(str(tmp_path / "input"), 2, 1)
 
 
-def _bench(argv, capsys):
+def _bench(argv, capsys, preset="ci"):
     from aihf.cli import main
 
-    code = main(["control", "bench", "--preset", "ci", "--reward_quality", *argv])
+    code = main(["control", "bench", "--preset", preset, "--reward_quality", *argv])
     out = capsys.readouterr()
     return code, out.out.strip(), out.err.strip()
 
 
-def test_bench_scores_the_learned_rewards_on_pairs_no_run_trained_on(tmp_path, capsys):
+def _finished(results, work, runs: dict, **settings):
+    """Run folders and result files of the ci preset's runs ``{name: net}`` (Pendulum-v1)."""
+    for name, net in runs.items():
+        _run_folder(work / "Pendulum-v1" / name, net, **settings)
+        (results / "run_results" / "Pendulum-v1").mkdir(parents=True, exist_ok=True)
+        (results / "run_results" / "Pendulum-v1" / f"{name}.json").write_text("{}")
+
+
+@pytest.fixture
+def bench_dirs(tmp_path):
     data, results, work = tmp_path / "data", tmp_path / "results", tmp_path / "work"
     (data / "Pendulum-v1").mkdir(parents=True)
     pairs = _pairs_file(data / "Pendulum-v1" / "preferences.npz")
+    return pairs, data, results, work, ["--data_root", str(data), "--results", str(results), "--work", str(work)]
+
+
+def test_bench_scores_the_learned_rewards_on_pairs_no_run_trained_on(bench_dirs, capsys):
+    pairs, data, results, work, argv = bench_dirs
     held = slice(10, None)  # the ci preset's runs train on up to 10 pairs
-    runs = {
+    _finished(results, work, {
         "expert1_p10__aihf__seed0": _linear_net(),  # the per-step content
         "expert1_p0__ml_irl__seed0": _linear_net(weight=(-1.0, 0.0)),  # its opposite
         "expert1_p10__pref_rl__seed0": _linear_net(weight=(0.0, 0.0), bias=1.0),  # one per valid step: length
         "expert1_p0__null_constant__seed0": _linear_net(),  # its net is unused: not scored
-        "expert1_p10__two_stage__seed0": _linear_net(),  # not finished: no result file
-    }
-    for name, net in runs.items():
-        _run_folder(work / "Pendulum-v1" / name, net)
-        if "two_stage" not in name:
-            (results / "run_results" / "Pendulum-v1").mkdir(parents=True, exist_ok=True)
-            (results / "run_results" / "Pendulum-v1" / f"{name}.json").write_text("{}")
-    argv = ["--data_root", str(data), "--results", str(results), "--work", str(work)]
+    })
+    _run_folder(work / "Pendulum-v1" / "expert1_p10__two_stage__seed0", _linear_net())  # no result file: not finished
     code, out, err = _bench(argv, capsys)
     assert code == 0, err
     assert out.startswith("scored 3 runs' rewards; wrote")
@@ -143,33 +162,118 @@ def test_bench_scores_the_learned_rewards_on_pairs_no_run_trained_on(tmp_path, c
     assert env["references"]["length only"] == pytest.approx(length_only)
     true_order = (pairs["chosen_returns"][held] > pairs["rejected_returns"][held]).mean()
     assert env["references"]["labels"]["pair_accuracy"] == pytest.approx(true_order)
+    # Random observations: no held-out step repeats a training one, so every pair is disjoint.
+    assert env["overlap"] == {"held_out_segments_sharing_a_step_with_training": 0.0, "disjoint_pairs": 30}
+    assert env["runs"]["expert1_p10__aihf__seed0"]["disjoint_pair_accuracy"] == env["runs"][
+        "expert1_p10__aihf__seed0"]["pair_accuracy"]
     table = (results / "reward_quality.md").read_text()
     accuracy = env["runs"]["expert1_p10__aihf__seed0"]["pair_accuracy"]
     assert f"| expert1_p10 | aihf | {accuracy:.2f} ± 0.00 (1) |" in table
 
+    # A filtered call rescores its runs and keeps the others' rows.
+    code, out, _ = _bench([*argv, "--only", "__aihf__"], capsys)
+    assert code == 0 and out.startswith("scored 1 runs' rewards")
+    assert sorted(json.loads((results / "reward_quality.json").read_text())["envs"]["Pendulum-v1"]["runs"]) == scored
     # A run folder gone: its row stays while the preference file is the same one.
     import shutil
 
     shutil.rmtree(work / "Pendulum-v1" / "expert1_p10__aihf__seed0")
     code, out, _ = _bench(argv, capsys)
     assert code == 0 and out.startswith("scored 2 runs' rewards; wrote")
-    assert json.loads((results / "reward_quality.json").read_text())["envs"]["Pendulum-v1"]["runs"] == env["runs"]
+    scores = lambda runs: {name: {k: v for k, v in row.items() if k != "command"} for name, row in runs.items()}
+    assert scores(json.loads((results / "reward_quality.json").read_text())["envs"]["Pendulum-v1"]["runs"]) == scores(
+        env["runs"])
     _pairs_file(data / "Pendulum-v1" / "preferences.npz", seed=1)  # other data: the kept row no longer applies
     code, out, _ = _bench(argv, capsys)
     assert code == 0 and "1 finished runs have no folder under" in out
+    assert "expert1_p10__aihf__seed0" not in json.loads((results / "reward_quality.json").read_text())["envs"][
+        "Pendulum-v1"]["runs"]
 
 
-def test_bench_reward_quality_refuses_bad_input_in_one_line(tmp_path, capsys):
-    data, results = tmp_path / "data", tmp_path / "results"
+def test_the_reward_as_sac_saw_it_adds_the_shift_of_the_final_buffer(bench_dirs, capsys):
+    pairs, _, results, work, argv = bench_dirs
+    buffer = np.array([[0.2, 5.0], [0.9, -1.0], [0.5, 0.0]], np.float32)
+    net = _linear_net(weight=(-1.0, 0.0), bias=2.0)  # r(s) ~ 2 - s0: its minimum over the buffer is at 0.9
+    _finished(results, work, {"expert1_p0__ml_irl__seed0": net}, buffer=buffer)
+    assert _bench(argv, capsys)[0] == 0
+    row = json.loads((results / "reward_quality.json").read_text())["envs"]["Pendulum-v1"]["runs"][
+        "expert1_p0__ml_irl__seed0"]
+    offset = -float(net(torch.as_tensor(buffer)).min().detach())
+    assert row["sac_offset"] == pytest.approx(offset)
+    held = slice(10, None)
+    with torch.no_grad():
+        per_step = {s: net(torch.as_tensor(pairs[f"{s}_observations"][held])).double().numpy() + offset
+                    for s in ("chosen", "rejected")}
+    mask = {s: np.arange(5)[None] < pairs[f"{s}_lengths"][held][:, None] for s in ("chosen", "rejected")}
+    shifted = score_pairs(*((per_step[s] * mask[s]).sum(1) for s in ("chosen", "rejected")),
+                          pairs["chosen_returns"][held], pairs["rejected_returns"][held])
+    assert row["sac_pair_accuracy"] == pytest.approx(shifted["pair_accuracy"])
+    assert row["sac_return_spearman"] == pytest.approx(shifted["return_spearman"])
+    # The shift pays each step alive: on these segments (1-5 steps) it moves the order towards length.
+    assert row["sac_pair_accuracy"] != row["pair_accuracy"]
+
+
+def test_overlap_with_training_segments_is_counted_and_left_out(tmp_path, capsys):
+    data, results, work = tmp_path / "data", tmp_path / "results", tmp_path / "work"
     (data / "Pendulum-v1").mkdir(parents=True)
-    _pairs_file(data / "Pendulum-v1" / "preferences.npz", num_pairs=10)
-    argv = ["--data_root", str(data), "--results", str(results)]
-    code, _, err = _bench(argv, capsys)
-    assert code == 2 and len(err.splitlines()) == 1
-    assert "preferences.npz" in err and "10 pairs; the runs train on up to the first 10: none held out" in err
-    _pairs_file(data / "Pendulum-v1" / "preferences.npz")
-    results.mkdir()
-    (results / "reward_quality.json").write_text("[1")
-    code, _, err = _bench(argv, capsys)
-    assert code == 2 and "reward_quality.json: not a reward-quality report" in err
-    assert (results / "reward_quality.json").read_text() == "[1"
+    pairs = _pairs_file(data / "Pendulum-v1" / "preferences.npz")
+    # Held-out pairs 10..14 reuse a training segment on their chosen side.
+    for key in ("observations", "actions", "lengths", "returns"):
+        pairs[f"chosen_{key}"][10:15] = pairs[f"chosen_{key}"][0:5]
+    np.savez(data / "Pendulum-v1" / "preferences.npz", **pairs)
+    _finished(results, work, {"expert1_p10__aihf__seed0": _linear_net()})
+    assert _bench(["--data_root", str(data), "--results", str(results), "--work", str(work)], capsys)[0] == 0
+    env = json.loads((results / "reward_quality.json").read_text())["envs"]["Pendulum-v1"]
+    assert env["overlap"] == {"held_out_segments_sharing_a_step_with_training": 5 / 60, "disjoint_pairs": 25}
+
+
+def test_bench_reward_quality_refuses_bad_input_in_one_line(bench_dirs, capsys):
+    pairs, data, results, work, argv = bench_dirs
+
+    def refused(*extra, preset="ci"):
+        code, _, err = _bench([*argv, *extra], capsys, preset)
+        assert code == 2 and len(err.splitlines()) == 1, err
+        return err
+
+    assert "no finished run's result file among the selected runs" in refused()  # e.g. a typo in --results
+    assert not results.exists()
+    _finished(results, work, {"expert1_p0__bc__seed0": _linear_net()})
+    assert "none of the selected finished runs has a learned reward" in refused()
+    _finished(results, work, {"expert1_p10__pref_rl__seed0": _linear_net()}, num_preferences=50)
+    assert "trained on the first 50 pairs, but only pairs from index 10 on are held out" in refused()
+    _finished(results, work, {"expert1_p10__pref_rl__seed0": _linear_net()}, env_id="Hopper-v5")
+    assert "a run of 'Hopper-v5', not of Pendulum-v1" in refused()
+    _finished(results, work, {"expert1_p10__pref_rl__seed0": _linear_net(bias=float("nan"))})
+    assert "reward.safetensors: the reward is not finite on the held-out segments" in refused()
+    _finished(results, work, {"expert1_p10__pref_rl__seed0": _linear_net()})
+    assert "argument --reward_quality: not allowed with --report" in refused("--report")
+    assert not (results / "reward_quality.json").exists()
+
+    few = {k: v[:10] for k, v in pairs.items()}
+    np.savez(data / "Pendulum-v1" / "preferences.npz", **few)
+    assert "preferences.npz: 10 pairs; the runs train on up to the first 10" in refused()
+    del few["rejected_returns"]
+    np.savez(data / "Pendulum-v1" / "preferences.npz", **few)
+    assert "field 'rejected_returns': missing" in refused()
+    (data / "Pendulum-v1" / "preferences.npz").write_bytes(b"PK\x03\x04 truncated")
+    assert "preferences.npz: not a readable .npz file" in refused()
+    np.savez(data / "Pendulum-v1" / "preferences.npz", **{**pairs, "chosen_returns": pairs["chosen_returns"] * np.nan})
+    assert "field 'chosen_returns': contains NaN or infinity" in refused()
+    np.savez(data / "Pendulum-v1" / "preferences.npz", **pairs)
+    (results / "reward_quality.json").write_text('{"envs": {"Pendulum-v1": []}}')
+    assert "reward_quality.json: not a reward-quality report" in refused()
+    assert (results / "reward_quality.json").read_text() == '{"envs": {"Pendulum-v1": []}}'  # left as it was
+    os.remove(results / "reward_quality.json")
+    assert _bench(argv, capsys)[0] == 0
+    assert "written for pairs from index 10 on, this preset holds out from 100" in refused(preset="cpu")
+
+
+def test_true_returns_that_all_tie_leave_accuracy_undefined_not_nan(bench_dirs, capsys):
+    pairs, data, results, work, argv = bench_dirs
+    np.savez(data / "Pendulum-v1" / "preferences.npz", **{**pairs, "rejected_returns": pairs["chosen_returns"]})
+    _finished(results, work, {"expert1_p10__aihf__seed0": _linear_net()})
+    assert _bench(argv, capsys)[0] == 0
+    text = (results / "reward_quality.json").read_text()
+    assert "NaN" not in text and json.loads(text)["envs"]["Pendulum-v1"]["runs"]["expert1_p10__aihf__seed0"][
+        "pair_accuracy"] is None
+    assert "| expert1_p10 | aihf | – |" in (results / "reward_quality.md").read_text()
