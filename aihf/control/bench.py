@@ -316,6 +316,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"argument {modes[1]}: not allowed with {modes[0]} (one of them at a time)")
     # dict.fromkeys: "--envs A,A" is one env, not every run twice
     envs = list(dict.fromkeys(e.strip() for e in args.envs.split(",") if e.strip())) if args.envs else None
+    if args.envs is not None and not envs:
+        parser.error(f"argument --envs: comma-separated env ids, got {args.envs!r}")
     try:  # "0,1," (a trailing comma) is two seeds, "x" a one-line error rather than a traceback
         seeds = [int(s) for s in args.seeds.split(",") if s.strip()] if args.seeds else None
     except ValueError:
@@ -393,8 +395,12 @@ def main(argv: list[str] | None = None) -> int:
         ]
         held_out_from = max(r.num_preferences for r in plan(args.preset))
         result = reward_quality(scored, args.data_root, held_out_from, args.results, this)
-        gone = f"; {result['missing']} finished runs have no folder under {args.work}" if result["missing"] else ""
-        print(f"scored {result['scored']} runs' rewards{gone}; wrote {os.path.join(args.results, 'reward_quality.md')}")
+        notes = [f"scored {result['scored']} runs' rewards"]
+        if result["missing"]:
+            notes.append(f"{result['missing']} finished runs have no folder under {args.work}")
+        if result["dropped"]:
+            notes.append(f"dropped {result['dropped']} rows of the earlier report (their preference file changed)")
+        print("; ".join([*notes, f"wrote {os.path.join(args.results, 'reward_quality.md')}"]))
         return 0
     if args.speed:
         env_id = (envs or PLANS[args.preset]["envs"])[0]

@@ -32,10 +32,13 @@ config in ``result.json``, or else the last checkpoint (``checkpoint/state.pt``,
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
+import math
 import os
 import warnings
+import zipfile
 from dataclasses import dataclass
 
 import numpy as np
@@ -61,6 +64,7 @@ __all__ = [
 # reference a trained one must beat. null_constant, true_reward and bc have none that SAC sees.
 SCORED_METHODS = ("aihf", "ml_irl", "pref_rl", "two_stage", "null_untrained")
 SCORES = ("pair_accuracy", "return_spearman", "sac_pair_accuracy", "sac_return_spearman", "disjoint_pair_accuracy")
+OVERLAP = ("held_out_segments_sharing_a_step_with_training", "disjoint_pairs")
 
 
 @dataclass(frozen=True)
@@ -160,18 +164,31 @@ def load_run_reward(run_dir: str, obs_dim: int, act_dim: int) -> RewardNet:
 def sac_offset(run_dir: str, net: RewardNet, config: dict) -> float | None:
     """What the trainer added to ``r`` before SAC saw it at the end of the run: ``-min r`` (survival
     bonus) or ``-mean r`` over ``normalization_samples`` evenly spaced states of the final replay buffer
-    (``checkpoint/buffer.npz``), or the fixed shift without normalisation. None without a buffer."""
-    survival = bool(config.get("survival_bonus", True))
-    if config.get("sac_reward_normalization", "buffer") == "none":
+    (``checkpoint/buffer.npz``), or the fixed shift without normalisation. None without a buffer;
+    :class:`aihf.ConfigError` for settings or a buffer that cannot give a finite shift."""
+    survival, normalization = config.get("survival_bonus", True), config.get("sac_reward_normalization", "buffer")
+    samples = config.get("normalization_samples", 10_000)
+    if not isinstance(survival, bool) or normalization not in ("buffer", "none"):
+        raise ConfigError(
+            f"{run_dir}: survival_bonus must be true or false and sac_reward_normalization 'buffer' or 'none', got "
+            f"{survival!r} and {normalization!r}"
+        )
+    if normalization == "none":
         return net.bound if survival else 0.0
     path = os.path.join(run_dir, "checkpoint", "buffer.npz")
     if not os.path.exists(path):
         return None
     try:
-        with np.load(path, allow_pickle=False) as buffer:
+        if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
+            raise ValueError(f"normalization_samples must be an integer >= 1, got {samples!r}")
+        loaded = np.load(path, allow_pickle=False)
+        if not isinstance(loaded, np.lib.npyio.NpzFile):
+            raise ValueError("a single .npy array, not a .npz file")
+        with loaded as buffer:
             observations, actions = buffer["observations"], buffer["actions"]
-        size = len(observations)
-        idx = np.linspace(0, size - 1, min(size, int(config.get("normalization_samples", 10_000)))).astype(np.int64)
+        if len(observations) == 0 or observations.ndim != 3 or actions.ndim != 3:
+            raise ValueError(f"expected (size >= 1, n_envs, dim) arrays, got {observations.shape} and {actions.shape}")
+        idx = np.linspace(0, len(observations) - 1, min(len(observations), samples)).astype(np.int64)
         obs = torch.as_tensor(observations[idx, 0], dtype=torch.float32)
         act = None
         if net.use_actions:
@@ -182,17 +199,21 @@ def sac_offset(run_dir: str, net: RewardNet, config: dict) -> float | None:
             act = env_actions(torch.as_tensor(actions[idx, 0], dtype=torch.float32), low, high)
         with torch.no_grad():
             r = net(obs, act)
-    except (OSError, ValueError, KeyError, IndexError, RuntimeError) as e:
-        raise ConfigError(f"{path}: cannot read the final replay buffer ({_reason(e)})") from None
-    return -(r.min().item() if survival else r.mean().item())
+        offset = -(r.min().item() if survival else r.mean().item())
+        if not math.isfinite(offset):
+            raise ValueError("the reward over it is not finite")
+    except (OSError, ValueError, KeyError, IndexError, RuntimeError, TypeError, EOFError, zipfile.BadZipFile) as e:
+        raise ConfigError(f"{path}: cannot give the final shift of SAC's reward ({_reason(e)})") from None
+    return offset
 
 
 def score_pairs(chosen: np.ndarray, rejected: np.ndarray, true_chosen: np.ndarray, true_rejected: np.ndarray) -> dict:
     """``pair_accuracy`` and ``return_spearman`` (module docstring) from segment returns ``(K,)`` of
     both sides (learned) and their true returns ``(K,)``; either is None where undefined."""
     keep = true_chosen != true_rejected
-    learned_sign = np.sign(chosen - rejected)[keep]
-    true_sign = np.sign(true_chosen - true_rejected)[keep]
+    with np.errstate(over="ignore", invalid="ignore"):  # +-1e308 differences overflow to +-inf: the sign holds
+        learned_sign = np.sign(chosen - rejected)[keep]
+        true_sign = np.sign(true_chosen - true_rejected)[keep]
     accuracy = float(np.where(learned_sign == 0, 0.5, learned_sign == true_sign).mean()) if keep.any() else None
     rho = spearman(np.concatenate([chosen, rejected]).tolist(), np.concatenate([true_chosen, true_rejected]).tolist())
     return {"pair_accuracy": accuracy, "return_spearman": None if np.isnan(rho) else float(rho)}
@@ -234,26 +255,67 @@ def _score_run(net: RewardNet, offset: float | None, held: Preferences, true, di
     return scores | {"sac_offset": offset, "disjoint_pair_accuracy": subset["pair_accuracy"]}
 
 
+def _number_or_none(value) -> bool:
+    return value is None or (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value))
+
+
+def _check_report(report) -> None:
+    """Raise ValueError unless ``report`` has every field :func:`write_markdown` reads, of its type."""
+    if not isinstance(report, dict) or not isinstance(report.get("envs"), dict):
+        raise ValueError("no 'envs' object")
+    if isinstance(report.get("held_out_from"), bool) or not isinstance(report.get("held_out_from"), int):
+        raise ValueError("no integer 'held_out_from'")
+    for env_id, env in report["envs"].items():
+        if not isinstance(env, dict) or not isinstance(env.get("runs"), dict):
+            raise ValueError(f"{env_id}: no 'runs' object")
+        overlap, refs = env.get("overlap"), env.get("references")
+        if not isinstance(env.get("held_out_pairs"), int) or not isinstance(env.get("preferences_sha256"), str):
+            raise ValueError(f"{env_id}: no 'held_out_pairs' or 'preferences_sha256'")
+        if not isinstance(overlap, dict) or not all(_number_or_none(overlap.get(k)) for k in OVERLAP):
+            raise ValueError(f"{env_id}: no numeric 'overlap'")
+        if not isinstance(refs, dict) or not all(
+            isinstance(r, dict) and all(_number_or_none(r.get(k)) for k in SCORES[:2]) for r in refs.values()
+        ):
+            raise ValueError(f"{env_id}: 'references' without their scores")
+        for name, row in env["runs"].items():
+            labels = ("setting", "method", "command")
+            if not isinstance(row, dict) or not all(isinstance(row.get(k), str) for k in labels):
+                raise ValueError(f"{env_id}/{name}: no setting, method or command")
+            if not all(_number_or_none(row.get(k)) for k in (*SCORES, "sac_offset")):
+                raise ValueError(f"{env_id}/{name}: a score that is not a finite number or null")
+
+
 def _old_report(json_path: str) -> dict:
     """An earlier report at ``json_path`` ({} if none), its structure checked."""
     if not os.path.exists(json_path):
         return {}
     try:
         with open(json_path) as f:
-            old = json.load(f)
-        if not isinstance(old, dict) or not isinstance(old.get("envs"), dict):
-            raise ValueError("no 'envs' object")
-        for env in old["envs"].values():
-            if not isinstance(env, dict) or not isinstance(env.get("runs"), dict):
-                raise ValueError("an env without a 'runs' object")
-            for row in env["runs"].values():
-                if not isinstance(row, dict) or not all(isinstance(row.get(k), str) for k in ("setting", "method")):
-                    raise ValueError("a run without its setting and method")
-                if any(not (row.get(k) is None or isinstance(row.get(k), (int, float))) for k in SCORES):
-                    raise ValueError("a score that is not a number")
+            old = json.load(f, parse_constant=lambda c: float("nan"))  # NaN / Infinity: refused below
+        _check_report(old)
     except (OSError, ValueError) as e:
         raise ConfigError(f"{json_path}: not a reward-quality report ({e}); move it away or pick another --results")
     return old
+
+
+def _check_run_config(run: ScoredRun, config: dict, held_out_from: int) -> None:
+    """Refuse a run of another env, or one whose pairs include held-out ones or come from another file."""
+    if config.get("env_id") != run.env_id:
+        raise ConfigError(f"{run.run_dir}: a run of {config.get('env_id')!r}, not of {run.env_id}")
+    if run.method not in ("aihf", "pref_rl", "two_stage"):
+        return
+    trained_on, source = config.get("num_preferences", "missing"), config.get("preferences")
+    if isinstance(trained_on, bool) or not isinstance(trained_on, int) or trained_on > held_out_from:
+        what = "all" if trained_on is None else trained_on
+        raise ConfigError(
+            f"{run.run_dir}: trained on the first {what} pairs, but only pairs from index {held_out_from} on are "
+            "held out (--train_flags --num_preferences?)"
+        )
+    if not isinstance(source, str) or tuple(os.path.normpath(source).split(os.sep)[-2:]) != (
+        run.env_id,
+        "preferences.npz",
+    ):
+        raise ConfigError(f"{run.run_dir}: trained on the pairs of {source!r}, not on {run.env_id}/preferences.npz")
 
 
 def reward_quality(runs: list[ScoredRun], data_root: str, held_out_from: int, out_dir: str, command: str) -> dict:
@@ -262,32 +324,44 @@ def reward_quality(runs: list[ScoredRun], data_root: str, held_out_from: int, ou
     write ``reward_quality.json`` and ``.md`` to ``out_dir``, keeping the rows of an earlier report that
     this call does not rescore (same preference file, by SHA-256); a run whose folder is gone keeps its
     row. Raises :class:`aihf.ConfigError` / :class:`aihf.DataError` before anything is written. Returns
-    the report with ``scored`` and ``missing`` (finished runs with neither a folder nor a kept row)."""
-    json_path = os.path.join(out_dir, "reward_quality.json")
-    old = _old_report(json_path)
-    if old and old.get("held_out_from") != held_out_from:
-        raise ConfigError(
-            f"{json_path}: written for pairs from index {old.get('held_out_from')} on, this preset holds out from "
-            f"{held_out_from}; pick another --results"
-        )
+    the report with ``scored``, ``missing`` (finished runs with neither a folder nor a kept row) and
+    ``dropped`` (rows of an earlier report whose preference file has changed)."""
     finished = [r for r in runs if os.path.exists(r.result_file)]
     if not finished:
-        raise ConfigError(f"results={out_dir!r}: no finished run's result file among the selected runs to score")
+        envs = ", ".join(sorted({r.env_id for r in runs})) or "none"
+        raise ConfigError(
+            f"results={out_dir!r}: no finished run's result file under run_results/ among the selected runs (envs: "
+            f"{envs})"
+        )
     finished = [r for r in finished if r.method in SCORED_METHODS]
     if not finished:
         raise ConfigError(f"none of the selected finished runs has a learned reward ({', '.join(SCORED_METHODS)})")
     try:
-        os.makedirs(out_dir, exist_ok=True)
-        with open(os.path.join(out_dir, ".reward_quality_write_check"), "w"):
-            pass
-        os.remove(os.path.join(out_dir, ".reward_quality_write_check"))
+        os.makedirs(os.path.join(out_dir, "locks"), exist_ok=True)  # where the sweep's run locks live (ignored by git)
+        lock = open(os.path.join(out_dir, "locks", "reward_quality.lock"), "w")
     except OSError as e:
         raise ConfigError(f"results={out_dir!r}: cannot write there ({e.strerror})") from None
+    with lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # another call on the same folder reads the report after this one wrote it
+        return _update(finished, data_root, held_out_from, out_dir, command)
+
+
+def _update(finished: list[ScoredRun], data_root: str, held_out_from: int, out_dir: str, command: str) -> dict:
+    from .envs import make_env
+
+    json_path = os.path.join(out_dir, "reward_quality.json")
+    old = _old_report(json_path)
+    if old and old["held_out_from"] != held_out_from:
+        raise ConfigError(
+            f"{json_path}: written for pairs from index {old['held_out_from']} on, this preset holds out from "
+            f"{held_out_from}; pick another --results"
+        )
     report = {"held_out_from": held_out_from, "envs": dict(old.get("envs", {}))}
-    scored = missing = 0
+    scored = missing = dropped = 0
     for env_id in sorted({r.env_id for r in finished}):
         path = os.path.join(data_root, env_id, "preferences.npz")
-        prefs = load_preferences(path)
+        env = make_env(env_id)
+        prefs = load_preferences(path, env.observation_space, env.action_space)
         true_all = load_preference_returns(path, len(prefs))
         if len(prefs) <= held_out_from:
             raise ConfigError(f"{path}: {len(prefs)} pairs; the runs train on up to the first {held_out_from}")
@@ -299,6 +373,7 @@ def reward_quality(runs: list[ScoredRun], data_root: str, held_out_from: int, ou
             digest = hashlib.sha256(f.read()).hexdigest()
         previous = report["envs"].get(env_id, {})
         kept = previous.get("runs", {}) if previous.get("preferences_sha256") == digest else {}
+        dropped += len(previous.get("runs", {})) - len(kept)
         lengths = [held.chosen_lengths.astype(np.float64), held.rejected_lengths.astype(np.float64)]
         ones = np.ones(len(true[0]))
         env_report = {
@@ -318,18 +393,13 @@ def reward_quality(runs: list[ScoredRun], data_root: str, held_out_from: int, ou
         }
         obs_dim, act_dim = held.chosen_observations.shape[-1], held.chosen_actions.shape[-1]
         for run in sorted((r for r in finished if r.env_id == env_id), key=lambda r: r.name):
+            if os.path.exists(run.run_dir) and not os.path.isdir(run.run_dir):
+                raise ConfigError(f"{run.run_dir}: not a run folder")
             if not os.path.isdir(run.run_dir):
                 missing += run.name not in kept
                 continue
             config, weights = _read_run(run.run_dir)
-            if config.get("env_id") != env_id:
-                raise ConfigError(f"{run.run_dir}: a run of {config.get('env_id')!r}, not of {env_id}")
-            trained_on = config.get("num_preferences", 0) if run.method in ("aihf", "pref_rl", "two_stage") else 0
-            if not isinstance(trained_on, int) or trained_on > held_out_from:
-                raise ConfigError(
-                    f"{run.run_dir}: trained on the first {trained_on} pairs, but only pairs from index "
-                    f"{held_out_from} on are held out (--train_flags --num_preferences?)"
-                )
+            _check_run_config(run, config, held_out_from)
             net = _build(config, weights, obs_dim, act_dim)
             _load_weights(net, weights)
             scores = _score_run(net.eval(), sac_offset(run.run_dir, net, config), held, true, disjoint, weights)
@@ -337,24 +407,44 @@ def reward_quality(runs: list[ScoredRun], data_root: str, held_out_from: int, ou
             env_report["runs"][run.name] = row
             scored += 1
         report["envs"][env_id] = env_report
+    if scored == 0 and missing:
+        raise ConfigError(
+            f"none of the {missing} finished runs to score has its folder under --work (a typo?), nor a row in "
+            f"{json_path}"
+        )
     _write(report, out_dir)
-    return {**report, "scored": scored, "missing": missing}
+    return {**report, "scored": scored, "missing": missing, "dropped": dropped}
 
 
 def _write(report: dict, out_dir: str) -> None:
-    """Both files or neither: each is written beside its name first, then both are moved in place."""
-    texts = {"reward_quality.json": json.dumps(report, indent=1), "reward_quality.md": write_markdown(report)}
+    """Both files or neither: each is written beside its name first, then the markdown and last the JSON
+    are moved in place; a failure puts the markdown back as it was."""
+    texts = {"reward_quality.md": write_markdown(report), "reward_quality.json": json.dumps(report, indent=1)}
+    paths = {name: os.path.join(out_dir, name) for name in texts}
+    before = None
     try:
+        if os.path.isfile(paths["reward_quality.md"]):
+            with open(paths["reward_quality.md"]) as f:
+                before = f.read()
         for name, text in texts.items():
-            with open(os.path.join(out_dir, name + ".tmp"), "w") as f:
+            with open(paths[name] + ".tmp", "w") as f:
                 f.write(text)
-        for name in texts:
-            os.replace(os.path.join(out_dir, name + ".tmp"), os.path.join(out_dir, name))
+        os.replace(paths["reward_quality.md"] + ".tmp", paths["reward_quality.md"])
+        try:
+            os.replace(paths["reward_quality.json"] + ".tmp", paths["reward_quality.json"])
+        except OSError:
+            if before is None:
+                os.remove(paths["reward_quality.md"])
+            else:
+                with open(paths["reward_quality.md"], "w") as f:
+                    f.write(before)
+            raise
     except OSError as e:
-        for name in texts:
-            if os.path.isfile(os.path.join(out_dir, name + ".tmp")):
-                os.remove(os.path.join(out_dir, name + ".tmp"))
-        raise ConfigError(f"results={out_dir!r}: cannot write the report ({e.strerror}: {e.filename})") from None
+        for path in paths.values():
+            if os.path.isfile(path + ".tmp"):
+                os.remove(path + ".tmp")
+        where = (e.filename or out_dir).removesuffix(".tmp")
+        raise ConfigError(f"{where}: cannot write the report ({e.strerror})") from None
 
 
 def _cell(values: list) -> str:

@@ -27,7 +27,7 @@ def test_pair_accuracy_and_rank_correlation_by_hand():
     assert constant == {"pair_accuracy": 0.5, "return_spearman": None}
 
 
-def _linear_net(obs_dim=2, act_dim=1, weight=(1.0, 0.0), bias=0.0):
+def _linear_net(obs_dim=3, act_dim=1, weight=(1.0, 0.0, 0.0), bias=0.0):
     """r(s) = 10 tanh((w . s + b) / 10): no hidden layer, inputs not standardised."""
     net = RewardNet(obs_dim, act_dim, hidden=())
     with torch.no_grad():
@@ -37,12 +37,14 @@ def _linear_net(obs_dim=2, act_dim=1, weight=(1.0, 0.0), bias=0.0):
 
 
 def _pairs_file(path, num_pairs=40, length=5, seed=0):
-    """Pairs whose observation 0 is the true per-step reward (in [0, 1]) and observation 1 noise;
-    segments cut to 1..length steps (a fall), padded with zeros as ``collect`` writes them."""
+    """Pendulum-v1-shaped pairs whose observation 0 is the true per-step reward (in [0, 1]), observation 1
+    noise and observation 2 zero; segments cut to 1..length steps (a fall), padded with zeros as
+    ``collect`` writes them."""
     rng = np.random.default_rng(seed)
     arrays = {}
     for side in ("chosen", "rejected"):
-        obs = np.stack([rng.uniform(0, 1, (num_pairs, length)), rng.normal(0, 1, (num_pairs, length))], -1)
+        shape = (num_pairs, length)
+        obs = np.stack([rng.uniform(0, 1, shape), rng.uniform(-1, 1, shape), np.zeros(shape)], -1)
         lengths = rng.integers(1, length + 1, num_pairs)
         obs[np.arange(length)[None, :] >= lengths[:, None]] = 0.0
         arrays |= {
@@ -60,7 +62,8 @@ def _run_folder(folder, net, fmt="safetensors", rounds=3, round_=3, buffer=None,
     """A finished run's folder holding ``net``; ``buffer``: observations for ``checkpoint/buffer.npz``."""
     os.makedirs(folder, exist_ok=True)
     config = {"reward_net_arch": ",".join(str(m.out_features) for m in net.mlp[:-1] if hasattr(m, "out_features"))}
-    config |= {"reward_input": "state", "reward_bound": 10.0, "rounds": rounds, "env_id": "Pendulum-v1", **settings}
+    config |= {"reward_input": "state", "reward_bound": 10.0, "rounds": rounds, "env_id": "Pendulum-v1"}
+    config |= {"preferences": "data/Pendulum-v1/preferences.npz", "num_preferences": 10, **settings}
     if fmt == "safetensors":
         save_file({k: v.contiguous() for k, v in net.state_dict().items()}, os.path.join(folder, "reward.safetensors"))
         with open(os.path.join(folder, "result.json"), "w") as f:
@@ -137,8 +140,8 @@ def test_bench_scores_the_learned_rewards_on_pairs_no_run_trained_on(bench_dirs,
     held = slice(10, None)  # the ci preset's runs train on up to 10 pairs
     _finished(results, work, {
         "expert1_p10__aihf__seed0": _linear_net(),  # the per-step content
-        "expert1_p0__ml_irl__seed0": _linear_net(weight=(-1.0, 0.0)),  # its opposite
-        "expert1_p10__pref_rl__seed0": _linear_net(weight=(0.0, 0.0), bias=1.0),  # one per valid step: length
+        "expert1_p0__ml_irl__seed0": _linear_net(weight=(-1.0, 0.0, 0.0)),  # its opposite
+        "expert1_p10__pref_rl__seed0": _linear_net(weight=(0.0, 0.0, 0.0), bias=1.0),  # one per valid step: length
         "expert1_p0__null_constant__seed0": _linear_net(),  # its net is unused: not scored
     })
     _run_folder(work / "Pendulum-v1" / "expert1_p10__two_stage__seed0", _linear_net())  # no result file: not finished
@@ -192,8 +195,8 @@ def test_bench_scores_the_learned_rewards_on_pairs_no_run_trained_on(bench_dirs,
 
 def test_the_reward_as_sac_saw_it_adds_the_shift_of_the_final_buffer(bench_dirs, capsys):
     pairs, _, results, work, argv = bench_dirs
-    buffer = np.array([[0.2, 5.0], [0.9, -1.0], [0.5, 0.0]], np.float32)
-    net = _linear_net(weight=(-1.0, 0.0), bias=2.0)  # r(s) ~ 2 - s0: its minimum over the buffer is at 0.9
+    buffer = np.array([[0.2, 0.5, 0.0], [0.9, -1.0, 0.0], [0.5, 0.0, 0.0]], np.float32)
+    net = _linear_net(weight=(-1.0, 0.0, 0.0), bias=2.0)  # r(s) ~ 2 - s0: its minimum over the buffer is at 0.9
     _finished(results, work, {"expert1_p0__ml_irl__seed0": net}, buffer=buffer)
     assert _bench(argv, capsys)[0] == 0
     row = json.loads((results / "reward_quality.json").read_text())["envs"]["Pendulum-v1"]["runs"][
@@ -235,7 +238,7 @@ def test_bench_reward_quality_refuses_bad_input_in_one_line(bench_dirs, capsys):
         assert code == 2 and len(err.splitlines()) == 1, err
         return err
 
-    assert "no finished run's result file among the selected runs" in refused()  # e.g. a typo in --results
+    assert "no finished run's result file under run_results/ among the selected runs" in refused()  # --results typo?
     assert not results.exists()
     _finished(results, work, {"expert1_p0__bc__seed0": _linear_net()})
     assert "none of the selected finished runs has a learned reward" in refused()
@@ -245,8 +248,14 @@ def test_bench_reward_quality_refuses_bad_input_in_one_line(bench_dirs, capsys):
     assert "a run of 'Hopper-v5', not of Pendulum-v1" in refused()
     _finished(results, work, {"expert1_p10__pref_rl__seed0": _linear_net(bias=float("nan"))})
     assert "reward.safetensors: the reward is not finite on the held-out segments" in refused()
-    _finished(results, work, {"expert1_p10__pref_rl__seed0": _linear_net()})
+    _finished(results, work, {"expert1_p10__pref_rl__seed0": _linear_net()}, preferences="other/preferences.npz")
+    assert "trained on the pairs of 'other/preferences.npz', not on Pendulum-v1/preferences.npz" in refused()
+    _finished(results, work, {"expert1_p10__pref_rl__seed0": _linear_net()}, buffer=np.full((3, 3), np.nan, np.float32))
+    assert "checkpoint/buffer.npz: cannot give the final shift of SAC's reward" in refused()
+    os.remove(work / "Pendulum-v1" / "expert1_p10__pref_rl__seed0" / "checkpoint" / "buffer.npz")
+    assert "has its folder under --work (a typo?)" in refused("--work", str(work / "typo"))
     assert "argument --reward_quality: not allowed with --report" in refused("--report")
+    assert "argument --envs: comma-separated env ids" in refused("--envs", ",")
     assert not (results / "reward_quality.json").exists()
 
     few = {k: v[:10] for k, v in pairs.items()}
@@ -265,7 +274,12 @@ def test_bench_reward_quality_refuses_bad_input_in_one_line(bench_dirs, capsys):
     assert (results / "reward_quality.json").read_text() == '{"envs": {"Pendulum-v1": []}}'  # left as it was
     os.remove(results / "reward_quality.json")
     assert _bench(argv, capsys)[0] == 0
-    assert "written for pairs from index 10 on, this preset holds out from 100" in refused(preset="cpu")
+    good = (results / "reward_quality.json").read_text()
+    (results / "reward_quality.json").write_text(good.replace('"pair_accuracy": 1.0', '"pair_accuracy": NaN', 1))
+    assert "a score that is not a finite number or null" in refused()
+    (results / "reward_quality.json").write_text(good)
+    other_preset = refused("--envs", "Pendulum-v1", preset="cpu")
+    assert "written for pairs from index 10 on, this preset holds out from 100" in other_preset
 
 
 def test_true_returns_that_all_tie_leave_accuracy_undefined_not_nan(bench_dirs, capsys):
